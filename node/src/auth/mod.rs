@@ -1,0 +1,8 @@
+//! Who is calling: users from config with argon2 password hashes, bearer tokens handed out
+//! by the Flight SQL handshake, and roles.
+
+mod principal;
+mod sessions;
+
+pub use principal::{Principal, Role};
+pub use sessions::{AuthError, Authenticator, UserRecord, hash_password};

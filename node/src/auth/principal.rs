@@ -1,0 +1,40 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a user may do. Ordered: each role includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// SELECT, metadata.
+    Reader,
+    /// + INSERT, UPDATE, DELETE.
+    Writer,
+    /// + CREATE TABLE, DROP TABLE.
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// An authenticated caller. `home_region` is where the caller's own data lives; residency
+/// decisions about results leaving their region compare against it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub role: Role,
+    pub home_region: String,
+}
+
+impl Principal {
+    pub fn may(&self, needed: Role) -> bool {
+        self.role >= needed
+    }
+}

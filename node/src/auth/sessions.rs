@@ -1,0 +1,242 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rand::RngCore;
+use thiserror::Error;
+
+use super::principal::{Principal, Role};
+use crate::limits::SESSIONS_MAX;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error(
+        "no credentials: send `authorization: Basic ...` to the handshake, then the bearer token"
+    )]
+    MissingCredentials,
+    #[error("malformed authorization header")]
+    Malformed,
+    #[error("invalid user name or password")]
+    InvalidCredentials,
+    #[error("unknown or expired bearer token; authenticate again")]
+    InvalidToken,
+    #[error("too many open sessions (sessions_max = {SESSIONS_MAX})")]
+    TooManySessions,
+}
+
+/// A configured user, as the authenticator needs it.
+#[derive(Clone, Debug)]
+pub struct UserRecord {
+    pub password_hash: String,
+    pub role: Role,
+    pub home_region: String,
+}
+
+struct Session {
+    principal: Principal,
+    expires_at: Instant,
+}
+
+/// Verifies passwords and hands out bearer tokens. Tokens live in memory only: a restart
+/// logs every client out, which clients handle by repeating the handshake.
+pub struct Authenticator {
+    users: HashMap<String, UserRecord>,
+    sessions: Mutex<HashMap<String, Session>>,
+    token_ttl: Duration,
+    /// Verified against when the user is unknown, so both failures cost the same time.
+    dummy_hash: String,
+}
+
+impl Authenticator {
+    pub fn new(users: HashMap<String, UserRecord>, token_ttl: Duration) -> Arc<Self> {
+        let dummy_hash = hash_password("not a real password").unwrap_or_default();
+        Arc::new(Self {
+            users,
+            sessions: Mutex::new(HashMap::new()),
+            token_ttl,
+            dummy_hash,
+        })
+    }
+
+    /// Checks `authorization: Basic base64(user:password)` and opens a session.
+    /// Runs argon2 on a blocking thread: it is deliberately slow.
+    pub async fn handshake(
+        self: &Arc<Self>,
+        authorization: Option<&str>,
+    ) -> Result<(String, Principal), AuthError> {
+        let header = authorization.ok_or(AuthError::MissingCredentials)?;
+        let encoded = header.strip_prefix("Basic ").ok_or(AuthError::Malformed)?;
+        let decoded = STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| AuthError::Malformed)?;
+        let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+        let (user, password) = text.split_once(':').ok_or(AuthError::Malformed)?;
+        let (user, password) = (user.to_string(), password.to_string());
+        let this = Arc::clone(self);
+        let principal = tokio::task::spawn_blocking(move || this.verify(&user, &password))
+            .await
+            .map_err(|_| AuthError::InvalidCredentials)??;
+        let token = self.open_session(principal.clone())?;
+        Ok((token, principal))
+    }
+
+    fn verify(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
+        let record = self.users.get(user);
+        let hash = record.map_or(self.dummy_hash.as_str(), |r| r.password_hash.as_str());
+        let matches = verify_password(password, hash);
+        match record {
+            Some(record) if matches => Ok(Principal {
+                user: user.to_string(),
+                role: record.role,
+                home_region: record.home_region.clone(),
+            }),
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    fn open_session(&self, principal: Principal) -> Result<String, AuthError> {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock().expect("session lock poisoned");
+        if sessions.len() >= SESSIONS_MAX {
+            sessions.retain(|_, s| s.expires_at > now);
+            if sessions.len() >= SESSIONS_MAX {
+                return Err(AuthError::TooManySessions);
+            }
+        }
+        sessions.insert(
+            token.clone(),
+            Session {
+                principal,
+                expires_at: now + self.token_ttl,
+            },
+        );
+        Ok(token)
+    }
+
+    /// The principal behind `authorization: Bearer <token>`.
+    pub fn principal(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let header = authorization.ok_or(AuthError::MissingCredentials)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or(AuthError::Malformed)?
+            .trim();
+        let mut sessions = self.sessions.lock().expect("session lock poisoned");
+        match sessions.get(token) {
+            Some(session) if session.expires_at > Instant::now() => Ok(session.principal.clone()),
+            Some(_) => {
+                sessions.remove(token);
+                Err(AuthError::InvalidToken)
+            }
+            None => Err(AuthError::InvalidToken),
+        }
+    }
+
+    /// Whether any user would accept `password`; used to refuse well-known demo
+    /// credentials on non-loopback addresses.
+    pub fn accepts_password_for(&self, user: &str, password: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|r| verify_password(password, &r.password_hash))
+    }
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// An argon2id PHC string for `password`, for the `users` section of the config.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt_bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt_bytes);
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator(ttl: Duration) -> Arc<Authenticator> {
+        let hash = hash_password("s3cret").expect("hashes");
+        let users = HashMap::from([(
+            "ana".to_string(),
+            UserRecord {
+                password_hash: hash,
+                role: Role::Writer,
+                home_region: "eu-central".into(),
+            },
+        )]);
+        Authenticator::new(users, ttl)
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+    }
+
+    #[tokio::test]
+    async fn right_password_gives_a_token_that_names_the_principal() {
+        let auth = authenticator(Duration::from_secs(60));
+        let (token, principal) = auth
+            .handshake(Some(&basic("ana", "s3cret")))
+            .await
+            .expect("accepted");
+        assert_eq!(principal.role, Role::Writer);
+        let again = auth
+            .principal(Some(&format!("Bearer {token}")))
+            .expect("token valid");
+        assert_eq!(again, principal);
+    }
+
+    #[tokio::test]
+    async fn wrong_password_unknown_user_and_bad_tokens_are_refused() {
+        let auth = authenticator(Duration::from_secs(60));
+        assert_eq!(
+            auth.handshake(Some(&basic("ana", "nope"))).await.err(),
+            Some(AuthError::InvalidCredentials)
+        );
+        assert_eq!(
+            auth.handshake(Some(&basic("bob", "s3cret"))).await.err(),
+            Some(AuthError::InvalidCredentials)
+        );
+        assert_eq!(
+            auth.handshake(None).await.err(),
+            Some(AuthError::MissingCredentials)
+        );
+        assert_eq!(
+            auth.handshake(Some("Basic !!!")).await.err(),
+            Some(AuthError::Malformed)
+        );
+        assert_eq!(
+            auth.principal(Some("Bearer forged")).err(),
+            Some(AuthError::InvalidToken)
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_refused() {
+        let auth = authenticator(Duration::from_millis(1));
+        let (token, _) = auth
+            .handshake(Some(&basic("ana", "s3cret")))
+            .await
+            .expect("accepted");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            auth.principal(Some(&format!("Bearer {token}"))).err(),
+            Some(AuthError::InvalidToken)
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! What tables exist and what their columns mean to the law: schemas, primary keys,
+//! localities and per-column data classes. Pure data; persisted by `storage`.
+
+mod ddl;
+mod table_def;
+
+pub use ddl::{DdlError, table_def_from_create, table_name as ddl_table_name};
+pub use table_def::{ColumnDef, ColumnType, DataClass, Locality, TableDef, TableId};

@@ -1,0 +1,194 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Stable numeric identity of a table. Row keys start with it, so it is never reused:
+/// a dropped table's id stays retired and a later table of the same name gets a new one.
+pub type TableId = u32;
+
+/// Where a table's rows are allowed to live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Locality {
+    /// Each row names its home region in `region_column`; a node stores only rows homed
+    /// in its own region.
+    RegionalByRow { region_column: String },
+    /// The whole table lives in one region.
+    Regional { region: String },
+    /// Non-sensitive metadata kept on every node; rows are partitioned by the region that
+    /// wrote them.
+    Global,
+}
+
+impl fmt::Display for Locality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Locality::RegionalByRow { region_column } => {
+                write!(f, "REGIONAL BY ROW ({region_column})")
+            }
+            Locality::Regional { region } => write!(f, "REGIONAL IN {region}"),
+            Locality::Global => f.write_str("GLOBAL"),
+        }
+    }
+}
+
+/// How sensitive a column's values are. Residency policies read this; logs and error
+/// texts never carry values of `Pii` columns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataClass {
+    #[default]
+    Public,
+    Sensitive,
+    Pii,
+}
+
+impl DataClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataClass::Public => "public",
+            DataClass::Sensitive => "sensitive",
+            DataClass::Pii => "pii",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "public" => Some(DataClass::Public),
+            "sensitive" => Some(DataClass::Sensitive),
+            "pii" => Some(DataClass::Pii),
+            _ => None,
+        }
+    }
+}
+
+/// SQL column types Domicile stores. Each maps to exactly one Arrow type (see
+/// `sql::arrow_convert`); UUID is exposed to SQL as canonical lowercase text and stored
+/// as 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ColumnType {
+    Boolean,
+    Int,
+    BigInt,
+    Double,
+    Decimal { precision: u8, scale: i8 },
+    Text,
+    Bytea,
+    Date,
+    Timestamp,
+    Uuid,
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Boolean => f.write_str("BOOLEAN"),
+            ColumnType::Int => f.write_str("INT"),
+            ColumnType::BigInt => f.write_str("BIGINT"),
+            ColumnType::Double => f.write_str("DOUBLE"),
+            ColumnType::Decimal { precision, scale } => write!(f, "DECIMAL({precision},{scale})"),
+            ColumnType::Text => f.write_str("TEXT"),
+            ColumnType::Bytea => f.write_str("BYTEA"),
+            ColumnType::Date => f.write_str("DATE"),
+            ColumnType::Timestamp => f.write_str("TIMESTAMP"),
+            ColumnType::Uuid => f.write_str("UUID"),
+        }
+    }
+}
+
+/// One column. `id` is what the row encoding stores, never the position, so columns can
+/// be added later without rewriting rows (a missing id reads as NULL).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub id: u16,
+    pub name: String,
+    pub column_type: ColumnType,
+    pub nullable: bool,
+    pub class: DataClass,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub id: TableId,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Positions in `columns` of the primary key, in key order. Never empty.
+    pub primary_key: Vec<usize>,
+    pub locality: Locality,
+    /// Next column id to hand out; ids of dropped columns are never reused.
+    pub next_column_id: u16,
+}
+
+impl TableDef {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// Position of the column naming each row's home region, for REGIONAL BY ROW tables.
+    pub fn region_column_index(&self) -> Option<usize> {
+        match &self.locality {
+            Locality::RegionalByRow { region_column } => self.column_index(region_column),
+            _ => None,
+        }
+    }
+
+    pub fn is_primary_key_column(&self, index: usize) -> bool {
+        self.primary_key.contains(&index)
+    }
+
+    /// Checks the invariants every stored definition must hold; storage refuses to
+    /// persist a definition that fails them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.columns.is_empty() {
+            return Err(format!("table {} has no columns", self.name));
+        }
+        if self.primary_key.is_empty() {
+            return Err(format!("table {} needs a PRIMARY KEY", self.name));
+        }
+        for (i, column) in self.columns.iter().enumerate() {
+            if self.columns[..i].iter().any(|c| c.name == column.name) {
+                return Err(format!("column {} is declared twice", column.name));
+            }
+            if column.id >= self.next_column_id {
+                return Err(format!("column {} has an unallocated id", column.name));
+            }
+        }
+        for &index in &self.primary_key {
+            let column = self
+                .columns
+                .get(index)
+                .ok_or_else(|| format!("primary key of {} names a missing column", self.name))?;
+            if column.nullable {
+                return Err(format!(
+                    "primary key column {} must be NOT NULL",
+                    column.name
+                ));
+            }
+        }
+        if self.locality == Locality::Global
+            && let Some(column) = self.columns.iter().find(|c| c.class == DataClass::Pii)
+        {
+            return Err(format!(
+                "GLOBAL table {} may not hold pii column {}: GLOBAL rows are copied to every region",
+                self.name, column.name
+            ));
+        }
+        if let Locality::RegionalByRow { region_column } = &self.locality {
+            let index = self.column_index(region_column).ok_or_else(|| {
+                format!(
+                    "region_column {region_column} is not a column of {}",
+                    self.name
+                )
+            })?;
+            let column = &self.columns[index];
+            if column.column_type != ColumnType::Text {
+                return Err(format!("region_column {region_column} must be TEXT"));
+            }
+            if column.nullable {
+                return Err(format!("region_column {region_column} must be NOT NULL"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! Command-line front ends that are clients of a node, not the node itself.
+
+pub mod sql_shell;

@@ -1,0 +1,232 @@
+//! `domicile sql`: a Flight SQL client for people. Runs one statement (`-e`), a file of
+//! statements (`-f`), or reads statements from stdin (interactive when it is a terminal),
+//! printing tables, row counts and timings.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use arrow::array::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
+
+pub struct SqlShell {
+    client: FlightSqlServiceClient<Channel>,
+}
+
+impl SqlShell {
+    pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .with_context(|| format!("invalid endpoint {endpoint}"))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {endpoint}"))?;
+        let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+            .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
+            .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
+        let mut client = FlightSqlServiceClient::new_from_inner(inner);
+        client.handshake(user, password).await.map_err(|e| {
+            // The client wraps the status in text; keep only the server's message.
+            let text = e.to_string();
+            let reason = text
+                .split("message: \"")
+                .nth(1)
+                .and_then(|m| m.split('"').next())
+                .unwrap_or(&text);
+            anyhow::anyhow!("login failed: {reason}")
+        })?;
+        Ok(Self { client })
+    }
+
+    /// Runs one statement and prints its outcome. Errors are printed, not returned, so
+    /// a script or session continues unless the caller decides otherwise.
+    pub async fn run(&mut self, sql: &str, out: &mut impl Write) -> anyhow::Result<bool> {
+        let started = Instant::now();
+        match self.execute(sql).await {
+            Ok(Outcome::Rows(batches)) => {
+                let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                if !batches.is_empty() && batches[0].num_columns() > 0 {
+                    writeln!(out, "{}", pretty_format_batches(&batches)?)?;
+                }
+                writeln!(
+                    out,
+                    "({rows} row{}, {:.1} ms)",
+                    if rows == 1 { "" } else { "s" },
+                    ms(started)
+                )?;
+                Ok(true)
+            }
+            Ok(Outcome::Done) => {
+                writeln!(out, "OK ({:.1} ms)", ms(started))?;
+                Ok(true)
+            }
+            Err(error) => {
+                writeln!(out, "ERROR: {error}")?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn execute(&mut self, sql: &str) -> anyhow::Result<Outcome> {
+        let info = self
+            .client
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+        let schema = info.clone().try_decode_schema().ok();
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let Some(ticket) = endpoint.ticket else {
+                continue;
+            };
+            let stream = self
+                .client
+                .do_get(ticket)
+                .await
+                .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+            let mut part: Vec<RecordBatch> = stream
+                .try_collect()
+                .await
+                .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+            batches.append(&mut part);
+        }
+        if schema.as_ref().is_some_and(|s| s.fields().is_empty()) {
+            return Ok(Outcome::Done);
+        }
+        Ok(Outcome::Rows(batches))
+    }
+}
+
+enum Outcome {
+    Rows(Vec<RecordBatch>),
+    Done,
+}
+
+fn ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+/// A gRPC status reads better as its message and code than as its Debug form.
+fn describe(error: &FlightError) -> String {
+    match error {
+        FlightError::Tonic(status) => format!("{} ({:?})", status.message(), status.code()),
+        other => other.to_string(),
+    }
+}
+
+/// Splits a script into statements at semicolons outside quotes and comments.
+pub fn split_statements(script: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut chars = script.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                current.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' => {
+                    quote = Some(c);
+                    current.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            current.push('\n');
+                            break;
+                        }
+                    }
+                }
+                ';' => {
+                    if !current.trim().is_empty() {
+                        statements.push(current.trim().to_string());
+                    }
+                    current.clear();
+                }
+                _ => current.push(c),
+            },
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push(current.trim().to_string());
+    }
+    statements
+}
+
+/// Runs statements typed (or piped) on stdin; a statement ends with `;`.
+pub async fn interactive(shell: &mut SqlShell) -> anyhow::Result<bool> {
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    let mut buffer = String::new();
+    let mut all_ok = true;
+    let mut stdout = std::io::stdout();
+    if terminal {
+        print!("domicile> ");
+        stdout.flush()?;
+    }
+    for line in stdin.lock().lines() {
+        let line = line?;
+        buffer.push_str(&line);
+        buffer.push('\n');
+        if line.trim_end().ends_with(';') {
+            for statement in split_statements(&buffer) {
+                all_ok &= shell.run(&statement, &mut stdout).await?;
+            }
+            buffer.clear();
+        }
+        if terminal {
+            print!(
+                "{}",
+                if buffer.is_empty() {
+                    "domicile> "
+                } else {
+                    "      ... "
+                }
+            );
+            stdout.flush()?;
+        }
+    }
+    for statement in split_statements(&buffer) {
+        all_ok &= shell.run(&statement, &mut stdout).await?;
+    }
+    Ok(all_ok)
+}
+
+pub fn read_password(password_file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    if let Some(path) = password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok(text.trim_end_matches(['\r', '\n']).to_string());
+    }
+    if let Ok(password) = std::env::var("DOMICILE_PASSWORD") {
+        return Ok(password);
+    }
+    bail!("no password: pass --password-file FILE or set DOMICILE_PASSWORD")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn splits_at_semicolons_outside_quotes_and_comments() {
+        let script = "CREATE TABLE t (a TEXT PRIMARY KEY); -- done; really\nINSERT INTO t VALUES ('x;y');\n\nSELECT 1";
+        assert_eq!(
+            split_statements(script),
+            vec![
+                "CREATE TABLE t (a TEXT PRIMARY KEY)",
+                "INSERT INTO t VALUES ('x;y')",
+                "SELECT 1"
+            ]
+        );
+    }
+}

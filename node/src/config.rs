@@ -1,0 +1,299 @@
+//! Node configuration: TOML, every key documented in README.md ("Configuration"), unknown
+//! keys refused, validated at start so a bad value fails fast with the key's name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::auth::Role;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's region, e.g. `eu-central`. Rows homed here are stored here.
+    pub region: String,
+    /// The jurisdiction whose law applies here, e.g. `EU`.
+    pub jurisdiction: String,
+    /// Where the database file and other node state live. Relative paths are relative
+    /// to the config file's folder.
+    pub data_dir: PathBuf,
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Other regions' nodes; used by the mesh (not yet connected by this version).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Arrow Flight SQL (gRPC). Port 0 picks a free port (printed at start).
+    pub flight_sql: SocketAddr,
+    /// Admin gRPC API (plugins, sagas). Reserved: not served by this version.
+    pub admin: Option<SocketAddr>,
+    /// Prometheus `/metrics` over HTTP. Omit to disable.
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long a bearer token from the handshake stays valid, in seconds.
+    #[serde(default = "default_token_ttl_secs")]
+    pub token_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: default_token_ttl_secs(),
+        }
+    }
+}
+
+fn default_token_ttl_secs() -> u64 {
+    3600
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `domicile=debug,info`. `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// argon2 PHC string; make one with `domicile hash-password`.
+    pub password_hash: String,
+    pub roles: Vec<Role>,
+    /// The region where this user's own data lives.
+    pub home_region: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub region: String,
+    pub address: String,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if config.data_dir.is_relative()
+            && let Some(folder) = path.parent()
+        {
+            config.data_dir = folder.join(&config.data_dir);
+        }
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_name("region", &self.region)?;
+        check_name("jurisdiction", &self.jurisdiction)?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.users.is_empty() {
+            return Err(invalid(
+                "users",
+                "at least one user is needed, or nobody can connect",
+            ));
+        }
+        for (index, user) in self.users.iter().enumerate() {
+            let key = |field: &str| format!("users[{index}].{field}");
+            check_name(&key("name"), &user.name)?;
+            if self.users[..index].iter().any(|u| u.name == user.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!("user {} is declared twice", user.name),
+                ));
+            }
+            if !user.password_hash.starts_with("$argon2") {
+                return Err(invalid(
+                    key("password_hash"),
+                    "must be an argon2 PHC string (see `domicile hash-password`)",
+                ));
+            }
+            if user.roles.is_empty() {
+                return Err(invalid(
+                    key("roles"),
+                    "must name at least one of reader, writer, admin",
+                ));
+            }
+            check_name(&key("home_region"), &user.home_region)?;
+        }
+        for (index, peer) in self.peers.iter().enumerate() {
+            check_name(&format!("peers[{index}].region"), &peer.region)?;
+            if peer.region == self.region {
+                return Err(invalid(
+                    format!("peers[{index}].region"),
+                    "a peer cannot be this node's own region",
+                ));
+            }
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return Err(invalid("auth.token_ttl_secs", "must be at least 1"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level)
+            .map_err(|e| invalid("logging.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl UserConfig {
+    /// The strongest role listed; roles include the weaker ones.
+    pub fn role(&self) -> Role {
+        self.roles.iter().copied().max().unwrap_or(Role::Reader)
+    }
+}
+
+fn check_name(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{value:?} must be 1-63 characters of a-z, A-Z, 0-9, '-' or '_'"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+region = "eu-central"
+jurisdiction = "EU"
+data_dir = "data"
+[listen]
+flight_sql = "127.0.0.1:0"
+[[users]]
+name = "ana"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA"
+roles = ["writer"]
+home_region = "eu-central"
+"#;
+
+    fn load(text: &str) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).expect("write");
+        let config = NodeConfig::load(&path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn a_good_config_loads_with_defaults() {
+        let config = load(GOOD).expect("valid");
+        assert_eq!(config.auth.token_ttl_secs, 3600);
+        assert_eq!(config.users[0].role(), Role::Writer);
+        assert!(config.data_dir.ends_with("data") && config.data_dir.is_absolute());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (GOOD.replace("region = \"eu-central\"\n", ""), "region"),
+            (
+                GOOD.replace("flight_sql = \"127.0.0.1:0\"", "flight_sql = \"nowhere\""),
+                "flight_sql",
+            ),
+            (
+                GOOD.replace("roles = [\"writer\"]", "roles = [\"king\"]"),
+                "king",
+            ),
+            (
+                GOOD.replace("roles = [\"writer\"]", "roles = []"),
+                "users[0].roles",
+            ),
+            (
+                GOOD.replace(
+                    "jurisdiction = \"EU\"",
+                    "jurisdiction = \"EU\"\ncolour = \"red\"",
+                ),
+                "colour",
+            ),
+            (GOOD.replace("$argon2id", "plain"), "users[0].password_hash"),
+            (
+                GOOD.replace(
+                    "home_region = \"eu-central\"",
+                    "home_region = \"eu central\"",
+                ),
+                "users[0].home_region",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = load(&text).expect_err(key).to_string();
+            assert!(error.contains(key), "error {error:?} should name {key}");
+        }
+    }
+}

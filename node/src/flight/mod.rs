@@ -1,0 +1,9 @@
+//! Arrow Flight SQL over tonic: the only public data interface of a node. Stock clients
+//! (Python ADBC, JDBC, the `domicile sql` CLI) connect here.
+
+mod metadata;
+mod params;
+mod service;
+mod status;
+
+pub use service::FlightSqlServer;

@@ -1,0 +1,600 @@
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
+};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use rand::RngCore;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::metadata::{SQL_INFO, XDBC_TYPES};
+use super::params::read_parameter_rows;
+use super::status::{auth_status, sql_status};
+use crate::auth::{Authenticator, Principal};
+use crate::limits::PREPARED_STATEMENTS_MAX;
+use crate::metrics::Metrics;
+use crate::sql::schemas_for_metadata;
+use crate::sql::{PreparedStatement, SqlEngine, SqlError};
+
+type DoGetStream = <FlightSqlServer as FlightService>::DoGetStream;
+
+/// A prepared statement as a client holds it: planned once, executed with whatever
+/// parameters were bound last. Only the user who prepared it may use it.
+struct OpenStatement {
+    owner: String,
+    statement: PreparedStatement,
+    parameters: Option<Vec<ScalarValue>>,
+}
+
+pub struct FlightSqlServer {
+    engine: Arc<SqlEngine>,
+    auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    prepared: Mutex<HashMap<Vec<u8>, OpenStatement>>,
+}
+
+impl FlightSqlServer {
+    pub fn new(engine: Arc<SqlEngine>, auth: Arc<Authenticator>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            engine,
+            auth,
+            metrics,
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.auth.principal(header).map_err(auth_status)
+    }
+
+    fn open_statements(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, OpenStatement>> {
+        self.prepared
+            .lock()
+            .expect("prepared statement lock poisoned")
+    }
+
+    /// The statement behind `handle` with its bound parameters, checked against the caller.
+    fn lookup(
+        &self,
+        handle: &[u8],
+        principal: &Principal,
+    ) -> Result<(PreparedStatement, Option<Vec<ScalarValue>>), Status> {
+        let statements = self.open_statements();
+        match statements.get(handle) {
+            Some(open) if open.owner == principal.user => {
+                Ok((open.statement.clone(), open.parameters.clone()))
+            }
+            _ => Err(Status::not_found(
+                "unknown prepared statement handle (closed, or from another session)",
+            )),
+        }
+    }
+
+    async fn execute(
+        &self,
+        statement: &PreparedStatement,
+        parameters: Option<Vec<ScalarValue>>,
+    ) -> Result<SendableRecordBatchStream, Status> {
+        let params = parameters.map(ParamValues::from);
+        self.engine
+            .execute(statement, params)
+            .await
+            .map_err(sql_status)
+    }
+
+    fn flight_info(
+        schema: &Schema,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor)
+            .with_ordered(true))
+    }
+}
+
+/// Streams a result as Flight data, mapping a failure mid-stream to the same status it
+/// would have had before the first batch.
+fn flight_stream(stream: SendableRecordBatchStream) -> DoGetStream {
+    let schema = stream.schema();
+    let batches =
+        stream.map_err(|e| FlightError::Tonic(Box::new(sql_status(SqlError::from_datafusion(e)))));
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches);
+    Box::pin(encoded.map_err(|e| match e {
+        FlightError::Tonic(status) => *status,
+        other => Status::internal(other.to_string()),
+    }))
+}
+
+fn batch_stream(batch: arrow::array::RecordBatch) -> DoGetStream {
+    let schema = batch.schema();
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async { Ok(batch) }));
+    Box::pin(stream.map_err(Status::from))
+}
+
+/// Drains a DML/DDL result and returns its row count (0 for DDL).
+async fn affected_rows(mut stream: SendableRecordBatchStream) -> Result<i64, Status> {
+    let mut count: i64 = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| sql_status(SqlError::from_datafusion(e)))?;
+        if let Some(column) = batch.column_by_name("count")
+            && let Some(values) = column.as_any().downcast_ref::<arrow::array::UInt64Array>()
+        {
+            count += values
+                .iter()
+                .flatten()
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+                .sum::<i64>();
+        }
+    }
+    Ok(count)
+}
+
+fn schema_bytes(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| {
+            Status::internal(format!("cannot encode schema: {e}"))
+        })?;
+    Ok(bytes)
+}
+
+fn utf8(bytes: &[u8], what: &str) -> Result<String, Status> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Status::invalid_argument(format!("{what} is not UTF-8")))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSqlServer {
+    type FlightService = FlightSqlServer;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let outcome = self.auth.handshake(header).await;
+        let (token, principal) = match outcome {
+            Ok(ok) => ok,
+            Err(error) => {
+                self.metrics
+                    .record_rpc("handshake", tonic::Code::Unauthenticated);
+                tracing::info!(reason = %error, "handshake refused");
+                return Err(auth_status(error));
+            }
+        };
+        self.metrics.record_rpc("handshake", tonic::Code::Ok);
+        tracing::info!(user = %principal.user, role = %principal.role, "session opened");
+        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.into_bytes().into(),
+        };
+        let stream: Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>> =
+            Box::pin(futures::stream::once(async { Ok(reply) }));
+        let mut response = Response::new(stream);
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let principal = self.principal(&request)?;
+        let statement = self
+            .engine
+            .prepare(&principal, &query.query)
+            .await
+            .map_err(sql_status)?;
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        let info = Self::flight_info(
+            &statement.output_schema(),
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let principal = self.principal(&request)?;
+        let sql = utf8(&ticket.statement_handle, "statement handle")?;
+        let statement = self
+            .engine
+            .prepare(&principal, &sql)
+            .await
+            .map_err(sql_status)?;
+        let stream = self.execute(&statement, None).await?;
+        Ok(Response::new(flight_stream(stream)))
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let principal = self.principal(&request)?;
+        let (statement, _) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        let info = Self::flight_info(
+            &statement.output_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let principal = self.principal(&request)?;
+        let (statement, parameters) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        let stream = self.execute(&statement, parameters).await?;
+        Ok(Response::new(flight_stream(stream)))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let principal = self.principal(&request)?;
+        if query.transaction_id.is_some() {
+            return Err(Status::unimplemented(
+                "transactions are not supported; omit transaction_id",
+            ));
+        }
+        let statement = self
+            .engine
+            .prepare(&principal, &query.query)
+            .await
+            .map_err(sql_status)?;
+        let dataset_schema = schema_bytes(&statement.output_schema())?;
+        let parameter_schema = schema_bytes(&statement.parameter_schema().map_err(sql_status)?)?;
+        let mut handle = vec![0u8; 16];
+        rand::rng().fill_bytes(&mut handle);
+        {
+            let mut statements = self.open_statements();
+            if statements.len() >= PREPARED_STATEMENTS_MAX {
+                return Err(Status::resource_exhausted(format!(
+                    "too many open prepared statements (prepared_statements_max = {PREPARED_STATEMENTS_MAX}); close some"
+                )));
+            }
+            statements.insert(
+                handle.clone(),
+                OpenStatement {
+                    owner: principal.user,
+                    statement,
+                    parameters: None,
+                },
+            );
+        }
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into(),
+            dataset_schema,
+            parameter_schema,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        let principal = self.principal(&request)?;
+        let mut statements = self.open_statements();
+        match statements.get(query.prepared_statement_handle.as_ref()) {
+            Some(open) if open.owner == principal.user => {
+                statements.remove(query.prepared_statement_handle.as_ref());
+                Ok(())
+            }
+            _ => Err(Status::not_found("unknown prepared statement handle")),
+        }
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let principal = self.principal(&request)?;
+        self.lookup(&query.prepared_statement_handle, &principal)?;
+        let mut rows = read_parameter_rows(request.into_inner()).await?;
+        if rows.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "a query binds one row of parameters per execution, got {}",
+                rows.len()
+            )));
+        }
+        let parameters = rows.pop();
+        let mut statements = self.open_statements();
+        let open = statements
+            .get_mut(query.prepared_statement_handle.as_ref())
+            .ok_or_else(|| Status::not_found("prepared statement closed while binding"))?;
+        open.parameters = parameters;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let principal = self.principal(&request)?;
+        let (statement, bound) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        let rows = read_parameter_rows(request.into_inner()).await?;
+        if rows.is_empty() {
+            let stream = self.execute(&statement, bound).await?;
+            return affected_rows(stream).await;
+        }
+        // One execution per parameter row (executemany); each is its own statement.
+        let mut total = 0i64;
+        for row in rows {
+            let stream = self.execute(&statement, Some(row)).await?;
+            total += affected_rows(stream).await?;
+        }
+        Ok(total)
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let principal = self.principal(&request)?;
+        if command.transaction_id.is_some() {
+            return Err(Status::unimplemented(
+                "transactions are not supported; omit transaction_id",
+            ));
+        }
+        let (_, stream) = self
+            .engine
+            .run(&principal, &command.query)
+            .await
+            .map_err(sql_status)?;
+        affected_rows(stream).await
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.principal(&request)?;
+        let mut builder = query.into_builder();
+        for (catalog, _) in schemas_for_metadata(&self.engine) {
+            builder.append(catalog);
+        }
+        Ok(Response::new(batch_stream(
+            builder.build().map_err(Status::from)?,
+        )))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.principal(&request)?;
+        let mut builder = query.into_builder();
+        for (catalog, schemas) in schemas_for_metadata(&self.engine) {
+            for (schema, _) in schemas {
+                builder.append(&catalog, schema);
+            }
+        }
+        Ok(Response::new(batch_stream(
+            builder.build().map_err(Status::from)?,
+        )))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.principal(&request)?;
+        let mut builder = query.into_builder();
+        for (catalog, schemas) in schemas_for_metadata(&self.engine) {
+            for (schema, tables) in schemas {
+                for (table, table_type, table_schema) in tables {
+                    builder
+                        .append(&catalog, &schema, table, table_type, &table_schema)
+                        .map_err(Status::from)?;
+                }
+            }
+        }
+        Ok(Response::new(batch_stream(
+            builder.build().map_err(Status::from)?,
+        )))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.principal(&request)?;
+        let mut builder = query.into_builder();
+        builder.append("TABLE");
+        builder.append("SYSTEM TABLE");
+        builder.append("VIEW");
+        Ok(Response::new(batch_stream(
+            builder.build().map_err(Status::from)?,
+        )))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request)?;
+        let schema = query.clone().into_builder(&SQL_INFO).schema();
+        Ok(Response::new(Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.principal(&request)?;
+        Ok(Response::new(batch_stream(
+            query
+                .into_builder(&SQL_INFO)
+                .build()
+                .map_err(Status::from)?,
+        )))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request)?;
+        let schema = query.clone().into_builder(&XDBC_TYPES).schema();
+        Ok(Response::new(Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.principal(&request)?;
+        Ok(Response::new(batch_stream(
+            query
+                .into_builder(&XDBC_TYPES)
+                .build()
+                .map_err(Status::from)?,
+        )))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "unsupported ticket type {}",
+            message.type_url
+        )))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

@@ -1,0 +1,60 @@
+//! The one place where errors become gRPC statuses. Every variant is matched explicitly
+//! so a new error kind cannot silently become `Internal`.
+
+use tonic::Status;
+
+use crate::auth::AuthError;
+use crate::sql::{SqlError, WriteError};
+use crate::storage::StorageError;
+
+pub(crate) fn sql_status(error: SqlError) -> Status {
+    let message = error.to_string();
+    match error {
+        SqlError::Parse(_) | SqlError::Plan(_) | SqlError::Ddl(_) | SqlError::Execution(_) => {
+            Status::invalid_argument(message)
+        }
+        SqlError::TooLarge(_) => Status::resource_exhausted(message),
+        SqlError::Unsupported(_) => Status::unimplemented(message),
+        SqlError::PermissionDenied { .. } => Status::permission_denied(message),
+        SqlError::NotFound(_) => Status::not_found(message),
+        SqlError::AlreadyExists(_) => Status::already_exists(message),
+        SqlError::Write(write) => match write {
+            WriteError::DuplicateKey { .. } => Status::already_exists(message),
+            WriteError::NotHome { .. } | WriteError::WrongRegion { .. } => {
+                Status::failed_precondition(message)
+            }
+            WriteError::Convert(_) | WriteError::Evaluate(_) => Status::invalid_argument(message),
+            WriteError::TooManyRows => Status::resource_exhausted(message),
+            WriteError::TableChanged(_) => Status::aborted(message),
+            WriteError::Storage(storage) => storage_status(storage),
+        },
+        SqlError::Storage(storage) => storage_status(storage),
+    }
+}
+
+fn storage_status(error: StorageError) -> Status {
+    let message = error.to_string();
+    match error {
+        StorageError::Overloaded(_) | StorageError::WriterStopped => Status::unavailable(message),
+        StorageError::Open(_)
+        | StorageError::Transaction(_)
+        | StorageError::Commit(_)
+        | StorageError::StatementPanicked
+        | StorageError::CorruptRow(_)
+        | StorageError::CorruptCatalog { .. } => {
+            tracing::error!(error = %message, "storage failure");
+            Status::internal(message)
+        }
+    }
+}
+
+pub(crate) fn auth_status(error: AuthError) -> Status {
+    let message = error.to_string();
+    match error {
+        AuthError::MissingCredentials
+        | AuthError::Malformed
+        | AuthError::InvalidCredentials
+        | AuthError::InvalidToken => Status::unauthenticated(message),
+        AuthError::TooManySessions => Status::resource_exhausted(message),
+    }
+}

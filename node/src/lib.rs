@@ -1,0 +1,15 @@
+//! Domicile node: one region's cell of a data mesh that keeps personal data at home.
+//!
+//! Rows live in `storage` (redb), described by `catalog`, queried through `sql`
+//! (DataFusion) and served by `flight` (Arrow Flight SQL). See ARCHITECTURE.md.
+
+pub mod auth;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod flight;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod sql;
+pub mod storage;

@@ -1,0 +1,32 @@
+//! Every bound the node enforces, in one place. Names end in their unit; an error that
+//! hits a bound names the constant.
+
+/// Longest table or column name, in bytes.
+pub const IDENTIFIER_LENGTH_MAX: usize = 63;
+/// Widest table, in columns.
+pub const COLUMNS_PER_TABLE_MAX: usize = 1024;
+/// Largest single TEXT or BYTEA cell, in bytes.
+pub const CELL_SIZE_MAX_BYTES: usize = 1 << 20;
+/// Most rows one INSERT, UPDATE or DELETE may change. A statement is one atomic storage
+/// transaction whose changes are held in memory until commit, so this bounds memory.
+pub const STATEMENT_ROWS_MAX: usize = 100_000;
+/// Most statements folded into one fsync'd storage commit (group commit).
+pub const COMMIT_BATCH_STATEMENTS_MAX: usize = 256;
+/// Queue of statements waiting for the storage writer.
+pub const WRITE_QUEUE_STATEMENTS_MAX: usize = 4096;
+/// Rows per Arrow batch produced by a table scan.
+pub const SCAN_BATCH_ROWS_MAX: usize = 4096;
+/// Batches buffered between a storage scan thread and the query that consumes it.
+pub const SCAN_CHANNEL_BATCHES_MAX: usize = 4;
+/// Longest SQL text accepted, in bytes.
+pub const SQL_LENGTH_MAX_BYTES: usize = 1 << 20;
+/// Largest gRPC message the Flight SQL server decodes, in bytes.
+pub const GRPC_MESSAGE_SIZE_MAX_BYTES: usize = 64 << 20;
+/// Open prepared statements per node.
+pub const PREPARED_STATEMENTS_MAX: usize = 10_000;
+/// Live bearer tokens per node.
+pub const SESSIONS_MAX: usize = 100_000;
+
+const _: () = assert!(COMMIT_BATCH_STATEMENTS_MAX <= WRITE_QUEUE_STATEMENTS_MAX);
+const _: () = assert!(SCAN_BATCH_ROWS_MAX <= STATEMENT_ROWS_MAX);
+const _: () = assert!(CELL_SIZE_MAX_BYTES < GRPC_MESSAGE_SIZE_MAX_BYTES);

@@ -1,0 +1,170 @@
+//! The `domicile` binary: wiring only.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use domicile::cli::sql_shell::{SqlShell, interactive, read_password, split_statements};
+use domicile::config::{LogFormat, NodeConfig};
+use domicile::server::Node;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "domicile",
+    version,
+    about = "A data mesh node that keeps personal data at home"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one regional node.
+    Node {
+        /// TOML config file (see README "Configuration").
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Overrides `listen.flight_sql`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run SQL against a node over Flight SQL.
+    Sql {
+        /// e.g. http://127.0.0.1:50051
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        user: String,
+        /// File holding the password; else DOMICILE_PASSWORD.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Run this statement and exit.
+        #[arg(short = 'e', long = "execute", conflicts_with = "file")]
+        execute: Option<String>,
+        /// Run the statements in this file and exit.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+    },
+    /// Print an argon2 hash of the password read from stdin, for the `users` config.
+    HashPassword,
+}
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("error: {error:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Node {
+            config,
+            data_dir,
+            listen,
+        } => runtime.block_on(run_node(config, data_dir, listen)),
+        Command::Sql {
+            endpoint,
+            user,
+            password_file,
+            execute,
+            file,
+        } => {
+            let ok = runtime.block_on(run_sql(endpoint, user, password_file, execute, file))?;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let hash = domicile::auth::hash_password(password.trim_end_matches(['\r', '\n']))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!("{hash}");
+            Ok(())
+        }
+    }
+}
+
+async fn run_node(
+    path: PathBuf,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut config = NodeConfig::load(&path)?;
+    if let Some(data_dir) = data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Some(listen) = listen {
+        config.listen.flight_sql = listen;
+    }
+    config.validate()?;
+    init_logging(&config)?;
+    let node = Node::start(&config).await.context("node failed to start")?;
+    // Machine-readable first line (tests and scripts parse it), then a human summary.
+    let metrics = node
+        .listening
+        .metrics
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
+    println!(
+        "listening flight_sql={} metrics={metrics}",
+        node.listening.flight_sql
+    );
+    println!("domicile node {} ({})", config.region, config.jurisdiction);
+    println!("  flight sql  grpc://{}", node.listening.flight_sql);
+    if let Some(address) = node.listening.metrics {
+        println!("  metrics     http://{address}/metrics");
+    }
+    println!("  data dir    {}", config.data_dir.display());
+    tracing::info!(region = %config.region, flight_sql = %node.listening.flight_sql, "node started");
+    node.run_until_signal().await
+}
+
+fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.logging.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn run_sql(
+    endpoint: String,
+    user: String,
+    password_file: Option<PathBuf>,
+    execute: Option<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    let password = read_password(password_file.as_deref())?;
+    let mut shell = SqlShell::connect(&endpoint, &user, &password).await?;
+    let mut stdout = std::io::stdout();
+    match (execute, file) {
+        (Some(sql), _) => shell.run(&sql, &mut stdout).await,
+        (None, Some(path)) => {
+            let script = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut all_ok = true;
+            for statement in split_statements(&script) {
+                all_ok &= shell.run(&statement, &mut stdout).await?;
+            }
+            Ok(all_ok)
+        }
+        (None, None) => interactive(&mut shell).await,
+    }
+}

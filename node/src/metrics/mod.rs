@@ -1,0 +1,142 @@
+//! Prometheus metrics: one registry per node, served as text on `/metrics`.
+
+mod server;
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub use server::serve_metrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatementLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: &'static str,
+    code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    statements: Family<StatementLabels, Counter>,
+    statement_seconds: Family<KindLabels, Histogram>,
+    rpcs: Family<RpcLabels, Counter>,
+    storage_commits: Gauge,
+    storage_statements_committed: Gauge,
+    storage_rows_read: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("domicile");
+        let statements = Family::<StatementLabels, Counter>::default();
+        registry.register(
+            "statements",
+            "SQL statements executed, by kind and outcome",
+            statements.clone(),
+        );
+        let statement_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+        });
+        registry.register(
+            "statement_seconds",
+            "Time to plan and start executing a statement (streams continue after)",
+            statement_seconds.clone(),
+        );
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "flight_rpcs",
+            "Flight SQL calls by method and gRPC code",
+            rpcs.clone(),
+        );
+        let storage_commits = Gauge::default();
+        registry.register(
+            "storage_commits",
+            "fsync'd storage commits since start",
+            storage_commits.clone(),
+        );
+        let storage_statements_committed = Gauge::default();
+        registry.register(
+            "storage_statements_committed",
+            "statements made durable since start (commits < statements under group commit)",
+            storage_statements_committed.clone(),
+        );
+        let storage_rows_read = Gauge::default();
+        registry.register(
+            "storage_rows_read",
+            "rows decoded from storage since start",
+            storage_rows_read.clone(),
+        );
+        Self {
+            registry,
+            statements,
+            statement_seconds,
+            rpcs,
+            storage_commits,
+            storage_statements_committed,
+            storage_rows_read,
+        }
+    }
+
+    pub fn record_statement(&self, kind: &'static str, ok: bool, elapsed: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.statements
+            .get_or_create(&StatementLabels { kind, outcome })
+            .inc();
+        self.statement_seconds
+            .get_or_create(&KindLabels { kind })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_rpc(&self, method: &'static str, code: tonic::Code) {
+        self.rpcs
+            .get_or_create(&RpcLabels {
+                method,
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    /// Copies storage counters into gauges just before a scrape.
+    pub fn observe_storage(&self, commits: u64, statements: u64, rows_read: u64) {
+        self.storage_commits
+            .set(i64::try_from(commits).unwrap_or(i64::MAX));
+        self.storage_statements_committed
+            .set(i64::try_from(statements).unwrap_or(i64::MAX));
+        self.storage_rows_read
+            .set(i64::try_from(rows_read).unwrap_or(i64::MAX));
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

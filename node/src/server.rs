@@ -1,0 +1,191 @@
+//! Starting and stopping one node: open storage, build the SQL engine, bind listeners,
+//! serve until told to stop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::{Authenticator, UserRecord};
+use crate::config::NodeConfig;
+use crate::flight::FlightSqlServer;
+use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
+use crate::metrics::{Metrics, serve_metrics};
+use crate::sql::{NodeIdentity, SqlEngine};
+use crate::storage::Store;
+
+/// The password of the example config's `admin` user. A node whose users accept it may
+/// only listen on loopback.
+const WELL_KNOWN_DEMO_PASSWORD: &str = "admin";
+
+/// Where a started node listens.
+#[derive(Clone, Debug)]
+pub struct Listening {
+    pub flight_sql: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+}
+
+pub struct Node {
+    pub listening: Listening,
+    pub engine: Arc<SqlEngine>,
+    serve: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Node {
+    /// Opens storage, binds every listener and starts serving.
+    pub async fn start(config: &NodeConfig) -> anyhow::Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let database: PathBuf = config.data_dir.join("domicile.redb");
+        let store = Store::open(&database)
+            .with_context(|| format!("cannot open storage at {}", database.display()))?;
+
+        let users: HashMap<String, UserRecord> = config
+            .users
+            .iter()
+            .map(|u| {
+                let record = UserRecord {
+                    password_hash: u.password_hash.clone(),
+                    role: u.role(),
+                    home_region: u.home_region.clone(),
+                };
+                (u.name.clone(), record)
+            })
+            .collect();
+        let auth = Authenticator::new(users, Duration::from_secs(config.auth.token_ttl_secs));
+        if !config.listen.flight_sql.ip().is_loopback() {
+            for user in &config.users {
+                if auth.accepts_password_for(&user.name, WELL_KNOWN_DEMO_PASSWORD) {
+                    bail!(
+                        "user {} has the well-known demo password and listen.flight_sql {} is not a \
+                         loopback address: set a real password (domicile hash-password) or listen on 127.0.0.1",
+                        user.name,
+                        config.listen.flight_sql
+                    );
+                }
+            }
+        }
+
+        let started_at_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let identity = Arc::new(NodeIdentity {
+            region: Arc::from(config.region.as_str()),
+            jurisdiction: config.jurisdiction.clone(),
+            started_at_unix_ms,
+        });
+        let metrics = Arc::new(Metrics::new());
+        let engine = Arc::new(SqlEngine::new(
+            store.clone(),
+            identity,
+            Arc::clone(&metrics),
+        ));
+
+        let flight_listener = TcpListener::bind(config.listen.flight_sql)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on listen.flight_sql {}",
+                    config.listen.flight_sql
+                )
+            })?;
+        let flight_address = flight_listener.local_addr()?;
+        let metrics_listener = match config.listen.metrics {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on listen.metrics {address}"))?,
+            ),
+            None => None,
+        };
+        let metrics_address = match &metrics_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
+
+        let service = FlightServiceServer::new(FlightSqlServer::new(
+            Arc::clone(&engine),
+            auth,
+            Arc::clone(&metrics),
+        ))
+        .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
+        .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
+        let (shutdown, mut shutdown_signal) = tokio::sync::watch::channel(false);
+        let mut metrics_shutdown = shutdown_signal.clone();
+        let serve = tokio::spawn(async move {
+            let flight = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(flight_listener),
+                    async move {
+                        let _ = shutdown_signal.wait_for(|stop| *stop).await;
+                    },
+                );
+            let metrics_server = async move {
+                match metrics_listener {
+                    Some(listener) => tokio::select! {
+                        served = serve_metrics(listener, metrics, store) => served.map_err(anyhow::Error::from),
+                        _ = metrics_shutdown.wait_for(|stop| *stop) => Ok(()),
+                    },
+                    None => Ok(()),
+                }
+            };
+            let (flight, metrics) = tokio::join!(flight, metrics_server);
+            flight.context("flight sql server failed")?;
+            metrics
+        });
+        Ok(Self {
+            listening: Listening {
+                flight_sql: flight_address,
+                metrics: metrics_address,
+            },
+            engine,
+            serve,
+            shutdown,
+        })
+    }
+
+    /// Stops accepting calls, lets calls in flight finish, and returns when all is closed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.serve.await.context("server task panicked")?
+    }
+
+    /// Serves until the process gets SIGINT or SIGTERM, then stops cleanly.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        self.stop().await
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

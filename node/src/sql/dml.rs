@@ -1,0 +1,531 @@
+//! Writes: INSERT through a DataFusion `DataSink`, UPDATE and DELETE through
+//! `MutationExec`. Each statement becomes one storage statement (see `storage::writer`):
+//! it finds its rows and stages every change inside the writer, so it is atomic,
+//! serialised against every other write, and acknowledged only once durable.
+//!
+//! Residency seam: `WriteTarget::home_partition` is where every stored row's home is
+//! decided; the residency guard (plugin policies) hooks in there.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use arrow::compute::{and, prep_null_mask_filter};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::sink::DataSink;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+use thiserror::Error;
+
+use super::arrow_convert::{
+    ConvertError, append_column_values, batch_to_rows, rows_to_batch, table_schema,
+};
+use super::pushdown::Access;
+use crate::catalog::{DataClass, Locality, TableDef};
+use crate::limits::{SCAN_BATCH_ROWS_MAX, STATEMENT_ROWS_MAX};
+use crate::storage::{StorageError, Store, Value, WriteContext};
+
+/// Why a write was refused. Texts never carry values of `pii` columns.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    #[error("duplicate primary key {key} in table {table}")]
+    DuplicateKey { table: String, key: String },
+    #[error(
+        "row of table {table} is homed in region {row_region}, but this node stores only rows \
+         homed in {local_region} (forwarding to the home region arrives with the mesh)"
+    )]
+    NotHome {
+        table: String,
+        row_region: String,
+        local_region: String,
+    },
+    #[error("table {table} lives in region {table_region}; this node is {local_region}")]
+    WrongRegion {
+        table: String,
+        table_region: String,
+        local_region: String,
+    },
+    #[error("statement would change more than statement_rows_max = {STATEMENT_ROWS_MAX} rows")]
+    TooManyRows,
+    #[error("table {0} was dropped or replaced while the statement ran")]
+    TableChanged(String),
+    #[error("cannot evaluate expression: {0}")]
+    Evaluate(String),
+}
+
+impl From<WriteError> for DataFusionError {
+    fn from(error: WriteError) -> Self {
+        DataFusionError::External(Box::new(error))
+    }
+}
+
+/// The table a write goes to, and the node it is written on.
+#[derive(Clone, Debug)]
+pub(crate) struct WriteTarget {
+    pub(crate) def: Arc<TableDef>,
+    pub(crate) store: Store,
+    pub(crate) local_region: Arc<str>,
+}
+
+impl WriteTarget {
+    /// The partition a row is stored under, refusing rows that may not live here.
+    fn home_partition(&self, row: &[Value]) -> Result<String, WriteError> {
+        let def = &self.def;
+        match &def.locality {
+            Locality::RegionalByRow { region_column } => {
+                let index = def.region_column_index().expect("validated at CREATE");
+                let Value::Text(region) = &row[index] else {
+                    return Err(ConvertError::NullInNotNull {
+                        column: region_column.clone(),
+                    }
+                    .into());
+                };
+                if region.as_str() != &*self.local_region {
+                    return Err(WriteError::NotHome {
+                        table: def.name.clone(),
+                        row_region: region.clone(),
+                        local_region: self.local_region.to_string(),
+                    });
+                }
+                Ok(region.clone())
+            }
+            Locality::Regional { region } => {
+                if region.as_str() != &*self.local_region {
+                    return Err(WriteError::WrongRegion {
+                        table: def.name.clone(),
+                        table_region: region.clone(),
+                        local_region: self.local_region.to_string(),
+                    });
+                }
+                Ok(region.clone())
+            }
+            Locality::Global => Ok(self.local_region.to_string()),
+        }
+    }
+}
+
+fn primary_key(def: &TableDef, row: &[Value]) -> Vec<Value> {
+    def.primary_key.iter().map(|&i| row[i].clone()).collect()
+}
+
+/// Names a key in an error without revealing personal data.
+fn describe_key(def: &TableDef, key: &[Value]) -> String {
+    if def
+        .primary_key
+        .iter()
+        .any(|&i| def.columns[i].class != DataClass::Public)
+    {
+        return "(withheld: key has non-public columns)".into();
+    }
+    let parts: Vec<String> = key
+        .iter()
+        .map(|v| match v {
+            Value::Text(t) => format!("'{t}'"),
+            Value::Int(v) => v.to_string(),
+            Value::BigInt(v) => v.to_string(),
+            Value::Uuid(v) => uuid::Uuid::from_bytes(*v).to_string(),
+            Value::Boolean(v) => v.to_string(),
+            Value::Date(v) => format!("date#{v}"),
+            Value::Timestamp(v) => format!("timestamp#{v}"),
+            Value::Double(v) => v.to_string(),
+            Value::Decimal(v) => format!("unscaled {v}"),
+            Value::Bytea(v) => format!("<{} bytes>", v.len()),
+            Value::Null => "NULL".into(),
+        })
+        .collect();
+    format!("({})", parts.join(", "))
+}
+
+fn ensure_current(ctx: &WriteContext<'_>, def: &TableDef) -> Result<(), WriteError> {
+    if ctx.is_current(def) {
+        Ok(())
+    } else {
+        Err(WriteError::TableChanged(def.name.clone()))
+    }
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+fn count_batch(count: u64) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        count_schema(),
+        vec![Arc::new(UInt64Array::from(vec![count]))],
+    )?)
+}
+
+// ---------------------------------------------------------------------------------------
+// INSERT
+
+#[derive(Debug)]
+pub(crate) struct InsertSink {
+    target: WriteTarget,
+    schema: SchemaRef,
+}
+
+impl InsertSink {
+    pub(crate) fn new(target: WriteTarget, schema: SchemaRef) -> Self {
+        Self { target, schema }
+    }
+}
+
+impl DisplayAs for InsertSink {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InsertSink: table={}", self.target.def.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for InsertSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let def = Arc::clone(&self.target.def);
+        let mut rows: Vec<(String, Vec<Value>)> = Vec::new();
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            if rows.len() + batch.num_rows() > STATEMENT_ROWS_MAX {
+                return Err(WriteError::TooManyRows.into());
+            }
+            for row in batch_to_rows(&def, &batch).map_err(WriteError::from)? {
+                let partition = self.target.home_partition(&row)?;
+                rows.push((partition, row));
+            }
+        }
+        let count = rows.len() as u64;
+        self.target
+            .store
+            .write(move |ctx| -> Result<u64, WriteError> {
+                ensure_current(ctx, &def)?;
+                for (partition, row) in &rows {
+                    let key = primary_key(&def, row);
+                    if ctx.exists(&def, &key)? {
+                        return Err(WriteError::DuplicateKey {
+                            table: def.name.clone(),
+                            key: describe_key(&def, &key),
+                        });
+                    }
+                    ctx.put_row(&def, partition, row);
+                }
+                Ok(count)
+            })
+            .await
+            .map_err(DataFusionError::from)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// UPDATE and DELETE
+
+pub(crate) enum Mutation {
+    Delete,
+    /// Column position → new value, evaluated against the old row.
+    Update {
+        assignments: Vec<(usize, Arc<dyn PhysicalExpr>)>,
+    },
+}
+
+impl fmt::Debug for Mutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mutation::Delete => f.write_str("Delete"),
+            Mutation::Update { assignments } => write!(f, "Update({} columns)", assignments.len()),
+        }
+    }
+}
+
+/// Executes one UPDATE or DELETE and yields a single `count` row.
+#[derive(Debug)]
+pub(crate) struct MutationExec {
+    target: WriteTarget,
+    access: Access,
+    predicates: Vec<Arc<dyn PhysicalExpr>>,
+    mutation: Arc<Mutation>,
+    properties: Arc<PlanProperties>,
+}
+
+impl MutationExec {
+    pub(crate) fn new(
+        target: WriteTarget,
+        access: Access,
+        predicates: Vec<Arc<dyn PhysicalExpr>>,
+        mutation: Mutation,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            target,
+            access,
+            predicates,
+            mutation: Arc::new(mutation),
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for MutationExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MutationExec: {:?} table={}, {}, predicates={}",
+            self.mutation,
+            self.target.def.name,
+            self.access.describe(),
+            self.predicates.len()
+        )
+    }
+}
+
+impl ExecutionPlan for MutationExec {
+    fn name(&self) -> &str {
+        "MutationExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for predicate in &self.predicates {
+            if f(predicate)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "MutationExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "MutationExec has no partition {partition}"
+            )));
+        }
+        let target = self.target.clone();
+        let access = self.access.clone();
+        let predicates = self.predicates.clone();
+        let mutation = Arc::clone(&self.mutation);
+        let run = async move {
+            let store = target.store.clone();
+            let count = store
+                .write(move |ctx| apply_mutation(ctx, &target, &access, &predicates, &mutation))
+                .await
+                .map_err(DataFusionError::from)?;
+            count_batch(count)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            count_schema(),
+            futures::stream::once(run),
+        )))
+    }
+}
+
+fn apply_mutation(
+    ctx: &mut WriteContext<'_>,
+    target: &WriteTarget,
+    access: &Access,
+    predicates: &[Arc<dyn PhysicalExpr>],
+    mutation: &Mutation,
+) -> Result<u64, WriteError> {
+    let def = &target.def;
+    ensure_current(ctx, def)?;
+    let matched = find_matches(ctx, def, access, predicates)?;
+    let count = matched.len() as u64;
+    match mutation {
+        Mutation::Delete => {
+            for (partition, row) in &matched {
+                ctx.delete_row(def, partition, &primary_key(def, row));
+            }
+        }
+        Mutation::Update { assignments } => {
+            if matched.is_empty() {
+                return Ok(0);
+            }
+            let old_rows: Vec<Vec<Value>> = matched.iter().map(|(_, row)| row.clone()).collect();
+            let all: Vec<usize> = (0..def.columns.len()).collect();
+            let schema = table_schema(def);
+            let batch = rows_to_batch(def, &all, &schema, &old_rows)
+                .map_err(|e| WriteError::Evaluate(e.to_string()))?;
+            let mut new_rows = old_rows.clone();
+            for (position, expr) in assignments {
+                let array: ArrayRef = expr
+                    .evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(|e| WriteError::Evaluate(e.to_string()))?;
+                let mut values: Vec<Vec<Value>> = vec![Vec::with_capacity(1); batch.num_rows()];
+                append_column_values(def, *position, &array, &mut values)?;
+                for (row, mut value) in new_rows.iter_mut().zip(values) {
+                    row[*position] = value.pop().expect("one value per row");
+                }
+            }
+            // Rows whose key or home changes leave their old place first, so that
+            // statements like `SET id = id + 1` do not collide with themselves.
+            let mut moved = Vec::new();
+            for ((old_partition, old_row), new_row) in matched.iter().zip(&new_rows) {
+                let new_partition = target.home_partition(new_row)?;
+                let old_key = primary_key(def, old_row);
+                let new_key = primary_key(def, new_row);
+                if old_key != new_key || *old_partition != new_partition {
+                    ctx.delete_row(def, old_partition, &old_key);
+                    moved.push((new_partition, new_row, new_key));
+                } else {
+                    ctx.put_row(def, &new_partition, new_row);
+                }
+            }
+            for (partition, row, key) in moved {
+                if ctx.exists(def, &key)? {
+                    return Err(WriteError::DuplicateKey {
+                        table: def.name.clone(),
+                        key: describe_key(def, &key),
+                    });
+                }
+                ctx.put_row(def, &partition, row);
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Every row (with its partition) that satisfies all predicates, reading only the keys
+/// or partitions `access` allows.
+fn find_matches(
+    ctx: &mut WriteContext<'_>,
+    def: &TableDef,
+    access: &Access,
+    predicates: &[Arc<dyn PhysicalExpr>],
+) -> Result<Vec<(String, Vec<Value>)>, WriteError> {
+    let all: Vec<usize> = (0..def.columns.len()).collect();
+    let schema = table_schema(def);
+    let partitions = match &access.partitions {
+        Some(partitions) => partitions.clone(),
+        None => ctx.partitions(def.id)?,
+    };
+    let mut matched = Vec::new();
+    let filter_chunk = |partition: &str,
+                        chunk: &mut Vec<Vec<Value>>,
+                        matched: &mut Vec<(String, Vec<Value>)>|
+     -> Result<(), WriteError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let mask = evaluate_predicates(def, &all, &schema, chunk, predicates)?;
+        for (row, keep) in chunk.drain(..).zip(mask.iter()) {
+            if keep == Some(true) {
+                if matched.len() >= STATEMENT_ROWS_MAX {
+                    return Err(WriteError::TooManyRows);
+                }
+                matched.push((partition.to_string(), row));
+            }
+        }
+        Ok(())
+    };
+    match &access.keys {
+        Some(keys) => {
+            for key in keys {
+                for partition in &partitions {
+                    if let Some(row) = ctx.lookup(def, partition, key, &all)? {
+                        filter_chunk(partition, &mut vec![row], &mut matched)?;
+                        break;
+                    }
+                }
+            }
+        }
+        None => {
+            for partition in &partitions {
+                let mut chunk = Vec::new();
+                ctx.scan(def, Some(partition), |row| -> Result<bool, WriteError> {
+                    chunk.push(row);
+                    if chunk.len() >= SCAN_BATCH_ROWS_MAX {
+                        filter_chunk(partition, &mut chunk, &mut matched)?;
+                    }
+                    Ok(true)
+                })?;
+                filter_chunk(partition, &mut chunk, &mut matched)?;
+            }
+        }
+    }
+    Ok(matched)
+}
+
+fn evaluate_predicates(
+    def: &TableDef,
+    all: &[usize],
+    schema: &SchemaRef,
+    rows: &[Vec<Value>],
+    predicates: &[Arc<dyn PhysicalExpr>],
+) -> Result<BooleanArray, WriteError> {
+    let batch =
+        rows_to_batch(def, all, schema, rows).map_err(|e| WriteError::Evaluate(e.to_string()))?;
+    let mut mask = BooleanArray::from(vec![true; rows.len()]);
+    for predicate in predicates {
+        let result = predicate
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| WriteError::Evaluate(e.to_string()))?;
+        let Some(result) = result.as_any().downcast_ref::<BooleanArray>() else {
+            return Err(WriteError::Evaluate(format!(
+                "WHERE clause is {}, not BOOLEAN",
+                result.data_type()
+            )));
+        };
+        // NULL counts as false, as in SQL.
+        let result = if result.null_count() > 0 {
+            prep_null_mask_filter(result)
+        } else {
+            result.clone()
+        };
+        mask = and(&mask, &result).map_err(|e| WriteError::Evaluate(e.to_string()))?;
+    }
+    Ok(mask)
+}

@@ -1,0 +1,538 @@
+//! The statement front door: parse, check the caller's role, plan, execute. One
+//! long-lived `SessionContext` per node; statements are planned against it and executed
+//! as streams.
+//!
+//! DDL (`CREATE TABLE`, `DROP TABLE`) is handled here, not by DataFusion, because a
+//! Domicile table carries residency facts DataFusion does not model. UPDATE and DELETE
+//! are checked before planning: a WHERE holding a subquery or a join is refused, because
+//! DataFusion hands a table only the filters that reference it alone and would pass such
+//! a statement to the table as "every row". They are then planned without the logical
+//! optimizer, so an always-false WHERE reaches the table as a predicate that selects
+//! nothing instead of being folded away into "no filter".
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, config::Dialect};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
+use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{self, ObjectType};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use super::NodeIdentity;
+use super::error::SqlError;
+use super::schemas::{CATALOG_NAME, DomicileCatalog, PUBLIC_SCHEMA};
+use crate::auth::{Principal, Role};
+use crate::catalog::{DdlError, table_def_from_create};
+use crate::limits::SQL_LENGTH_MAX_BYTES;
+use crate::metrics::Metrics;
+use crate::storage::Store;
+
+/// What a statement does, which decides the role it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatementKind {
+    Query,
+    Dml,
+    Ddl,
+}
+
+impl StatementKind {
+    pub fn needed_role(self) -> Role {
+        match self {
+            StatementKind::Query => Role::Reader,
+            StatementKind::Dml => Role::Writer,
+            StatementKind::Ddl => Role::Admin,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementKind::Query => "query",
+            StatementKind::Dml => "dml",
+            StatementKind::Ddl => "ddl",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    Plan {
+        plan: LogicalPlan,
+        unoptimized_dml: bool,
+    },
+    CreateTable(Box<ast::CreateTable>),
+    DropTable {
+        name: String,
+        if_exists: bool,
+    },
+}
+
+/// A parsed, authorised and planned statement; execute it any number of times with
+/// different parameters.
+#[derive(Clone, Debug)]
+pub struct PreparedStatement {
+    pub kind: StatementKind,
+    body: Body,
+}
+
+impl PreparedStatement {
+    /// Schema of the rows `execute` yields.
+    pub fn output_schema(&self) -> SchemaRef {
+        match &self.body {
+            Body::Plan { plan, .. } => Arc::new(plan.schema().as_arrow().clone()),
+            Body::CreateTable(_) | Body::DropTable { .. } => Arc::new(Schema::empty()),
+        }
+    }
+
+    /// Schema of the parameters (`$1`, `$2`, ... or `?`), in order.
+    pub fn parameter_schema(&self) -> Result<Schema, SqlError> {
+        let Body::Plan { plan, .. } = &self.body else {
+            return Ok(Schema::empty());
+        };
+        let fields = plan
+            .get_parameter_fields()
+            .map_err(SqlError::from_datafusion)?;
+        let mut named: Vec<(usize, arrow::datatypes::Field)> = Vec::with_capacity(fields.len());
+        for (name, field) in fields {
+            let index: usize = name.trim_start_matches('$').parse().map_err(|_| {
+                SqlError::Plan(format!(
+                    "named parameter {name} is not supported; use $1 or ?"
+                ))
+            })?;
+            let data_type =
+                field.map_or(arrow::datatypes::DataType::Null, |f| f.data_type().clone());
+            named.push((index, arrow::datatypes::Field::new(name, data_type, true)));
+        }
+        named.sort_by_key(|(index, _)| *index);
+        Ok(Schema::new(
+            named.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
+        ))
+    }
+}
+
+pub struct SqlEngine {
+    context: SessionContext,
+    store: Store,
+    identity: Arc<NodeIdentity>,
+    metrics: Arc<Metrics>,
+}
+
+impl SqlEngine {
+    pub fn new(store: Store, identity: Arc<NodeIdentity>, metrics: Arc<Metrics>) -> Self {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_target_partitions(2);
+        let context = SessionContext::new_with_config(config);
+        context.register_catalog(
+            CATALOG_NAME,
+            Arc::new(DomicileCatalog::new(store.clone(), Arc::clone(&identity))),
+        );
+        Self {
+            context,
+            store,
+            identity,
+            metrics,
+        }
+    }
+
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Parses, authorises and plans `sql` without executing it.
+    pub async fn prepare(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<PreparedStatement, SqlError> {
+        if sql.len() > SQL_LENGTH_MAX_BYTES {
+            return Err(SqlError::TooLarge(format!(
+                "statement of {} bytes exceeds sql_length_max_bytes = {SQL_LENGTH_MAX_BYTES}",
+                sql.len()
+            )));
+        }
+        let sql = number_question_mark_placeholders(sql)?;
+        let state = self.context.state();
+        let statement = state
+            .sql_to_statement(&sql, &Dialect::Generic)
+            .map_err(SqlError::from_datafusion)?;
+        let kind = classify(&statement)?;
+        if !principal.may(kind.needed_role()) {
+            return Err(SqlError::PermissionDenied {
+                user: principal.user.clone(),
+                needed: kind.needed_role(),
+            });
+        }
+        let body = match statement {
+            DfStatement::Statement(inner) => match *inner {
+                ast::Statement::CreateTable(create) => Body::CreateTable(Box::new(create)),
+                ast::Statement::Drop {
+                    names, if_exists, ..
+                } => {
+                    let [name] = names.as_slice() else {
+                        return Err(SqlError::Unsupported(
+                            "DROP TABLE of several tables at once".into(),
+                        ));
+                    };
+                    let name = crate::catalog::ddl_table_name(name).map_err(SqlError::Ddl)?;
+                    Body::DropTable { name, if_exists }
+                }
+                other => {
+                    self.plan(&state, DfStatement::Statement(Box::new(other)))
+                        .await?
+                }
+            },
+            other => self.plan(&state, other).await?,
+        };
+        Ok(PreparedStatement { kind, body })
+    }
+
+    async fn plan(
+        &self,
+        state: &datafusion::execution::SessionState,
+        statement: DfStatement,
+    ) -> Result<Body, SqlError> {
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(SqlError::from_datafusion)?;
+        let unoptimized_dml = refuse_unsafe_dml(&plan)?;
+        Ok(Body::Plan {
+            plan,
+            unoptimized_dml,
+        })
+    }
+
+    /// Executes a prepared statement with `params` bound to its placeholders.
+    pub async fn execute(
+        &self,
+        prepared: &PreparedStatement,
+        params: Option<ParamValues>,
+    ) -> Result<SendableRecordBatchStream, SqlError> {
+        let started = Instant::now();
+        let result = self.execute_inner(prepared, params).await;
+        self.metrics
+            .record_statement(prepared.kind.as_str(), result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn execute_inner(
+        &self,
+        prepared: &PreparedStatement,
+        params: Option<ParamValues>,
+    ) -> Result<SendableRecordBatchStream, SqlError> {
+        match &prepared.body {
+            Body::Plan {
+                plan,
+                unoptimized_dml,
+            } => {
+                let plan = match params {
+                    Some(params) => bind_parameters(plan, params)?,
+                    None => plan.clone(),
+                };
+                let state = self.context.state();
+                let physical = if *unoptimized_dml {
+                    DefaultPhysicalPlanner::default()
+                        .create_physical_plan(&plan, &state)
+                        .await
+                } else {
+                    state.create_physical_plan(&plan).await
+                }
+                .map_err(SqlError::from_datafusion)?;
+                execute_stream(physical, state.task_ctx()).map_err(SqlError::from_datafusion)
+            }
+            Body::CreateTable(create) => {
+                if params.is_some_and(|p| !matches!(&p, ParamValues::List(l) if l.is_empty())) {
+                    return Err(SqlError::Plan("CREATE TABLE takes no parameters".into()));
+                }
+                self.create_table(create).await?;
+                Ok(empty_stream())
+            }
+            Body::DropTable { name, if_exists } => {
+                self.drop_table(name, *if_exists).await?;
+                Ok(empty_stream())
+            }
+        }
+    }
+
+    /// Prepare and execute in one step.
+    pub async fn run(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<(PreparedStatement, SendableRecordBatchStream), SqlError> {
+        let prepared = self.prepare(principal, sql).await?;
+        let stream = self.execute(&prepared, None).await?;
+        Ok((prepared, stream))
+    }
+
+    async fn create_table(&self, create: &ast::CreateTable) -> Result<(), SqlError> {
+        let create_owned = create.clone();
+        let region = self.identity.region.to_string();
+        let if_not_exists = create.if_not_exists;
+        let outcome = self
+            .store
+            .write(move |ctx| {
+                ctx.create_table(|id| {
+                    table_def_from_create(&create_owned, id, &region).map_err(|e| e.to_string())
+                })
+            })
+            .await
+            .map_err(SqlError::Storage)?;
+        match outcome {
+            Ok(def) => {
+                tracing::info!(table = %def.name, table_id = def.id, locality = %def.locality, "table created");
+                Ok(())
+            }
+            Err(crate::storage::CatalogRefusal::AlreadyExists(_)) if if_not_exists => Ok(()),
+            Err(crate::storage::CatalogRefusal::AlreadyExists(name)) => Err(
+                SqlError::AlreadyExists(format!("table {name} already exists")),
+            ),
+            Err(crate::storage::CatalogRefusal::Invalid(message)) => {
+                Err(SqlError::Ddl(DdlError::Invalid(message)))
+            }
+        }
+    }
+
+    async fn drop_table(&self, name: &str, if_exists: bool) -> Result<(), SqlError> {
+        let Some(def) = self.store.table(name) else {
+            return if if_exists {
+                Ok(())
+            } else {
+                Err(SqlError::NotFound(format!("table {name} does not exist")))
+            };
+        };
+        let dropped = self
+            .store
+            .write(move |ctx| {
+                if !ctx.is_current(&def) {
+                    return Ok(false);
+                }
+                ctx.drop_table(&def);
+                Ok::<_, crate::storage::StorageError>(true)
+            })
+            .await
+            .map_err(SqlError::Storage)?;
+        if dropped {
+            tracing::info!(table = %name, "table dropped");
+            Ok(())
+        } else if if_exists {
+            Ok(())
+        } else {
+            Err(SqlError::NotFound(format!("table {name} does not exist")))
+        }
+    }
+}
+
+/// Binds positional parameters, casting each to the type the plan expects where the
+/// client sent another (ADBC sends Python ints as BIGINT even for INT columns).
+fn bind_parameters(plan: &LogicalPlan, params: ParamValues) -> Result<LogicalPlan, SqlError> {
+    let params = match params {
+        ParamValues::List(mut values) => {
+            let expected = plan
+                .get_parameter_types()
+                .map_err(SqlError::from_datafusion)?;
+            if values.len() != expected.len() {
+                return Err(SqlError::Plan(format!(
+                    "statement takes {} parameter(s), {} bound",
+                    expected.len(),
+                    values.len()
+                )));
+            }
+            for (index, value) in values.iter_mut().enumerate() {
+                let Some(Some(target)) = expected.get(&format!("${}", index + 1)) else {
+                    continue;
+                };
+                if &value.value.data_type() != target {
+                    value.value = value.value.cast_to(target).map_err(|_| {
+                        SqlError::Plan(format!(
+                            "parameter ${} has type {}, which does not convert to {target}",
+                            index + 1,
+                            value.value.data_type()
+                        ))
+                    })?;
+                }
+            }
+            ParamValues::List(values)
+        }
+        map @ ParamValues::Map(_) => map,
+    };
+    plan.clone()
+        .with_param_values(params)
+        .map_err(SqlError::from_datafusion)
+}
+
+fn empty_stream() -> SendableRecordBatchStream {
+    Box::pin(RecordBatchStreamAdapter::new(
+        Arc::new(Schema::empty()),
+        futures::stream::empty(),
+    ))
+}
+
+/// The kind of a parsed statement, refusing what Domicile does not run.
+fn classify(statement: &DfStatement) -> Result<StatementKind, SqlError> {
+    match statement {
+        DfStatement::Statement(inner) => classify_ast(inner),
+        DfStatement::Explain(explain) => {
+            let inner = classify(&explain.statement)?;
+            if explain.options.analyze && inner != StatementKind::Query {
+                return Err(SqlError::Unsupported("EXPLAIN ANALYZE of a write".into()));
+            }
+            Ok(StatementKind::Query)
+        }
+        DfStatement::CreateExternalTable(_) => Err(SqlError::Unsupported(
+            "CREATE EXTERNAL TABLE (Domicile tables live in node storage)".into(),
+        )),
+        DfStatement::CopyTo(_) => Err(SqlError::Unsupported("COPY".into())),
+        DfStatement::Reset(_) => Err(SqlError::Unsupported("RESET".into())),
+    }
+}
+
+fn classify_ast(statement: &ast::Statement) -> Result<StatementKind, SqlError> {
+    use ast::Statement as S;
+    match statement {
+        S::Query(_) | S::ShowTables { .. } | S::ShowColumns { .. } | S::ExplainTable { .. } => {
+            Ok(StatementKind::Query)
+        }
+        S::Explain {
+            analyze, statement, ..
+        } => {
+            if *analyze && classify_ast(statement)? != StatementKind::Query {
+                return Err(SqlError::Unsupported("EXPLAIN ANALYZE of a write".into()));
+            }
+            Ok(StatementKind::Query)
+        }
+        S::Insert(_) | S::Update(_) | S::Delete(_) => Ok(StatementKind::Dml),
+        S::CreateTable(_) => Ok(StatementKind::Ddl),
+        S::Drop {
+            object_type: ObjectType::Table,
+            ..
+        } => Ok(StatementKind::Ddl),
+        S::StartTransaction { .. } | S::Commit { .. } | S::Rollback { .. } => {
+            Err(SqlError::Unsupported(
+                "explicit transactions: every statement is its own atomic, durable transaction"
+                    .into(),
+            ))
+        }
+        other => {
+            let text = other.to_string();
+            let verb: String = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(SqlError::Unsupported(format!("statement {verb} ...")))
+        }
+    }
+}
+
+/// Refuses UPDATE/DELETE shapes whose filters DataFusion would not hand to the table
+/// (subqueries, joins, other tables). Returns whether the plan is such a DML, to be
+/// planned without the optimizer.
+fn refuse_unsafe_dml(plan: &LogicalPlan) -> Result<bool, SqlError> {
+    let LogicalPlan::Dml(dml) = plan else {
+        return Ok(false);
+    };
+    if !matches!(dml.op, WriteOp::Update | WriteOp::Delete) {
+        return Ok(false);
+    }
+    let refuse = |why: &str| {
+        SqlError::Unsupported(format!(
+            "{} {why}; select the keys first, then {} ... WHERE <key> IN (...)",
+            dml.op, dml.op
+        ))
+    };
+    let mut scans = 0usize;
+    let mut problem: Option<SqlError> = None;
+    dml.input
+        .apply(|node| {
+            let ok = match node {
+                LogicalPlan::TableScan(scan) => {
+                    scans += 1;
+                    scan.table_name.resolved_eq(&dml.table_name)
+                }
+                LogicalPlan::Filter(filter) => !has_subquery(&filter.predicate),
+                LogicalPlan::Projection(projection) => !projection.expr.iter().any(has_subquery),
+                LogicalPlan::SubqueryAlias(_) => true,
+                _ => false,
+            };
+            if ok {
+                Ok(TreeNodeRecursion::Continue)
+            } else {
+                problem = Some(refuse(
+                    "with a subquery, join or second table in its WHERE or SET",
+                ));
+                Ok(TreeNodeRecursion::Stop)
+            }
+        })
+        .map_err(SqlError::from_datafusion)?;
+    if let Some(problem) = problem {
+        return Err(problem);
+    }
+    if scans != 1 {
+        return Err(refuse("reading more than its own table"));
+    }
+    Ok(true)
+}
+
+fn has_subquery(expr: &Expr) -> bool {
+    expr.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+/// Rewrites `?` placeholders (JDBC/ADBC style) to `$1`, `$2`, ... by token, so strings and
+/// comments holding '?' are left alone. DataFusion would otherwise treat every `?` as one
+/// parameter.
+fn number_question_mark_placeholders(sql: &str) -> Result<String, SqlError> {
+    if !sql.contains('?') {
+        return Ok(sql.to_string());
+    }
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| SqlError::Parse(e.to_string()))?;
+    let mut next = 0usize;
+    let mut out = String::with_capacity(sql.len() + 8);
+    for token in tokens {
+        match token {
+            Token::Placeholder(p) if p == "?" => {
+                next += 1;
+                out.push_str(&format!("${next}"));
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_question_mark_placeholders;
+
+    #[test]
+    fn question_marks_are_numbered_outside_strings() {
+        let sql = "SELECT '?' AS q FROM t WHERE a = ? AND b IN (?, ?) -- what?";
+        assert_eq!(
+            number_question_mark_placeholders(sql).expect("tokenizes"),
+            "SELECT '?' AS q FROM t WHERE a = $1 AND b IN ($2, $3) -- what?"
+        );
+    }
+}

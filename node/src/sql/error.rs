@@ -1,0 +1,74 @@
+use datafusion::error::DataFusionError;
+use thiserror::Error;
+
+use super::dml::WriteError;
+use crate::auth::Role;
+use crate::catalog::DdlError;
+use crate::storage::StorageError;
+
+/// Why a statement failed, sorted by whose fault it is: the transport layer maps each
+/// variant to one status code (see `flight::status`).
+#[derive(Debug, Error)]
+pub enum SqlError {
+    #[error("SQL parse error: {0}")]
+    Parse(String),
+    #[error("planning error: {0}")]
+    Plan(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error("user {user} lacks role {needed} for this statement")]
+    PermissionDenied { user: String, needed: Role },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Ddl(DdlError),
+    #[error("write refused: {0}")]
+    Write(WriteError),
+    #[error(transparent)]
+    Storage(StorageError),
+    #[error("execution error: {0}")]
+    Execution(String),
+}
+
+impl SqlError {
+    /// Sorts a DataFusion error by cause, unwrapping context and our own errors that
+    /// travelled through DataFusion as `External`.
+    pub fn from_datafusion(error: DataFusionError) -> Self {
+        match error {
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                Self::from_datafusion(*inner)
+            }
+            DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
+                Ok(inner) => Self::from_datafusion(inner),
+                Err(shared) => SqlError::Execution(shared.to_string()),
+            },
+            DataFusionError::External(boxed) => match boxed.downcast::<WriteError>() {
+                Ok(write) => match *write {
+                    WriteError::Storage(storage) => SqlError::Storage(storage),
+                    other => SqlError::Write(other),
+                },
+                Err(boxed) => match boxed.downcast::<StorageError>() {
+                    Ok(storage) => SqlError::Storage(*storage),
+                    Err(boxed) => match boxed.downcast::<DataFusionError>() {
+                        Ok(inner) => Self::from_datafusion(*inner),
+                        Err(other) => SqlError::Execution(other.to_string()),
+                    },
+                },
+            },
+            DataFusionError::SQL(error, _) => SqlError::Parse(error.to_string()),
+            DataFusionError::Plan(message) => SqlError::Plan(message),
+            DataFusionError::SchemaError(error, _) => SqlError::Plan(error.to_string()),
+            DataFusionError::NotImplemented(message) => SqlError::Unsupported(message),
+            DataFusionError::ArrowError(error, _) => SqlError::Execution(error.to_string()),
+            DataFusionError::Collection(errors) => match errors.into_iter().next() {
+                Some(first) => Self::from_datafusion(first),
+                None => SqlError::Execution("unknown error".into()),
+            },
+            other => SqlError::Execution(other.strip_backtrace()),
+        }
+    }
+}

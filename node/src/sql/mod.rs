@@ -1,0 +1,71 @@
+//! SQL through one long-lived DataFusion `SessionContext`: table providers over storage
+//! with pushdown, DML through DataFusion's hooks, system tables, and the statement front
+//! door that checks roles and refuses what could touch rows it does not name.
+
+pub mod arrow_convert;
+mod dml;
+mod engine;
+mod error;
+mod pushdown;
+mod scan;
+mod schemas;
+mod system_tables;
+mod table_provider;
+
+use std::sync::Arc;
+
+pub use dml::WriteError;
+pub use engine::{PreparedStatement, SqlEngine, StatementKind};
+pub use error::SqlError;
+
+/// Which cell this node is.
+#[derive(Debug)]
+pub struct NodeIdentity {
+    pub region: Arc<str>,
+    pub jurisdiction: String,
+    pub started_at_unix_ms: u64,
+}
+
+/// Every table a metadata request can list: catalog → schema → (table, type, schema).
+pub type MetadataListing = Vec<(
+    String,
+    Vec<(
+        String,
+        Vec<(String, &'static str, arrow::datatypes::Schema)>,
+    )>,
+)>;
+
+/// Tables for Flight SQL's GetCatalogs / GetDbSchemas / GetTables.
+pub fn schemas_for_metadata(engine: &SqlEngine) -> MetadataListing {
+    let public = engine
+        .store()
+        .tables()
+        .iter()
+        .map(|def| {
+            (
+                def.name.clone(),
+                "TABLE",
+                arrow_convert::table_schema(def).as_ref().clone(),
+            )
+        })
+        .collect();
+    let system = system_tables::SYSTEM_TABLE_NAMES
+        .iter()
+        .filter_map(|name| {
+            let table =
+                system_tables::system_table(name, engine.store(), engine.identity()).ok()??;
+            Some((
+                name.to_string(),
+                "SYSTEM TABLE",
+                table.schema().as_ref().clone(),
+            ))
+        })
+        .collect();
+    vec![(
+        schemas::CATALOG_NAME.to_string(),
+        vec![
+            (schemas::PUBLIC_SCHEMA.to_string(), public),
+            (schemas::SYSTEM_SCHEMA.to_string(), system),
+        ],
+    )]
+}

@@ -1,0 +1,167 @@
+//! `system.tables`, `system.columns`, `system.node`: the node's own state as SQL. Each is
+//! built fresh at planning time from in-memory state; none reads user rows.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::error::Result;
+
+use crate::catalog::Locality;
+use crate::sql::NodeIdentity;
+use crate::storage::Store;
+
+pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &["tables", "columns", "node"];
+
+pub(crate) fn system_table(
+    name: &str,
+    store: &Store,
+    identity: &NodeIdentity,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    let batch = match name {
+        "tables" => tables(store)?,
+        "columns" => columns(store)?,
+        "node" => node(store, identity)?,
+        _ => return Ok(None),
+    };
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    Ok(Some(Arc::new(table)))
+}
+
+fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+fn text(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+
+fn nullable_text(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+fn tables(store: &Store) -> Result<RecordBatch> {
+    let defs = store.tables();
+    let locality = |l: &Locality| match l {
+        Locality::RegionalByRow { .. } => "REGIONAL BY ROW",
+        Locality::Regional { .. } => "REGIONAL",
+        Locality::Global => "GLOBAL",
+    };
+    batch(
+        vec![
+            text("table_name"),
+            Field::new("table_id", DataType::UInt32, false),
+            text("locality"),
+            nullable_text("region_column"),
+            nullable_text("home_region"),
+            text("primary_key"),
+            Field::new("column_count", DataType::UInt32, false),
+        ],
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                defs.iter().map(|d| d.name.as_str()),
+            )),
+            Arc::new(UInt32Array::from_iter_values(defs.iter().map(|d| d.id))),
+            Arc::new(StringArray::from_iter_values(
+                defs.iter().map(|d| locality(&d.locality)),
+            )),
+            Arc::new(StringArray::from_iter(defs.iter().map(
+                |d| match &d.locality {
+                    Locality::RegionalByRow { region_column } => Some(region_column.as_str()),
+                    _ => None,
+                },
+            ))),
+            Arc::new(StringArray::from_iter(defs.iter().map(
+                |d| match &d.locality {
+                    Locality::Regional { region } => Some(region.as_str()),
+                    _ => None,
+                },
+            ))),
+            Arc::new(StringArray::from_iter_values(defs.iter().map(|d| {
+                d.primary_key
+                    .iter()
+                    .map(|&i| d.columns[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }))),
+            Arc::new(UInt32Array::from_iter_values(
+                defs.iter().map(|d| d.columns.len() as u32),
+            )),
+        ],
+    )
+}
+
+fn columns(store: &Store) -> Result<RecordBatch> {
+    let defs = store.tables();
+    let rows: Vec<_> = defs
+        .iter()
+        .flat_map(|d| d.columns.iter().enumerate().map(move |(i, c)| (d, i, c)))
+        .collect();
+    batch(
+        vec![
+            text("table_name"),
+            text("column_name"),
+            Field::new("ordinal", DataType::Int32, false),
+            text("data_type"),
+            Field::new("nullable", DataType::Boolean, false),
+            text("class"),
+            Field::new("primary_key", DataType::Boolean, false),
+        ],
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(d, _, _)| d.name.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(_, _, c)| c.name.as_str()),
+            )),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|(_, i, _)| *i as i32 + 1),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(_, _, c)| c.column_type.to_string()),
+            )),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|(_, _, c)| c.nullable).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(_, _, c)| c.class.as_str()),
+            )),
+            Arc::new(BooleanArray::from(
+                rows.iter()
+                    .map(|(d, i, _)| d.is_primary_key_column(*i))
+                    .collect::<Vec<_>>(),
+            )),
+        ],
+    )
+}
+
+fn node(store: &Store, identity: &NodeIdentity) -> Result<RecordBatch> {
+    batch(
+        vec![
+            text("region"),
+            text("jurisdiction"),
+            text("version"),
+            Field::new("started_at_unix_ms", DataType::UInt64, false),
+            Field::new("tables", DataType::UInt64, false),
+            Field::new("rows_read", DataType::UInt64, false),
+            Field::new("commits", DataType::UInt64, false),
+            Field::new("statements_committed", DataType::UInt64, false),
+        ],
+        vec![
+            Arc::new(StringArray::from(vec![identity.region.to_string()])),
+            Arc::new(StringArray::from(vec![identity.jurisdiction.clone()])),
+            Arc::new(StringArray::from(vec![env!("CARGO_PKG_VERSION")])),
+            Arc::new(UInt64Array::from(vec![identity.started_at_unix_ms])),
+            Arc::new(UInt64Array::from(vec![store.tables().len() as u64])),
+            Arc::new(UInt64Array::from(vec![store.rows_read()])),
+            Arc::new(UInt64Array::from(vec![store.commits()])),
+            Arc::new(UInt64Array::from(vec![store.statements_committed()])),
+        ],
+    )
+}

@@ -1,0 +1,45 @@
+use thiserror::Error;
+
+use super::row_codec::CorruptRow;
+
+/// A failure below SQL: the database file, a commit, or bytes that do not decode.
+/// Messages are kept as text so one commit failure can be reported to every statement of
+/// the batch it sank.
+#[derive(Clone, Debug, Error)]
+pub enum StorageError {
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("storage transaction failed: {0}")]
+    Transaction(String),
+    #[error("storage commit failed, nothing of this statement was kept: {0}")]
+    Commit(String),
+    #[error(transparent)]
+    CorruptRow(#[from] CorruptRow),
+    #[error("corrupt catalog entry {name}: {detail}")]
+    CorruptCatalog { name: String, detail: String },
+    #[error("internal error: the statement failed unexpectedly and was not applied")]
+    StatementPanicked,
+    #[error("the storage writer has stopped")]
+    WriterStopped,
+    #[error("write queue is full (write_queue_statements_max = {0}); retry later")]
+    Overloaded(usize),
+}
+
+macro_rules! from_redb {
+    ($variant:ident, $($source:ty),+) => {
+        $(impl From<$source> for StorageError {
+            fn from(error: $source) -> Self {
+                StorageError::$variant(error.to_string())
+            }
+        })+
+    };
+}
+
+from_redb!(Open, redb::DatabaseError);
+from_redb!(
+    Transaction,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError
+);
+from_redb!(Commit, redb::CommitError);

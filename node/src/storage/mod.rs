@@ -1,0 +1,20 @@
+//! The only user of redb. One database file per node holds the catalog, every table's
+//! rows (keyed so that each home region is its own contiguous partition, see
+//! `key_codec`), and node metadata. All writes go through one writer thread that folds
+//! concurrent statements into a single fsync'd commit (`writer`).
+
+mod error;
+mod key_codec;
+mod row_codec;
+mod snapshot;
+mod store;
+mod value;
+mod write_context;
+mod writer;
+
+pub use error::StorageError;
+pub use row_codec::CorruptRow;
+pub use snapshot::{RowScan, Snapshot};
+pub use store::Store;
+pub use value::Value;
+pub use write_context::{CatalogRefusal, WriteContext};

@@ -1,0 +1,154 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::error::StorageError;
+use super::snapshot::Snapshot;
+use super::write_context::WriteContext;
+use super::writer::Writer;
+use crate::catalog::TableDef;
+
+/// Row key (see `key_codec`) → encoded row (see `row_codec`).
+pub(super) const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rows");
+/// Table name → JSON `TableDef`.
+pub(super) const CATALOG: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog");
+/// Counters that must survive restarts (e.g. `next_table_id`).
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub(super) const META_NEXT_TABLE_ID: &str = "next_table_id";
+
+/// In-memory copy of the persisted catalog. Updated only by the writer thread, after the
+/// commit that changed the persisted catalog succeeded, so readers never see a table that
+/// is not durable.
+#[derive(Default)]
+pub(super) struct CatalogCache {
+    pub(super) by_name: BTreeMap<String, Arc<TableDef>>,
+}
+
+/// Counters that tests and metrics read to prove what storage did.
+#[derive(Default)]
+pub(super) struct StoreCounters {
+    pub(super) rows_read: AtomicU64,
+    pub(super) commits: AtomicU64,
+    pub(super) statements_committed: AtomicU64,
+}
+
+/// A node's durable store: open it once and share it (it is cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    catalog: Arc<RwLock<CatalogCache>>,
+    counters: Arc<StoreCounters>,
+    writer: Writer,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, loads the catalog and starts the writer.
+    /// After a crash redb recovers to the last durable commit here.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let db = Arc::new(Database::create(path)?);
+        let catalog = Arc::new(RwLock::new(load_catalog(&db)?));
+        let counters = Arc::new(StoreCounters::default());
+        let writer = Writer::start(Arc::clone(&db), Arc::clone(&catalog), Arc::clone(&counters))?;
+        Ok(Self {
+            db,
+            catalog,
+            counters,
+            writer,
+        })
+    }
+
+    pub fn table(&self, name: &str) -> Option<Arc<TableDef>> {
+        self.catalog_read().by_name.get(name).cloned()
+    }
+
+    pub fn tables(&self) -> Vec<Arc<TableDef>> {
+        self.catalog_read().by_name.values().cloned().collect()
+    }
+
+    /// A consistent read view of everything committed so far.
+    pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let txn = self.db.begin_read()?;
+        let rows = txn.open_table(ROWS)?;
+        Ok(Snapshot::new(rows, Arc::clone(&self.counters)))
+    }
+
+    /// Runs `statement` as part of the next group commit and returns its result once the
+    /// commit is durable. The statement reads and stages writes through the context; its
+    /// writes are applied only if it returns `Ok`, so a failing statement leaves nothing
+    /// behind, and it never observes a half-applied statement of another caller.
+    pub async fn write<T, E>(
+        &self,
+        statement: impl FnOnce(&mut WriteContext<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.writer.submit(statement).await
+    }
+
+    /// Rows decoded from storage since start (reads and writes), for tests and metrics.
+    pub fn rows_read(&self) -> u64 {
+        self.counters.rows_read.load(Ordering::Relaxed)
+    }
+
+    pub fn commits(&self) -> u64 {
+        self.counters.commits.load(Ordering::Relaxed)
+    }
+
+    pub fn statements_committed(&self) -> u64 {
+        self.counters.statements_committed.load(Ordering::Relaxed)
+    }
+
+    fn catalog_read(&self) -> std::sync::RwLockReadGuard<'_, CatalogCache> {
+        // A poisoned lock means a writer panicked mid-update: the in-memory catalog can
+        // no longer be trusted, and continuing would serve wrong schemas.
+        self.catalog
+            .read()
+            .expect("catalog lock poisoned: storage invariant broken")
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("tables", &self.catalog_read().by_name.len())
+            .finish()
+    }
+}
+
+fn load_catalog(db: &Database) -> Result<CatalogCache, StorageError> {
+    // Create the tables on first start so readers never meet a missing table.
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(ROWS)?;
+        txn.open_table(CATALOG)?;
+        txn.open_table(META)?;
+    }
+    txn.commit()?;
+
+    let txn = db.begin_read()?;
+    let table = txn.open_table(CATALOG)?;
+    let mut cache = CatalogCache::default();
+    for entry in table.iter()? {
+        let (name, bytes) = entry?;
+        let name = name.value().to_string();
+        let def: TableDef = serde_json::from_slice(bytes.value()).map_err(|error| {
+            StorageError::CorruptCatalog {
+                name: name.clone(),
+                detail: error.to_string(),
+            }
+        })?;
+        def.validate()
+            .map_err(|detail| StorageError::CorruptCatalog {
+                name: name.clone(),
+                detail,
+            })?;
+        cache.by_name.insert(name, Arc::new(def));
+    }
+    Ok(cache)
+}

@@ -1,0 +1,276 @@
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use redb::{ReadableTable, Table};
+
+use super::error::StorageError;
+use super::key_codec;
+use super::row_codec::{RowDecoder, encode_row};
+use super::store::{CatalogCache, META_NEXT_TABLE_ID, StoreCounters};
+use super::value::Value;
+use crate::catalog::{TableDef, TableId};
+
+/// A catalog change that becomes visible in memory only after its commit is durable.
+pub(super) enum CatalogChange {
+    Put(Arc<TableDef>),
+    Remove(String),
+}
+
+/// Why a catalog change was refused (the statement fails; nothing is written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogRefusal {
+    AlreadyExists(String),
+    Invalid(String),
+}
+
+/// What one statement sees and stages inside a group commit.
+///
+/// Reads see everything committed before, everything earlier statements of the same
+/// batch applied, and this statement's own staged row writes (`lookup` and `exists`), but
+/// `scan` sees the table as it was when this statement began: the SQL semantics of UPDATE
+/// and DELETE, which read their input before they write. Staged writes reach the
+/// transaction only if the statement returns `Ok` (see `writer`).
+pub struct WriteContext<'txn> {
+    pub(super) rows: Table<'txn, &'static [u8], &'static [u8]>,
+    pub(super) catalog: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) meta: Table<'txn, &'static str, u64>,
+    pub(super) staged_rows: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(super) staged_catalog: Vec<CatalogChange>,
+    pub(super) staged_range_deletes: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(super) staged_meta: Vec<(&'static str, u64)>,
+    pub(super) counters: Arc<StoreCounters>,
+    pub(super) catalog_cache: Arc<RwLock<CatalogCache>>,
+}
+
+impl WriteContext<'_> {
+    /// The row with this primary key in `partition`, including this statement's staged writes.
+    pub fn lookup(
+        &mut self,
+        def: &TableDef,
+        partition: &str,
+        primary_key: &[Value],
+        projection: &[usize],
+    ) -> Result<Option<Vec<Value>>, StorageError> {
+        let key = key_codec::row_key(def.id, partition, primary_key);
+        let bytes = match self.staged_rows.get(&key) {
+            Some(staged) => staged.clone(),
+            None => self
+                .rows
+                .get(key.as_slice())?
+                .map(|guard| guard.value().to_vec()),
+        };
+        let Some(bytes) = bytes else { return Ok(None) };
+        self.counters.rows_read.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(RowDecoder::new(def, projection).decode(&bytes)?))
+    }
+
+    /// Whether any partition holds a row with this primary key (including staged writes).
+    /// Primary keys are unique per table across partitions.
+    pub fn exists(&mut self, def: &TableDef, primary_key: &[Value]) -> Result<bool, StorageError> {
+        let mut partitions = self.partitions(def.id)?;
+        for key in self.staged_rows.keys() {
+            if let Some(partition) = key_codec::partition_of(key)
+                && key.starts_with(&key_codec::table_prefix(def.id))
+                && !partitions.contains(&partition)
+            {
+                partitions.push(partition);
+            }
+        }
+        for partition in partitions {
+            let key = key_codec::row_key(def.id, &partition, primary_key);
+            let present = match self.staged_rows.get(&key) {
+                Some(staged) => staged.is_some(),
+                None => self.rows.get(key.as_slice())?.is_some(),
+            };
+            if present {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn partitions(&self, table_id: TableId) -> Result<Vec<String>, StorageError> {
+        let mut partitions = Vec::new();
+        let end = key_codec::prefix_end(&key_codec::table_prefix(table_id));
+        let mut start = key_codec::table_prefix(table_id);
+        loop {
+            let mut range = self.rows.range(start.as_slice()..end.as_slice())?;
+            let Some(entry) = range.next() else { break };
+            let (key, _) = entry?;
+            let Some(partition) = key_codec::partition_of(key.value()) else {
+                break;
+            };
+            start = key_codec::prefix_end(&key_codec::partition_prefix(table_id, &partition));
+            partitions.push(partition);
+        }
+        Ok(partitions)
+    }
+
+    /// Visits every committed row of `partition` (or all partitions) as of the start of
+    /// this statement, with all columns, until `visit` returns `false`.
+    pub fn scan<E: From<StorageError>>(
+        &mut self,
+        def: &TableDef,
+        partition: Option<&str>,
+        mut visit: impl FnMut(Vec<Value>) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let prefix = match partition {
+            Some(partition) => key_codec::partition_prefix(def.id, partition),
+            None => key_codec::table_prefix(def.id),
+        };
+        let end = key_codec::prefix_end(&prefix);
+        let all: Vec<usize> = (0..def.columns.len()).collect();
+        let decoder = RowDecoder::new(def, &all);
+        let range = self
+            .rows
+            .range(prefix.as_slice()..end.as_slice())
+            .map_err(StorageError::from)?;
+        for entry in range {
+            let (_, bytes) = entry.map_err(StorageError::from)?;
+            self.counters.rows_read.fetch_add(1, Ordering::Relaxed);
+            let row = decoder.decode(bytes.value()).map_err(StorageError::from)?;
+            if !visit(row)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages `values` (every column, in order) as the row of its primary key.
+    pub fn put_row(&mut self, def: &TableDef, partition: &str, values: &[Value]) {
+        let key = key_codec::row_key(def.id, partition, &primary_key_of(def, values));
+        self.staged_rows.insert(key, Some(encode_row(def, values)));
+    }
+
+    pub fn delete_row(&mut self, def: &TableDef, partition: &str, primary_key: &[Value]) {
+        let key = key_codec::row_key(def.id, partition, primary_key);
+        self.staged_rows.insert(key, None);
+    }
+
+    /// Allocates a table id and stages the definition; `build` receives the id.
+    pub fn create_table(
+        &mut self,
+        build: impl FnOnce(TableId) -> Result<TableDef, String>,
+    ) -> Result<Result<Arc<TableDef>, CatalogRefusal>, StorageError> {
+        let next = match self
+            .staged_meta
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == META_NEXT_TABLE_ID)
+        {
+            Some((_, v)) => *v,
+            None => self
+                .meta
+                .get(META_NEXT_TABLE_ID)?
+                .map(|g| g.value())
+                .unwrap_or(1),
+        };
+        let id = u32::try_from(next)
+            .map_err(|_| StorageError::Transaction("table ids exhausted".into()))?;
+        let def = match build(id) {
+            Ok(def) => def,
+            Err(message) => return Ok(Err(CatalogRefusal::Invalid(message))),
+        };
+        if let Err(message) = def.validate() {
+            return Ok(Err(CatalogRefusal::Invalid(message)));
+        }
+        if self.table_exists(&def.name)? {
+            return Ok(Err(CatalogRefusal::AlreadyExists(def.name)));
+        }
+        self.staged_meta.push((META_NEXT_TABLE_ID, next + 1));
+        let def = Arc::new(def);
+        self.staged_catalog
+            .push(CatalogChange::Put(Arc::clone(&def)));
+        Ok(Ok(def))
+    }
+
+    /// Stages removal of the table and all its rows.
+    pub fn drop_table(&mut self, def: &TableDef) {
+        let prefix = key_codec::table_prefix(def.id);
+        let end = key_codec::prefix_end(&prefix);
+        self.staged_range_deletes.push((prefix, end));
+        self.staged_catalog
+            .push(CatalogChange::Remove(def.name.clone()));
+    }
+
+    pub fn table_exists(&mut self, name: &str) -> Result<bool, StorageError> {
+        for change in self.staged_catalog.iter().rev() {
+            match change {
+                CatalogChange::Put(def) if def.name == name => return Ok(true),
+                CatalogChange::Remove(removed) if removed == name => return Ok(false),
+                _ => {}
+            }
+        }
+        Ok(self.catalog.get(name)?.is_some())
+    }
+
+    /// Whether `def` is still the table of its name: a statement planned against a table
+    /// that was dropped (or dropped and re-created) since must not write under a dead id.
+    pub fn is_current(&self, def: &TableDef) -> bool {
+        for change in self.staged_catalog.iter().rev() {
+            match change {
+                CatalogChange::Put(staged) if staged.name == def.name => {
+                    return staged.id == def.id;
+                }
+                CatalogChange::Remove(name) if *name == def.name => return false,
+                _ => {}
+            }
+        }
+        let cache = self
+            .catalog_cache
+            .read()
+            .expect("catalog lock poisoned: storage invariant broken");
+        cache
+            .by_name
+            .get(&def.name)
+            .is_some_and(|current| current.id == def.id)
+    }
+
+    /// Applies staged writes to the transaction. Called by the writer only after the
+    /// statement succeeded; an error here poisons the whole batch.
+    pub(super) fn apply_staged(&mut self) -> Result<(), StorageError> {
+        for (start, end) in std::mem::take(&mut self.staged_range_deletes) {
+            self.rows
+                .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
+        }
+        for (key, value) in std::mem::take(&mut self.staged_rows) {
+            match value {
+                Some(bytes) => {
+                    self.rows.insert(key.as_slice(), bytes.as_slice())?;
+                }
+                None => {
+                    self.rows.remove(key.as_slice())?;
+                }
+            }
+        }
+        for (key, value) in std::mem::take(&mut self.staged_meta) {
+            self.meta.insert(key, value)?;
+        }
+        for change in &self.staged_catalog {
+            match change {
+                CatalogChange::Put(def) => {
+                    let bytes = serde_json::to_vec(def.as_ref())
+                        .map_err(|e| StorageError::Transaction(e.to_string()))?;
+                    self.catalog.insert(def.name.as_str(), bytes.as_slice())?;
+                }
+                CatalogChange::Remove(name) => {
+                    self.catalog.remove(name.as_str())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets everything a failed statement staged.
+    pub(super) fn discard_staged(&mut self) {
+        self.staged_rows.clear();
+        self.staged_catalog.clear();
+        self.staged_range_deletes.clear();
+        self.staged_meta.clear();
+    }
+}
+
+pub(crate) fn primary_key_of(def: &TableDef, values: &[Value]) -> Vec<Value> {
+    def.primary_key.iter().map(|&i| values[i].clone()).collect()
+}
