@@ -262,7 +262,10 @@ home_region = "eu-central"
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (GOOD.replace("region = \"eu-central\"\n", ""), "region"),
+            (
+                GOOD.replacen("\nregion = \"eu-central\"\n", "\n", 1),
+                "region",
+            ),
             (
                 GOOD.replace("flight_sql = \"127.0.0.1:0\"", "flight_sql = \"nowhere\""),
                 "flight_sql",

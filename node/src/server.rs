@@ -24,6 +24,9 @@ use crate::storage::Store;
 /// only listen on loopback.
 const WELL_KNOWN_DEMO_PASSWORD: &str = "admin";
 
+/// How long a stopping node waits for calls in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Where a started node listens.
 #[derive(Clone, Debug)]
 pub struct Listening {
@@ -154,10 +157,20 @@ impl Node {
         })
     }
 
-    /// Stops accepting calls, lets calls in flight finish, and returns when all is closed.
+    /// Stops accepting calls and lets calls in flight finish, for at most
+    /// `SHUTDOWN_GRACE`; clients that keep idle connections open do not hold the node.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.serve.await.context("server task panicked")?
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.serve).await {
+            Ok(served) => served.context("server task panicked")?,
+            Err(_) => {
+                tracing::warn!(
+                    grace_secs = SHUTDOWN_GRACE.as_secs(),
+                    "connections still open after the grace period; stopping anyway"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Serves until the process gets SIGINT or SIGTERM, then stops cleanly.

@@ -1,1 +1,327 @@
+//! Test harness: starts real `domicile` processes on OS-chosen ports and talks to them
+//! with the stock Rust Flight SQL client. Every node's stderr goes to a log file that is
+//! printed when the owning test fails (the `Drop` of a panicking thread).
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arrow::array::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+pub use arrow;
+pub use arrow_flight;
+
+/// Users every test node has: name, password, role.
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("admin", "admin-pw", "admin"),
+    ("writer", "writer-pw", "writer"),
+    ("reader", "reader-pw", "reader"),
+];
+
+/// The `domicile` binary built next to this test binary (`cargo build -p domicile` first),
+/// or `DOMICILE_BIN`.
+pub fn domicile_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("DOMICILE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("domicile");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p domicile` first",
+        binary.display()
+    );
+    binary
+}
+
+fn password_hashes() -> &'static Vec<String> {
+    static HASHES: OnceLock<Vec<String>> = OnceLock::new();
+    HASHES.get_or_init(|| {
+        USERS
+            .iter()
+            .map(|(_, password, _)| {
+                let mut child = Command::new(domicile_binary())
+                    .arg("hash-password")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("run domicile hash-password");
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(password.as_bytes())
+                    .expect("write password");
+                let output = child.wait_with_output().expect("hash-password finishes");
+                String::from_utf8(output.stdout)
+                    .expect("utf8")
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    })
+}
+
+/// One node process with its own data directory.
+pub struct TestNode {
+    pub region: String,
+    pub dir: tempfile::TempDir,
+    pub flight_sql: SocketAddr,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl TestNode {
+    pub fn start(region: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut node = Self {
+            region: region.to_string(),
+            dir,
+            flight_sql: "127.0.0.1:0".parse()?,
+            child: None,
+            starts: 0,
+        };
+        node.write_config()?;
+        node.spawn()?;
+        Ok(node)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("node-{}.log", self.starts))
+    }
+
+    fn write_config(&self) -> anyhow::Result<()> {
+        let mut text = format!(
+            "region = \"{region}\"\njurisdiction = \"EU\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\n\n[logging]\nlevel = \"info\"\n",
+            region = self.region
+        );
+        for ((name, _, role), hash) in USERS.iter().zip(password_hashes()) {
+            text.push_str(&format!(
+                "\n[[users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\nhome_region = \"{}\"\n",
+                self.region
+            ));
+        }
+        std::fs::write(self.config_path(), text)?;
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path())?;
+        let mut child = Command::new(domicile_binary())
+            .args(["node", "--config"])
+            .arg(self.config_path())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("spawn domicile node")?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = sender.send(line);
+            }
+            // Keep draining so the node never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("node did not start; log:\n{}", self.logs());
+            }
+        };
+        let address = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("flight_sql="))
+            .with_context(|| format!("unexpected first line {line:?}"))?;
+        self.flight_sql = address.parse()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown code runs, exactly like a power cut for the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("node not running")?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("node did not stop within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.flight_sql)
+    }
+
+    /// All log output of every start of this node.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for start in 1..=self.starts {
+            let path = self.dir.path().join(format!("node-{start}.log"));
+            out.push_str(&format!("--- {} start {start} ---\n", self.region));
+            out.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        }
+        out
+    }
+
+    pub async fn client(&self, user: &str) -> anyhow::Result<Client> {
+        let password = USERS
+            .iter()
+            .find(|(name, _, _)| *name == user)
+            .context("unknown test user")?
+            .1;
+        Client::connect(&self.endpoint(), user, password).await
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        self.kill9();
+    }
+}
+
+/// A logged-in Flight SQL client.
+pub struct Client {
+    pub inner: FlightSqlServiceClient<Channel>,
+}
+
+impl Client {
+    pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(endpoint.to_string())?
+            .connect()
+            .await?;
+        let mut inner = FlightSqlServiceClient::new(channel);
+        inner.handshake(user, password).await?;
+        Ok(Self { inner })
+    }
+
+    /// Runs a query (or any statement) through GetFlightInfo + DoGet.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+        let info = self
+            .inner
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(to_status)?;
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let ticket = endpoint
+                .ticket
+                .ok_or_else(|| tonic::Status::internal("no ticket"))?;
+            let stream = self.inner.do_get(ticket).await.map_err(to_status)?;
+            let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(to_status)?;
+            batches.append(&mut part);
+        }
+        Ok(batches)
+    }
+
+    /// Runs a statement through DoPut CommandStatementUpdate; returns affected rows.
+    pub async fn update(&mut self, sql: &str) -> Result<i64, tonic::Status> {
+        self.inner
+            .execute_update(sql.to_string(), None)
+            .await
+            .map_err(to_status)
+    }
+}
+
+/// Recovers the gRPC status from the client's error wrappers.
+pub fn to_status(error: impl std::fmt::Display + std::fmt::Debug + 'static) -> tonic::Status {
+    let any: &dyn std::any::Any = &error;
+    if let Some(arrow_flight::error::FlightError::Tonic(status)) =
+        any.downcast_ref::<arrow_flight::error::FlightError>()
+    {
+        return (**status).clone();
+    }
+    if let Some(arrow::error::ArrowError::IpcError(text)) =
+        any.downcast_ref::<arrow::error::ArrowError>()
+    {
+        return status_from_text(text);
+    }
+    status_from_text(&error.to_string())
+}
+
+fn status_from_text(text: &str) -> tonic::Status {
+    let code = [
+        ("Unauthenticated", tonic::Code::Unauthenticated),
+        ("PermissionDenied", tonic::Code::PermissionDenied),
+        ("InvalidArgument", tonic::Code::InvalidArgument),
+        ("AlreadyExists", tonic::Code::AlreadyExists),
+        ("FailedPrecondition", tonic::Code::FailedPrecondition),
+        ("NotFound", tonic::Code::NotFound),
+        ("Unimplemented", tonic::Code::Unimplemented),
+        ("ResourceExhausted", tonic::Code::ResourceExhausted),
+        ("authentication credentials", tonic::Code::Unauthenticated),
+    ]
+    .into_iter()
+    .find(|(needle, _)| text.contains(needle))
+    .map_or(tonic::Code::Unknown, |(_, code)| code);
+    tonic::Status::new(code, text.to_string())
+}
+
+/// Column `name` of all batches as strings (arrow's display), for assertions.
+pub fn column_strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let column = batch
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"));
+        let formatter =
+            arrow::util::display::ArrayFormatter::try_new(column.as_ref(), &Default::default())
+                .expect("formatter");
+        for row in 0..batch.num_rows() {
+            out.push(formatter.value(row).to_string());
+        }
+    }
+    out
+}
+
+pub fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}

@@ -3,22 +3,29 @@
 use arrow::array::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
+use arrow_flight::sql::server::PeekableFlightDataStream;
 use datafusion::common::ScalarValue;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tonic::Status;
 
 use crate::limits::STATEMENT_ROWS_MAX;
 
-/// Reads every parameter batch of a DoPut and returns one value list per row.
+/// Reads every parameter batch of a DoPut and returns one value list per row. A DoPut
+/// that carries only the command (no schema, no rows) yields no rows.
 pub(crate) async fn read_parameter_rows(
-    stream: arrow_flight::sql::server::PeekableFlightDataStream,
+    stream: PeekableFlightDataStream,
 ) -> Result<Vec<Vec<ScalarValue>>, Status> {
-    let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
-        stream.into_inner().map_err(FlightError::from),
-    )
-    .try_collect()
-    .await
-    .map_err(|e| Status::invalid_argument(format!("cannot decode parameters: {e}")))?;
+    // `into_peekable` keeps the first message (schema + command) that routing peeked at;
+    // messages with no IPC header carry only the command and are skipped.
+    let messages = stream
+        .into_peekable()
+        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
+        .map_err(FlightError::from)
+        .boxed();
+    let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(messages)
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("cannot decode parameters: {e}")))?;
     let mut rows = Vec::new();
     for batch in batches {
         if rows.len() + batch.num_rows() > STATEMENT_ROWS_MAX {

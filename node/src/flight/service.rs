@@ -44,7 +44,8 @@ type DoGetStream = <FlightSqlServer as FlightService>::DoGetStream;
 struct OpenStatement {
     owner: String,
     statement: PreparedStatement,
-    parameters: Option<Vec<ScalarValue>>,
+    /// Rows bound by the last DoPut; a query uses at most one, an update runs once per row.
+    parameters: Vec<Vec<ScalarValue>>,
 }
 
 pub struct FlightSqlServer {
@@ -83,7 +84,7 @@ impl FlightSqlServer {
         &self,
         handle: &[u8],
         principal: &Principal,
-    ) -> Result<(PreparedStatement, Option<Vec<ScalarValue>>), Status> {
+    ) -> Result<(PreparedStatement, Vec<Vec<ScalarValue>>), Status> {
         let statements = self.open_statements();
         match statements.get(handle) {
             Some(open) if open.owner == principal.user => {
@@ -276,8 +277,15 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request)?;
-        let (statement, parameters) = self.lookup(&query.prepared_statement_handle, &principal)?;
-        let stream = self.execute(&statement, parameters).await?;
+        let (statement, mut parameters) =
+            self.lookup(&query.prepared_statement_handle, &principal)?;
+        if parameters.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "a query runs with one row of parameters, {} are bound",
+                parameters.len()
+            )));
+        }
+        let stream = self.execute(&statement, parameters.pop()).await?;
         Ok(Response::new(flight_stream(stream)))
     }
 
@@ -313,7 +321,7 @@ impl FlightSqlService for FlightSqlServer {
                 OpenStatement {
                     owner: principal.user,
                     statement,
-                    parameters: None,
+                    parameters: Vec::new(),
                 },
             );
         }
@@ -347,14 +355,7 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let principal = self.principal(&request)?;
         self.lookup(&query.prepared_statement_handle, &principal)?;
-        let mut rows = read_parameter_rows(request.into_inner()).await?;
-        if rows.len() > 1 {
-            return Err(Status::invalid_argument(format!(
-                "a query binds one row of parameters per execution, got {}",
-                rows.len()
-            )));
-        }
-        let parameters = rows.pop();
+        let parameters = read_parameter_rows(request.into_inner()).await?;
         let mut statements = self.open_statements();
         let open = statements
             .get_mut(query.prepared_statement_handle.as_ref())
@@ -372,9 +373,12 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<i64, Status> {
         let principal = self.principal(&request)?;
         let (statement, bound) = self.lookup(&query.prepared_statement_handle, &principal)?;
-        let rows = read_parameter_rows(request.into_inner()).await?;
+        let mut rows = read_parameter_rows(request.into_inner()).await?;
         if rows.is_empty() {
-            let stream = self.execute(&statement, bound).await?;
+            rows = bound;
+        }
+        if rows.is_empty() {
+            let stream = self.execute(&statement, None).await?;
             return affected_rows(stream).await;
         }
         // One execution per parameter row (executemany); each is its own statement.

@@ -101,9 +101,23 @@ pub(crate) fn plan_access(def: &TableDef, filters: &[Expr]) -> Access {
     Access { keys, partitions }
 }
 
-/// `column = literal`, `literal = column` or `column IN (literal, ...)`.
+/// `column = literal`, `literal = column`, `column IN (literal, ...)`, or an OR of those
+/// on one column (DataFusion rewrites short IN lists into such ORs).
 fn column_equals_literals(expr: &Expr) -> Option<(String, Vec<ScalarValue>)> {
     match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let (left_column, mut left_values) = column_equals_literals(left)?;
+            let (right_column, right_values) = column_equals_literals(right)?;
+            if left_column != right_column {
+                return None;
+            }
+            left_values.extend(right_values);
+            Some((left_column, left_values))
+        }
         Expr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::Eq,
