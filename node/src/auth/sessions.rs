@@ -5,12 +5,19 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use rand::RngCore;
 use thiserror::Error;
 
 use super::principal::{Principal, Role};
 use crate::limits::SESSIONS_MAX;
+
+/// Standard base64, padded or not: Go's Flight client omits the padding.
+const BASIC_CREDENTIALS: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -69,8 +76,8 @@ impl Authenticator {
         authorization: Option<&str>,
     ) -> Result<(String, Principal), AuthError> {
         let header = authorization.ok_or(AuthError::MissingCredentials)?;
-        let encoded = header.strip_prefix("Basic ").ok_or(AuthError::Malformed)?;
-        let decoded = STANDARD
+        let encoded = strip_scheme(header, "basic").ok_or(AuthError::Malformed)?;
+        let decoded = BASIC_CREDENTIALS
             .decode(encoded.trim())
             .map_err(|_| AuthError::Malformed)?;
         let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
@@ -147,6 +154,13 @@ impl Authenticator {
     }
 }
 
+/// The credentials after an HTTP auth scheme name, which is case-insensitive (RFC 9110):
+/// Go's Flight client sends `basic`, Java's `Basic`.
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (name, rest) = header.trim_start().split_once(' ')?;
+    name.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
 fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| {
         Argon2::default()
@@ -184,7 +198,9 @@ mod tests {
     }
 
     fn basic(user: &str, password: &str) -> String {
-        format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {encoded}")
     }
 
     #[tokio::test]

@@ -1,8 +1,11 @@
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use arrow::datatypes::Schema;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -35,7 +38,12 @@ use crate::auth::{Authenticator, Principal};
 use crate::limits::PREPARED_STATEMENTS_MAX;
 use crate::metrics::Metrics;
 use crate::sql::schemas_for_metadata;
-use crate::sql::{PreparedStatement, SqlEngine, SqlError};
+use crate::sql::{PreparedStatement, SqlEngine, SqlError, StatementKind};
+
+/// How long a write's outcome waits for its DoGet.
+const WRITE_OUTCOME_TTL: Duration = Duration::from_secs(300);
+/// Most write outcomes kept waiting at once.
+const WRITE_OUTCOMES_MAX: usize = 10_000;
 
 type DoGetStream = <FlightSqlServer as FlightService>::DoGetStream;
 
@@ -48,11 +56,28 @@ struct OpenStatement {
     parameters: Vec<Vec<ScalarValue>>,
 }
 
+/// The outcome of a write run at GetFlightInfo, waiting for the client's DoGet.
+struct WriteOutcome {
+    owner: String,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    created: Instant,
+}
+
+/// Marks a statement ticket that names a stored write outcome rather than SQL text
+/// (SQL never starts with a NUL byte).
+const OUTCOME_TICKET_PREFIX: &[u8] = b"\0domicile-outcome:";
+
 pub struct FlightSqlServer {
     engine: Arc<SqlEngine>,
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
     prepared: Mutex<HashMap<Vec<u8>, OpenStatement>>,
+    /// Writes (DML, DDL) sent through the query path execute at GetFlightInfo, because
+    /// clients such as ADBC's DB-API never call DoGet for a statement they do not fetch
+    /// from; the count waits here for the DoGet that may follow.
+    outcomes: Mutex<HashMap<u64, WriteOutcome>>,
+    next_outcome: AtomicU64,
 }
 
 impl FlightSqlServer {
@@ -62,6 +87,8 @@ impl FlightSqlServer {
             auth,
             metrics,
             prepared: Mutex::new(HashMap::new()),
+            outcomes: Mutex::new(HashMap::new()),
+            next_outcome: AtomicU64::new(1),
         }
     }
 
@@ -108,6 +135,81 @@ impl FlightSqlServer {
             .map_err(sql_status)
     }
 
+    /// Runs a write now (once per bound parameter row) and keeps its outcome for DoGet.
+    /// Returns the flight info the client reads it with.
+    async fn execute_write_now(
+        &self,
+        principal: &Principal,
+        statement: &PreparedStatement,
+        rows: Vec<Vec<ScalarValue>>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let runs: Vec<Option<Vec<ScalarValue>>> = if rows.is_empty() {
+            vec![None]
+        } else {
+            rows.into_iter().map(Some).collect()
+        };
+        let schema = statement.output_schema();
+        let mut total: Option<u64> = None;
+        for parameters in runs {
+            let stream = self.execute(statement, parameters).await?;
+            let affected = affected_rows(stream).await?;
+            *total.get_or_insert(0) += u64::try_from(affected).unwrap_or(0);
+        }
+        let batches = match (schema.fields().is_empty(), total) {
+            (false, Some(count)) => vec![
+                RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![Arc::new(arrow::array::UInt64Array::from(vec![count]))],
+                )
+                .map_err(|e| Status::internal(e.to_string()))?,
+            ],
+            _ => Vec::new(),
+        };
+        let id = self.next_outcome.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut outcomes = self.outcomes.lock().expect("outcome lock poisoned");
+            outcomes.retain(|_, o| o.created.elapsed() < WRITE_OUTCOME_TTL);
+            if outcomes.len() >= WRITE_OUTCOMES_MAX {
+                // The write is done and durable; only its echo is dropped.
+                outcomes.clear();
+            }
+            outcomes.insert(
+                id,
+                WriteOutcome {
+                    owner: principal.user.clone(),
+                    schema: Arc::clone(&schema),
+                    batches,
+                    created: Instant::now(),
+                },
+            );
+        }
+        let mut handle = OUTCOME_TICKET_PREFIX.to_vec();
+        handle.extend(id.to_be_bytes());
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into(),
+        };
+        Self::flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
+    }
+
+    fn take_outcome(&self, handle: &[u8], principal: &Principal) -> Result<DoGetStream, Status> {
+        let id = handle
+            .get(OUTCOME_TICKET_PREFIX.len()..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| Status::invalid_argument("malformed outcome ticket"))?;
+        let mut outcomes = self.outcomes.lock().expect("outcome lock poisoned");
+        match outcomes.remove(&id) {
+            Some(outcome) if outcome.owner == principal.user => {
+                let stream = FlightDataEncoderBuilder::new()
+                    .with_schema(outcome.schema)
+                    .build(futures::stream::iter(outcome.batches.into_iter().map(Ok)));
+                Ok(Box::pin(stream.map_err(Status::from)))
+            }
+            _ => Err(Status::not_found("write outcome already read or expired")),
+        }
+    }
+
     fn flight_info(
         schema: &Schema,
         ticket: Vec<u8>,
@@ -138,7 +240,7 @@ fn flight_stream(stream: SendableRecordBatchStream) -> DoGetStream {
     }))
 }
 
-fn batch_stream(batch: arrow::array::RecordBatch) -> DoGetStream {
+fn batch_stream(batch: RecordBatch) -> DoGetStream {
     let schema = batch.schema();
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
@@ -229,6 +331,12 @@ impl FlightSqlService for FlightSqlServer {
             .prepare(&principal, &query.query)
             .await
             .map_err(sql_status)?;
+        if statement.kind != StatementKind::Query {
+            let info = self
+                .execute_write_now(&principal, &statement, Vec::new(), request.into_inner())
+                .await?;
+            return Ok(Response::new(info));
+        }
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
@@ -246,6 +354,11 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request)?;
+        if ticket.statement_handle.starts_with(OUTCOME_TICKET_PREFIX) {
+            return Ok(Response::new(
+                self.take_outcome(&ticket.statement_handle, &principal)?,
+            ));
+        }
         let sql = utf8(&ticket.statement_handle, "statement handle")?;
         let statement = self
             .engine
@@ -262,7 +375,13 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(&request)?;
-        let (statement, _) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        let (statement, parameters) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        if statement.kind != StatementKind::Query {
+            let info = self
+                .execute_write_now(&principal, &statement, parameters, request.into_inner())
+                .await?;
+            return Ok(Response::new(info));
+        }
         let info = Self::flight_info(
             &statement.output_schema(),
             query.as_any().encode_to_vec(),
@@ -415,7 +534,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.principal(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         Ok(Response::new(Self::flight_info(
             &schema,
             query.as_any().encode_to_vec(),
@@ -510,7 +629,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.principal(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         Ok(Response::new(Self::flight_info(
             &schema,
             query.as_any().encode_to_vec(),
@@ -567,7 +686,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.principal(&request)?;
-        let schema = query.clone().into_builder(&XDBC_TYPES).schema();
+        let schema = query.into_builder(&XDBC_TYPES).schema();
         Ok(Response::new(Self::flight_info(
             &schema,
             query.as_any().encode_to_vec(),

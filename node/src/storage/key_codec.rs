@@ -129,9 +129,9 @@ fn take_escaped(input: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     while index < input.len() {
         let byte = input[index];
         if byte == ESCAPE {
-            match input.get(index + 1)? {
-                &TERMINATOR => return Some((out, &input[index + 2..])),
-                &ESCAPED_ZERO => out.push(0),
+            match *input.get(index + 1)? {
+                TERMINATOR => return Some((out, &input[index + 2..])),
+                ESCAPED_ZERO => out.push(0),
                 _ => return None,
             }
             index += 2;

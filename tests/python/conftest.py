@@ -1,0 +1,59 @@
+"""Starts a real `domicile node` for the ADBC tests: its own data dir, an OS-chosen port."""
+
+import os
+import pathlib
+import subprocess
+import tempfile
+import threading
+
+import pytest
+
+PASSWORDS = {"admin": "admin-pw", "reader": "reader-pw"}
+
+
+def domicile_binary() -> str:
+    binary = os.environ.get("DOMICILE_BIN")
+    if not binary or not pathlib.Path(binary).exists():
+        pytest.fail("DOMICILE_BIN must point at a built domicile binary")
+    return binary
+
+
+def hash_password(password: str) -> str:
+    result = subprocess.run(
+        [domicile_binary(), "hash-password"], input=password, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def node():
+    with tempfile.TemporaryDirectory() as folder:
+        folder = pathlib.Path(folder)
+        users = "".join(
+            f'\n[[users]]\nname = "{name}"\npassword_hash = "{hash_password(password)}"\n'
+            f'roles = ["{name}"]\nhome_region = "eu-central"\n'
+            for name, password in PASSWORDS.items()
+        )
+        (folder / "node.toml").write_text(
+            'region = "eu-central"\njurisdiction = "EU"\ndata_dir = "data"\n'
+            '[listen]\nflight_sql = "127.0.0.1:0"\n' + users
+        )
+        log = open(folder / "node.log", "w")
+        process = subprocess.Popen(
+            [domicile_binary(), "node", "--config", str(folder / "node.toml")],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        first_line = process.stdout.readline()
+        # Keep draining stdout so the node never blocks on a full pipe.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        try:
+            address = next(p.split("=", 1)[1] for p in first_line.split() if p.startswith("flight_sql="))
+        except StopIteration:
+            process.kill()
+            pytest.fail(f"node did not start: {first_line!r}\n{(folder / 'node.log').read_text()}")
+        yield f"grpc://{address}"
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

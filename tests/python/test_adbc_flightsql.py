@@ -1,0 +1,103 @@
+"""Domicile through a Flight SQL client nobody here wrote: Python ADBC (DB-API).
+
+DB-API over ADBC prepares every `cursor.execute`, binds parameters over DoPut and reads
+SqlInfo on connect, so this exercises the server the way stock tools do."""
+
+import decimal
+
+import adbc_driver_flightsql.dbapi as flightsql
+import adbc_driver_manager
+import pytest
+
+from conftest import PASSWORDS
+
+
+def connect(uri, user="admin"):
+    # autocommit=True: Domicile advertises no multi-statement transactions (SqlInfo 8 = NONE),
+    # every statement commits on its own.
+    return flightsql.connect(
+        uri,
+        db_kwargs={"username": user, "password": PASSWORDS[user]},
+        autocommit=True,
+    )
+
+
+def test_create_insert_select_update_delete(node):
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, region TEXT NOT NULL, name TEXT, "
+            "balance DECIMAL(18,2) NOT NULL) "
+            "WITH (locality = 'regional by row', region_column = 'region', pii = 'name')"
+        )
+        cur.execute(
+            "INSERT INTO accounts VALUES (1, 'eu-central', 'Ana', 100.00), (2, 'eu-central', 'Ben', 50.00)"
+        )
+        cur.execute("INSERT INTO accounts VALUES (?, ?, ?, ?)", (3, "eu-central", "Cy", 10))
+
+        cur.execute("SELECT id, name, balance FROM accounts WHERE id = ?", (2,))
+        assert cur.fetchall() == [(2, "Ben", decimal.Decimal("50.00"))]
+
+        cur.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (30, 1))
+        cur.execute("SELECT balance FROM accounts WHERE id = 1")
+        assert cur.fetchone() == (decimal.Decimal("70.00"),)
+
+        cur.execute("DELETE FROM accounts WHERE id = ?", (3,))
+        cur.execute("SELECT id FROM accounts ORDER BY id")
+        assert [row[0] for row in cur.fetchall()] == [1, 2]
+
+        cur.execute("SELECT * FROM accounts ORDER BY id")
+        table = cur.fetch_arrow_table()
+        assert table.num_rows == 2
+        assert table.column_names == ["id", "region", "name", "balance"]
+
+
+def test_executemany_binds_each_row(node):
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE many (id INT PRIMARY KEY, label TEXT)")
+        cur.executemany("INSERT INTO many VALUES (?, ?)", [(i, f"label-{i}") for i in range(25)])
+        cur.execute("SELECT count(*), min(label), max(id) FROM many")
+        assert cur.fetchone() == (25, "label-0", 24)
+
+
+def test_metadata(node):
+    with connect(node) as conn:
+        conn.cursor().execute("CREATE TABLE IF NOT EXISTS meta_probe (k TEXT PRIMARY KEY)")
+        objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+        tables = {
+            table["table_name"]
+            for catalog in objects
+            for schema in catalog["catalog_db_schemas"] or []
+            for table in schema["db_schema_tables"] or []
+        }
+        assert "meta_probe" in tables
+        assert {"tables", "columns", "node"} <= tables
+        assert set(conn.adbc_get_table_types()) >= {"TABLE"}
+        info = conn.adbc_get_info()
+        assert info["vendor_name"] == "Domicile"
+        schema = conn.adbc_get_table_schema("meta_probe")
+        assert schema.names == ["k"]
+
+
+def test_wrong_password_is_refused(node):
+    with pytest.raises(adbc_driver_manager.Error) as error:
+        with flightsql.connect(
+            node, db_kwargs={"username": "admin", "password": "wrong"}, autocommit=True
+        ) as conn:
+            conn.cursor().execute("SELECT 1")
+    assert "invalid user name or password" in str(error.value) or "Unauthenticated" in str(error.value)
+
+
+def test_bad_sql_and_roles_give_clear_errors_and_the_node_keeps_serving(node):
+    with connect(node) as conn, conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.ProgrammingError) as error:
+            cur.execute("SELEC 1")
+        assert "parse" in str(error.value).lower()
+        with pytest.raises(adbc_driver_manager.Error) as error:
+            cur.execute("SELECT * FROM no_such_table")
+        assert "no_such_table" in str(error.value)
+    with connect(node, "reader") as conn, conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error) as error:
+            cur.execute("CREATE TABLE nope (id INT PRIMARY KEY)")
+        assert "lacks role admin" in str(error.value)
+        cur.execute("SELECT 41 + 1")
+        assert cur.fetchone() == (42,)

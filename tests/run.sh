@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every check and test of Domicile: formatting, lints, Rust unit and end-to-end tests
+# (real `domicile` processes, the stock Rust Flight SQL client), and the Python ADBC
+# tests. Installs what a fresh machine lacks. This is the README's test command and what
+# CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One target directory outside the clone, reused across runs and by CI.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+venv="${DOMICILE_VENV:-$HOME/.cache/domicile/venv}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain (rust-toolchain.toml)"
+rustup show active-toolchain
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+
+step "format and lints"
+cargo fmt --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build the domicile binary the end-to-end tests start"
+cargo build -p domicile --bins
+
+step "Rust unit and end-to-end tests"
+cargo nextest run --workspace --no-fail-fast
+
+step "Python ADBC Flight SQL tests"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+DOMICILE_BIN="$CARGO_TARGET_DIR/debug/domicile" "$venv/bin/python" -m pytest -q tests/python
