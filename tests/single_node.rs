@@ -526,6 +526,10 @@ async fn clean_stop_and_restart_keep_the_catalog_and_rows() {
     drop(admin);
     let status = node.stop().expect("stops on SIGTERM");
     assert!(status.success(), "clean exit, got {status}");
+    assert!(
+        node.logs().contains("storage closed cleanly"),
+        "storage must close before exit"
+    );
     node.restart().expect("restarts");
     let mut admin = node.client("admin").await.expect("login again");
     let batches = admin

@@ -17,8 +17,9 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, config::Dialect};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionState;
 use datafusion::execution::context::{SessionConfig, SessionContext};
-use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility, WriteOp};
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -66,6 +67,8 @@ impl StatementKind {
 enum Body {
     Plan {
         plan: LogicalPlan,
+        /// `plan` through the logical optimizer, placeholders still in it.
+        optimized: Option<LogicalPlan>,
         unoptimized_dml: bool,
     },
     CreateTable(Box<ast::CreateTable>),
@@ -119,7 +122,11 @@ impl PreparedStatement {
 }
 
 pub struct SqlEngine {
-    context: SessionContext,
+    /// Keeps the catalog registration alive; statements use `state`.
+    _context: SessionContext,
+    /// One session state for every statement: cloning it per statement copies every
+    /// function registry, which costs more than planning a point lookup.
+    state: SessionState,
     store: Store,
     identity: Arc<NodeIdentity>,
     metrics: Arc<Metrics>,
@@ -137,8 +144,10 @@ impl SqlEngine {
             CATALOG_NAME,
             Arc::new(DomicileCatalog::new(store.clone(), Arc::clone(&identity))),
         );
+        let state = context.state();
         Self {
-            context,
+            _context: context,
+            state,
             store,
             identity,
             metrics,
@@ -166,7 +175,7 @@ impl SqlEngine {
             )));
         }
         let sql = number_question_mark_placeholders(sql)?;
-        let state = self.context.state();
+        let state = &self.state;
         let statement = state
             .sql_to_statement(&sql, &Dialect::Generic)
             .map_err(SqlError::from_datafusion)?;
@@ -192,11 +201,11 @@ impl SqlEngine {
                     Body::DropTable { name, if_exists }
                 }
                 other => {
-                    self.plan(&state, DfStatement::Statement(Box::new(other)))
+                    self.plan(state, DfStatement::Statement(Box::new(other)))
                         .await?
                 }
             },
-            other => self.plan(&state, other).await?,
+            other => self.plan(state, other).await?,
         };
         Ok(PreparedStatement { kind, body })
     }
@@ -211,8 +220,16 @@ impl SqlEngine {
             .await
             .map_err(SqlError::from_datafusion)?;
         let unoptimized_dml = refuse_unsafe_dml(&plan)?;
+        // Optimise once here, not per execution, unless the plan holds functions whose
+        // value depends on when they run (now(), random()), which optimising would freeze.
+        let optimized = if unoptimized_dml || has_non_immutable_functions(&plan) {
+            None
+        } else {
+            state.optimize(&plan).ok()
+        };
         Ok(Body::Plan {
             plan,
+            optimized,
             unoptimized_dml,
         })
     }
@@ -238,16 +255,23 @@ impl SqlEngine {
         match &prepared.body {
             Body::Plan {
                 plan,
+                optimized,
                 unoptimized_dml,
             } => {
+                let state = &self.state;
+                // Unoptimised DML and pre-optimised queries go straight to the physical
+                // planner; everything else is optimised now.
+                let (plan, skip_optimizer) = match optimized {
+                    Some(optimized) => (optimized, true),
+                    None => (plan, *unoptimized_dml),
+                };
                 let plan = match params {
                     Some(params) => bind_parameters(plan, params)?,
                     None => plan.clone(),
                 };
-                let state = self.context.state();
-                let physical = if *unoptimized_dml {
+                let physical = if skip_optimizer {
                     DefaultPhysicalPlanner::default()
-                        .create_physical_plan(&plan, &state)
+                        .create_physical_plan(&plan, state)
                         .await
                 } else {
                     state.create_physical_plan(&plan).await
@@ -487,6 +511,19 @@ fn refuse_unsafe_dml(plan: &LogicalPlan) -> Result<bool, SqlError> {
         return Err(refuse("reading more than its own table"));
     }
     Ok(true)
+}
+
+fn has_non_immutable_functions(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(node.expressions().iter().any(|expr| {
+            expr.exists(|e| {
+                Ok(matches!(e, Expr::ScalarFunction(f)
+                    if f.func.signature().volatility != Volatility::Immutable))
+            })
+            .unwrap_or(true)
+        }))
+    })
+    .unwrap_or(true)
 }
 
 fn has_subquery(expr: &Expr) -> bool {

@@ -123,8 +123,8 @@ fn column_equals_literals(expr: &Expr) -> Option<(String, Vec<ScalarValue>)> {
             op: Operator::Eq,
             right,
         }) => match (left.as_ref(), right.as_ref()) {
-            (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
-                Some((c.name.clone(), vec![v.clone()]))
+            (Expr::Column(c), other) | (other, Expr::Column(c)) => {
+                Some((c.name.clone(), vec![literal_value(other)?]))
             }
             _ => None,
         },
@@ -132,16 +132,24 @@ fn column_equals_literals(expr: &Expr) -> Option<(String, Vec<ScalarValue>)> {
             let Expr::Column(c) = in_list.expr.as_ref() else {
                 return None;
             };
-            let scalars: Option<Vec<ScalarValue>> = in_list
-                .list
-                .iter()
-                .map(|e| match e {
-                    Expr::Literal(v, _) => Some(v.clone()),
-                    _ => None,
-                })
-                .collect();
+            let scalars: Option<Vec<ScalarValue>> =
+                in_list.list.iter().map(literal_value).collect();
             Some((c.name.clone(), scalars?))
         }
+        _ => None,
+    }
+}
+
+/// A literal, or a cast of one (bound parameters can arrive wrapped in a cast).
+fn literal_value(expr: &Expr) -> Option<ScalarValue> {
+    match expr {
+        Expr::Literal(value, _) => Some(value.clone()),
+        Expr::Cast(cast) => literal_value(&cast.expr)?
+            .cast_to(cast.field.data_type())
+            .ok(),
+        Expr::TryCast(cast) => literal_value(&cast.expr)?
+            .cast_to(cast.field.data_type())
+            .ok(),
         _ => None,
     }
 }
@@ -182,11 +190,23 @@ mod tests {
         let def = accounts();
         let access = plan_access(&def, &[col("id").eq(lit(5i64))]);
         assert_eq!(access.keys, Some(vec![vec![Value::BigInt(5)]]));
+        let cast = datafusion::logical_expr::cast(lit(5i32), arrow::datatypes::DataType::Int64);
+        let access = plan_access(&def, &[col("id").eq(cast)]);
+        assert_eq!(access.keys, Some(vec![vec![Value::BigInt(5)]]));
         let access = plan_access(
             &def,
             &[col("id").in_list(vec![lit(1i64), lit(2i64)], false)],
         );
         assert_eq!(access.keys.map(|k| k.len()), Some(2));
+        let access = plan_access(&def, &[col("id").eq(lit(1i64)).or(col("id").eq(lit(3i64)))]);
+        let expected = vec![vec![Value::BigInt(1)], vec![Value::BigInt(3)]];
+        assert_eq!(access.keys, Some(expected));
+        let mixed = col("id").eq(lit(1i64)).or(col("balance").eq(lit(3i64)));
+        assert_eq!(
+            plan_access(&def, &[mixed]).keys,
+            None,
+            "an OR over two columns selects no keys"
+        );
     }
 
     #[test]

@@ -15,6 +15,6 @@ mod writer;
 pub use error::StorageError;
 pub use row_codec::CorruptRow;
 pub use snapshot::{RowScan, Snapshot};
-pub use store::Store;
+pub use store::{CloseWatch, Store};
 pub use value::Value;
 pub use write_context::{CatalogRefusal, WriteContext};

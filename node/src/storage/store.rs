@@ -91,6 +91,12 @@ impl Store {
         self.writer.submit(statement).await
     }
 
+    /// A handle that tells when the database file has been closed cleanly: after every
+    /// `Store` clone, snapshot and the writer thread are gone.
+    pub fn close_watch(&self) -> CloseWatch {
+        CloseWatch(Arc::downgrade(&self.db))
+    }
+
     /// Rows decoded from storage since start (reads and writes), for tests and metrics.
     pub fn rows_read(&self) -> u64 {
         self.counters.rows_read.load(Ordering::Relaxed)
@@ -110,6 +116,24 @@ impl Store {
         self.catalog
             .read()
             .expect("catalog lock poisoned: storage invariant broken")
+    }
+}
+
+/// Waits for the database file to be closed (redb then marks it cleanly shut down, so
+/// the next open skips crash recovery).
+pub struct CloseWatch(std::sync::Weak<Database>);
+
+impl CloseWatch {
+    /// Returns whether the file closed within `timeout`.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.0.strong_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
     }
 }
 

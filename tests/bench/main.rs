@@ -1,0 +1,315 @@
+//! `domicile-bench`: primary-key point selects and durable single-row updates, through
+//! Flight SQL prepared statements against a real `domicile` node, and the same two
+//! workloads against PostgreSQL in the same run (`--postgres URL`), with 1 and 8
+//! concurrent clients. Prints p50 / p99 latency, throughput and the ratios.
+//!
+//! Run it with `tests/bench/run.sh` (release build, starts PostgreSQL on a temp dir).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use domicile_tests::{Client, TestNode};
+use futures::TryStreamExt;
+
+struct Options {
+    rows: i64,
+    seconds: u64,
+    postgres: Option<String>,
+    seed: u64,
+}
+
+fn parse_options() -> anyhow::Result<Options> {
+    let mut options = Options {
+        rows: 10_000,
+        seconds: 10,
+        postgres: None,
+        seed: 42,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--rows" => options.rows = value()?.parse()?,
+            "--seconds" => options.seconds = value()?.parse()?,
+            "--postgres" => options.postgres = Some(value()?),
+            "--seed" => options.seed = value()?.parse()?,
+            other => anyhow::bail!(
+                "unknown argument {other} (--rows N --seconds S --postgres URL --seed N)"
+            ),
+        }
+    }
+    Ok(options)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    PointSelect,
+    Update,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::PointSelect => "point select",
+            Workload::Update => "durable update",
+        }
+    }
+}
+
+struct Measurement {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Measurement {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(index).copied().unwrap_or_default()
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// A tiny deterministic generator: the same seed gives the same key sequence.
+struct Keys(u64);
+
+impl Keys {
+    fn next(&mut self, rows: i64) -> i64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % rows as u64) as i64
+    }
+}
+
+async fn run_clients<F, Fut>(clients: usize, seconds: u64, make: F) -> anyhow::Result<Measurement>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Duration>>> + Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        tasks.push(tokio::spawn(make(client)));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    // Every client measures for exactly `seconds` after its own connect and prepare.
+    Ok(Measurement {
+        latencies,
+        elapsed: Duration::from_secs(seconds),
+    })
+}
+
+async fn domicile_workload(
+    node: &TestNode,
+    workload: Workload,
+    clients: usize,
+    options: &Options,
+) -> anyhow::Result<Measurement> {
+    let endpoint = node.endpoint();
+    let (rows, seconds, seed) = (options.rows, options.seconds, options.seed);
+    run_clients(clients, seconds, move |index| {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut client = Client::connect(&endpoint, "writer", "writer-pw").await?;
+            let sql = match workload {
+                Workload::PointSelect => "SELECT balance FROM bench_accounts WHERE id = $1",
+                Workload::Update => {
+                    "UPDATE bench_accounts SET balance = balance - 10 WHERE id = $1"
+                }
+            };
+            let mut prepared = client.inner.prepare(sql.to_string(), None).await?;
+            let schema = Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)]));
+            let mut keys = Keys(seed + index as u64 * 7919 + 1);
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let id = keys.next(rows);
+                let batch = RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![Arc::new(Int64Array::from(vec![id]))],
+                )?;
+                let started = Instant::now();
+                prepared.set_parameters(batch)?;
+                match workload {
+                    Workload::PointSelect => {
+                        let info = prepared.execute().await?;
+                        let ticket = info.endpoint[0].ticket.clone().context("ticket")?;
+                        let batches: Vec<RecordBatch> =
+                            client.inner.do_get(ticket).await?.try_collect().await?;
+                        anyhow::ensure!(
+                            batches.iter().map(|b| b.num_rows()).sum::<usize>() == 1,
+                            "row {id} missing"
+                        );
+                    }
+                    Workload::Update => {
+                        let changed = prepared.execute_update().await?;
+                        anyhow::ensure!(changed == 1, "update of {id} changed {changed} rows");
+                    }
+                }
+                latencies.push(started.elapsed());
+            }
+            Ok(latencies)
+        }
+    })
+    .await
+}
+
+async fn postgres_workload(
+    url: &str,
+    workload: Workload,
+    clients: usize,
+    options: &Options,
+) -> anyhow::Result<Measurement> {
+    let url = url.to_string();
+    let (rows, seconds, seed) = (options.rows, options.seconds, options.seed);
+    run_clients(clients, seconds, move |index| {
+        let url = url.clone();
+        async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            let sql = match workload {
+                Workload::PointSelect => "SELECT balance FROM bench_accounts WHERE id = $1",
+                Workload::Update => {
+                    "UPDATE bench_accounts SET balance = balance - 10 WHERE id = $1"
+                }
+            };
+            let statement = client.prepare(sql).await?;
+            let mut keys = Keys(seed + index as u64 * 7919 + 1);
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let id = keys.next(rows);
+                let started = Instant::now();
+                match workload {
+                    Workload::PointSelect => {
+                        let found = client.query(&statement, &[&id]).await?;
+                        anyhow::ensure!(found.len() == 1, "row {id} missing");
+                    }
+                    Workload::Update => {
+                        let changed = client.execute(&statement, &[&id]).await?;
+                        anyhow::ensure!(changed == 1, "update of {id} changed {changed} rows");
+                    }
+                }
+                latencies.push(started.elapsed());
+            }
+            Ok(latencies)
+        }
+    })
+    .await
+}
+
+async fn load_domicile(node: &TestNode, rows: i64) -> anyhow::Result<()> {
+    let mut admin = node.client("admin").await?;
+    admin
+        .update("CREATE TABLE bench_accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL, filler TEXT)")
+        .await?;
+    for start in (0..rows).step_by(1000) {
+        let values: Vec<String> = (start..(start + 1000).min(rows))
+            .map(|id| format!("({id}, 1000000, 'filler-{id:08}')"))
+            .collect();
+        admin
+            .update(&format!(
+                "INSERT INTO bench_accounts VALUES {}",
+                values.join(", ")
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn load_postgres(url: &str, rows: i64) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS bench_accounts; \
+             CREATE TABLE bench_accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL, filler TEXT)",
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO bench_accounts SELECT g, 1000000, 'filler-' || lpad(g::text, 8, '0') FROM generate_series(0, $1::bigint - 1) g",
+            &[&rows],
+        )
+        .await?;
+    client
+        .batch_execute("VACUUM ANALYZE bench_accounts")
+        .await?;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = parse_options()?;
+    println!(
+        "domicile-bench: {} rows, {} s per run, seed {}, PostgreSQL baseline: {}",
+        options.rows,
+        options.seconds,
+        options.seed,
+        options.postgres.as_deref().map_or("none", |_| "yes")
+    );
+    let node = TestNode::start("eu-central")?;
+    load_domicile(&node, options.rows).await?;
+    if let Some(url) = &options.postgres {
+        load_postgres(url, options.rows).await?;
+    }
+
+    println!();
+    println!(
+        "{:<15} {:>7} {:<10} {:>9} {:>9} {:>11}",
+        "workload", "clients", "system", "p50 ms", "p99 ms", "ops/s"
+    );
+    let mut ratios = Vec::new();
+    for workload in [Workload::PointSelect, Workload::Update] {
+        for clients in [1usize, 8] {
+            let ours = domicile_workload(&node, workload, clients, &options).await?;
+            print_row(workload, clients, "domicile", &ours);
+            if let Some(url) = &options.postgres {
+                let theirs = postgres_workload(url, workload, clients, &options).await?;
+                print_row(workload, clients, "postgres", &theirs);
+                ratios.push((workload, clients, ours, theirs));
+            }
+        }
+    }
+    if !ratios.is_empty() {
+        println!();
+        println!("ratios domicile / postgres (throughput > 1 and latency < 1 favour domicile):");
+        for (workload, clients, ours, theirs) in ratios {
+            println!(
+                "  {:<15} {} client(s): throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x",
+                workload.name(),
+                clients,
+                ours.throughput() / theirs.throughput(),
+                ms(ours.percentile(0.5)) / ms(theirs.percentile(0.5)),
+                ms(ours.percentile(0.99)) / ms(theirs.percentile(0.99)),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_row(workload: Workload, clients: usize, system: &str, m: &Measurement) {
+    println!(
+        "{:<15} {:>7} {:<10} {:>9.3} {:>9.3} {:>11.0}",
+        workload.name(),
+        clients,
+        system,
+        ms(m.percentile(0.5)),
+        ms(m.percentile(0.99)),
+        m.throughput()
+    );
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Benchmarks a release build of domicile against PostgreSQL 15 on this machine, in one
+# run: point selects and durable single-row updates, 1 and 8 clients. PostgreSQL runs on
+# a fresh temp dir with its defaults (fsync on, synchronous_commit on) and is stopped at
+# the end. Extra arguments go to domicile-bench (--rows N --seconds S --seed N).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
+
+cargo build --release -p domicile --bin domicile -p domicile-tests --bin domicile-bench
+
+pg_bin=/usr/lib/postgresql/15/bin
+if [ ! -x "$pg_bin/postgres" ]; then
+  apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
+fi
+work=$(mktemp -d)
+chown postgres "$work"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+runuser -u postgres -- "$pg_bin/initdb" -D "$work/pg" -A trust -U bench >/dev/null
+runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
+  -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c max_connections=50" start >/dev/null
+stop() {
+  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null || true
+  rm -rf "$work"
+}
+trap stop EXIT
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}')"
+DOMICILE_BIN="$CARGO_TARGET_DIR/release/domicile" "$CARGO_TARGET_DIR/release/domicile-bench" \
+  --postgres "host=127.0.0.1 port=$port user=bench dbname=postgres" "$@"
