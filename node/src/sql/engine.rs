@@ -68,7 +68,7 @@ enum Body {
     Plan {
         plan: LogicalPlan,
         /// `plan` through the logical optimizer, placeholders still in it.
-        optimized: Option<LogicalPlan>,
+        optimized: Option<Box<LogicalPlan>>,
         unoptimized_dml: bool,
     },
     CreateTable(Box<ast::CreateTable>),
@@ -225,7 +225,7 @@ impl SqlEngine {
         let optimized = if unoptimized_dml || has_non_immutable_functions(&plan) {
             None
         } else {
-            state.optimize(&plan).ok()
+            state.optimize(&plan).ok().map(Box::new)
         };
         Ok(Body::Plan {
             plan,
@@ -262,7 +262,7 @@ impl SqlEngine {
                 // Unoptimised DML and pre-optimised queries go straight to the physical
                 // planner; everything else is optimised now.
                 let (plan, skip_optimizer) = match optimized {
-                    Some(optimized) => (optimized, true),
+                    Some(optimized) => (optimized.as_ref(), true),
                     None => (plan, *unoptimized_dml),
                 };
                 let plan = match params {
