@@ -206,11 +206,7 @@ async fn prepared_statements_bind_parameters() {
                 .expect("batch");
         select.set_parameters(batch).expect("bind");
         let info = select.execute().await.expect("execute");
-        let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-        let batches: Vec<_> =
-            futures::TryStreamExt::try_collect(admin.inner.do_get(ticket).await.expect("do_get"))
-                .await
-                .expect("rows");
+        let batches = admin.fetch(info).await.expect("fetch");
         assert_eq!(
             column_strings(&batches, "balance"),
             vec![expected.to_string()]
@@ -265,11 +261,7 @@ async fn metadata_lists_catalogs_schemas_tables_and_types() {
         })
         .await
         .expect("get tables");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let batches: Vec<_> =
-        futures::TryStreamExt::try_collect(admin.inner.do_get(ticket).await.expect("do_get"))
-            .await
-            .expect("rows");
+    let batches = admin.fetch(info).await.expect("fetch");
     assert_eq!(column_strings(&batches, "table_name"), vec!["accounts"]);
 
     let batches = admin.query("SELECT column_name, class FROM system.columns WHERE class <> 'public' ORDER BY column_name").await.expect("columns");
@@ -314,11 +306,7 @@ async fn metadata_lists_catalogs_schemas_tables_and_types() {
         ),
     ] {
         let info = info.unwrap_or_else(|e| panic!("{what}: {e}"));
-        let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-        let batches: Vec<_> =
-            futures::TryStreamExt::try_collect(admin.inner.do_get(ticket).await.expect("do_get"))
-                .await
-                .expect("rows");
+        let batches = admin.fetch(info).await.expect("fetch");
         assert!(row_count(&batches) > 0, "{what} is empty");
     }
 }

@@ -250,6 +250,14 @@ impl Client {
             .execute(sql.to_string(), None)
             .await
             .map_err(to_status)?;
+        self.fetch(info).await
+    }
+
+    /// Reads every endpoint of a FlightInfo with DoGet.
+    pub async fn fetch(
+        &mut self,
+        info: arrow_flight::FlightInfo,
+    ) -> Result<Vec<RecordBatch>, tonic::Status> {
         let mut batches = Vec::new();
         for endpoint in info.endpoint {
             let ticket = endpoint
