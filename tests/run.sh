@@ -15,19 +15,32 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain (rust-toolchain.toml)"
 rustup show active-toolchain
+rustup target add wasm32-wasip2
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
 step "format and lints"
 cargo fmt --check
+cargo fmt --all --check --manifest-path plugins/Cargo.toml
+cargo fmt --all --check --manifest-path tests/guests/Cargo.toml
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 -- -D warnings
+
+step "WASM components: bundled plugins and hostile test guests (wasm32-wasip2)"
+cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml
+ls -l "$CARGO_TARGET_DIR/wasm32-wasip2/release/"*.wasm
+
+step "plugin logic, natively"
+cargo test --manifest-path plugins/Cargo.toml
 
 step "build the domicile binary the end-to-end tests start"
 cargo build -p domicile --bins
 
 step "Rust unit and end-to-end tests"
 cargo nextest run --workspace --no-fail-fast
+cargo test --workspace --doc
 
 step "Python ADBC Flight SQL tests"
 if [ ! -x "$venv/bin/python" ]; then

@@ -10,6 +10,7 @@ pub mod config;
 pub mod flight;
 pub mod limits;
 pub mod metrics;
+pub mod plugins;
 pub mod server;
 pub mod sql;
 pub mod storage;

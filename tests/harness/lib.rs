@@ -45,6 +45,32 @@ pub fn domicile_binary() -> PathBuf {
     binary
 }
 
+/// The folder holding the `.wasm` components built for the tests: plugins and hostile
+/// guests (`cargo build --release --target wasm32-wasip2`), or `DOMICILE_WASM_DIR`.
+pub fn wasm_dir() -> PathBuf {
+    if let Ok(path) = std::env::var("DOMICILE_WASM_DIR") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    target.join("wasm32-wasip2").join("release")
+}
+
+/// The bytes of component `name` (e.g. `eu_gdpr`), built by tests/run.sh.
+pub fn wasm(name: &str) -> Vec<u8> {
+    let path = wasm_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the components first (tests/run.sh does)",
+            path.display()
+        )
+    })
+}
+
 fn password_hashes() -> &'static Vec<String> {
     static HASHES: OnceLock<Vec<String>> = OnceLock::new();
     HASHES.get_or_init(|| {

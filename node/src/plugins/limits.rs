@@ -1,0 +1,37 @@
+use std::time::Duration;
+
+/// Default wall-time budget of one policy call.
+pub(crate) const POLICY_CALL_DEADLINE_DEFAULT: Duration = Duration::from_millis(10);
+/// Default linear-memory cap of one plugin instance, in bytes.
+pub(crate) const PLUGIN_MEMORY_MAX_BYTES_DEFAULT: usize = 32 << 20;
+/// Largest plugin component accepted, in bytes.
+pub(crate) const PLUGIN_SIZE_MAX_BYTES_DEFAULT: usize = 16 << 20;
+/// Longest denial reason a policy may return, in bytes; a longer one is a plugin error.
+pub(crate) const DENIAL_REASON_MAX_BYTES: usize = 1024;
+/// How often the epoch advances: the resolution of call deadlines.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Instance slots in the pooling allocator: the most plugin calls running at once.
+pub(crate) const CONCURRENT_CALLS_MAX: u32 = 64;
+
+/// Sandbox bounds for plugin calls.
+#[derive(Clone, Copy, Debug)]
+pub struct PluginLimits {
+    /// Wall time one call may run before it is interrupted (and fails closed).
+    pub call_deadline: Duration,
+    /// Linear memory one instance may grow to, in bytes.
+    pub memory_max_bytes: usize,
+    /// Largest component accepted at load, in bytes.
+    pub component_size_max_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            call_deadline: POLICY_CALL_DEADLINE_DEFAULT,
+            memory_max_bytes: PLUGIN_MEMORY_MAX_BYTES_DEFAULT,
+            component_size_max_bytes: PLUGIN_SIZE_MAX_BYTES_DEFAULT,
+        }
+    }
+}
+
+const _: () = assert!(PLUGIN_MEMORY_MAX_BYTES_DEFAULT <= 1 << 30);

@@ -1,0 +1,22 @@
+//! The only user of wasmtime: loads jurisdiction plugins (WASM components) and calls
+//! them inside a sandbox.
+//!
+//! One `Engine` per node with the pooling allocator and epoch interruption; one
+//! `InstancePre` per loaded plugin version; a fresh `Store` and instance per call, so no
+//! state survives between calls and a misbehaving call cannot poison the next.
+//!
+//! What a guest gets: the exports of its world, and the WASI interfaces that Rust's
+//! `wasm32-wasip2` standard library links against, made inert — no preopened
+//! directories, no environment or arguments, no network, stdio discarded, both clocks
+//! frozen at zero, random numbers from a fixed seed. What is limited: wall time per call
+//! (epoch deadline), linear memory per instance, instances per store, the size of what a
+//! call returns. What is NOT limited: CPU time below the deadline, the number of
+//! concurrent calls (bounded by the pool's instance slots).
+
+mod limits;
+mod residency;
+mod runtime;
+
+pub use limits::PluginLimits;
+pub use residency::{ResidencyPolicyPlugin, residency_types};
+pub use runtime::{CallError, LoadError, PluginKind, PluginRuntime};

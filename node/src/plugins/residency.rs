@@ -1,0 +1,167 @@
+//! Residency policy plugins: the host side of the `residency-policy` world.
+
+use std::sync::Arc;
+
+use super::limits::DENIAL_REASON_MAX_BYTES;
+use super::runtime::{CallError, HostState, LoadError, PluginRuntime};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "residency-policy",
+        path: "../wit",
+    });
+}
+
+/// The world's types, for callers that build batches and read decisions.
+pub mod residency_types {
+    pub use super::bindings::domicile::plugin::types::{
+        Column, DataClass, Decimal, Purpose, Table, Value,
+    };
+    pub use super::bindings::exports::domicile::plugin::residency::{
+        BatchDecision, ColumnAction, Decision, Denial, RowBatch, StepPayload,
+    };
+}
+
+use residency_types::{BatchDecision, Decision, Purpose, RowBatch, StepPayload};
+
+/// One loaded version of a residency policy, ready to be called from any thread.
+pub struct ResidencyPolicyPlugin {
+    runtime: Arc<PluginRuntime>,
+    pre: bindings::ResidencyPolicyPre<HostState>,
+}
+
+impl std::fmt::Debug for ResidencyPolicyPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResidencyPolicyPlugin")
+    }
+}
+
+impl ResidencyPolicyPlugin {
+    /// Compiles and links `bytes`, checks it implements the residency-policy world, and
+    /// instantiates it once as a trial.
+    pub fn load(runtime: &Arc<PluginRuntime>, bytes: &[u8]) -> Result<Self, LoadError> {
+        let component = runtime.compile(bytes)?;
+        let linker = runtime.base_linker()?;
+        let world = "residency-policy";
+        let instance_pre =
+            linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WrongWorld {
+                    world,
+                    detail: format!("{e:#}"),
+                })?;
+        let pre =
+            bindings::ResidencyPolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+                world,
+                detail: format!("{e:#}"),
+            })?;
+        let plugin = Self {
+            runtime: Arc::clone(runtime),
+            pre,
+        };
+        let mut store = plugin.runtime.store();
+        plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
+        Ok(plugin)
+    }
+
+    fn call<T>(
+        &self,
+        run: impl FnOnce(
+            &bindings::ResidencyPolicy,
+            &mut wasmtime::Store<HostState>,
+        ) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
+        let mut store = self.runtime.store();
+        let instance =
+            self.pre
+                .instantiate(&mut store)
+                .map_err(|e| match self.runtime.classify(&e) {
+                    CallError::Trap(text) => CallError::Instantiation(text),
+                    other => other,
+                })?;
+        self.runtime.arm_call_deadline(&mut store);
+        run(&instance, &mut store).map_err(|e| self.runtime.classify(&e))
+    }
+
+    /// (a) May these rows be stored in `regions[target]`?
+    pub fn may_store(&self, batch: &RowBatch, target: u16) -> Result<BatchDecision, CallError> {
+        let decision = self.call(|i, s| {
+            i.domicile_plugin_residency()
+                .call_may_store(s, batch, target)
+        })?;
+        check_batch_decision(&decision, batch)?;
+        Ok(decision)
+    }
+
+    /// (b) May these rows leave their home region for `regions[destination]`?
+    pub fn may_leave(
+        &self,
+        batch: &RowBatch,
+        destination: u16,
+        why: Purpose,
+    ) -> Result<BatchDecision, CallError> {
+        let decision = self.call(|i, s| {
+            i.domicile_plugin_residency()
+                .call_may_leave(s, batch, destination, why)
+        })?;
+        check_batch_decision(&decision, batch)?;
+        Ok(decision)
+    }
+
+    /// (c) May a saga step payload go from `source` to `destination`?
+    pub fn may_send_step(
+        &self,
+        payload: &StepPayload,
+        source: &str,
+        destination: &str,
+    ) -> Result<Decision, CallError> {
+        let decision = self.call(|i, s| {
+            i.domicile_plugin_residency()
+                .call_may_send_step(s, payload, source, destination)
+        })?;
+        check_decision(&decision, None)?;
+        Ok(decision)
+    }
+}
+
+/// Verifies a policy's answer before anyone acts on it.
+fn check_batch_decision(decision: &BatchDecision, batch: &RowBatch) -> Result<(), CallError> {
+    let columns = batch.table.columns.len();
+    check_decision(&decision.default, Some(columns))?;
+    for (row, exception) in &decision.exceptions {
+        if *row as usize >= batch.rows.len() {
+            return Err(CallError::InvalidOutput(format!(
+                "exception for row {row} of a {}-row batch",
+                batch.rows.len()
+            )));
+        }
+        check_decision(exception, Some(columns))?;
+    }
+    Ok(())
+}
+
+fn check_decision(decision: &Decision, columns: Option<usize>) -> Result<(), CallError> {
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny(denial) if denial.reason.len() > DENIAL_REASON_MAX_BYTES => {
+            Err(CallError::InvalidOutput(format!(
+                "denial reason of {} bytes exceeds denial_reason_max_bytes = {DENIAL_REASON_MAX_BYTES}",
+                denial.reason.len()
+            )))
+        }
+        Decision::Deny(_) => Ok(()),
+        Decision::AllowWith(actions) => match columns {
+            Some(expected) if actions.len() != expected => Err(CallError::InvalidOutput(format!(
+                "{} column actions for a {expected}-column table",
+                actions.len()
+            ))),
+            None => Err(CallError::InvalidOutput(
+                "column actions on a saga message".into(),
+            )),
+            Some(_) => Ok(()),
+        },
+    }
+}

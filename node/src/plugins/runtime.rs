@@ -1,0 +1,258 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use thiserror::Error;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
+
+use super::limits::{CONCURRENT_CALLS_MAX, EPOCH_TICK, PluginLimits};
+
+/// Wall time an instantiation may take (instantiation runs guest start-up code too).
+const INSTANTIATION_DEADLINE: Duration = Duration::from_millis(100);
+
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+/// Which world a plugin implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    ResidencyPolicy,
+    CdcRedactor,
+    SagaStep,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::ResidencyPolicy => "residency-policy",
+            PluginKind::CdcRedactor => "cdc-redactor",
+            PluginKind::SagaStep => "saga-step",
+        }
+    }
+}
+
+/// Why a component was refused. The active version of a plugin is never touched by a
+/// refused load.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("plugin of {size_bytes} bytes exceeds plugin_size_max_bytes = {max_bytes}")]
+    TooLarge { size_bytes: usize, max_bytes: usize },
+    #[error("not a valid WASM component: {0}")]
+    NotAComponent(String),
+    #[error("component does not implement the {world} world: {detail}")]
+    WrongWorld { world: &'static str, detail: String },
+    #[error("component failed its trial instantiation: {0}")]
+    Instantiation(String),
+}
+
+/// Why one call failed. Every caller treats any of these as "deny / hold".
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CallError {
+    #[error("plugin call exceeded its deadline of {deadline_ms} ms")]
+    Timeout { deadline_ms: u64 },
+    #[error("plugin exceeded its memory limit of {memory_max_bytes} bytes")]
+    OutOfMemory { memory_max_bytes: usize },
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin returned an invalid answer: {0}")]
+    InvalidOutput(String),
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiation(String),
+}
+
+/// Per-call store data: WASI made inert, a resource table, and the memory limiter.
+pub(super) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A clock stopped at the epoch: plugins must not depend on time.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The node's one wasmtime engine and the thread that advances its epoch.
+pub struct PluginRuntime {
+    engine: Engine,
+    limits: PluginLimits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl PluginRuntime {
+    pub fn new(limits: PluginLimits) -> Result<Arc<Self>, LoadError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(CONCURRENT_CALLS_MAX)
+            .total_core_instances(CONCURRENT_CALLS_MAX * 8)
+            .total_memories(CONCURRENT_CALLS_MAX * 2)
+            .total_tables(CONCURRENT_CALLS_MAX * 4)
+            .total_stacks(CONCURRENT_CALLS_MAX)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_memory_size(limits.memory_max_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(1 << 20)
+            .memory_reservation(limits.memory_max_bytes as u64)
+            .memory_guard_size(64 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine =
+            Engine::new(&config).map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = Arc::clone(&ticker_stop);
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|e| LoadError::Instantiation(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Arc::new(Self {
+            engine,
+            limits,
+            ticker_stop,
+        }))
+    }
+
+    pub fn limits(&self) -> PluginLimits {
+        self.limits
+    }
+
+    /// Compiles `bytes` as a component, refusing oversized or malformed input.
+    pub(super) fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        let max_bytes = self.limits.component_size_max_bytes;
+        if bytes.len() > max_bytes {
+            return Err(LoadError::TooLarge {
+                size_bytes: bytes.len(),
+                max_bytes,
+            });
+        }
+        Component::from_binary(&self.engine, bytes)
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
+    }
+
+    /// A linker with WASI (inert, see the module docs) and nothing else; each world adds
+    /// its own imports.
+    pub(super) fn base_linker(&self) -> Result<Linker<HostState>, LoadError> {
+        let mut linker = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
+        Ok(linker)
+    }
+
+    /// A store for one call: fresh state, memory capped, deadline armed.
+    pub(super) fn store(&self) -> Store<HostState> {
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .secure_random(wasmtime_wasi::Deterministic::new(vec![7; 32]))
+            .insecure_random(wasmtime_wasi::Deterministic::new(vec![11; 32]))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_max_bytes)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(deadline_ticks(
+            INSTANTIATION_DEADLINE.max(self.limits.call_deadline),
+        ));
+        store
+    }
+
+    /// Arms the call deadline; instantiation ran under its own.
+    pub(super) fn arm_call_deadline(&self, store: &mut Store<HostState>) {
+        store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
+    }
+
+    /// Sorts a wasmtime error from a call into what callers need to know.
+    pub(super) fn classify(&self, error: &wasmtime::Error) -> CallError {
+        if let Some(trap) = error.downcast_ref::<Trap>()
+            && *trap == Trap::Interrupt
+        {
+            let deadline_ms =
+                u64::try_from(self.limits.call_deadline.as_millis()).unwrap_or(u64::MAX);
+            return CallError::Timeout { deadline_ms };
+        }
+        let text = format!("{error:#}");
+        if text.contains("forcing trap when growing memory")
+            || text.contains("memory") && text.contains("limit")
+        {
+            return CallError::OutOfMemory {
+                memory_max_bytes: self.limits.memory_max_bytes,
+            };
+        }
+        CallError::Trap(text)
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

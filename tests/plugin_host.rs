@@ -1,0 +1,220 @@
+//! The WASM plugin host against real components built from `plugins/` and the hostile
+//! guests in `tests/guests/`: a real policy decides; garbage, the wrong world and
+//! oversized components are refused at load; an infinite loop, a memory bomb, a trap and
+//! an oversized answer are contained at call time (fail closed) while other calls keep
+//! being answered.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domicile::plugins::residency_types::{
+    BatchDecision, Column, ColumnAction, DataClass, Decision, Purpose, RowBatch, StepPayload,
+    Table, Value,
+};
+use domicile::plugins::{CallError, LoadError, PluginLimits, PluginRuntime, ResidencyPolicyPlugin};
+use domicile_tests::wasm;
+
+/// A deadline generous enough for a debug build on a loaded 2-core machine; the
+/// infinite-loop guest proves the deadline still stops a call.
+fn runtime() -> Arc<PluginRuntime> {
+    let limits = PluginLimits {
+        call_deadline: Duration::from_millis(250),
+        ..PluginLimits::default()
+    };
+    PluginRuntime::new(limits).expect("engine")
+}
+
+fn accounts(homes: &[u16]) -> RowBatch {
+    RowBatch {
+        table: Table {
+            name: "accounts".into(),
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    class: DataClass::Public,
+                },
+                Column {
+                    name: "email".into(),
+                    class: DataClass::Pii,
+                },
+                Column {
+                    name: "balance".into(),
+                    class: DataClass::Sensitive,
+                },
+            ],
+        },
+        regions: vec!["eu-central".into(), "us-east".into(), "ap-southeast".into()],
+        home_regions: homes.to_vec(),
+        rows: homes
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                vec![
+                    Value::Bigint(i as i64),
+                    Value::Text(format!("user{i}@example.eu")),
+                    Value::Null,
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn refused_rows(decision: &BatchDecision, rows: usize) -> Vec<usize> {
+    (0..rows)
+        .filter(|row| {
+            let effective = decision
+                .exceptions
+                .iter()
+                .find(|(index, _)| *index as usize == *row)
+                .map_or(&decision.default, |(_, d)| d);
+            matches!(effective, Decision::Deny(_))
+        })
+        .collect()
+}
+
+#[test]
+fn the_eu_policy_decides_as_its_readme_says() {
+    let runtime = runtime();
+    let policy = ResidencyPolicyPlugin::load(&runtime, &wasm("eu_gdpr")).expect("eu-gdpr loads");
+
+    let decision = policy.may_store(&accounts(&[0, 1, 0]), 1).expect("call");
+    assert_eq!(
+        refused_rows(&decision, 3),
+        vec![0, 2],
+        "EU rows may not be stored in us-east"
+    );
+    let decision = policy.may_store(&accounts(&[0, 1]), 0).expect("call");
+    assert!(refused_rows(&decision, 2).is_empty());
+
+    let decision = policy
+        .may_leave(&accounts(&[0]), 2, Purpose::QueryResult)
+        .expect("call");
+    let Decision::AllowWith(actions) = &decision.default else {
+        panic!("a result leaving the EU is allowed with column actions");
+    };
+    assert!(matches!(
+        actions.as_slice(),
+        [ColumnAction::Keep, ColumnAction::Mask, ColumnAction::Remove]
+    ));
+    let decision = policy
+        .may_leave(&accounts(&[0]), 1, Purpose::SagaStep)
+        .expect("call");
+    let Decision::Deny(denial) = decision.default else {
+        panic!("saga transfer of EU rows must be denied")
+    };
+    assert_eq!(denial.code, 44);
+
+    let payload = StepPayload {
+        saga_type: "transfer-saga".into(),
+        step: "credit".into(),
+        fields: vec![("iban".into(), Value::Text("DE89370400440532013000".into()))],
+    };
+    assert!(matches!(
+        policy.may_send_step(&payload, "us-east", "eu-central"),
+        Ok(Decision::Deny(_))
+    ));
+}
+
+#[test]
+fn bad_components_are_refused_at_load() {
+    let runtime = runtime();
+    let garbage = ResidencyPolicyPlugin::load(&runtime, b"\0asm garbage that is not a component")
+        .unwrap_err();
+    assert!(matches!(garbage, LoadError::NotAComponent(_)), "{garbage}");
+
+    let wrong = ResidencyPolicyPlugin::load(&runtime, &wasm("guest_wrong_world")).unwrap_err();
+    assert!(matches!(wrong, LoadError::WrongWorld { .. }), "{wrong}");
+
+    let small = PluginRuntime::new(PluginLimits {
+        component_size_max_bytes: 1024,
+        ..PluginLimits::default()
+    })
+    .expect("engine");
+    let too_large = ResidencyPolicyPlugin::load(&small, &wasm("eu_gdpr")).unwrap_err();
+    assert!(
+        too_large.to_string().contains("plugin_size_max_bytes"),
+        "{too_large}"
+    );
+}
+
+/// What a hostile guest's failure must look like.
+type Expectation = fn(&CallError) -> bool;
+
+#[test]
+fn hostile_guests_are_contained_and_others_keep_being_served() {
+    let runtime = runtime();
+    let good = Arc::new(ResidencyPolicyPlugin::load(&runtime, &wasm("eu_gdpr")).expect("eu-gdpr"));
+
+    // A good policy keeps answering on another thread the whole time.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = {
+        let (good, stop) = (Arc::clone(&good), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut answered = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                good.may_store(&accounts(&[0]), 0)
+                    .expect("good policy answers");
+                answered += 1;
+            }
+            answered
+        })
+    };
+
+    let cases: [(&str, Expectation); 4] = [
+        ("guest_infinite_loop", |e| {
+            matches!(e, CallError::Timeout { .. })
+        }),
+        ("guest_memory_bomb", |e| {
+            matches!(e, CallError::OutOfMemory { .. } | CallError::Trap(_))
+        }),
+        ("guest_trap", |e| matches!(e, CallError::Trap(_))),
+        ("guest_oversized_output", |e| {
+            matches!(
+                e,
+                CallError::InvalidOutput(_) | CallError::OutOfMemory { .. }
+            )
+        }),
+    ];
+    for (name, expected) in cases {
+        let hostile = ResidencyPolicyPlugin::load(&runtime, &wasm(name))
+            .unwrap_or_else(|e| panic!("{name} loads: {e}"));
+        let started = Instant::now();
+        let error = hostile.may_store(&accounts(&[0]), 1).expect_err(name);
+        assert!(expected(&error), "{name}: unexpected {error:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name} was not stopped promptly"
+        );
+        // The same plugin fails the same way again: nothing leaked between calls.
+        assert!(expected(
+            &hostile.may_store(&accounts(&[0]), 1).expect_err(name)
+        ));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = answered.join().expect("good policy thread");
+    assert!(
+        answered > 10,
+        "the good policy kept answering ({answered} calls)"
+    );
+}
+
+#[test]
+fn concurrent_calls_each_get_their_own_instance() {
+    let runtime = runtime();
+    let policy =
+        Arc::new(ResidencyPolicyPlugin::load(&runtime, &wasm("eu_gdpr")).expect("eu-gdpr"));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let policy = Arc::clone(&policy);
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let decision = policy.may_store(&accounts(&[0, 1]), 1).expect("call");
+                    assert_eq!(refused_rows(&decision, 2), vec![0]);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("thread");
+    }
+}
