@@ -14,9 +14,12 @@
 //! concurrent calls (bounded by the pool's instance slots).
 
 mod limits;
+mod registry;
 mod residency;
 mod runtime;
+pub mod signing;
 
 pub use limits::PluginLimits;
+pub use registry::{ActivePlugin, PluginRecord, PluginRegistry, PluginUpload, UploadError};
 pub use residency::{ResidencyPolicyPlugin, residency_types};
 pub use runtime::{CallError, LoadError, PluginKind, PluginRuntime};

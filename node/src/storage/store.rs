@@ -18,6 +18,10 @@ pub(super) const CATALOG: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 /// Counters that must survive restarts (e.g. `next_table_id`).
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// Named records of node subsystems (e.g. the plugin registry), key → bytes. Storage does
+/// not interpret them.
+pub(super) const NODE_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("node_state");
+
 pub(super) const META_NEXT_TABLE_ID: &str = "next_table_id";
 
 /// In-memory copy of the persisted catalog. Updated only by the writer thread, after the
@@ -91,6 +95,21 @@ impl Store {
         self.writer.submit(statement).await
     }
 
+    /// Committed node-state records whose key starts with `prefix`, in key order.
+    pub fn state_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(NODE_STATE)?;
+        let mut out = Vec::new();
+        for entry in table.range(prefix..)? {
+            let (key, value) = entry?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            out.push((key.value().to_string(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// A handle that tells when the database file has been closed cleanly: after every
     /// `Store` clone, snapshot and the writer thread are gone.
     pub fn close_watch(&self) -> CloseWatch {
@@ -152,6 +171,7 @@ fn load_catalog(db: &Database) -> Result<CatalogCache, StorageError> {
         txn.open_table(ROWS)?;
         txn.open_table(CATALOG)?;
         txn.open_table(META)?;
+        txn.open_table(NODE_STATE)?;
     }
     txn.commit()?;
 

@@ -39,6 +39,8 @@ pub struct WriteContext<'txn> {
     pub(super) staged_catalog: Vec<CatalogChange>,
     pub(super) staged_range_deletes: Vec<(Vec<u8>, Vec<u8>)>,
     pub(super) staged_meta: Vec<(&'static str, u64)>,
+    pub(super) node_state: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) staged_state: BTreeMap<String, Option<Vec<u8>>>,
     pub(super) counters: Arc<StoreCounters>,
     pub(super) catalog_cache: Arc<RwLock<CatalogCache>>,
 }
@@ -205,6 +207,38 @@ impl WriteContext<'_> {
         Ok(self.catalog.get(name)?.is_some())
     }
 
+    /// A node-state record, including this statement's staged writes.
+    pub fn get_state(&mut self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(staged) = self.staged_state.get(key) {
+            return Ok(staged.clone());
+        }
+        Ok(self
+            .node_state
+            .get(key)?
+            .map(|guard| guard.value().to_vec()))
+    }
+
+    /// Committed node-state keys starting with `prefix` (staged writes not included).
+    pub fn state_keys(&mut self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        for entry in self.node_state.range(prefix..)? {
+            let (key, _) = entry?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            keys.push(key.value().to_string());
+        }
+        Ok(keys)
+    }
+
+    pub fn put_state(&mut self, key: String, value: Vec<u8>) {
+        self.staged_state.insert(key, Some(value));
+    }
+
+    pub fn delete_state(&mut self, key: String) {
+        self.staged_state.insert(key, None);
+    }
+
     /// Whether `def` is still the table of its name: a statement planned against a table
     /// that was dropped (or dropped and re-created) since must not write under a dead id.
     pub fn is_current(&self, def: &TableDef) -> bool {
@@ -244,6 +278,16 @@ impl WriteContext<'_> {
                 }
             }
         }
+        for (key, value) in std::mem::take(&mut self.staged_state) {
+            match value {
+                Some(bytes) => {
+                    self.node_state.insert(key.as_str(), bytes.as_slice())?;
+                }
+                None => {
+                    self.node_state.remove(key.as_str())?;
+                }
+            }
+        }
         for (key, value) in std::mem::take(&mut self.staged_meta) {
             self.meta.insert(key, value)?;
         }
@@ -268,6 +312,7 @@ impl WriteContext<'_> {
         self.staged_catalog.clear();
         self.staged_range_deletes.clear();
         self.staged_meta.clear();
+        self.staged_state.clear();
     }
 }
 

@@ -23,7 +23,7 @@ use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StorageError;
-use super::store::{CATALOG, CatalogCache, META, ROWS, StoreCounters};
+use super::store::{CATALOG, CatalogCache, META, NODE_STATE, ROWS, StoreCounters};
 use super::write_context::{CatalogChange, WriteContext};
 use crate::limits::{COMMIT_BATCH_STATEMENTS_MAX, WRITE_QUEUE_STATEMENTS_MAX};
 
@@ -195,6 +195,8 @@ fn commit_batch(
             staged_catalog: Vec::new(),
             staged_range_deletes: Vec::new(),
             staged_meta: Vec::new(),
+            node_state: txn.open_table(NODE_STATE)?,
+            staged_state: Default::default(),
             counters: Arc::clone(counters),
             catalog_cache: Arc::clone(catalog),
         };

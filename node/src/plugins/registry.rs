@@ -1,0 +1,396 @@
+//! Which plugin version is active for each (jurisdiction, kind), persisted in node
+//! storage and loaded at start.
+//!
+//! An upload is verified (size, signature by a key trusted for its jurisdiction, world,
+//! trial instantiation) before anything is stored; only then is it persisted and made
+//! active, in one storage commit, and swapped in memory. Callers hold an `Arc` of the
+//! version they started with, so calls in flight finish on it while new calls see the
+//! new one. A refused upload leaves the active version untouched.
+//!
+//! Node-state keys: `plugin/record/<jurisdiction>/<kind>/<version, 20 digits>` (JSON
+//! `PluginRecord`), `plugin/blob/<sha256>` (component bytes),
+//! `plugin/active/<jurisdiction>/<kind>` (active version, decimal).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::residency::ResidencyPolicyPlugin;
+use super::runtime::{LoadError, PluginKind, PluginRuntime};
+use super::signing::{key_id, sha256_hex, signed_message, verify};
+use crate::storage::{StorageError, Store};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub jurisdiction: String,
+    pub kind: String,
+    pub version: u64,
+    pub sha256: String,
+    /// Key id of the key that signed it.
+    pub signer: String,
+    pub size_bytes: u64,
+    pub uploaded_at_unix_ms: u64,
+}
+
+/// A plugin as submitted for upload.
+pub struct PluginUpload {
+    pub jurisdiction: String,
+    pub kind: PluginKind,
+    pub version: u64,
+    pub bytes: Vec<u8>,
+    /// Hex ed25519 signature over `signing::signed_message`.
+    pub signature_hex: String,
+}
+
+#[derive(Debug, Error)]
+pub enum UploadError {
+    #[error("upload is not signed")]
+    Unsigned,
+    #[error("no key is trusted for jurisdiction {0}")]
+    UntrustedJurisdiction(String),
+    #[error("signature does not verify with any key trusted for jurisdiction {0}")]
+    BadSignature(String),
+    #[error("version {version} is not newer than {latest}, the latest of {jurisdiction}/{kind}")]
+    VersionNotNewer {
+        jurisdiction: String,
+        kind: String,
+        version: u64,
+        latest: u64,
+    },
+    #[error("{jurisdiction}/{kind} has no version {version}")]
+    UnknownVersion {
+        jurisdiction: String,
+        kind: String,
+        version: u64,
+    },
+    #[error("{jurisdiction}/{kind} has no earlier version to roll back to")]
+    NothingToRollBack { jurisdiction: String, kind: String },
+    #[error("plugins of kind {0} cannot be hosted by this node yet")]
+    UnsupportedKind(&'static str),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("corrupt plugin registry entry {0}")]
+    Corrupt(String),
+}
+
+/// The loaded, callable form of an active version.
+pub struct ActivePlugin {
+    pub record: PluginRecord,
+    pub residency: ResidencyPolicyPlugin,
+}
+
+type Key = (String, PluginKind);
+
+pub struct PluginRegistry {
+    runtime: Arc<PluginRuntime>,
+    store: Store,
+    trusted: HashMap<String, Vec<VerifyingKey>>,
+    active: RwLock<HashMap<Key, Arc<ActivePlugin>>>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRegistry")
+            .field("jurisdictions", &self.trusted.keys())
+            .finish()
+    }
+}
+
+fn record_prefix(jurisdiction: &str, kind: PluginKind) -> String {
+    format!("plugin/record/{jurisdiction}/{}/", kind.as_str())
+}
+
+fn record_key(jurisdiction: &str, kind: PluginKind, version: u64) -> String {
+    format!("{}{version:020}", record_prefix(jurisdiction, kind))
+}
+
+fn active_key(jurisdiction: &str, kind: PluginKind) -> String {
+    format!("plugin/active/{jurisdiction}/{}", kind.as_str())
+}
+
+fn blob_key(sha256: &str) -> String {
+    format!("plugin/blob/{sha256}")
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn kind_from_str(text: &str) -> Option<PluginKind> {
+    [
+        PluginKind::ResidencyPolicy,
+        PluginKind::CdcRedactor,
+        PluginKind::SagaStep,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == text)
+}
+
+impl PluginRegistry {
+    /// Opens the registry and loads every active version. A version that no longer
+    /// loads stays inactive (its callers fail closed) and is logged.
+    pub fn open(
+        runtime: Arc<PluginRuntime>,
+        store: Store,
+        trusted: HashMap<String, Vec<VerifyingKey>>,
+    ) -> Result<Arc<Self>, UploadError> {
+        let registry = Arc::new(Self {
+            runtime,
+            store,
+            trusted,
+            active: RwLock::new(HashMap::new()),
+        });
+        for (key, value) in registry.store.state_with_prefix("plugin/active/")? {
+            let mut parts = key.trim_start_matches("plugin/active/").splitn(2, '/');
+            let (Some(jurisdiction), Some(kind)) =
+                (parts.next(), parts.next().and_then(kind_from_str))
+            else {
+                return Err(UploadError::Corrupt(key));
+            };
+            let version: u64 = String::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| UploadError::Corrupt(key.clone()))?;
+            match registry.load_version(jurisdiction, kind, version) {
+                Ok(active) => {
+                    registry.swap(jurisdiction, kind, active);
+                }
+                Err(error) => {
+                    tracing::error!(%jurisdiction, kind = kind.as_str(), version, %error, "active plugin does not load; it stays inactive");
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The active version for (jurisdiction, residency-policy), if any.
+    pub fn residency_policy(&self, jurisdiction: &str) -> Option<Arc<ActivePlugin>> {
+        self.active
+            .read()
+            .expect("plugin registry lock poisoned")
+            .get(&(jurisdiction.to_string(), PluginKind::ResidencyPolicy))
+            .cloned()
+    }
+
+    /// Verifies, persists and activates an upload.
+    pub async fn upload(&self, upload: PluginUpload) -> Result<PluginRecord, UploadError> {
+        let limits = self.runtime.limits();
+        if upload.bytes.len() > limits.component_size_max_bytes {
+            return Err(LoadError::TooLarge {
+                size_bytes: upload.bytes.len(),
+                max_bytes: limits.component_size_max_bytes,
+            }
+            .into());
+        }
+        let sha256 = sha256_hex(&upload.bytes);
+        let signer = self.verify_signature(&upload, &sha256)?;
+        let loaded = self.load_bytes(upload.kind, &upload.bytes)?;
+        let record = PluginRecord {
+            jurisdiction: upload.jurisdiction.clone(),
+            kind: upload.kind.as_str().to_string(),
+            version: upload.version,
+            sha256: sha256.clone(),
+            signer,
+            size_bytes: upload.bytes.len() as u64,
+            uploaded_at_unix_ms: now_unix_ms(),
+        };
+        let stored = record.clone();
+        let (jurisdiction, kind, version) =
+            (upload.jurisdiction.clone(), upload.kind, upload.version);
+        let bytes = upload.bytes;
+        self.store
+            .write(move |ctx| -> Result<(), UploadError> {
+                let existing = ctx.state_keys(&record_prefix(&jurisdiction, kind))?;
+                if let Some(latest) = existing
+                    .last()
+                    .and_then(|k| k.rsplit('/').next())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    && version <= latest
+                {
+                    return Err(UploadError::VersionNotNewer {
+                        jurisdiction: jurisdiction.clone(),
+                        kind: kind.as_str().into(),
+                        version,
+                        latest,
+                    });
+                }
+                let json =
+                    serde_json::to_vec(&stored).map_err(|e| UploadError::Corrupt(e.to_string()))?;
+                ctx.put_state(record_key(&jurisdiction, kind, version), json);
+                ctx.put_state(blob_key(&stored.sha256), bytes);
+                ctx.put_state(
+                    active_key(&jurisdiction, kind),
+                    version.to_string().into_bytes(),
+                );
+                Ok(())
+            })
+            .await?;
+        tracing::info!(jurisdiction = %record.jurisdiction, kind = %record.kind, version = record.version, sha256 = %record.sha256, signer = %record.signer, "plugin uploaded and activated");
+        self.swap(
+            &record.jurisdiction,
+            upload.kind,
+            Arc::new(ActivePlugin {
+                record: record.clone(),
+                residency: loaded,
+            }),
+        );
+        Ok(record)
+    }
+
+    /// Makes a stored version active again.
+    pub async fn activate(
+        &self,
+        jurisdiction: &str,
+        kind: PluginKind,
+        version: u64,
+    ) -> Result<PluginRecord, UploadError> {
+        let active = self.load_version(jurisdiction, kind, version)?;
+        let (key, value) = (
+            active_key(jurisdiction, kind),
+            version.to_string().into_bytes(),
+        );
+        self.store
+            .write(move |ctx| {
+                ctx.put_state(key, value);
+                Ok::<_, UploadError>(())
+            })
+            .await?;
+        let record = active.record.clone();
+        tracing::info!(%jurisdiction, kind = kind.as_str(), version, "plugin version activated");
+        self.swap(jurisdiction, kind, active);
+        Ok(record)
+    }
+
+    /// Activates the newest version older than the active one.
+    pub async fn rollback(
+        &self,
+        jurisdiction: &str,
+        kind: PluginKind,
+    ) -> Result<PluginRecord, UploadError> {
+        let current = self
+            .active
+            .read()
+            .expect("plugin registry lock poisoned")
+            .get(&(jurisdiction.to_string(), kind))
+            .map(|a| a.record.version);
+        let nothing = || UploadError::NothingToRollBack {
+            jurisdiction: jurisdiction.into(),
+            kind: kind.as_str().into(),
+        };
+        let current = current.ok_or_else(nothing)?;
+        let previous = self
+            .records()?
+            .into_iter()
+            .filter(|r| {
+                r.jurisdiction == jurisdiction && r.kind == kind.as_str() && r.version < current
+            })
+            .map(|r| r.version)
+            .max()
+            .ok_or_else(nothing)?;
+        self.activate(jurisdiction, kind, previous).await
+    }
+
+    /// Every stored version, with whether it is the active one.
+    pub fn list(&self) -> Result<Vec<(PluginRecord, bool)>, UploadError> {
+        let active = self.active.read().expect("plugin registry lock poisoned");
+        Ok(self
+            .records()?
+            .into_iter()
+            .map(|record| {
+                let is_active = kind_from_str(&record.kind)
+                    .and_then(|kind| active.get(&(record.jurisdiction.clone(), kind)))
+                    .is_some_and(|a| a.record.version == record.version);
+                (record, is_active)
+            })
+            .collect())
+    }
+
+    fn records(&self) -> Result<Vec<PluginRecord>, UploadError> {
+        self.store
+            .state_with_prefix("plugin/record/")?
+            .into_iter()
+            .map(|(key, json)| serde_json::from_slice(&json).map_err(|_| UploadError::Corrupt(key)))
+            .collect()
+    }
+
+    fn verify_signature(&self, upload: &PluginUpload, sha256: &str) -> Result<String, UploadError> {
+        let keys = self
+            .trusted
+            .get(&upload.jurisdiction)
+            .filter(|keys| !keys.is_empty())
+            .ok_or_else(|| UploadError::UntrustedJurisdiction(upload.jurisdiction.clone()))?;
+        if upload.signature_hex.trim().is_empty() {
+            return Err(UploadError::Unsigned);
+        }
+        let message = signed_message(
+            &upload.jurisdiction,
+            upload.kind.as_str(),
+            upload.version,
+            sha256,
+        );
+        keys.iter()
+            .find(|key| verify(key, &message, &upload.signature_hex))
+            .map(key_id)
+            .ok_or_else(|| UploadError::BadSignature(upload.jurisdiction.clone()))
+    }
+
+    fn load_bytes(
+        &self,
+        kind: PluginKind,
+        bytes: &[u8],
+    ) -> Result<ResidencyPolicyPlugin, UploadError> {
+        match kind {
+            PluginKind::ResidencyPolicy => Ok(ResidencyPolicyPlugin::load(&self.runtime, bytes)?),
+            other => Err(UploadError::UnsupportedKind(other.as_str())),
+        }
+    }
+
+    fn load_version(
+        &self,
+        jurisdiction: &str,
+        kind: PluginKind,
+        version: u64,
+    ) -> Result<Arc<ActivePlugin>, UploadError> {
+        let unknown = || UploadError::UnknownVersion {
+            jurisdiction: jurisdiction.into(),
+            kind: kind.as_str().into(),
+            version,
+        };
+        let key = record_key(jurisdiction, kind, version);
+        let (_, json) = self
+            .store
+            .state_with_prefix(&key)?
+            .into_iter()
+            .next()
+            .ok_or_else(unknown)?;
+        let record: PluginRecord =
+            serde_json::from_slice(&json).map_err(|_| UploadError::Corrupt(key))?;
+        let blob = blob_key(&record.sha256);
+        let (_, bytes) = self
+            .store
+            .state_with_prefix(&blob)?
+            .into_iter()
+            .next()
+            .ok_or_else(unknown)?;
+        if sha256_hex(&bytes) != record.sha256 {
+            return Err(UploadError::Corrupt(blob));
+        }
+        let residency = self.load_bytes(kind, &bytes)?;
+        Ok(Arc::new(ActivePlugin { record, residency }))
+    }
+
+    fn swap(&self, jurisdiction: &str, kind: PluginKind, active: Arc<ActivePlugin>) {
+        self.active
+            .write()
+            .expect("plugin registry lock poisoned")
+            .insert((jurisdiction.to_string(), kind), active);
+    }
+}

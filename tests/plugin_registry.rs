@@ -1,0 +1,274 @@
+//! The plugin registry with real signed components: only a correctly signed component of
+//! the right world for a trusted jurisdiction becomes active; every refusal leaves the
+//! active version answering; a v2 changes decisions at once and a rollback restores v1,
+//! while concurrent calls keep succeeding; the active version survives a restart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use domicile::plugins::residency_types::{
+    BatchDecision, Column, DataClass, Decision, RowBatch, Table, Value,
+};
+use domicile::plugins::signing::{
+    generate_key_pair, parse_public_key, parse_signing_key, sha256_hex, sign, signed_message,
+};
+use domicile::plugins::{
+    LoadError, PluginKind, PluginLimits, PluginRegistry, PluginRuntime, PluginUpload, UploadError,
+};
+use domicile::storage::Store;
+use domicile_tests::wasm;
+
+struct Keys {
+    eu_secret: String,
+    us_secret: String,
+    trusted: HashMap<String, Vec<ed25519_dalek::VerifyingKey>>,
+}
+
+fn keys() -> Keys {
+    let (eu_secret, eu_public) = generate_key_pair();
+    let (us_secret, us_public) = generate_key_pair();
+    let trusted = HashMap::from([
+        (
+            "EU".to_string(),
+            vec![parse_public_key(&eu_public).expect("eu key")],
+        ),
+        (
+            "US".to_string(),
+            vec![parse_public_key(&us_public).expect("us key")],
+        ),
+    ]);
+    Keys {
+        eu_secret,
+        us_secret,
+        trusted,
+    }
+}
+
+fn signed(secret: &str, jurisdiction: &str, version: u64, bytes: Vec<u8>) -> PluginUpload {
+    let key = parse_signing_key(secret).expect("secret");
+    let message = signed_message(
+        jurisdiction,
+        PluginKind::ResidencyPolicy.as_str(),
+        version,
+        &sha256_hex(&bytes),
+    );
+    PluginUpload {
+        jurisdiction: jurisdiction.into(),
+        kind: PluginKind::ResidencyPolicy,
+        version,
+        bytes,
+        signature_hex: sign(&key, &message),
+    }
+}
+
+fn eu_rows() -> RowBatch {
+    RowBatch {
+        table: Table {
+            name: "accounts".into(),
+            columns: vec![Column {
+                name: "id".into(),
+                class: DataClass::Public,
+            }],
+        },
+        regions: vec!["eu-central".into()],
+        home_regions: vec![0],
+        rows: vec![vec![Value::Bigint(1)]],
+    }
+}
+
+/// Whether the active EU policy lets an EU row be stored in eu-central (v1 yes, v2 no).
+fn eu_allows_home_storage(registry: &PluginRegistry) -> bool {
+    let active = registry
+        .residency_policy("EU")
+        .expect("an active EU policy");
+    let decision: BatchDecision = active.residency.may_store(&eu_rows(), 0).expect("call");
+    matches!(decision.default, Decision::Allow)
+}
+
+fn open(
+    dir: &std::path::Path,
+    trusted: HashMap<String, Vec<ed25519_dalek::VerifyingKey>>,
+) -> (Store, Arc<PluginRegistry>) {
+    let runtime = PluginRuntime::new(PluginLimits {
+        call_deadline: Duration::from_millis(250),
+        ..PluginLimits::default()
+    })
+    .expect("runtime");
+    let store = Store::open(&dir.join("node.redb")).expect("store");
+    let registry = PluginRegistry::open(runtime, store.clone(), trusted).expect("registry");
+    (store, registry)
+}
+
+/// What a refused upload's error must look like.
+type Expectation = fn(&UploadError) -> bool;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_signed_components_of_the_right_world_become_active() {
+    let keys = keys();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, registry) = open(dir.path(), keys.trusted.clone());
+    assert!(
+        registry.residency_policy("EU").is_none(),
+        "nothing is active before an upload"
+    );
+
+    let record = registry
+        .upload(signed(&keys.eu_secret, "EU", 1, wasm("eu_gdpr")))
+        .await
+        .expect("v1 accepted");
+    assert_eq!(record.version, 1);
+    assert!(eu_allows_home_storage(&registry));
+
+    let mut unsigned = signed(&keys.eu_secret, "EU", 2, wasm("guest_strict_policy"));
+    unsigned.signature_hex.clear();
+    let mut tampered = signed(&keys.eu_secret, "EU", 2, wasm("guest_strict_policy"));
+    let last = tampered.bytes.len() - 1;
+    tampered.bytes[last] ^= 0xFF;
+    let mut relabelled = signed(&keys.eu_secret, "EU", 2, wasm("guest_strict_policy"));
+    relabelled.version = 3;
+    let oversized = signed(&keys.eu_secret, "EU", 2, vec![0; (16 << 20) + 1]);
+    let refusals: Vec<(&str, PluginUpload, Expectation)> = vec![
+        ("unsigned", unsigned, |e| matches!(e, UploadError::Unsigned)),
+        (
+            "wrong key",
+            signed(&keys.us_secret, "EU", 2, wasm("guest_strict_policy")),
+            |e| matches!(e, UploadError::BadSignature(_)),
+        ),
+        (
+            "untrusted jurisdiction",
+            signed(&keys.eu_secret, "SG", 2, wasm("guest_strict_policy")),
+            |e| matches!(e, UploadError::UntrustedJurisdiction(_)),
+        ),
+        ("tampered bytes", tampered, |e| {
+            matches!(e, UploadError::BadSignature(_))
+        }),
+        ("signed for another version", relabelled, |e| {
+            matches!(e, UploadError::BadSignature(_))
+        }),
+        (
+            "garbage",
+            signed(&keys.eu_secret, "EU", 2, b"garbage".to_vec()),
+            |e| matches!(e, UploadError::Load(LoadError::NotAComponent(_))),
+        ),
+        (
+            "wrong world",
+            signed(&keys.eu_secret, "EU", 2, wasm("guest_wrong_world")),
+            |e| matches!(e, UploadError::Load(LoadError::WrongWorld { .. })),
+        ),
+        ("oversized", oversized, |e| {
+            matches!(e, UploadError::Load(LoadError::TooLarge { .. }))
+        }),
+        (
+            "not newer",
+            signed(&keys.eu_secret, "EU", 1, wasm("guest_strict_policy")),
+            |e| matches!(e, UploadError::VersionNotNewer { .. }),
+        ),
+    ];
+    for (what, upload, expected) in refusals {
+        let error = registry.upload(upload).await.expect_err(what);
+        assert!(expected(&error), "{what}: unexpected {error}");
+        let active = registry.residency_policy("EU").expect("still active");
+        assert_eq!(active.record.version, 1, "{what} must leave v1 active");
+        assert!(
+            eu_allows_home_storage(&registry),
+            "{what}: v1 still answers"
+        );
+    }
+    let listed = registry.list().expect("list");
+    assert_eq!(listed.len(), 1, "refused uploads are not stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hot_swap_and_rollback_under_load_and_across_restart() {
+    let keys = keys();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, registry) = open(dir.path(), keys.trusted.clone());
+    registry
+        .upload(signed(&keys.eu_secret, "EU", 1, wasm("eu_gdpr")))
+        .await
+        .expect("v1");
+
+    // Callers hammer the active policy during the swaps; every call must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (registry, stop) = (Arc::clone(&registry), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut calls = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let active = registry
+                        .residency_policy("EU")
+                        .expect("always an active version");
+                    active
+                        .residency
+                        .may_store(&eu_rows(), 0)
+                        .expect("call during swap succeeds");
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+
+    registry
+        .upload(signed(
+            &keys.eu_secret,
+            "EU",
+            2,
+            wasm("guest_strict_policy"),
+        ))
+        .await
+        .expect("v2");
+    assert!(
+        !eu_allows_home_storage(&registry),
+        "v2 decides differently, without a restart"
+    );
+    let record = registry
+        .rollback("EU", PluginKind::ResidencyPolicy)
+        .await
+        .expect("rollback");
+    assert_eq!(record.version, 1);
+    assert!(
+        eu_allows_home_storage(&registry),
+        "rollback restores v1's decision"
+    );
+    registry
+        .activate("EU", PluginKind::ResidencyPolicy, 2)
+        .await
+        .expect("activate v2");
+    assert!(!eu_allows_home_storage(&registry));
+    registry
+        .rollback("EU", PluginKind::ResidencyPolicy)
+        .await
+        .expect("rollback again");
+
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        assert!(caller.join().expect("caller thread") > 0);
+    }
+    let listed = registry.list().expect("list");
+    let active: Vec<u64> = listed
+        .iter()
+        .filter(|(_, active)| *active)
+        .map(|(r, _)| r.version)
+        .collect();
+    assert_eq!(active, vec![1]);
+
+    // Restart: the registry comes back with v1 active.
+    let closed = store.close_watch();
+    drop(registry);
+    drop(store);
+    assert!(closed.wait(Duration::from_secs(5)), "storage closes");
+    let (_store, registry) = open(dir.path(), keys.trusted);
+    assert_eq!(
+        registry
+            .residency_policy("EU")
+            .expect("active after restart")
+            .record
+            .version,
+        1
+    );
+    assert!(eu_allows_home_storage(&registry));
+}
