@@ -91,11 +91,13 @@ fn open(
     dir: &std::path::Path,
     trusted: HashMap<String, Vec<ed25519_dalek::VerifyingKey>>,
 ) -> (Store, Arc<PluginRegistry>) {
-    let runtime = PluginRuntime::new(PluginLimits {
-        call_deadline: Duration::from_millis(250),
+    // Generous: calls run concurrently with component compilation in a debug build on
+    // two cores; these tests are about versions, not deadlines.
+    let limits = PluginLimits {
+        call_deadline: Duration::from_secs(5),
         ..PluginLimits::default()
-    })
-    .expect("runtime");
+    };
+    let runtime = PluginRuntime::new(limits).expect("runtime");
     let store = Store::open(&dir.join("node.redb")).expect("store");
     let registry = PluginRegistry::open(runtime, store.clone(), trusted).expect("registry");
     (store, registry)
@@ -271,4 +273,70 @@ async fn hot_swap_and_rollback_under_load_and_across_restart() {
         1
     );
     assert!(eu_allows_home_storage(&registry));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_loads_its_active_plugins_at_start_and_lists_them_in_sql() {
+    let keys = keys();
+    let eu_public: String = keys.trusted["EU"][0]
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let extra =
+        format!("\n[[trusted_keys]]\njurisdiction = \"EU\"\npublic_key = \"{eu_public}\"\n");
+    let trusted = keys.trusted.clone();
+    let eu_secret = keys.eu_secret.clone();
+    let node = domicile_tests::TestNode::start_with("eu-central", &extra, move |data_dir| {
+        // Upload through the registry into the node's own database file, then close it
+        // (on a thread of its own: this closure runs inside the test's runtime).
+        let data_dir = data_dir.to_path_buf();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()?.block_on(async {
+                let (store, registry) = open_at(&data_dir.join("domicile.redb"), trusted);
+                registry
+                    .upload(signed(&eu_secret, "EU", 1, wasm("eu_gdpr")))
+                    .await?;
+                registry
+                    .upload(signed(&eu_secret, "EU", 2, wasm("guest_strict_policy")))
+                    .await?;
+                registry.rollback("EU", PluginKind::ResidencyPolicy).await?;
+                let closed = store.close_watch();
+                drop(registry);
+                drop(store);
+                anyhow::ensure!(closed.wait(Duration::from_secs(5)), "storage did not close");
+                Ok(())
+            })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("setup thread panicked"))?
+    })
+    .expect("node starts");
+    let mut admin = node.client("admin").await.expect("login");
+    let batches = admin
+        .query("SELECT jurisdiction, kind, version, active FROM system.plugins ORDER BY version")
+        .await
+        .expect("system.plugins");
+    assert_eq!(
+        domicile_tests::column_strings(&batches, "version"),
+        vec!["1", "2"]
+    );
+    assert_eq!(
+        domicile_tests::column_strings(&batches, "active"),
+        vec!["true", "false"]
+    );
+    assert_eq!(
+        domicile_tests::column_strings(&batches, "kind"),
+        vec!["residency-policy"; 2]
+    );
+}
+
+fn open_at(
+    path: &std::path::Path,
+    trusted: HashMap<String, Vec<ed25519_dalek::VerifyingKey>>,
+) -> (Store, Arc<PluginRegistry>) {
+    let runtime = PluginRuntime::new(PluginLimits::default()).expect("runtime");
+    let store = Store::open(path).expect("store");
+    let registry = PluginRegistry::open(runtime, store.clone(), trusted).expect("registry");
+    (store, registry)
 }

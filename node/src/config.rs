@@ -49,6 +49,55 @@ pub struct NodeConfig {
     /// Other regions' nodes; used by the mesh (not yet connected by this version).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub plugins: PluginConfig,
+    /// Public keys allowed to sign plugins, per jurisdiction.
+    #[serde(default)]
+    pub trusted_keys: Vec<TrustedKeyConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Wall time one plugin call may take before it fails closed, in milliseconds.
+    #[serde(default = "default_call_deadline_ms")]
+    pub call_deadline_ms: u64,
+    /// Linear memory one plugin instance may use, in bytes.
+    #[serde(default = "default_plugin_memory_max_bytes")]
+    pub memory_max_bytes: usize,
+    /// Largest plugin component accepted at upload, in bytes.
+    #[serde(default = "default_component_size_max_bytes")]
+    pub component_size_max_bytes: usize,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            call_deadline_ms: default_call_deadline_ms(),
+            memory_max_bytes: default_plugin_memory_max_bytes(),
+            component_size_max_bytes: default_component_size_max_bytes(),
+        }
+    }
+}
+
+fn default_call_deadline_ms() -> u64 {
+    10
+}
+
+fn default_plugin_memory_max_bytes() -> usize {
+    32 << 20
+}
+
+fn default_component_size_max_bytes() -> usize {
+    16 << 20
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyConfig {
+    pub jurisdiction: String,
+    /// ed25519 public key, hex (from `domicile plugin keygen`).
+    pub public_key: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -193,6 +242,31 @@ impl NodeConfig {
                 ));
             }
         }
+        for (index, key) in self.trusted_keys.iter().enumerate() {
+            check_name(
+                &format!("trusted_keys[{index}].jurisdiction"),
+                &key.jurisdiction,
+            )?;
+            crate::plugins::signing::parse_public_key(&key.public_key)
+                .map_err(|e| invalid(format!("trusted_keys[{index}].public_key"), e))?;
+        }
+        if self.plugins.call_deadline_ms == 0 || self.plugins.call_deadline_ms > 60_000 {
+            return Err(invalid("plugins.call_deadline_ms", "must be 1..=60000"));
+        }
+        if self.plugins.memory_max_bytes < (1 << 20) || self.plugins.memory_max_bytes > (1 << 30) {
+            return Err(invalid(
+                "plugins.memory_max_bytes",
+                "must be between 1 MiB and 1 GiB",
+            ));
+        }
+        if self.plugins.component_size_max_bytes == 0
+            || self.plugins.component_size_max_bytes > (256 << 20)
+        {
+            return Err(invalid(
+                "plugins.component_size_max_bytes",
+                "must be between 1 byte and 256 MiB",
+            ));
+        }
         if self.auth.token_ttl_secs == 0 {
             return Err(invalid("auth.token_ttl_secs", "must be at least 1"));
         }
@@ -286,6 +360,14 @@ home_region = "eu-central"
                 "colour",
             ),
             (GOOD.replace("$argon2id", "plain"), "users[0].password_hash"),
+            (
+                format!("{GOOD}\n[[trusted_keys]]\njurisdiction = \"EU\"\npublic_key = \"abcd\"\n"),
+                "trusted_keys[0].public_key",
+            ),
+            (
+                format!("{GOOD}\n[plugins]\ncall_deadline_ms = 0\n"),
+                "plugins.call_deadline_ms",
+            ),
             (
                 GOOD.replace(
                     "home_region = \"eu-central\"",

@@ -55,6 +55,38 @@ enum Command {
     },
     /// Print an argon2 hash of the password read from stdin, for the `users` config.
     HashPassword,
+    /// Plugin signing keys and signatures.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Make an ed25519 key pair: the secret goes to FILE (mode 0600), the public key is
+    /// printed as a `trusted_keys` config entry.
+    Keygen {
+        #[arg(long)]
+        jurisdiction: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the signature of a plugin component for upload.
+    Sign {
+        #[arg(long)]
+        jurisdiction: String,
+        /// residency-policy, cdc-redactor or saga-step
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        version: u64,
+        /// Secret key file from `domicile plugin keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
 }
 
 fn main() {
@@ -85,6 +117,7 @@ fn run() -> anyhow::Result<()> {
             let ok = runtime.block_on(run_sql(endpoint, user, password_file, execute, file))?;
             std::process::exit(if ok { 0 } else { 1 });
         }
+        Command::Plugin { command } => run_plugin_command(command),
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
@@ -167,4 +200,57 @@ async fn run_sql(
         }
         (None, None) => interactive(&mut shell).await,
     }
+}
+
+fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {
+    use domicile::plugins::signing;
+    match command {
+        PluginCommand::Keygen { jurisdiction, out } => {
+            let (secret, public) = signing::generate_key_pair();
+            write_secret(&out, &secret)?;
+            println!("# secret key written to {}", out.display());
+            println!(
+                "[[trusted_keys]]\njurisdiction = \"{jurisdiction}\"\npublic_key = \"{public}\""
+            );
+            Ok(())
+        }
+        PluginCommand::Sign {
+            jurisdiction,
+            kind,
+            version,
+            key,
+            file,
+        } => {
+            let secret = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read key {}", key.display()))?;
+            let signing_key = signing::parse_signing_key(&secret).map_err(anyhow::Error::msg)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let message = signing::signed_message(
+                &jurisdiction,
+                &kind,
+                version,
+                &signing::sha256_hex(&bytes),
+            );
+            println!("{}", signing::sign(&signing_key, &message));
+            Ok(())
+        }
+    }
+}
+
+/// Writes a secret so only its owner can read it.
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    Ok(())
 }

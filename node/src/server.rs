@@ -17,6 +17,7 @@ use crate::config::NodeConfig;
 use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 use crate::metrics::{Metrics, serve_metrics};
+use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, signing};
 use crate::sql::{NodeIdentity, SqlEngine};
 use crate::storage::{CloseWatch, Store};
 
@@ -92,10 +93,12 @@ impl Node {
         });
         let metrics = Arc::new(Metrics::new());
         let storage_closed = store.close_watch();
+        let plugins = open_plugins(config, &store)?;
         let engine = Arc::new(SqlEngine::new(
             store.clone(),
             identity,
             Arc::clone(&metrics),
+            plugins,
         ));
 
         let flight_listener = TcpListener::bind(config.listen.flight_sql)
@@ -203,6 +206,25 @@ impl Node {
         tracing::info!("stopping");
         self.stop().await
     }
+}
+
+/// The plugin runtime and registry, with the active versions loaded from storage.
+fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<PluginRegistry>> {
+    let limits = PluginLimits {
+        call_deadline: Duration::from_millis(config.plugins.call_deadline_ms),
+        memory_max_bytes: config.plugins.memory_max_bytes,
+        component_size_max_bytes: config.plugins.component_size_max_bytes,
+    };
+    let runtime = PluginRuntime::new(limits).context("cannot start the plugin runtime")?;
+    let mut trusted: HashMap<String, Vec<ed25519_dalek::VerifyingKey>> = HashMap::new();
+    for key in &config.trusted_keys {
+        let public = signing::parse_public_key(&key.public_key).map_err(anyhow::Error::msg)?;
+        trusted
+            .entry(key.jurisdiction.clone())
+            .or_default()
+            .push(public);
+    }
+    PluginRegistry::open(runtime, store.clone(), trusted).context("cannot open the plugin registry")
 }
 
 /// Accepted connections with Nagle's algorithm off: Flight SQL exchanges small messages

@@ -107,10 +107,21 @@ pub struct TestNode {
     pub flight_sql: SocketAddr,
     child: Option<Child>,
     starts: usize,
+    extra_toml: String,
 }
 
 impl TestNode {
     pub fn start(region: &str) -> anyhow::Result<Self> {
+        Self::start_with(region, "", |_| Ok(()))
+    }
+
+    /// Starts a node whose config gets `extra_toml` appended, after `setup` prepared its
+    /// (empty) data directory.
+    pub fn start_with(
+        region: &str,
+        extra_toml: &str,
+        setup: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut node = Self {
             region: region.to_string(),
@@ -118,7 +129,10 @@ impl TestNode {
             flight_sql: "127.0.0.1:0".parse()?,
             child: None,
             starts: 0,
+            extra_toml: extra_toml.to_string(),
         };
+        std::fs::create_dir_all(node.data_dir())?;
+        setup(&node.data_dir())?;
         node.write_config()?;
         node.spawn()?;
         Ok(node)
@@ -147,6 +161,7 @@ impl TestNode {
                 self.region
             ));
         }
+        text.push_str(&self.extra_toml);
         std::fs::write(self.config_path(), text)?;
         Ok(())
     }

@@ -31,10 +31,12 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use super::NodeIdentity;
 use super::error::SqlError;
 use super::schemas::{CATALOG_NAME, DomicileCatalog, PUBLIC_SCHEMA};
+use super::system_tables::SystemState;
 use crate::auth::{Principal, Role};
 use crate::catalog::{DdlError, table_def_from_create};
 use crate::limits::SQL_LENGTH_MAX_BYTES;
 use crate::metrics::Metrics;
+use crate::plugins::PluginRegistry;
 use crate::storage::Store;
 
 /// What a statement does, which decides the role it needs.
@@ -130,10 +132,16 @@ pub struct SqlEngine {
     store: Store,
     identity: Arc<NodeIdentity>,
     metrics: Arc<Metrics>,
+    system: SystemState,
 }
 
 impl SqlEngine {
-    pub fn new(store: Store, identity: Arc<NodeIdentity>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Store,
+        identity: Arc<NodeIdentity>,
+        metrics: Arc<Metrics>,
+        plugins: Arc<PluginRegistry>,
+    ) -> Self {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
             .with_create_default_catalog_and_schema(false)
@@ -142,16 +150,34 @@ impl SqlEngine {
         let context = SessionContext::new_with_config(config);
         context.register_catalog(
             CATALOG_NAME,
-            Arc::new(DomicileCatalog::new(store.clone(), Arc::clone(&identity))),
+            Arc::new(DomicileCatalog::new(
+                store.clone(),
+                Arc::clone(&identity),
+                Arc::clone(&plugins),
+            )),
         );
         let state = context.state();
+        let system = SystemState {
+            store: store.clone(),
+            identity: Arc::clone(&identity),
+            plugins,
+        };
         Self {
             _context: context,
             state,
             store,
             identity,
             metrics,
+            system,
         }
+    }
+
+    pub(crate) fn system_state(&self) -> &SystemState {
+        &self.system
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
+        &self.system.plugins
     }
 
     pub fn identity(&self) -> &NodeIdentity {

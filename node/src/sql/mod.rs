@@ -52,8 +52,7 @@ pub fn schemas_for_metadata(engine: &SqlEngine) -> MetadataListing {
     let system = system_tables::SYSTEM_TABLE_NAMES
         .iter()
         .filter_map(|name| {
-            let table =
-                system_tables::system_table(name, engine.store(), engine.identity()).ok()??;
+            let table = system_tables::system_table(name, engine.system_state()).ok()??;
             Some((
                 name.to_string(),
                 "SYSTEM TABLE",

@@ -9,8 +9,9 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 
-use super::system_tables::{SYSTEM_TABLE_NAMES, system_table};
+use super::system_tables::{SYSTEM_TABLE_NAMES, SystemState, system_table};
 use super::table_provider::DomicileTable;
+use crate::plugins::PluginRegistry;
 use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
@@ -25,13 +26,23 @@ pub(crate) struct DomicileCatalog {
 }
 
 impl DomicileCatalog {
-    pub(crate) fn new(store: Store, identity: Arc<NodeIdentity>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        identity: Arc<NodeIdentity>,
+        plugins: Arc<PluginRegistry>,
+    ) -> Self {
         Self {
             public: Arc::new(PublicSchema {
                 store: store.clone(),
                 identity: Arc::clone(&identity),
             }),
-            system: Arc::new(SystemSchema { store, identity }),
+            system: Arc::new(SystemSchema {
+                state: SystemState {
+                    store,
+                    identity,
+                    plugins,
+                },
+            }),
         }
     }
 }
@@ -89,8 +100,7 @@ impl SchemaProvider for PublicSchema {
 
 #[derive(Debug)]
 struct SystemSchema {
-    store: Store,
-    identity: Arc<NodeIdentity>,
+    state: SystemState,
 }
 
 #[async_trait]
@@ -100,7 +110,7 @@ impl SchemaProvider for SystemSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        system_table(name, &self.store, &self.identity)
+        system_table(name, &self.state)
     }
 
     fn table_exist(&self, name: &str) -> bool {

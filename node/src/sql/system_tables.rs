@@ -11,20 +11,29 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 
 use crate::catalog::Locality;
+use crate::plugins::PluginRegistry;
 use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
-pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &["tables", "columns", "node"];
+pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &["tables", "columns", "node", "plugins"];
+
+/// What system tables describe.
+#[derive(Clone, Debug)]
+pub(crate) struct SystemState {
+    pub(crate) store: Store,
+    pub(crate) identity: Arc<NodeIdentity>,
+    pub(crate) plugins: Arc<PluginRegistry>,
+}
 
 pub(crate) fn system_table(
     name: &str,
-    store: &Store,
-    identity: &NodeIdentity,
+    state: &SystemState,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     let batch = match name {
-        "tables" => tables(store)?,
-        "columns" => columns(store)?,
-        "node" => node(store, identity)?,
+        "tables" => tables(&state.store)?,
+        "columns" => columns(&state.store)?,
+        "node" => node(&state.store, &state.identity)?,
+        "plugins" => plugins(&state.plugins)?,
         _ => return Ok(None),
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -162,6 +171,50 @@ fn node(store: &Store, identity: &NodeIdentity) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from(vec![store.rows_read()])),
             Arc::new(UInt64Array::from(vec![store.commits()])),
             Arc::new(UInt64Array::from(vec![store.statements_committed()])),
+        ],
+    )
+}
+
+fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
+    let listed = registry
+        .list()
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    batch(
+        vec![
+            text("jurisdiction"),
+            text("kind"),
+            Field::new("version", DataType::UInt64, false),
+            Field::new("active", DataType::Boolean, false),
+            text("sha256"),
+            text("signer"),
+            Field::new("size_bytes", DataType::UInt64, false),
+            Field::new("uploaded_at_unix_ms", DataType::UInt64, false),
+        ],
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                listed.iter().map(|(r, _)| r.jurisdiction.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                listed.iter().map(|(r, _)| r.kind.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                listed.iter().map(|(r, _)| r.version),
+            )),
+            Arc::new(BooleanArray::from(
+                listed.iter().map(|(_, active)| *active).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                listed.iter().map(|(r, _)| r.sha256.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                listed.iter().map(|(r, _)| r.signer.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                listed.iter().map(|(r, _)| r.size_bytes),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                listed.iter().map(|(r, _)| r.uploaded_at_unix_ms),
+            )),
         ],
     )
 }

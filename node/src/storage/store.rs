@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -43,7 +43,7 @@ pub(super) struct StoreCounters {
 /// A node's durable store: open it once and share it (it is cheap to clone).
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<DatabaseHandle>,
     catalog: Arc<RwLock<CatalogCache>>,
     counters: Arc<StoreCounters>,
     writer: Writer,
@@ -53,7 +53,10 @@ impl Store {
     /// Opens (or creates) the database at `path`, loads the catalog and starts the writer.
     /// After a crash redb recovers to the last durable commit here.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Arc::new(DatabaseHandle {
+            db: Some(Database::create(path)?),
+            closed: Arc::new(AtomicBool::new(false)),
+        });
         let catalog = Arc::new(RwLock::new(load_catalog(&db)?));
         let counters = Arc::new(StoreCounters::default());
         let writer = Writer::start(Arc::clone(&db), Arc::clone(&catalog), Arc::clone(&counters))?;
@@ -113,7 +116,7 @@ impl Store {
     /// A handle that tells when the database file has been closed cleanly: after every
     /// `Store` clone, snapshot and the writer thread are gone.
     pub fn close_watch(&self) -> CloseWatch {
-        CloseWatch(Arc::downgrade(&self.db))
+        CloseWatch(Arc::clone(&self.db.closed))
     }
 
     /// Rows decoded from storage since start (reads and writes), for tests and metrics.
@@ -138,15 +141,39 @@ impl Store {
     }
 }
 
+/// The open database, and a flag raised only after it has been dropped, i.e. after
+/// redb released the file lock and recorded a clean shutdown.
+pub(super) struct DatabaseHandle {
+    db: Option<Database>,
+    closed: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for DatabaseHandle {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("the database is only taken in drop")
+    }
+}
+
+impl Drop for DatabaseHandle {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
 /// Waits for the database file to be closed (redb then marks it cleanly shut down, so
 /// the next open skips crash recovery).
-pub struct CloseWatch(std::sync::Weak<Database>);
+pub struct CloseWatch(Arc<AtomicBool>);
 
 impl CloseWatch {
     /// Returns whether the file closed within `timeout`.
     pub fn wait(&self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        while self.0.strong_count() > 0 {
+        while !self.0.load(Ordering::Acquire) {
             if std::time::Instant::now() > deadline {
                 return false;
             }

@@ -23,7 +23,7 @@ use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StorageError;
-use super::store::{CATALOG, CatalogCache, META, NODE_STATE, ROWS, StoreCounters};
+use super::store::{CATALOG, CatalogCache, DatabaseHandle, META, NODE_STATE, ROWS, StoreCounters};
 use super::write_context::{CatalogChange, WriteContext};
 use crate::limits::{COMMIT_BATCH_STATEMENTS_MAX, WRITE_QUEUE_STATEMENTS_MAX};
 
@@ -101,7 +101,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn start(
-        db: Arc<Database>,
+        db: Arc<DatabaseHandle>,
         catalog: Arc<RwLock<CatalogCache>>,
         counters: Arc<StoreCounters>,
     ) -> Result<Self, StorageError> {
