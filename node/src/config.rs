@@ -171,6 +171,10 @@ pub struct UserConfig {
     pub roles: Vec<Role>,
     /// The region where this user's own data lives.
     pub home_region: String,
+    /// Jurisdictions (e.g. `EU`) whose plugins this user may upload, activate and roll
+    /// back through the admin API.
+    #[serde(default)]
+    pub compliance: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -3,6 +3,7 @@
 //! Rows live in `storage` (redb), described by `catalog`, queried through `sql`
 //! (DataFusion) and served by `flight` (Arrow Flight SQL). See ARCHITECTURE.md.
 
+pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod cli;

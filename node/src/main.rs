@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use domicile::cli::plugin_admin::{PluginAdmin, describe};
 use domicile::cli::sql_shell::{SqlShell, interactive, read_password, split_statements};
 use domicile::config::{LogFormat, NodeConfig};
 use domicile::server::Node;
@@ -62,6 +63,19 @@ enum Command {
     },
 }
 
+/// Where and as whom to reach a node's admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// e.g. http://127.0.0.1:50052
+    #[arg(long)]
+    endpoint: String,
+    #[arg(long)]
+    user: String,
+    /// File holding the password; else DOMICILE_PASSWORD.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Make an ed25519 key pair: the secret goes to FILE (mode 0600), the public key is
@@ -71,6 +85,48 @@ enum PluginCommand {
         jurisdiction: String,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Sign a component with KEY and upload it to a node's admin API; it becomes active.
+    Upload {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        jurisdiction: String,
+        /// residency-policy, cdc-redactor or saga-step
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        version: u64,
+        /// Secret key file from `domicile plugin keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// List every stored plugin version of a node.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a stored version active again.
+    Activate {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        jurisdiction: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        version: u64,
+    },
+    /// Activate the newest version older than the active one.
+    Rollback {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        jurisdiction: String,
+        #[arg(long)]
+        kind: String,
     },
     /// Print the signature of a plugin component for upload.
     Sign {
@@ -117,7 +173,7 @@ fn run() -> anyhow::Result<()> {
             let ok = runtime.block_on(run_sql(endpoint, user, password_file, execute, file))?;
             std::process::exit(if ok { 0 } else { 1 });
         }
-        Command::Plugin { command } => run_plugin_command(command),
+        Command::Plugin { command } => runtime.block_on(run_plugin_command(command)),
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
@@ -145,17 +201,18 @@ async fn run_node(
     init_logging(&config)?;
     let node = Node::start(&config).await.context("node failed to start")?;
     // Machine-readable first line (tests and scripts parse it), then a human summary.
-    let metrics = node
-        .listening
-        .metrics
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "off".into());
+    let off = || "off".to_string();
+    let metrics = node.listening.metrics.map_or_else(off, |a| a.to_string());
+    let admin = node.listening.admin.map_or_else(off, |a| a.to_string());
     println!(
-        "listening flight_sql={} metrics={metrics}",
+        "listening flight_sql={} admin={admin} metrics={metrics}",
         node.listening.flight_sql
     );
     println!("domicile node {} ({})", config.region, config.jurisdiction);
     println!("  flight sql  grpc://{}", node.listening.flight_sql);
+    if let Some(address) = node.listening.admin {
+        println!("  admin       grpc://{address}");
+    }
     if let Some(address) = node.listening.metrics {
         println!("  metrics     http://{address}/metrics");
     }
@@ -202,9 +259,60 @@ async fn run_sql(
     }
 }
 
-fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {
+async fn admin_client(args: &AdminArgs) -> anyhow::Result<PluginAdmin> {
+    let password = read_password(args.password_file.as_deref())?;
+    PluginAdmin::connect(&args.endpoint, &args.user, &password).await
+}
+
+async fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {
     use domicile::plugins::signing;
     match command {
+        PluginCommand::Upload {
+            admin,
+            jurisdiction,
+            kind,
+            version,
+            key,
+            file,
+        } => {
+            let info = admin_client(&admin)
+                .await?
+                .upload(&jurisdiction, &kind, version, &key, &file)
+                .await?;
+            println!("uploaded {}", describe(&info));
+            Ok(())
+        }
+        PluginCommand::List { admin } => {
+            for info in admin_client(&admin).await?.list().await? {
+                println!("{}", describe(&info));
+            }
+            Ok(())
+        }
+        PluginCommand::Activate {
+            admin,
+            jurisdiction,
+            kind,
+            version,
+        } => {
+            let info = admin_client(&admin)
+                .await?
+                .activate(&jurisdiction, &kind, version)
+                .await?;
+            println!("activated {}", describe(&info));
+            Ok(())
+        }
+        PluginCommand::Rollback {
+            admin,
+            jurisdiction,
+            kind,
+        } => {
+            let info = admin_client(&admin)
+                .await?
+                .rollback(&jurisdiction, &kind)
+                .await?;
+            println!("rolled back to {}", describe(&info));
+            Ok(())
+        }
         PluginCommand::Keygen { jurisdiction, out } => {
             let (secret, public) = signing::generate_key_pair();
             write_secret(&out, &secret)?;

@@ -12,6 +12,8 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::admin::AdminService;
+use crate::admin::proto::admin_server::AdminServer;
 use crate::auth::{Authenticator, UserRecord};
 use crate::config::NodeConfig;
 use crate::flight::FlightSqlServer;
@@ -35,6 +37,7 @@ const STORAGE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Listening {
     pub flight_sql: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
 }
 
@@ -64,6 +67,7 @@ impl Node {
                     password_hash: u.password_hash.clone(),
                     role: u.role(),
                     home_region: u.home_region.clone(),
+                    compliance: u.compliance.clone(),
                 };
                 (u.name.clone(), record)
             })
@@ -122,6 +126,23 @@ impl Node {
             Some(listener) => Some(listener.local_addr()?),
             None => None,
         };
+        let admin_listener = match config.listen.admin {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on listen.admin {address}"))?,
+            ),
+            None => None,
+        };
+        let admin_address = match &admin_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
+        let admin_service = AdminServer::new(AdminService::new(
+            Arc::clone(&auth),
+            Arc::clone(engine.plugins()),
+        ))
+        .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
 
         let service = FlightServiceServer::new(FlightSqlServer::new(
             Arc::clone(&engine),
@@ -132,6 +153,7 @@ impl Node {
         .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
         let (shutdown, mut shutdown_signal) = tokio::sync::watch::channel(false);
         let mut metrics_shutdown = shutdown_signal.clone();
+        let mut admin_shutdown = shutdown_signal.clone();
         let serve = tokio::spawn(async move {
             let flight = tonic::transport::Server::builder()
                 .add_service(service)
@@ -150,13 +172,30 @@ impl Node {
                     None => Ok(()),
                 }
             };
-            let (flight, metrics) = tokio::join!(flight, metrics_server);
+            let admin_server = async move {
+                match admin_listener {
+                    Some(listener) => tonic::transport::Server::builder()
+                        .add_service(admin_service)
+                        .serve_with_incoming_shutdown(
+                            incoming_without_delay(listener),
+                            async move {
+                                let _ = admin_shutdown.wait_for(|stop| *stop).await;
+                            },
+                        )
+                        .await
+                        .context("admin server failed"),
+                    None => Ok(()),
+                }
+            };
+            let (flight, metrics, admin) = tokio::join!(flight, metrics_server, admin_server);
             flight.context("flight sql server failed")?;
+            admin?;
             metrics
         });
         Ok(Self {
             listening: Listening {
                 flight_sql: flight_address,
+                admin: admin_address,
                 metrics: metrics_address,
             },
             engine,

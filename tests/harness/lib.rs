@@ -105,6 +105,8 @@ pub struct TestNode {
     pub region: String,
     pub dir: tempfile::TempDir,
     pub flight_sql: SocketAddr,
+    /// The admin gRPC API.
+    pub admin: Option<SocketAddr>,
     child: Option<Child>,
     starts: usize,
     extra_toml: String,
@@ -127,6 +129,7 @@ impl TestNode {
             region: region.to_string(),
             dir,
             flight_sql: "127.0.0.1:0".parse()?,
+            admin: None,
             child: None,
             starts: 0,
             extra_toml: extra_toml.to_string(),
@@ -152,13 +155,15 @@ impl TestNode {
 
     fn write_config(&self) -> anyhow::Result<()> {
         let mut text = format!(
-            "region = \"{region}\"\njurisdiction = \"EU\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\n\n[logging]\nlevel = \"info\"\n",
+            "region = \"{region}\"\njurisdiction = \"EU\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[logging]\nlevel = \"info\"\n",
             region = self.region
         );
         for ((name, _, role), hash) in USERS.iter().zip(password_hashes()) {
             text.push_str(&format!(
-                "\n[[users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\nhome_region = \"{}\"\n",
-                self.region
+                "\n[[users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\nhome_region = \"{}\"\ncompliance = [{}]\n",
+                self.region,
+                // The admin user is the EU compliance officer of every test node.
+                if *name == "admin" { "\"EU\"" } else { "" }
             ));
         }
         text.push_str(&self.extra_toml);
@@ -198,6 +203,10 @@ impl TestNode {
             .find_map(|part| part.strip_prefix("flight_sql="))
             .with_context(|| format!("unexpected first line {line:?}"))?;
         self.flight_sql = address.parse()?;
+        self.admin = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("admin="))
+            .and_then(|a| a.parse().ok());
         self.child = Some(child);
         Ok(())
     }

@@ -31,10 +31,16 @@ pub struct Principal {
     pub user: String,
     pub role: Role,
     pub home_region: String,
+    /// Jurisdictions whose plugins this user may upload, activate and roll back.
+    pub compliance: Vec<String>,
 }
 
 impl Principal {
     pub fn may(&self, needed: Role) -> bool {
         self.role >= needed
+    }
+
+    pub fn is_compliance_officer_for(&self, jurisdiction: &str) -> bool {
+        self.compliance.iter().any(|j| j == jurisdiction)
     }
 }

@@ -41,6 +41,7 @@ pub struct UserRecord {
     pub password_hash: String,
     pub role: Role,
     pub home_region: String,
+    pub compliance: Vec<String>,
 }
 
 struct Session {
@@ -67,6 +68,26 @@ impl Authenticator {
             token_ttl,
             dummy_hash,
         })
+    }
+
+    /// Checks `authorization: Basic base64(user:password)` without opening a session
+    /// (for APIs that authenticate every call).
+    pub async fn verify_basic(
+        self: &Arc<Self>,
+        authorization: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let header = authorization.ok_or(AuthError::MissingCredentials)?;
+        let encoded = strip_scheme(header, "basic").ok_or(AuthError::Malformed)?;
+        let decoded = BASIC_CREDENTIALS
+            .decode(encoded.trim())
+            .map_err(|_| AuthError::Malformed)?;
+        let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+        let (user, password) = text.split_once(':').ok_or(AuthError::Malformed)?;
+        let (user, password) = (user.to_string(), password.to_string());
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.verify(&user, &password))
+            .await
+            .map_err(|_| AuthError::InvalidCredentials)?
     }
 
     /// Checks `authorization: Basic base64(user:password)` and opens a session.
@@ -100,6 +121,7 @@ impl Authenticator {
                 user: user.to_string(),
                 role: record.role,
                 home_region: record.home_region.clone(),
+                compliance: record.compliance.clone(),
             }),
             _ => Err(AuthError::InvalidCredentials),
         }
@@ -192,6 +214,7 @@ mod tests {
                 password_hash: hash,
                 role: Role::Writer,
                 home_region: "eu-central".into(),
+                compliance: Vec::new(),
             },
         )]);
         Authenticator::new(users, ttl)

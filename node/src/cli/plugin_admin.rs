@@ -1,0 +1,148 @@
+//! `domicile plugin upload | list | activate | rollback`: a client of the admin API.
+
+use std::path::Path;
+
+use anyhow::Context;
+use base64::Engine;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::admin::proto::admin_client::AdminClient;
+use crate::admin::proto::{
+    ActivatePluginRequest, ListPluginsRequest, PluginInfo, RollbackPluginRequest,
+    UploadPluginRequest,
+};
+use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
+use crate::plugins::signing;
+
+pub struct PluginAdmin {
+    client: AdminClient<Channel>,
+    authorization: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl PluginAdmin {
+    pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
+        let channel = Channel::from_shared(endpoint.to_string())
+            .with_context(|| format!("invalid endpoint {endpoint}"))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {endpoint}"))?;
+        let client =
+            AdminClient::new(channel).max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let authorization = format!("Basic {credentials}")
+            .parse()
+            .context("credentials are not a valid header")?;
+        Ok(Self {
+            client,
+            authorization,
+        })
+    }
+
+    fn request<T>(&self, body: T) -> Request<T> {
+        let mut request = Request::new(body);
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        request
+    }
+
+    /// Signs `file` with the secret key in `key_file` and uploads it.
+    pub async fn upload(
+        &mut self,
+        jurisdiction: &str,
+        kind: &str,
+        version: u64,
+        key_file: &Path,
+        file: &Path,
+    ) -> anyhow::Result<PluginInfo> {
+        let secret = std::fs::read_to_string(key_file)
+            .with_context(|| format!("cannot read key {}", key_file.display()))?;
+        let key = signing::parse_signing_key(&secret).map_err(anyhow::Error::msg)?;
+        let component =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let message = signing::signed_message(
+            jurisdiction,
+            kind,
+            version,
+            &signing::sha256_hex(&component),
+        );
+        let body = UploadPluginRequest {
+            jurisdiction: jurisdiction.into(),
+            kind: kind.into(),
+            version,
+            component,
+            signature_hex: signing::sign(&key, &message),
+        };
+        let request = self.request(body);
+        Ok(self
+            .client
+            .upload_plugin(request)
+            .await
+            .map_err(status_error)?
+            .into_inner())
+    }
+
+    pub async fn list(&mut self) -> anyhow::Result<Vec<PluginInfo>> {
+        let request = self.request(ListPluginsRequest {});
+        Ok(self
+            .client
+            .list_plugins(request)
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .plugins)
+    }
+
+    pub async fn activate(
+        &mut self,
+        jurisdiction: &str,
+        kind: &str,
+        version: u64,
+    ) -> anyhow::Result<PluginInfo> {
+        let request = self.request(ActivatePluginRequest {
+            jurisdiction: jurisdiction.into(),
+            kind: kind.into(),
+            version,
+        });
+        Ok(self
+            .client
+            .activate_plugin(request)
+            .await
+            .map_err(status_error)?
+            .into_inner())
+    }
+
+    pub async fn rollback(&mut self, jurisdiction: &str, kind: &str) -> anyhow::Result<PluginInfo> {
+        let request = self.request(RollbackPluginRequest {
+            jurisdiction: jurisdiction.into(),
+            kind: kind.into(),
+        });
+        Ok(self
+            .client
+            .rollback_plugin(request)
+            .await
+            .map_err(status_error)?
+            .into_inner())
+    }
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}
+
+/// One line per plugin version, for people.
+pub fn describe(info: &PluginInfo) -> String {
+    format!(
+        "{}/{} v{}{} sha256={} signer={} {} bytes",
+        info.jurisdiction,
+        info.kind,
+        info.version,
+        if info.active { " (active)" } else { "" },
+        info.sha256,
+        info.signer,
+        info.size_bytes
+    )
+}
