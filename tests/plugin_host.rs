@@ -218,3 +218,26 @@ fn concurrent_calls_each_get_their_own_instance() {
         thread.join().expect("thread");
     }
 }
+
+#[test]
+fn every_bundled_policy_loads_and_decides_by_its_jurisdictions_rules() {
+    let runtime = runtime();
+    let us = ResidencyPolicyPlugin::load(&runtime, &wasm("us_ccpa")).expect("us-ccpa loads");
+    let sg = ResidencyPolicyPlugin::load(&runtime, &wasm("sg_pdpa")).expect("sg-pdpa loads");
+    // Region indexes of `accounts`: 0 eu-central, 1 us-east, 2 ap-southeast.
+    let us_rows = accounts(&[1]);
+    assert!(
+        refused_rows(&us.may_store(&us_rows, 0).expect("call"), 1).is_empty(),
+        "CCPA does not localise"
+    );
+    let sg_rows = accounts(&[2]);
+    assert_eq!(
+        refused_rows(&sg.may_store(&sg_rows, 1).expect("call"), 1),
+        vec![0],
+        "PDPA: not to us-east"
+    );
+    assert!(
+        refused_rows(&sg.may_store(&sg_rows, 0).expect("call"), 1).is_empty(),
+        "PDPA: EU is comparable"
+    );
+}
