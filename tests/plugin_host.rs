@@ -189,6 +189,17 @@ fn hostile_guests_are_contained_and_others_keep_being_served() {
         assert!(expected(
             &hostile.may_store(&accounts(&[0]), 1).expect_err(name)
         ));
+        let stats = hostile.stats().snapshot();
+        assert_eq!(
+            (stats.calls, stats.errors),
+            (2, 2),
+            "{name}: every failure is counted"
+        );
+        let expected_timeouts = u64::from(name == "guest_infinite_loop") * 2;
+        assert_eq!(
+            stats.timeouts, expected_timeouts,
+            "{name}: timeouts counted"
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answered = answered.join().expect("good policy thread");

@@ -154,6 +154,7 @@ impl Node {
         let (shutdown, mut shutdown_signal) = tokio::sync::watch::channel(false);
         let mut metrics_shutdown = shutdown_signal.clone();
         let mut admin_shutdown = shutdown_signal.clone();
+        let plugins_for_metrics = Arc::clone(engine.plugins());
         let serve = tokio::spawn(async move {
             let flight = tonic::transport::Server::builder()
                 .add_service(service)
@@ -166,7 +167,7 @@ impl Node {
             let metrics_server = async move {
                 match metrics_listener {
                     Some(listener) => tokio::select! {
-                        served = serve_metrics(listener, metrics, store) => served.map_err(anyhow::Error::from),
+                        served = serve_metrics(listener, metrics, store, plugins_for_metrics) => served.map_err(anyhow::Error::from),
                         _ = metrics_shutdown.wait_for(|stop| *stop) => Ok(()),
                     },
                     None => Ok(()),

@@ -25,6 +25,13 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    jurisdiction: String,
+    kind: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     method: &'static str,
     code: String,
@@ -38,6 +45,10 @@ pub struct Metrics {
     storage_commits: Gauge,
     storage_statements_committed: Gauge,
     storage_rows_read: Gauge,
+    plugin_calls: Family<PluginLabels, Gauge>,
+    plugin_errors: Family<PluginLabels, Gauge>,
+    plugin_timeouts: Family<PluginLabels, Gauge>,
+    plugin_call_micros: Family<PluginLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,7 +104,35 @@ impl Metrics {
             "rows decoded from storage since start",
             storage_rows_read.clone(),
         );
+        let plugin_calls = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_calls",
+            "calls of each active plugin version since it loaded",
+            plugin_calls.clone(),
+        );
+        let plugin_errors = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_errors",
+            "failed calls (fail closed), timeouts included",
+            plugin_errors.clone(),
+        );
+        let plugin_timeouts = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_timeouts",
+            "calls stopped at their deadline",
+            plugin_timeouts.clone(),
+        );
+        let plugin_call_micros = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "plugin_call_micros",
+            "total time spent in calls, microseconds",
+            plugin_call_micros.clone(),
+        );
         Self {
+            plugin_calls,
+            plugin_errors,
+            plugin_timeouts,
+            plugin_call_micros,
             registry,
             statements,
             statement_seconds,
@@ -131,6 +170,30 @@ impl Metrics {
             .set(i64::try_from(statements).unwrap_or(i64::MAX));
         self.storage_rows_read
             .set(i64::try_from(rows_read).unwrap_or(i64::MAX));
+    }
+
+    /// Copies the active plugins' call statistics into gauges just before a scrape.
+    pub fn observe_plugins(&self, registry: &crate::plugins::PluginRegistry) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (record, stats) in registry.active_stats() {
+            let labels = PluginLabels {
+                jurisdiction: record.jurisdiction,
+                kind: record.kind,
+                version: record.version.to_string(),
+            };
+            self.plugin_calls
+                .get_or_create(&labels)
+                .set(clamp(stats.calls));
+            self.plugin_errors
+                .get_or_create(&labels)
+                .set(clamp(stats.errors));
+            self.plugin_timeouts
+                .get_or_create(&labels)
+                .set(clamp(stats.timeouts));
+            self.plugin_call_micros
+                .get_or_create(&labels)
+                .set(clamp(stats.call_micros_total));
+        }
     }
 
     pub fn encode(&self) -> String {

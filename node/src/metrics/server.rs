@@ -8,12 +8,14 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::Metrics;
+use crate::plugins::PluginRegistry;
 use crate::storage::Store;
 
 #[derive(Clone)]
 struct MetricsState {
     metrics: Arc<Metrics>,
     store: Store,
+    plugins: Arc<PluginRegistry>,
 }
 
 /// Serves `GET /metrics` on `listener` until the future is dropped.
@@ -21,10 +23,15 @@ pub async fn serve_metrics(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     store: Store,
+    plugins: Arc<PluginRegistry>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(MetricsState { metrics, store });
+        .with_state(MetricsState {
+            metrics,
+            store,
+            plugins,
+        });
     axum::serve(listener, app).await
 }
 
@@ -34,6 +41,7 @@ async fn scrape(State(state): State<MetricsState>) -> impl IntoResponse {
         state.store.statements_committed(),
         state.store.rows_read(),
     );
+    state.metrics.observe_plugins(&state.plugins);
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.encode(),

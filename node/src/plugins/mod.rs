@@ -22,4 +22,4 @@ pub mod signing;
 pub use limits::PluginLimits;
 pub use registry::{ActivePlugin, PluginRecord, PluginRegistry, PluginUpload, UploadError};
 pub use residency::{ResidencyPolicyPlugin, residency_types};
-pub use runtime::{CallError, LoadError, PluginKind, PluginRuntime};
+pub use runtime::{CallError, CallStats, CallStatsSnapshot, LoadError, PluginKind, PluginRuntime};

@@ -298,6 +298,16 @@ impl PluginRegistry {
         self.activate(jurisdiction, kind, previous).await
     }
 
+    /// Call statistics of every active version, by record.
+    pub fn active_stats(&self) -> Vec<(PluginRecord, super::runtime::CallStatsSnapshot)> {
+        self.active
+            .read()
+            .expect("plugin registry lock poisoned")
+            .values()
+            .map(|a| (a.record.clone(), a.residency.stats().snapshot()))
+            .collect()
+    }
+
     /// Every stored version, with whether it is the active one.
     pub fn list(&self) -> Result<Vec<(PluginRecord, bool)>, UploadError> {
         let active = self.active.read().expect("plugin registry lock poisoned");

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::limits::DENIAL_REASON_MAX_BYTES;
-use super::runtime::{CallError, HostState, LoadError, PluginRuntime};
+use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -26,6 +26,7 @@ use residency_types::{BatchDecision, Decision, Purpose, RowBatch, StepPayload};
 
 /// One loaded version of a residency policy, ready to be called from any thread.
 pub struct ResidencyPolicyPlugin {
+    stats: CallStats,
     runtime: Arc<PluginRuntime>,
     pre: bindings::ResidencyPolicyPre<HostState>,
 }
@@ -56,6 +57,7 @@ impl ResidencyPolicyPlugin {
                 detail: format!("{e:#}"),
             })?;
         let plugin = Self {
+            stats: CallStats::default(),
             runtime: Arc::clone(runtime),
             pre,
         };
@@ -75,15 +77,24 @@ impl ResidencyPolicyPlugin {
         ) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
         let mut store = self.runtime.store();
-        let instance =
-            self.pre
-                .instantiate(&mut store)
-                .map_err(|e| match self.runtime.classify(&e) {
-                    CallError::Trap(text) => CallError::Instantiation(text),
-                    other => other,
-                })?;
+        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+            let error = match self.runtime.classify(&e) {
+                CallError::Trap(text) => CallError::Instantiation(text),
+                other => other,
+            };
+            self.stats.record(std::time::Duration::ZERO, Some(&error));
+            error
+        })?;
         self.runtime.arm_call_deadline(&mut store);
-        run(&instance, &mut store).map_err(|e| self.runtime.classify(&e))
+        let started = std::time::Instant::now();
+        let result = run(&instance, &mut store).map_err(|e| self.runtime.classify(&e));
+        self.stats.record(started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    /// Calls, errors, timeouts and time spent since this version was loaded.
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
     }
 
     /// (a) May these rows be stored in `regions[target]`?
@@ -92,7 +103,8 @@ impl ResidencyPolicyPlugin {
             i.domicile_plugin_residency()
                 .call_may_store(s, batch, target)
         })?;
-        check_batch_decision(&decision, batch)?;
+        check_batch_decision(&decision, batch)
+            .inspect_err(|_| self.stats.record_rejected_answer())?;
         Ok(decision)
     }
 
@@ -107,7 +119,8 @@ impl ResidencyPolicyPlugin {
             i.domicile_plugin_residency()
                 .call_may_leave(s, batch, destination, why)
         })?;
-        check_batch_decision(&decision, batch)?;
+        check_batch_decision(&decision, batch)
+            .inspect_err(|_| self.stats.record_rejected_answer())?;
         Ok(decision)
     }
 
@@ -122,7 +135,7 @@ impl ResidencyPolicyPlugin {
             i.domicile_plugin_residency()
                 .call_may_send_step(s, payload, source, destination)
         })?;
-        check_decision(&decision, None)?;
+        check_decision(&decision, None).inspect_err(|_| self.stats.record_rejected_answer())?;
         Ok(decision)
     }
 }

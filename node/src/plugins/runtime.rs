@@ -69,6 +69,53 @@ pub enum CallError {
     Instantiation(String),
 }
 
+/// Counters of one loaded plugin version, for `system.plugins` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    calls: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+    timeouts: std::sync::atomic::AtomicU64,
+    call_micros_total: std::sync::atomic::AtomicU64,
+}
+
+/// A snapshot of [`CallStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallStatsSnapshot {
+    pub calls: u64,
+    /// Failed calls of any kind, timeouts included.
+    pub errors: u64,
+    pub timeouts: u64,
+    pub call_micros_total: u64,
+}
+
+impl CallStats {
+    pub(super) fn record(&self, elapsed: Duration, error: Option<&CallError>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.call_micros_total.fetch_add(micros, Ordering::Relaxed);
+        if let Some(error) = error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            if matches!(error, CallError::Timeout { .. }) {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A call that completed but whose answer the host refused.
+    pub(super) fn record_rejected_answer(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CallStatsSnapshot {
+        CallStatsSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            call_micros_total: self.call_micros_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Per-call store data: WASI made inert, a resource table, and the memory limiter.
 pub(super) struct HostState {
     wasi: WasiCtx,

@@ -179,6 +179,14 @@ fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
     let listed = registry
         .list()
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let stats = registry.active_stats();
+    let stat = |record: &crate::plugins::PluginRecord| {
+        stats
+            .iter()
+            .find(|(r, _)| r == record)
+            .map(|(_, s)| *s)
+            .unwrap_or_default()
+    };
     batch(
         vec![
             text("jurisdiction"),
@@ -189,6 +197,10 @@ fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
             text("signer"),
             Field::new("size_bytes", DataType::UInt64, false),
             Field::new("uploaded_at_unix_ms", DataType::UInt64, false),
+            Field::new("calls", DataType::UInt64, false),
+            Field::new("errors", DataType::UInt64, false),
+            Field::new("timeouts", DataType::UInt64, false),
+            Field::new("call_micros_total", DataType::UInt64, false),
         ],
         vec![
             Arc::new(StringArray::from_iter_values(
@@ -214,6 +226,18 @@ fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
             )),
             Arc::new(UInt64Array::from_iter_values(
                 listed.iter().map(|(r, _)| r.uploaded_at_unix_ms),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                listed.iter().map(|(r, _)| stat(r).calls),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                listed.iter().map(|(r, _)| stat(r).errors),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                listed.iter().map(|(r, _)| stat(r).timeouts),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                listed.iter().map(|(r, _)| stat(r).call_micros_total),
             )),
         ],
     )
