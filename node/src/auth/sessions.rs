@@ -71,19 +71,14 @@ impl Authenticator {
     }
 
     /// Checks `authorization: Basic base64(user:password)` without opening a session
-    /// (for APIs that authenticate every call).
+    /// (for APIs that authenticate every call). Runs argon2 on a blocking thread: it is
+    /// deliberately slow.
     pub async fn verify_basic(
         self: &Arc<Self>,
         authorization: Option<&str>,
     ) -> Result<Principal, AuthError> {
         let header = authorization.ok_or(AuthError::MissingCredentials)?;
-        let encoded = strip_scheme(header, "basic").ok_or(AuthError::Malformed)?;
-        let decoded = BASIC_CREDENTIALS
-            .decode(encoded.trim())
-            .map_err(|_| AuthError::Malformed)?;
-        let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
-        let (user, password) = text.split_once(':').ok_or(AuthError::Malformed)?;
-        let (user, password) = (user.to_string(), password.to_string());
+        let (user, password) = parse_basic(header)?;
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || this.verify(&user, &password))
             .await
@@ -91,23 +86,11 @@ impl Authenticator {
     }
 
     /// Checks `authorization: Basic base64(user:password)` and opens a session.
-    /// Runs argon2 on a blocking thread: it is deliberately slow.
     pub async fn handshake(
         self: &Arc<Self>,
         authorization: Option<&str>,
     ) -> Result<(String, Principal), AuthError> {
-        let header = authorization.ok_or(AuthError::MissingCredentials)?;
-        let encoded = strip_scheme(header, "basic").ok_or(AuthError::Malformed)?;
-        let decoded = BASIC_CREDENTIALS
-            .decode(encoded.trim())
-            .map_err(|_| AuthError::Malformed)?;
-        let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
-        let (user, password) = text.split_once(':').ok_or(AuthError::Malformed)?;
-        let (user, password) = (user.to_string(), password.to_string());
-        let this = Arc::clone(self);
-        let principal = tokio::task::spawn_blocking(move || this.verify(&user, &password))
-            .await
-            .map_err(|_| AuthError::InvalidCredentials)??;
+        let principal = self.verify_basic(authorization).await?;
         let token = self.open_session(principal.clone())?;
         Ok((token, principal))
     }
@@ -174,6 +157,17 @@ impl Authenticator {
             .get(user)
             .is_some_and(|r| verify_password(password, &r.password_hash))
     }
+}
+
+/// (user, password) from a basic `authorization` header.
+fn parse_basic(header: &str) -> Result<(String, String), AuthError> {
+    let encoded = strip_scheme(header, "basic").ok_or(AuthError::Malformed)?;
+    let decoded = BASIC_CREDENTIALS
+        .decode(encoded.trim())
+        .map_err(|_| AuthError::Malformed)?;
+    let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+    let (user, password) = text.split_once(':').ok_or(AuthError::Malformed)?;
+    Ok((user.to_string(), password.to_string()))
 }
 
 /// The credentials after an HTTP auth scheme name, which is case-insensitive (RFC 9110):
