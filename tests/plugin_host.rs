@@ -125,6 +125,11 @@ fn bad_components_are_refused_at_load() {
     let wrong = ResidencyPolicyPlugin::load(&runtime, &wasm("guest_wrong_world")).unwrap_err();
     assert!(matches!(wrong, LoadError::WrongWorld { .. }), "{wrong}");
 
+    // Imports keyed-hash, which only the cdc-redactor world grants: cannot be linked.
+    let greedy = ResidencyPolicyPlugin::load(&runtime, &wasm("guest_extra_import")).unwrap_err();
+    assert!(matches!(greedy, LoadError::WrongWorld { .. }), "{greedy}");
+    assert!(greedy.to_string().contains("keyed-hash"), "{greedy}");
+
     let small = PluginRuntime::new(PluginLimits {
         component_size_max_bytes: 1024,
         ..PluginLimits::default()
