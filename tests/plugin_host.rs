@@ -170,24 +170,33 @@ fn hostile_guests_are_contained_and_others_keep_being_served() {
             matches!(e, CallError::Timeout { .. })
         }),
         ("guest_memory_bomb", |e| {
-            matches!(e, CallError::OutOfMemory { .. } | CallError::Trap(_))
+            matches!(e, CallError::OutOfMemory { .. })
         }),
         ("guest_trap", |e| matches!(e, CallError::Trap(_))),
         ("guest_oversized_output", |e| {
-            matches!(
-                e,
-                CallError::InvalidOutput(_) | CallError::OutOfMemory { .. }
-            )
+            matches!(e, CallError::InvalidOutput(_))
         }),
     ];
+    // Only the infinite loop should meet the deadline; the others get a deadline so
+    // generous that what stops them must be the limit under test (memory, traps, checks).
+    let generous = PluginRuntime::new(PluginLimits {
+        call_deadline: Duration::from_secs(10),
+        ..PluginLimits::default()
+    })
+    .expect("engine");
     for (name, expected) in cases {
-        let hostile = ResidencyPolicyPlugin::load(&runtime, &wasm(name))
+        let sandbox = if name == "guest_infinite_loop" {
+            &runtime
+        } else {
+            &generous
+        };
+        let hostile = ResidencyPolicyPlugin::load(sandbox, &wasm(name))
             .unwrap_or_else(|e| panic!("{name} loads: {e}"));
         let started = Instant::now();
         let error = hostile.may_store(&accounts(&[0]), 1).expect_err(name);
         assert!(expected(&error), "{name}: unexpected {error:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "{name} was not stopped promptly"
         );
         // The same plugin fails the same way again: nothing leaked between calls.
