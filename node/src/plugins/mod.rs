@@ -14,12 +14,14 @@
 //! concurrent calls (bounded by the pool's instance slots).
 
 mod limits;
+mod redactor;
 mod registry;
 mod residency;
 mod runtime;
 pub mod signing;
 
 pub use limits::PluginLimits;
+pub use redactor::{RedactorPlugin, redactor_types};
 pub use registry::{ActivePlugin, PluginRecord, PluginRegistry, PluginUpload, UploadError};
 pub use residency::{ResidencyPolicyPlugin, residency_types};
 pub use runtime::{CallError, CallStats, CallStatsSnapshot, LoadError, PluginKind, PluginRuntime};

@@ -118,6 +118,8 @@ impl CallStats {
 
 /// Per-call store data: WASI made inert, a resource table, and the memory limiter.
 pub(super) struct HostState {
+    /// Secret of the keyed-hash import (cdc-redactor world); empty elsewhere.
+    pub(super) hmac_secret: Arc<[u8]>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
@@ -260,6 +262,7 @@ impl PluginRuntime {
         let mut store = Store::new(
             &self.engine,
             HostState {
+                hmac_secret: Arc::from(Vec::new()),
                 wasi,
                 table: ResourceTable::new(),
                 limits,

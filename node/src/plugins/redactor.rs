@@ -1,0 +1,149 @@
+//! CDC redactor plugins: the host side of the `cdc-redactor` world, including the
+//! `keyed-hash` import (HMAC-SHA256 with a per-region secret that never leaves the node,
+//! so tokens are stable across the mesh but cannot be reversed).
+
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use wasmtime::component::HasSelf;
+
+use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "cdc-redactor",
+        path: "../wit",
+    });
+}
+
+/// The world's types, for callers that build event batches and read results.
+pub mod redactor_types {
+    pub use super::bindings::domicile::plugin::types::{Column, DataClass, Decimal, Table, Value};
+    pub use super::bindings::exports::domicile::plugin::redactor::{
+        ChangeEvent, EventBatch, Operation, RedactedBatch,
+    };
+}
+
+use redactor_types::{EventBatch, RedactedBatch};
+
+impl bindings::domicile::plugin::keyed_hash::Host for HostState {
+    fn hmac(&mut self, data: Vec<u8>) -> Vec<u8> {
+        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hmac_secret)
+            .expect("HMAC takes keys of any length");
+        mac.update(&data);
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+impl bindings::domicile::plugin::types::Host for HostState {}
+
+/// One loaded version of a CDC redactor.
+pub struct RedactorPlugin {
+    runtime: Arc<PluginRuntime>,
+    pre: bindings::CdcRedactorPre<HostState>,
+    secret: Arc<[u8]>,
+    stats: CallStats,
+}
+
+impl std::fmt::Debug for RedactorPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedactorPlugin")
+    }
+}
+
+impl RedactorPlugin {
+    /// Loads a redactor whose `keyed-hash` import uses `secret`.
+    pub fn load(
+        runtime: &Arc<PluginRuntime>,
+        bytes: &[u8],
+        secret: &[u8],
+    ) -> Result<Self, LoadError> {
+        let component = runtime.compile(bytes)?;
+        let mut linker = runtime.base_linker()?;
+        let world = "cdc-redactor";
+        bindings::CdcRedactor::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
+        let instance_pre =
+            linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WrongWorld {
+                    world,
+                    detail: format!("{e:#}"),
+                })?;
+        let pre =
+            bindings::CdcRedactorPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+                world,
+                detail: format!("{e:#}"),
+            })?;
+        let plugin = Self {
+            runtime: Arc::clone(runtime),
+            pre,
+            secret: Arc::from(secret),
+            stats: CallStats::default(),
+        };
+        let mut store = plugin.runtime.store();
+        plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
+        Ok(plugin)
+    }
+
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
+    }
+
+    /// Redacts a batch. The answer is checked: one entry per input event, and every
+    /// remaining event's values match the returned columns.
+    pub fn redact(&self, batch: &EventBatch) -> Result<RedactedBatch, CallError> {
+        let mut store = self.runtime.store();
+        store.data_mut().hmac_secret = Arc::clone(&self.secret);
+        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+            let error = CallError::Instantiation(format!("{e:#}"));
+            self.stats.record(std::time::Duration::ZERO, Some(&error));
+            error
+        })?;
+        self.runtime.arm_call_deadline(&mut store);
+        let started = std::time::Instant::now();
+        let result = instance
+            .domicile_plugin_redactor()
+            .call_redact(&mut store, batch)
+            .map_err(|e| self.runtime.classify(&e))
+            .and_then(|answer| {
+                answer.map_err(|reason| {
+                    CallError::Trap(format!("redactor refused the batch: {reason}"))
+                })
+            });
+        self.stats.record(started.elapsed(), result.as_ref().err());
+        let redacted = result?;
+        check_redacted(&redacted, batch).inspect_err(|_| self.stats.record_rejected_answer())?;
+        Ok(redacted)
+    }
+}
+
+fn check_redacted(redacted: &RedactedBatch, batch: &EventBatch) -> Result<(), CallError> {
+    if redacted.events.len() != batch.events.len() {
+        return Err(CallError::InvalidOutput(format!(
+            "{} results for {} events",
+            redacted.events.len(),
+            batch.events.len()
+        )));
+    }
+    let width = redacted.columns.len();
+    for event in redacted.events.iter().flatten() {
+        for row in [&event.before, &event.after].into_iter().flatten() {
+            if row.len() != width {
+                return Err(CallError::InvalidOutput(format!(
+                    "a row of {} values for {width} columns",
+                    row.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
