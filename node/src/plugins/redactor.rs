@@ -60,21 +60,12 @@ impl RedactorPlugin {
         bytes: &[u8],
         secret: &[u8],
     ) -> Result<Self, LoadError> {
-        let component = runtime.compile(bytes)?;
-        let mut linker = runtime.base_linker()?;
         let world = "cdc-redactor";
-        bindings::CdcRedactor::add_to_linker::<HostState, HasSelf<HostState>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
-        let instance_pre =
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::WrongWorld {
-                    world,
-                    detail: format!("{e:#}"),
-                })?;
+        let instance_pre = runtime.link(bytes, world, |linker| {
+            bindings::CdcRedactor::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| {
+                state
+            })
+        })?;
         let pre =
             bindings::CdcRedactorPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
                 world,

@@ -41,16 +41,8 @@ impl ResidencyPolicyPlugin {
     /// Compiles and links `bytes`, checks it implements the residency-policy world, and
     /// instantiates it once as a trial.
     pub fn load(runtime: &Arc<PluginRuntime>, bytes: &[u8]) -> Result<Self, LoadError> {
-        let component = runtime.compile(bytes)?;
-        let linker = runtime.base_linker()?;
         let world = "residency-policy";
-        let instance_pre =
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::WrongWorld {
-                    world,
-                    detail: format!("{e:#}"),
-                })?;
+        let instance_pre = runtime.link(bytes, world, |_| Ok(()))?;
         let pre =
             bindings::ResidencyPolicyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
                 world,

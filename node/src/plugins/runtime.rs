@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap,
@@ -220,7 +220,7 @@ impl PluginRuntime {
     }
 
     /// Compiles `bytes` as a component, refusing oversized or malformed input.
-    pub(super) fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+    fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
         let max_bytes = self.limits.component_size_max_bytes;
         if bytes.len() > max_bytes {
             return Err(LoadError::TooLarge {
@@ -232,13 +232,26 @@ impl PluginRuntime {
             .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
     }
 
-    /// A linker with WASI (inert, see the module docs) and nothing else; each world adds
-    /// its own imports.
-    pub(super) fn base_linker(&self) -> Result<Linker<HostState>, LoadError> {
+    /// Compiles `bytes` and links it against inert WASI plus the imports `add_imports`
+    /// grants (those of the plugin's world, nothing else). A component importing
+    /// anything more fails here, as `WrongWorld`.
+    pub(super) fn link(
+        &self,
+        bytes: &[u8],
+        world: &'static str,
+        add_imports: impl FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+    ) -> Result<InstancePre<HostState>, LoadError> {
+        let component = self.compile(bytes)?;
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| add_imports(&mut linker))
             .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
-        Ok(linker)
+        linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld {
+                world,
+                detail: format!("{e:#}"),
+            })
     }
 
     /// A store for one call: fresh state, memory capped, deadline armed.
