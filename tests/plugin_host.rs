@@ -356,3 +356,53 @@ fn the_pii_redactor_drops_masks_and_tokenizes_with_the_hosts_keyed_hash() {
     // A residency policy is not a redactor.
     assert!(RedactorPlugin::load(&runtime, &wasm("eu_gdpr"), b"s").is_err());
 }
+
+/// Plugins are called from async code in the node. A guest that writes to stderr (a
+/// panic message) or waits must neither panic the caller's runtime nor hold the call
+/// past its deadline, under either runtime flavour.
+fn guests_that_print_or_wait_are_contained_inside_an_async_runtime(
+    runtime_builder: fn() -> tokio::runtime::Runtime,
+) {
+    let sandbox = PluginRuntime::new(PluginLimits {
+        call_deadline: Duration::from_secs(10),
+        ..PluginLimits::default()
+    })
+    .expect("engine");
+    let trap = ResidencyPolicyPlugin::load(&sandbox, &wasm("guest_trap")).expect("trap loads");
+    let sleeper =
+        ResidencyPolicyPlugin::load(&sandbox, &wasm("guest_sleeper")).expect("sleeper loads");
+    runtime_builder().block_on(async {
+        let error = trap.may_store(&accounts(&[0]), 1).expect_err("trap");
+        assert!(matches!(error, CallError::Trap(_)), "{error:?}");
+        let started = Instant::now();
+        let error = sleeper.may_store(&accounts(&[0]), 1).expect_err("sleeper");
+        assert!(
+            matches!(&error, CallError::Trap(text) if text.contains("may not wait")),
+            "{error:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the wait was refused at once"
+        );
+    });
+}
+
+#[test]
+fn printing_and_waiting_guests_under_a_multi_threaded_runtime() {
+    guests_that_print_or_wait_are_contained_inside_an_async_runtime(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    });
+}
+
+#[test]
+fn printing_and_waiting_guests_under_a_current_thread_runtime() {
+    guests_that_print_or_wait_are_contained_inside_an_async_runtime(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    });
+}

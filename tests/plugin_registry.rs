@@ -47,16 +47,27 @@ fn keys() -> Keys {
 }
 
 fn signed(secret: &str, jurisdiction: &str, version: u64, bytes: Vec<u8>) -> PluginUpload {
-    let key = parse_signing_key(secret).expect("secret");
-    let message = signed_message(
+    signed_kind(
+        PluginKind::ResidencyPolicy,
+        secret,
         jurisdiction,
-        PluginKind::ResidencyPolicy.as_str(),
         version,
-        &sha256_hex(&bytes),
-    );
+        bytes,
+    )
+}
+
+fn signed_kind(
+    kind: PluginKind,
+    secret: &str,
+    jurisdiction: &str,
+    version: u64,
+    bytes: Vec<u8>,
+) -> PluginUpload {
+    let key = parse_signing_key(secret).expect("secret");
+    let message = signed_message(jurisdiction, kind.as_str(), version, &sha256_hex(&bytes));
     PluginUpload {
         jurisdiction: jurisdiction.into(),
-        kind: PluginKind::ResidencyPolicy,
+        kind,
         version,
         bytes,
         signature_hex: sign(&key, &message),
@@ -83,7 +94,7 @@ fn eu_allows_home_storage(registry: &PluginRegistry) -> bool {
     let active = registry
         .residency_policy("EU")
         .expect("an active EU policy");
-    let decision: BatchDecision = active.residency.may_store(&eu_rows(), 0).expect("call");
+    let decision: BatchDecision = active.plugin.may_store(&eu_rows(), 0).expect("call");
     matches!(decision.default, Decision::Allow)
 }
 
@@ -99,7 +110,9 @@ fn open(
     };
     let runtime = PluginRuntime::new(limits).expect("runtime");
     let store = Store::open(&dir.join("node.redb")).expect("store");
-    let registry = PluginRegistry::open(runtime, store.clone(), trusted).expect("registry");
+    let registry =
+        PluginRegistry::open(runtime, store.clone(), trusted, Arc::from(*b"test secret"))
+            .expect("registry");
     (store, registry)
 }
 
@@ -204,7 +217,7 @@ async fn hot_swap_and_rollback_under_load_and_across_restart() {
                         .residency_policy("EU")
                         .expect("always an active version");
                     active
-                        .residency
+                        .plugin
                         .may_store(&eu_rows(), 0)
                         .expect("call during swap succeeds");
                     calls += 1;
@@ -337,6 +350,128 @@ fn open_at(
 ) -> (Store, Arc<PluginRegistry>) {
     let runtime = PluginRuntime::new(PluginLimits::default()).expect("runtime");
     let store = Store::open(path).expect("store");
-    let registry = PluginRegistry::open(runtime, store.clone(), trusted).expect("registry");
+    let registry =
+        PluginRegistry::open(runtime, store.clone(), trusted, Arc::from(*b"test secret"))
+            .expect("registry");
     (store, registry)
+}
+
+/// Redactors and saga steps are hosted like policies: signed for their kind, checked
+/// against their world, active per (jurisdiction, kind), and reloaded at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn redactors_and_saga_steps_are_registered_per_kind() {
+    use domicile::plugins::redactor_types::{ChangeEvent, EventBatch, Operation};
+
+    let keys = keys();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.redb");
+    let (store, registry) = open(dir.path(), keys.trusted.clone());
+
+    // A component of another world, or signed for another kind, is refused.
+    let wrong_world = registry
+        .upload(signed_kind(
+            PluginKind::CdcRedactor,
+            &keys.eu_secret,
+            "EU",
+            1,
+            wasm("eu_gdpr"),
+        ))
+        .await;
+    assert!(
+        matches!(
+            wrong_world,
+            Err(UploadError::Load(LoadError::WrongWorld { .. }))
+        ),
+        "{wrong_world:?}"
+    );
+    let mut wrong_kind = signed(&keys.eu_secret, "EU", 1, wasm("pii_redactor"));
+    wrong_kind.kind = PluginKind::CdcRedactor;
+    assert!(matches!(
+        registry.upload(wrong_kind).await,
+        Err(UploadError::BadSignature(_))
+    ));
+
+    registry
+        .upload(signed_kind(
+            PluginKind::CdcRedactor,
+            &keys.eu_secret,
+            "EU",
+            1,
+            wasm("pii_redactor"),
+        ))
+        .await
+        .expect("redactor accepted");
+    registry
+        .upload(signed_kind(
+            PluginKind::SagaStep,
+            &keys.eu_secret,
+            "EU",
+            1,
+            wasm("transfer_saga"),
+        ))
+        .await
+        .expect("saga steps accepted");
+    assert!(
+        registry.residency_policy("EU").is_none(),
+        "kinds do not mix"
+    );
+
+    let events = EventBatch {
+        table: Table {
+            name: "accounts".into(),
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    class: DataClass::Public,
+                },
+                Column {
+                    name: "iban".into(),
+                    class: DataClass::Pii,
+                },
+            ],
+        },
+        source_region: "eu-central".into(),
+        events: vec![ChangeEvent {
+            op: Operation::Create,
+            key: vec![Value::Bigint(1)],
+            before: None,
+            after: Some(vec![
+                Value::Bigint(1),
+                Value::Text("DE89370400440532013000".into()),
+            ]),
+        }],
+    };
+    let token = |registry: &PluginRegistry| {
+        let redacted = registry
+            .redactor("EU")
+            .expect("active redactor")
+            .plugin
+            .redact(&events)
+            .expect("redact");
+        format!("{:?}", redacted.events)
+    };
+    let before_restart = token(&registry);
+    assert!(before_restart.contains("tok_"), "{before_restart}");
+    assert!(!before_restart.contains("DE89"), "{before_restart}");
+    let saga_types = registry.saga_steps("EU").expect("active saga steps");
+    assert_eq!(saga_types.plugin.saga_types()[0].name, "transfer");
+    let closed = store.close_watch();
+    drop((store, registry, saga_types));
+    assert!(closed.wait(Duration::from_secs(5)), "storage did not close");
+
+    let (_store, reopened) = open_at(&path, keys.trusted);
+    assert_eq!(
+        token(&reopened),
+        before_restart,
+        "same secret, same token after restart"
+    );
+    assert!(reopened.saga_steps("EU").is_some());
+    let kinds: Vec<String> = reopened
+        .list()
+        .expect("list")
+        .into_iter()
+        .filter(|(_, active)| *active)
+        .map(|(record, _)| record.kind)
+        .collect();
+    assert_eq!(kinds, ["cdc-redactor", "saga-step"]);
 }

@@ -19,7 +19,7 @@ use crate::config::NodeConfig;
 use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 use crate::metrics::{Metrics, serve_metrics};
-use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, signing};
+use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
 use crate::sql::{NodeIdentity, SqlEngine};
 use crate::storage::{CloseWatch, Store};
 
@@ -97,7 +97,7 @@ impl Node {
         });
         let metrics = Arc::new(Metrics::new());
         let storage_closed = store.close_watch();
-        let plugins = open_plugins(config, &store)?;
+        let plugins = open_plugins(config, &store).await?;
         let engine = Arc::new(SqlEngine::new(
             store.clone(),
             identity,
@@ -249,7 +249,7 @@ impl Node {
 }
 
 /// The plugin runtime and registry, with the active versions loaded from storage.
-fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<PluginRegistry>> {
+async fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<PluginRegistry>> {
     let limits = PluginLimits {
         call_deadline: Duration::from_millis(config.plugins.call_deadline_ms),
         memory_max_bytes: config.plugins.memory_max_bytes,
@@ -264,7 +264,11 @@ fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<Plugin
             .or_default()
             .push(public);
     }
-    PluginRegistry::open(runtime, store.clone(), trusted).context("cannot open the plugin registry")
+    let secret = keyed_hash_secret::load_or_create(store)
+        .await
+        .context("cannot load the keyed-hash secret")?;
+    PluginRegistry::open(runtime, store.clone(), trusted, secret)
+        .context("cannot open the plugin registry")
 }
 
 /// Accepted connections with Nagle's algorithm off: Flight SQL exchanges small messages

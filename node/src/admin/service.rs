@@ -89,7 +89,6 @@ fn upload_status(error: UploadError) -> Status {
         UploadError::UnknownVersion { .. } | UploadError::NothingToRollBack { .. } => {
             Status::not_found(message)
         }
-        UploadError::UnsupportedKind(_) => Status::unimplemented(message),
         UploadError::Load(LoadError::TooLarge { .. }) => Status::resource_exhausted(message),
         UploadError::Load(
             LoadError::NotAComponent(_)

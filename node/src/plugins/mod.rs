@@ -13,15 +13,21 @@
 //! call returns. What is NOT limited: CPU time below the deadline, the number of
 //! concurrent calls (bounded by the pool's instance slots).
 
+pub mod keyed_hash_secret;
 mod limits;
 mod redactor;
 mod registry;
 mod residency;
 mod runtime;
+mod saga;
+mod saga_host;
 pub mod signing;
+pub mod wit_values;
 
 pub use limits::PluginLimits;
 pub use redactor::{RedactorPlugin, redactor_types};
-pub use registry::{ActivePlugin, PluginRecord, PluginRegistry, PluginUpload, UploadError};
+pub use registry::{Active, PluginRecord, PluginRegistry, PluginUpload, UploadError};
 pub use residency::{ResidencyPolicyPlugin, residency_types};
 pub use runtime::{CallError, CallStats, CallStatsSnapshot, LoadError, PluginKind, PluginRuntime};
+pub use saga::{SagaStepPlugin, StepDirection, StepError, saga_types};
+pub use saga_host::{StepCommitError, StepTransaction};

@@ -14,15 +14,16 @@ mod bindings {
     wasmtime::component::bindgen!({
         world: "cdc-redactor",
         path: "../wit",
+        with: { "domicile:plugin/types": crate::plugins::residency::bindings::domicile::plugin::types },
     });
 }
 
 /// The world's types, for callers that build event batches and read results.
 pub mod redactor_types {
-    pub use super::bindings::domicile::plugin::types::{Column, DataClass, Decimal, Table, Value};
     pub use super::bindings::exports::domicile::plugin::redactor::{
         ChangeEvent, EventBatch, Operation, RedactedBatch,
     };
+    pub use crate::plugins::wit_values::{Column, DataClass, Decimal, Table, Value};
 }
 
 use redactor_types::{EventBatch, RedactedBatch};
@@ -36,8 +37,6 @@ impl bindings::domicile::plugin::keyed_hash::Host for HostState {
         mac.finalize().into_bytes().to_vec()
     }
 }
-
-impl bindings::domicile::plugin::types::Host for HostState {}
 
 /// One loaded version of a CDC redactor.
 pub struct RedactorPlugin {
@@ -77,11 +76,9 @@ impl RedactorPlugin {
             secret: Arc::from(secret),
             stats: CallStats::default(),
         };
-        let mut store = plugin.runtime.store();
         plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
+            .runtime
+            .instantiate_trial(|s| plugin.pre.instantiate(s))?;
         Ok(plugin)
     }
 
@@ -94,24 +91,16 @@ impl RedactorPlugin {
     pub fn redact(&self, batch: &EventBatch) -> Result<RedactedBatch, CallError> {
         let mut store = self.runtime.store();
         store.data_mut().hmac_secret = Arc::clone(&self.secret);
-        let instance = self.pre.instantiate(&mut store).map_err(|e| {
-            let error = CallError::Instantiation(format!("{e:#}"));
-            self.stats.record(std::time::Duration::ZERO, Some(&error));
-            error
+        let answer = self.runtime.call(
+            &self.stats,
+            &mut store,
+            |s| self.pre.instantiate(s),
+            |instance, s| instance.domicile_plugin_redactor().call_redact(s, batch),
+        )?;
+        let redacted = answer.map_err(|reason| {
+            self.stats.record_rejected_answer();
+            CallError::Trap(format!("redactor refused the batch: {reason}"))
         })?;
-        self.runtime.arm_call_deadline(&mut store);
-        let started = std::time::Instant::now();
-        let result = instance
-            .domicile_plugin_redactor()
-            .call_redact(&mut store, batch)
-            .map_err(|e| self.runtime.classify(&e))
-            .and_then(|answer| {
-                answer.map_err(|reason| {
-                    CallError::Trap(format!("redactor refused the batch: {reason}"))
-                })
-            });
-        self.stats.record(started.elapsed(), result.as_ref().err());
-        let redacted = result?;
         check_redacted(&redacted, batch).inspect_err(|_| self.stats.record_rejected_answer())?;
         Ok(redacted)
     }

@@ -19,8 +19,10 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::redactor::RedactorPlugin;
 use super::residency::ResidencyPolicyPlugin;
-use super::runtime::{LoadError, PluginKind, PluginRuntime};
+use super::runtime::{CallStats, LoadError, PluginKind, PluginRuntime};
+use super::saga::SagaStepPlugin;
 use super::signing::{key_id, sha256_hex, signed_message, verify};
 use crate::storage::{StorageError, Store};
 
@@ -69,8 +71,6 @@ pub enum UploadError {
     },
     #[error("{jurisdiction}/{kind} has no earlier version to roll back to")]
     NothingToRollBack { jurisdiction: String, kind: String },
-    #[error("plugins of kind {0} cannot be hosted by this node yet")]
-    UnsupportedKind(&'static str),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
@@ -79,10 +79,54 @@ pub enum UploadError {
     Corrupt(String),
 }
 
-/// The loaded, callable form of an active version.
-pub struct ActivePlugin {
+/// An active version: its record and its loaded, callable form. Callers hold the `Arc`
+/// for the length of a call, so a swap never pulls a version from under a call.
+pub struct Active<P> {
     pub record: PluginRecord,
-    pub residency: ResidencyPolicyPlugin,
+    pub plugin: P,
+}
+
+/// An active version of any kind.
+#[derive(Clone)]
+enum Slot {
+    Residency(Arc<Active<ResidencyPolicyPlugin>>),
+    Redactor(Arc<Active<RedactorPlugin>>),
+    Saga(Arc<Active<SagaStepPlugin>>),
+}
+
+impl Slot {
+    fn record(&self) -> &PluginRecord {
+        match self {
+            Slot::Residency(a) => &a.record,
+            Slot::Redactor(a) => &a.record,
+            Slot::Saga(a) => &a.record,
+        }
+    }
+
+    fn stats(&self) -> &CallStats {
+        match self {
+            Slot::Residency(a) => a.plugin.stats(),
+            Slot::Redactor(a) => a.plugin.stats(),
+            Slot::Saga(a) => a.plugin.stats(),
+        }
+    }
+}
+
+/// A loaded component of a known kind, before it has a record.
+enum Loaded {
+    Residency(ResidencyPolicyPlugin),
+    Redactor(RedactorPlugin),
+    Saga(SagaStepPlugin),
+}
+
+impl Loaded {
+    fn into_slot(self, record: PluginRecord) -> Slot {
+        match self {
+            Loaded::Residency(plugin) => Slot::Residency(Arc::new(Active { record, plugin })),
+            Loaded::Redactor(plugin) => Slot::Redactor(Arc::new(Active { record, plugin })),
+            Loaded::Saga(plugin) => Slot::Saga(Arc::new(Active { record, plugin })),
+        }
+    }
 }
 
 type Key = (String, PluginKind);
@@ -91,7 +135,9 @@ pub struct PluginRegistry {
     runtime: Arc<PluginRuntime>,
     store: Store,
     trusted: HashMap<String, Vec<VerifyingKey>>,
-    active: RwLock<HashMap<Key, Arc<ActivePlugin>>>,
+    /// Secret of the redactors' keyed-hash import.
+    hmac_secret: Arc<[u8]>,
+    active: RwLock<HashMap<Key, Slot>>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -141,11 +187,13 @@ impl PluginRegistry {
         runtime: Arc<PluginRuntime>,
         store: Store,
         trusted: HashMap<String, Vec<VerifyingKey>>,
+        hmac_secret: Arc<[u8]>,
     ) -> Result<Arc<Self>, UploadError> {
         let registry = Arc::new(Self {
             runtime,
             store,
             trusted,
+            hmac_secret,
             active: RwLock::new(HashMap::new()),
         });
         for (key, value) in registry.store.state_with_prefix("plugin/active/")? {
@@ -171,13 +219,39 @@ impl PluginRegistry {
         Ok(registry)
     }
 
-    /// The active version for (jurisdiction, residency-policy), if any.
-    pub fn residency_policy(&self, jurisdiction: &str) -> Option<Arc<ActivePlugin>> {
+    fn slot(&self, jurisdiction: &str, kind: PluginKind) -> Option<Slot> {
         self.active
             .read()
             .expect("plugin registry lock poisoned")
-            .get(&(jurisdiction.to_string(), PluginKind::ResidencyPolicy))
+            .get(&(jurisdiction.to_string(), kind))
             .cloned()
+    }
+
+    /// The active residency policy of `jurisdiction`, if any.
+    pub fn residency_policy(
+        &self,
+        jurisdiction: &str,
+    ) -> Option<Arc<Active<ResidencyPolicyPlugin>>> {
+        match self.slot(jurisdiction, PluginKind::ResidencyPolicy)? {
+            Slot::Residency(active) => Some(active),
+            _ => None,
+        }
+    }
+
+    /// The active CDC redactor of `jurisdiction`, if any.
+    pub fn redactor(&self, jurisdiction: &str) -> Option<Arc<Active<RedactorPlugin>>> {
+        match self.slot(jurisdiction, PluginKind::CdcRedactor)? {
+            Slot::Redactor(active) => Some(active),
+            _ => None,
+        }
+    }
+
+    /// The active saga-step plugin of `jurisdiction`, if any.
+    pub fn saga_steps(&self, jurisdiction: &str) -> Option<Arc<Active<SagaStepPlugin>>> {
+        match self.slot(jurisdiction, PluginKind::SagaStep)? {
+            Slot::Saga(active) => Some(active),
+            _ => None,
+        }
     }
 
     /// Verifies, persists and activates an upload.
@@ -237,10 +311,7 @@ impl PluginRegistry {
         self.swap(
             &record.jurisdiction,
             upload.kind,
-            Arc::new(ActivePlugin {
-                record: record.clone(),
-                residency: loaded,
-            }),
+            loaded.into_slot(record.clone()),
         );
         Ok(record)
     }
@@ -263,7 +334,7 @@ impl PluginRegistry {
                 Ok::<_, UploadError>(())
             })
             .await?;
-        let record = active.record.clone();
+        let record = active.record().clone();
         tracing::info!(%jurisdiction, kind = kind.as_str(), version, "plugin version activated");
         self.swap(jurisdiction, kind, active);
         Ok(record)
@@ -280,7 +351,7 @@ impl PluginRegistry {
             .read()
             .expect("plugin registry lock poisoned")
             .get(&(jurisdiction.to_string(), kind))
-            .map(|a| a.record.version);
+            .map(|a| a.record().version);
         let nothing = || UploadError::NothingToRollBack {
             jurisdiction: jurisdiction.into(),
             kind: kind.as_str().into(),
@@ -304,7 +375,7 @@ impl PluginRegistry {
             .read()
             .expect("plugin registry lock poisoned")
             .values()
-            .map(|a| (a.record.clone(), a.residency.stats().snapshot()))
+            .map(|a| (a.record().clone(), a.stats().snapshot()))
             .collect()
     }
 
@@ -317,7 +388,7 @@ impl PluginRegistry {
             .map(|record| {
                 let is_active = kind_from_str(&record.kind)
                     .and_then(|kind| active.get(&(record.jurisdiction.clone(), kind)))
-                    .is_some_and(|a| a.record.version == record.version);
+                    .is_some_and(|a| a.record().version == record.version);
                 (record, is_active)
             })
             .collect())
@@ -352,15 +423,23 @@ impl PluginRegistry {
             .ok_or_else(|| UploadError::BadSignature(upload.jurisdiction.clone()))
     }
 
-    fn load_bytes(
-        &self,
-        kind: PluginKind,
-        bytes: &[u8],
-    ) -> Result<ResidencyPolicyPlugin, UploadError> {
-        match kind {
-            PluginKind::ResidencyPolicy => Ok(ResidencyPolicyPlugin::load(&self.runtime, bytes)?),
-            other => Err(UploadError::UnsupportedKind(other.as_str())),
-        }
+    /// Compiles, links and trial-instantiates a component: CPU-heavy, so off async
+    /// workers.
+    fn load_bytes(&self, kind: PluginKind, bytes: &[u8]) -> Result<Loaded, UploadError> {
+        super::runtime::off_async_workers(|| self.load_kind(kind, bytes))
+    }
+
+    fn load_kind(&self, kind: PluginKind, bytes: &[u8]) -> Result<Loaded, UploadError> {
+        let runtime = &self.runtime;
+        Ok(match kind {
+            PluginKind::ResidencyPolicy => {
+                Loaded::Residency(ResidencyPolicyPlugin::load(runtime, bytes)?)
+            }
+            PluginKind::CdcRedactor => {
+                Loaded::Redactor(RedactorPlugin::load(runtime, bytes, &self.hmac_secret)?)
+            }
+            PluginKind::SagaStep => Loaded::Saga(SagaStepPlugin::load(runtime, bytes)?),
+        })
     }
 
     fn load_version(
@@ -368,7 +447,7 @@ impl PluginRegistry {
         jurisdiction: &str,
         kind: PluginKind,
         version: u64,
-    ) -> Result<Arc<ActivePlugin>, UploadError> {
+    ) -> Result<Slot, UploadError> {
         let unknown = || UploadError::UnknownVersion {
             jurisdiction: jurisdiction.into(),
             kind: kind.as_str().into(),
@@ -393,11 +472,10 @@ impl PluginRegistry {
         if sha256_hex(&bytes) != record.sha256 {
             return Err(UploadError::Corrupt(blob));
         }
-        let residency = self.load_bytes(kind, &bytes)?;
-        Ok(Arc::new(ActivePlugin { record, residency }))
+        Ok(self.load_bytes(kind, &bytes)?.into_slot(record))
     }
 
-    fn swap(&self, jurisdiction: &str, kind: PluginKind, active: Arc<ActivePlugin>) {
+    fn swap(&self, jurisdiction: &str, kind: PluginKind, active: Slot) {
         self.active
             .write()
             .expect("plugin registry lock poisoned")

@@ -5,21 +5,24 @@ use std::sync::Arc;
 use super::limits::DENIAL_REASON_MAX_BYTES;
 use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime};
 
-mod bindings {
+/// Generates the shared `types` interface too; the other worlds' bindings reuse it
+/// (`with`), so a value or column is one Rust type whichever plugin it goes to.
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         world: "residency-policy",
         path: "../wit",
+        additional_derives: [PartialEq],
     });
 }
 
+impl bindings::domicile::plugin::types::Host for HostState {}
+
 /// The world's types, for callers that build batches and read decisions.
 pub mod residency_types {
-    pub use super::bindings::domicile::plugin::types::{
-        Column, DataClass, Decimal, Purpose, Table, Value,
-    };
     pub use super::bindings::exports::domicile::plugin::residency::{
         BatchDecision, ColumnAction, Decision, Denial, RowBatch, StepPayload,
     };
+    pub use crate::plugins::wit_values::{Column, DataClass, Decimal, Purpose, Table, Value};
 }
 
 use residency_types::{BatchDecision, Decision, Purpose, RowBatch, StepPayload};
@@ -53,35 +56,23 @@ impl ResidencyPolicyPlugin {
             runtime: Arc::clone(runtime),
             pre,
         };
-        let mut store = plugin.runtime.store();
         plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
+            .runtime
+            .instantiate_trial(|s| plugin.pre.instantiate(s))?;
         Ok(plugin)
     }
 
-    fn call<T>(
+    fn call<T: Send>(
         &self,
         run: impl FnOnce(
             &bindings::ResidencyPolicy,
             &mut wasmtime::Store<HostState>,
-        ) -> wasmtime::Result<T>,
+        ) -> wasmtime::Result<T>
+        + Send,
     ) -> Result<T, CallError> {
         let mut store = self.runtime.store();
-        let instance = self.pre.instantiate(&mut store).map_err(|e| {
-            let error = match self.runtime.classify(&e) {
-                CallError::Trap(text) => CallError::Instantiation(text),
-                other => other,
-            };
-            self.stats.record(std::time::Duration::ZERO, Some(&error));
-            error
-        })?;
-        self.runtime.arm_call_deadline(&mut store);
-        let started = std::time::Instant::now();
-        let result = run(&instance, &mut store).map_err(|e| self.runtime.classify(&e));
-        self.stats.record(started.elapsed(), result.as_ref().err());
-        result
+        self.runtime
+            .call(&self.stats, &mut store, |s| self.pre.instantiate(s), run)
     }
 
     /// Calls, errors, timeouts and time spent since this version was loaded.

@@ -120,6 +120,8 @@ impl CallStats {
 pub(super) struct HostState {
     /// Secret of the keyed-hash import (cdc-redactor world); empty elsewhere.
     pub(super) hmac_secret: Arc<[u8]>,
+    /// What a saga step has read and staged (saga-step world); `None` elsewhere.
+    pub(super) step: Option<super::saga_host::StepTransaction>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
@@ -244,6 +246,7 @@ impl PluginRuntime {
         let component = self.compile(bytes)?;
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| forbid_waiting(&mut linker))
             .and_then(|()| add_imports(&mut linker))
             .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
         linker
@@ -276,6 +279,7 @@ impl PluginRuntime {
             &self.engine,
             HostState {
                 hmac_secret: Arc::from(Vec::new()),
+                step: None,
                 wasi,
                 table: ResourceTable::new(),
                 limits,
@@ -289,8 +293,65 @@ impl PluginRuntime {
     }
 
     /// Arms the call deadline; instantiation ran under its own.
-    pub(super) fn arm_call_deadline(&self, store: &mut Store<HostState>) {
+    fn arm_call_deadline(&self, store: &mut Store<HostState>) {
         store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
+    }
+
+    /// One sandboxed call: instantiates a fresh instance in `store`, arms the deadline,
+    /// runs `run`, and records the outcome in `stats`. Every failure comes back
+    /// classified, for the caller to fail closed on.
+    ///
+    /// The guest never runs on an async runtime's worker thread: WASI's synchronous
+    /// bindings (a guest writing to stderr, e.g. its panic message) block on a Tokio
+    /// runtime, which panics there. Under a multi-threaded runtime the call runs in
+    /// `block_in_place`; under a current-thread runtime (tests, tools) on a scoped thread.
+    pub(super) fn call<I, T>(
+        &self,
+        stats: &CallStats,
+        store: &mut Store<HostState>,
+        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<I> + Send,
+        run: impl FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<T> + Send,
+    ) -> Result<T, CallError>
+    where
+        T: Send,
+    {
+        off_async_workers(|| self.call_here(stats, store, instantiate, run))
+    }
+
+    /// Instantiates once to prove a component starts (its start-up code runs under the
+    /// instantiation deadline), off async workers like every call.
+    pub(super) fn instantiate_trial<I>(
+        &self,
+        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<I> + Send,
+    ) -> Result<(), LoadError> {
+        let mut store = self.store();
+        off_async_workers(|| {
+            instantiate(&mut store)
+                .map(drop)
+                .map_err(|e| LoadError::Instantiation(format!("{e:#}")))
+        })
+    }
+
+    fn call_here<I, T>(
+        &self,
+        stats: &CallStats,
+        store: &mut Store<HostState>,
+        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<I>,
+        run: impl FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
+        let instance = instantiate(store).map_err(|e| {
+            let error = match self.classify(&e) {
+                CallError::Trap(text) => CallError::Instantiation(text),
+                other => other,
+            };
+            stats.record(Duration::ZERO, Some(&error));
+            error
+        })?;
+        self.arm_call_deadline(store);
+        let started = std::time::Instant::now();
+        let result = run(&instance, store).map_err(|e| self.classify(&e));
+        stats.record(started.elapsed(), result.as_ref().err());
+        result
     }
 
     /// Sorts a wasmtime error from a call into what callers need to know.
@@ -312,6 +373,49 @@ impl PluginRuntime {
         }
         CallError::Trap(text)
     }
+}
+
+/// Runs `f` where blocking is allowed (see [`PluginRuntime::call`]).
+pub(super) fn off_async_workers<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|scope| match scope.spawn(f).join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+        Err(_) => f(),
+    }
+}
+
+/// Replaces WASI's blocking waits with traps. Nothing a plugin may reach is worth
+/// waiting for (no files, sockets or input; clocks are frozen), and a host blocked in a
+/// wait is out of reach of the epoch deadline: `sleep(1 hour)` would hold the call for an
+/// hour. `pollable.ready` stays (it never blocks).
+fn forbid_waiting(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
+    poll.func_wrap(
+        "poll",
+        |_, _: (Vec<Resource<DynPollable>>,)| -> wasmtime::Result<(Vec<u32>,)> {
+            Err(wasmtime::Error::msg(
+                "plugins may not wait (wasi:io/poll.poll)",
+            ))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_, _: (Resource<DynPollable>,)| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::msg(
+                "plugins may not wait (pollable.block)",
+            ))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl Drop for PluginRuntime {
