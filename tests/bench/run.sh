@@ -3,9 +3,19 @@
 # run: point selects and durable single-row updates, 1 and 8 clients. PostgreSQL runs on
 # a fresh temp dir with its defaults (fsync on, synchronous_commit on) and is stopped at
 # the end. Extra arguments go to domicile-bench (--rows N --seconds S --seed N).
+# `run.sh --plugins` instead measures plugin costs (native vs WASM policy, redactor).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
+
+if [ "${1:-}" = "--plugins" ]; then
+  # Plugin costs: no server, no PostgreSQL; the native policy is the baseline.
+  cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+  cargo build --release -p domicile-tests --bin domicile-plugin-bench
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
+  DOMICILE_WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release" \
+    exec "$CARGO_TARGET_DIR/release/domicile-plugin-bench"
+fi
 
 cargo build --release -p domicile --bin domicile -p domicile-tests --bin domicile-bench
 
