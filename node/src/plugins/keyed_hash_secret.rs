@@ -43,7 +43,10 @@ mod tests {
         let first = load_or_create(&store).await.expect("secret");
         let closed = store.close_watch();
         drop(store);
-        assert!(closed.wait(std::time::Duration::from_secs(5)), "store closes");
+        assert!(
+            closed.wait(std::time::Duration::from_secs(5)),
+            "store closes"
+        );
         assert_eq!(first.len(), SECRET_BYTES);
         let store = Store::open(&dir.path().join("a.redb")).expect("reopen");
         assert_eq!(load_or_create(&store).await.expect("secret"), first);
