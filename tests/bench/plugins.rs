@@ -15,6 +15,15 @@ use domicile_sdk_wasm::residency as guest;
 use domicile_sdk_wasm::residency::Guest as _;
 use domicile_tests::wasm;
 
+/// The bundled EU policy's own source, compiled natively into this binary: the baseline
+/// is exactly the code the WASM component runs.
+#[path = "../../plugins/eu-gdpr/src/lib.rs"]
+#[expect(
+    unreachable_pub,
+    reason = "the policy crate's public items are private here"
+)]
+mod eu_gdpr;
+
 const REGIONS: [&str; 3] = ["eu-central", "us-east", "ap-southeast"];
 const COLUMNS: [(&str, host::DataClass); 6] = [
     ("id", host::DataClass::Public),
