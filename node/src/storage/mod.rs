@@ -3,6 +3,7 @@
 //! `key_codec`), and node metadata. All writes go through one writer thread that folds
 //! concurrent statements into a single fsync'd commit (`writer`).
 
+mod audit_log;
 mod error;
 mod key_codec;
 mod row_codec;
@@ -12,6 +13,7 @@ mod value;
 mod write_context;
 mod writer;
 
+pub use audit_log::{AuditBreak, AuditRecord, AuditVerified};
 pub use error::StorageError;
 pub use row_codec::CorruptRow;
 pub use snapshot::{RowScan, Snapshot};

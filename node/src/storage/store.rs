@@ -113,6 +113,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Audit entries after sequence number `after`, oldest first, at most `limit`.
+    pub fn audit_entries(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<super::AuditRecord>, StorageError> {
+        super::audit_log::read(&self.db, after, limit)
+    }
+
+    /// Walks the audit chain; the outer error is a storage failure, the inner one the
+    /// first broken link.
+    pub fn verify_audit(
+        &self,
+    ) -> Result<Result<super::AuditVerified, super::AuditBreak>, StorageError> {
+        super::audit_log::verify(&self.db)
+    }
+
     /// A handle that tells when the database file has been closed cleanly: after every
     /// `Store` clone, snapshot and the writer thread are gone.
     pub fn close_watch(&self) -> CloseWatch {
@@ -199,6 +216,8 @@ fn load_catalog(db: &Database) -> Result<CatalogCache, StorageError> {
         txn.open_table(CATALOG)?;
         txn.open_table(META)?;
         txn.open_table(NODE_STATE)?;
+        txn.open_table(super::audit_log::AUDIT)?;
+        txn.open_table(super::audit_log::AUDIT_TIP)?;
     }
     txn.commit()?;
 

@@ -41,6 +41,9 @@ pub struct WriteContext<'txn> {
     pub(super) staged_meta: Vec<(&'static str, u64)>,
     pub(super) node_state: Table<'txn, &'static str, &'static [u8]>,
     pub(super) staged_state: BTreeMap<String, Option<Vec<u8>>>,
+    pub(super) audit: Table<'txn, u64, &'static [u8]>,
+    pub(super) audit_tip: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) staged_audit: Vec<Vec<u8>>,
     pub(super) counters: Arc<StoreCounters>,
     pub(super) catalog_cache: Arc<RwLock<CatalogCache>>,
 }
@@ -235,6 +238,12 @@ impl WriteContext<'_> {
         self.staged_state.insert(key, Some(value));
     }
 
+    /// Stages an entry for the hash-chained audit log: it is chained and stored only if
+    /// this statement succeeds, in the same commit as the statement's data.
+    pub fn append_audit(&mut self, body: Vec<u8>) {
+        self.staged_audit.push(body);
+    }
+
     pub fn delete_state(&mut self, key: String) {
         self.staged_state.insert(key, None);
     }
@@ -291,6 +300,11 @@ impl WriteContext<'_> {
         for (key, value) in std::mem::take(&mut self.staged_meta) {
             self.meta.insert(key, value)?;
         }
+        super::audit_log::append(
+            &mut self.audit,
+            &mut self.audit_tip,
+            std::mem::take(&mut self.staged_audit),
+        )?;
         for change in &self.staged_catalog {
             match change {
                 CatalogChange::Put(def) => {
@@ -313,6 +327,7 @@ impl WriteContext<'_> {
         self.staged_range_deletes.clear();
         self.staged_meta.clear();
         self.staged_state.clear();
+        self.staged_audit.clear();
     }
 }
 

@@ -197,6 +197,9 @@ fn commit_batch(
             staged_meta: Vec::new(),
             node_state: txn.open_table(NODE_STATE)?,
             staged_state: Default::default(),
+            audit: txn.open_table(super::audit_log::AUDIT)?,
+            audit_tip: txn.open_table(super::audit_log::AUDIT_TIP)?,
+            staged_audit: Vec::new(),
             counters: Arc::clone(counters),
             catalog_cache: Arc::clone(catalog),
         };
