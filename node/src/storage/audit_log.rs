@@ -198,6 +198,8 @@ mod tests {
         assert!(closed.wait(Duration::from_secs(5)));
     }
 
+    type Edit = fn(&mut Table<'_, u64, &'static [u8]>);
+
     /// Edits the database file the way an intruder with file access would.
     fn tamper(path: &std::path::Path, edit: impl FnOnce(&mut Table<'_, u64, &'static [u8]>)) {
         let db = redb::Database::create(path).expect("open");
@@ -217,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn an_edited_or_deleted_entry_breaks_the_chain_where_it_happened() {
         let dir = tempfile::tempdir().expect("dir");
-        let cases: [(&str, fn(&mut Table<'_, u64, &'static [u8]>), u64); 4] = [
+        let cases: [(&str, Edit, u64); 4] = [
             (
                 "edit entry 2",
                 |log| {
