@@ -54,6 +54,18 @@ pub struct NodeConfig {
     /// Public keys allowed to sign plugins, per jurisdiction.
     #[serde(default)]
     pub trusted_keys: Vec<TrustedKeyConfig>,
+    #[serde(default)]
+    pub residency: ResidencyConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidencyConfig {
+    /// `enforce` (default): every stored row and every result leaving for another
+    /// region is decided by the jurisdiction's residency policy, and audited. `off`:
+    /// no decisions (for measuring the guard's cost; never in production).
+    #[serde(default)]
+    pub guard: crate::residency::GuardMode,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -12,6 +12,7 @@ pub mod flight;
 pub mod limits;
 pub mod metrics;
 pub mod plugins;
+pub mod residency;
 pub mod server;
 pub mod sql;
 pub mod storage;

@@ -22,6 +22,9 @@ pub const SCAN_CHANNEL_BATCHES_MAX: usize = 4;
 pub const SQL_LENGTH_MAX_BYTES: usize = 1 << 20;
 /// Largest gRPC message the Flight SQL server decodes, in bytes.
 pub const GRPC_MESSAGE_SIZE_MAX_BYTES: usize = 64 << 20;
+/// Rows put to a residency policy in one call: each call has its own deadline, so a
+/// large statement is decided in bounded pieces.
+pub const POLICY_BATCH_ROWS_MAX: usize = 256;
 /// Open prepared statements per node.
 pub const PREPARED_STATEMENTS_MAX: usize = 10_000;
 /// Live bearer tokens per node.

@@ -20,6 +20,7 @@ use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 use crate::metrics::{Metrics, serve_metrics};
 use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
+use crate::residency::{GuardMode, ResidencyGuard};
 use crate::sql::{NodeIdentity, SqlEngine};
 use crate::storage::{CloseWatch, Store};
 
@@ -98,11 +99,24 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let storage_closed = store.close_watch();
         let plugins = open_plugins(config, &store).await?;
+        if config.residency.guard == GuardMode::Off {
+            tracing::warn!(
+                "residency guard is OFF: rows are stored and results leave without policy decisions or audit"
+            );
+        }
+        let guard = Arc::new(ResidencyGuard::new(
+            Arc::clone(&plugins),
+            store.clone(),
+            Arc::clone(&identity.region),
+            identity.jurisdiction.clone(),
+            config.residency.guard,
+        ));
         let engine = Arc::new(SqlEngine::new(
             store.clone(),
             identity,
             Arc::clone(&metrics),
             plugins,
+            guard,
         ));
 
         let flight_listener = TcpListener::bind(config.listen.flight_sql)

@@ -71,6 +71,39 @@ pub fn wasm(name: &str) -> Vec<u8> {
     })
 }
 
+/// The key the harness signs test policies with, made once per test process.
+struct PolicyKey {
+    public: String,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PolicyKey {
+    fn get() -> anyhow::Result<&'static PolicyKey> {
+        static KEY: OnceLock<Result<PolicyKey, String>> = OnceLock::new();
+        KEY.get_or_init(|| {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let (secret, public) = domicile::plugins::signing::generate_key_pair();
+            let file = dir.path().join("eu-test.key");
+            std::fs::write(&file, secret).map_err(|e| e.to_string())?;
+            Ok(PolicyKey {
+                public,
+                file,
+                _dir: dir,
+            })
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("cannot make the harness signing key: {e}"))
+    }
+
+    fn trusted_entry(&self) -> String {
+        format!(
+            "\n[[trusted_keys]]\njurisdiction = \"EU\"\npublic_key = \"{}\"\n",
+            self.public
+        )
+    }
+}
+
 fn password_hashes() -> &'static Vec<String> {
     static HASHES: OnceLock<Vec<String>> = OnceLock::new();
     HASHES.get_or_init(|| {
@@ -113,8 +146,42 @@ pub struct TestNode {
 }
 
 impl TestNode {
+    /// Starts a node with the bundled EU residency policy active (every test node's
+    /// jurisdiction is EU): the node refuses to store or release regional data without
+    /// one, as a production node does.
     pub fn start(region: &str) -> anyhow::Result<Self> {
-        Self::start_with(region, "", |_| Ok(()))
+        let key = PolicyKey::get()?;
+        let node = Self::start_with(region, &key.trusted_entry(), |_| Ok(()))?;
+        node.upload_policy("eu_gdpr", 1)?;
+        Ok(node)
+    }
+
+    /// Signs the component `wasm_name` with the harness key (trusted by nodes from
+    /// `start`) and uploads it as EU residency policy `version` through the admin API.
+    pub fn upload_policy(&self, wasm_name: &str, version: u64) -> anyhow::Result<()> {
+        let key = PolicyKey::get()?;
+        let endpoint = format!("http://{}", self.admin.context("admin API not listening")?);
+        let file = wasm_dir().join(format!("{wasm_name}.wasm"));
+        let key_file = key.file.clone();
+        // Callers may be inside a Tokio runtime; the upload gets one of its own.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let mut admin = domicile::cli::plugin_admin::PluginAdmin::connect(
+                        &endpoint, "admin", "admin-pw",
+                    )
+                    .await?;
+                    admin
+                        .upload("EU", "residency-policy", version, &key_file, &file)
+                        .await
+                })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("policy upload thread panicked"))?
+        .with_context(|| format!("upload {wasm_name} v{version}"))?;
+        Ok(())
     }
 
     /// Starts a node whose config gets `extra_toml` appended, after `setup` prepared its
@@ -155,7 +222,7 @@ impl TestNode {
 
     fn write_config(&self) -> anyhow::Result<()> {
         let mut text = format!(
-            "region = \"{region}\"\njurisdiction = \"EU\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[logging]\nlevel = \"info\"\n",
+            "region = \"{region}\"\njurisdiction = \"EU\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[logging]\nlevel = \"info\"\n\n# Debug builds on a loaded 2-core machine: generous, so tests fail on logic, not on\n# timing. The deadline itself is tested with its default in plugin_host.\n[plugins]\ncall_deadline_ms = 2000\n",
             region = self.region
         );
         for ((name, _, role), hash) in USERS.iter().zip(password_hashes()) {

@@ -25,6 +25,22 @@ def hash_password(password: str) -> str:
     return result.stdout.strip()
 
 
+def wasm_dir() -> pathlib.Path:
+    target = os.environ.get("CARGO_TARGET_DIR", str(pathlib.Path.home() / ".cache/domicile/target"))
+    return pathlib.Path(os.environ.get("DOMICILE_WASM_DIR", f"{target}/wasm32-wasip2/release"))
+
+
+def upload_eu_policy(folder: pathlib.Path, admin_address: str) -> None:
+    """Signs the bundled EU policy with the key the node trusts and uploads it: without an
+    active policy the node refuses to store regional rows."""
+    subprocess.run(
+        [domicile_binary(), "plugin", "upload", "--endpoint", f"http://{admin_address}", "--user", "admin",
+         "--jurisdiction", "EU", "--kind", "residency-policy", "--version", "1",
+         "--key", str(folder / "eu.key"), str(wasm_dir() / "eu_gdpr.wasm")],
+        env={**os.environ, "DOMICILE_PASSWORD": PASSWORDS["admin"]}, capture_output=True, text=True, check=True,
+    )
+
+
 @pytest.fixture(scope="module")
 def node():
     with tempfile.TemporaryDirectory() as folder:
@@ -32,11 +48,17 @@ def node():
         users = "".join(
             f'\n[[users]]\nname = "{name}"\npassword_hash = "{hash_password(password)}"\n'
             f'roles = ["{name}"]\nhome_region = "eu-central"\n'
+            + ('compliance = ["EU"]\n' if name == "admin" else "")
             for name, password in PASSWORDS.items()
         )
+        trusted = subprocess.run(
+            [domicile_binary(), "plugin", "keygen", "--jurisdiction", "EU", "--out", str(folder / "eu.key")],
+            capture_output=True, text=True, check=True,
+        ).stdout
         (folder / "node.toml").write_text(
             'region = "eu-central"\njurisdiction = "EU"\ndata_dir = "data"\n'
-            '[listen]\nflight_sql = "127.0.0.1:0"\n' + users
+            '[listen]\nflight_sql = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
+            "[plugins]\ncall_deadline_ms = 2000\n" + users + "\n" + trusted
         )
         log = open(folder / "node.log", "w")
         process = subprocess.Popen(
@@ -53,6 +75,8 @@ def node():
         except StopIteration:
             process.kill()
             pytest.fail(f"node did not start: {first_line!r}\n{(folder / 'node.log').read_text()}")
+        admin = next(p.split("=", 1)[1] for p in first_line.split() if p.startswith("admin="))
+        upload_eu_policy(folder, admin)
         yield f"grpc://{address}"
         process.terminate()
         process.wait(timeout=30)

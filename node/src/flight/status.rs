@@ -4,6 +4,7 @@
 use tonic::Status;
 
 use crate::auth::AuthError;
+use crate::residency::GuardError;
 use crate::sql::{SqlError, WriteError};
 use crate::storage::StorageError;
 
@@ -27,8 +28,28 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
             WriteError::TooManyRows => Status::resource_exhausted(message),
             WriteError::TableChanged(_) => Status::aborted(message),
             WriteError::Storage(storage) => storage_status(storage),
+            WriteError::Residency { error, .. } => residency_status(error),
+            WriteError::NoSession => {
+                tracing::error!(error = %message, "statement without a session");
+                Status::internal(message)
+            }
         },
         SqlError::Storage(storage) => storage_status(storage),
+        SqlError::Residency(error) => residency_status(error),
+    }
+}
+
+fn residency_status(error: GuardError) -> Status {
+    let message = error.to_string();
+    match error {
+        GuardError::Denied { .. } | GuardError::AlteredStore(_) => {
+            Status::permission_denied(message)
+        }
+        // Nothing to decide with, or the policy broke: refused until an operator acts.
+        GuardError::NoPolicy(_) | GuardError::PolicyFailed { .. } => {
+            Status::failed_precondition(message)
+        }
+        GuardError::Audit(storage) => storage_status(storage),
     }
 }
 

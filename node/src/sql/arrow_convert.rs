@@ -17,7 +17,7 @@ use arrow::datatypes::{
 use arrow::util::display::FormatOptions;
 use datafusion::common::ScalarValue;
 
-use crate::catalog::{ColumnType, TableDef};
+use crate::catalog::{ColumnType, DataClass, TableDef};
 use crate::limits::CELL_SIZE_MAX_BYTES;
 use crate::storage::Value;
 
@@ -35,11 +35,19 @@ pub fn arrow_type(column_type: ColumnType) -> DataType {
     }
 }
 
+/// The Arrow schema of a table, as queries see it.
+///
+/// `pii` and `sensitive` columns are nullable here whatever their declaration: the
+/// residency guard returns them as NULL to principals whose region may not see them.
+/// NOT NULL is still enforced on every write (`batch_to_rows`).
 pub fn table_schema(def: &TableDef) -> SchemaRef {
     Arc::new(Schema::new(
         def.columns
             .iter()
-            .map(|c| Field::new(&c.name, arrow_type(c.column_type), c.nullable))
+            .map(|c| {
+                let nullable = c.nullable || c.class != DataClass::Public;
+                Field::new(&c.name, arrow_type(c.column_type), nullable)
+            })
             .collect::<Vec<_>>(),
     ))
 }

@@ -3,8 +3,10 @@
 //! it finds its rows and stages every change inside the writer, so it is atomic,
 //! serialised against every other write, and acknowledged only once durable.
 //!
-//! Residency seam: `WriteTarget::home_partition` is where every stored row's home is
-//! decided; the residency guard (plugin policies) hooks in there.
+//! Residency: `WriteTarget::home_partition` refuses rows homed elsewhere; every row
+//! that passes is then put to the jurisdiction's policy by the residency guard (inserts
+//! before the write is queued, updates inside it, once the new rows exist), and the
+//! decision is audited in the statement's own commit.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use super::arrow_convert::{
 use super::pushdown::Access;
 use crate::catalog::{DataClass, Locality, TableDef};
 use crate::limits::{SCAN_BATCH_ROWS_MAX, STATEMENT_ROWS_MAX};
+use crate::residency::{AuditEntry, GuardError, GuardSession, ResidencyGuard};
 use crate::storage::{StorageError, Store, Value, WriteContext};
 
 /// Why a write was refused. Texts never carry values of `pii` columns.
@@ -64,6 +67,57 @@ pub enum WriteError {
     TableChanged(String),
     #[error("cannot evaluate expression: {0}")]
     Evaluate(String),
+    /// Refused by the residency guard; `audit` records the refusal once the statement
+    /// has been rolled back.
+    #[error("{error}")]
+    Residency {
+        error: GuardError,
+        audit: Option<Box<AuditEntry>>,
+    },
+    #[error("internal error: statement executed without a principal; refused")]
+    NoSession,
+}
+
+/// The principal and guard of the statement being executed.
+pub(crate) fn guard_session(context: &TaskContext) -> Result<Arc<GuardSession>, WriteError> {
+    context
+        .session_config()
+        .get_extension::<GuardSession>()
+        .ok_or(WriteError::NoSession)
+}
+
+/// Audits a refusal (durably, on its own: the statement wrote nothing), then fails.
+async fn refuse(guard: &ResidencyGuard, error: WriteError) -> DataFusionError {
+    let error = match error {
+        WriteError::Residency {
+            error,
+            audit: Some(entry),
+        } => {
+            if let Err(audit_error) = guard.record(*entry).await {
+                tracing::error!(error = %audit_error, "cannot audit a residency refusal");
+            }
+            WriteError::Residency { error, audit: None }
+        }
+        other => other,
+    };
+    DataFusionError::from(error)
+}
+
+/// Asks the guard whether `rows` may be stored; the audit entry of an allowed store is
+/// returned for the caller to append in the statement's own commit.
+fn check_store(
+    session: &GuardSession,
+    def: &TableDef,
+    rows: &[Vec<Value>],
+) -> Result<Option<Vec<u8>>, WriteError> {
+    let verdict = session.guard.check_store(&session.principal, def, rows);
+    match verdict.outcome {
+        Ok(()) => Ok(verdict.audit.map(|entry| entry.to_bytes())),
+        Err(error) => Err(WriteError::Residency {
+            error,
+            audit: verdict.audit.map(Box::new),
+        }),
+    }
 }
 
 impl From<WriteError> for DataFusionError {
@@ -202,26 +256,32 @@ impl DataSink for InsertSink {
     async fn write_all(
         &self,
         mut data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        context: &Arc<TaskContext>,
     ) -> Result<u64> {
+        let session = guard_session(context)?;
         let def = Arc::clone(&self.target.def);
-        let mut rows: Vec<(String, Vec<Value>)> = Vec::new();
+        let mut rows: Vec<Vec<Value>> = Vec::new();
+        let mut partitions: Vec<String> = Vec::new();
         while let Some(batch) = data.next().await {
             let batch = batch?;
             if rows.len() + batch.num_rows() > STATEMENT_ROWS_MAX {
                 return Err(WriteError::TooManyRows.into());
             }
             for row in batch_to_rows(&def, &batch).map_err(WriteError::from)? {
-                let partition = self.target.home_partition(&row)?;
-                rows.push((partition, row));
+                partitions.push(self.target.home_partition(&row)?);
+                rows.push(row);
             }
         }
+        let audit = match check_store(&session, &def, &rows) {
+            Ok(audit) => audit,
+            Err(error) => return Err(refuse(&session.guard, error).await),
+        };
         let count = rows.len() as u64;
         self.target
             .store
             .write(move |ctx| -> Result<u64, WriteError> {
                 ensure_current(ctx, &def)?;
-                for (partition, row) in &rows {
+                for (partition, row) in partitions.iter().zip(&rows) {
                     let key = primary_key(&def, row);
                     if ctx.exists(&def, &key)? {
                         return Err(WriteError::DuplicateKey {
@@ -230,6 +290,9 @@ impl DataSink for InsertSink {
                         });
                     }
                     ctx.put_row(&def, partition, row);
+                }
+                if let Some(body) = audit {
+                    ctx.append_audit(body);
                 }
                 Ok(count)
             })
@@ -345,24 +408,30 @@ impl ExecutionPlan for MutationExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
                 "MutationExec has no partition {partition}"
             )));
         }
+        let session = guard_session(&context)?;
         let target = self.target.clone();
         let access = self.access.clone();
         let predicates = self.predicates.clone();
         let mutation = Arc::clone(&self.mutation);
         let run = async move {
             let store = target.store.clone();
-            let count = store
-                .write(move |ctx| apply_mutation(ctx, &target, &access, &predicates, &mutation))
-                .await
-                .map_err(DataFusionError::from)?;
-            count_batch(count)
+            let in_writer = Arc::clone(&session);
+            let outcome = store
+                .write(move |ctx| {
+                    apply_mutation(ctx, &target, &access, &predicates, &mutation, &in_writer)
+                })
+                .await;
+            match outcome {
+                Ok(count) => count_batch(count),
+                Err(error) => Err(refuse(&session.guard, error).await),
+            }
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             count_schema(),
@@ -377,6 +446,7 @@ fn apply_mutation(
     access: &Access,
     predicates: &[Arc<dyn PhysicalExpr>],
     mutation: &Mutation,
+    session: &GuardSession,
 ) -> Result<u64, WriteError> {
     let def = &target.def;
     ensure_current(ctx, def)?;
@@ -408,6 +478,11 @@ fn apply_mutation(
                 for (row, mut value) in new_rows.iter_mut().zip(values) {
                     row[*position] = value.pop().expect("one value per row");
                 }
+            }
+            // The policy decides on the rows as they will be stored. It runs here, on
+            // the writer thread, because the new rows exist only now.
+            if let Some(body) = check_store(session, def, &new_rows)? {
+                ctx.append_audit(body);
             }
             // Rows whose key or home changes leave their old place first, so that
             // statements like `SET id = id + 1` do not collide with themselves.

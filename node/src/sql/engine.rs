@@ -16,9 +16,9 @@ use std::time::Instant;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, config::Dialect};
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionState;
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility, WriteOp};
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -37,6 +37,7 @@ use crate::catalog::{DdlError, table_def_from_create};
 use crate::limits::SQL_LENGTH_MAX_BYTES;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
+use crate::residency::{GuardSession, ResidencyGuard};
 use crate::storage::Store;
 
 /// What a statement does, which decides the role it needs.
@@ -86,6 +87,8 @@ enum Body {
 pub struct PreparedStatement {
     pub kind: StatementKind,
     body: Body,
+    /// Who prepared it: the residency guard decides for this principal at execution.
+    principal: Principal,
 }
 
 impl PreparedStatement {
@@ -133,6 +136,7 @@ pub struct SqlEngine {
     identity: Arc<NodeIdentity>,
     metrics: Arc<Metrics>,
     system: SystemState,
+    guard: Arc<ResidencyGuard>,
 }
 
 impl SqlEngine {
@@ -141,6 +145,7 @@ impl SqlEngine {
         identity: Arc<NodeIdentity>,
         metrics: Arc<Metrics>,
         plugins: Arc<PluginRegistry>,
+        guard: Arc<ResidencyGuard>,
     ) -> Self {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
@@ -169,6 +174,7 @@ impl SqlEngine {
             identity,
             metrics,
             system,
+            guard,
         }
     }
 
@@ -233,7 +239,11 @@ impl SqlEngine {
             },
             other => self.plan(state, other).await?,
         };
-        Ok(PreparedStatement { kind, body })
+        Ok(PreparedStatement {
+            kind,
+            body,
+            principal: principal.clone(),
+        })
     }
 
     async fn plan(
@@ -303,7 +313,15 @@ impl SqlEngine {
                     state.create_physical_plan(&plan).await
                 }
                 .map_err(SqlError::from_datafusion)?;
-                execute_stream(physical, state.task_ctx()).map_err(SqlError::from_datafusion)
+                // Every scan and sink of this statement finds its principal and the
+                // guard here.
+                let session = GuardSession {
+                    principal: prepared.principal.clone(),
+                    guard: Arc::clone(&self.guard),
+                };
+                let config = state.config().clone().with_extension(Arc::new(session));
+                let task = Arc::new(TaskContext::from(state).with_session_config(config));
+                execute_stream(physical, task).map_err(SqlError::from_datafusion)
             }
             Body::CreateTable(create) => {
                 if params.is_some_and(|p| !matches!(&p, ParamValues::List(l) if l.is_empty())) {

@@ -4,6 +4,7 @@ use thiserror::Error;
 use super::dml::WriteError;
 use crate::auth::Role;
 use crate::catalog::DdlError;
+use crate::residency::GuardError;
 use crate::storage::StorageError;
 
 /// Why a statement failed, sorted by whose fault it is: the transport layer maps each
@@ -30,6 +31,9 @@ pub enum SqlError {
     Write(WriteError),
     #[error(transparent)]
     Storage(StorageError),
+    /// The residency guard refused to store or release data.
+    #[error(transparent)]
+    Residency(GuardError),
     #[error("execution error: {0}")]
     Execution(String),
 }
@@ -49,10 +53,17 @@ impl SqlError {
             DataFusionError::External(boxed) => match boxed.downcast::<WriteError>() {
                 Ok(write) => match *write {
                     WriteError::Storage(storage) => SqlError::Storage(storage),
+                    WriteError::Residency { error, .. } => SqlError::Residency(error),
                     other => SqlError::Write(other),
                 },
                 Err(boxed) => match boxed.downcast::<StorageError>() {
                     Ok(storage) => SqlError::Storage(*storage),
+                    Err(boxed) if boxed.is::<GuardError>() => {
+                        match boxed.downcast::<GuardError>() {
+                            Ok(guard) => SqlError::Residency(*guard),
+                            Err(other) => SqlError::Execution(other.to_string()),
+                        }
+                    }
                     Err(boxed) => match boxed.downcast::<DataFusionError>() {
                         Ok(inner) => Self::from_datafusion(*inner),
                         Err(other) => SqlError::Execution(other.to_string()),

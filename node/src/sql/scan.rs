@@ -19,9 +19,11 @@ use datafusion::physical_plan::{
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::arrow_convert::rows_to_batch;
+use super::dml::guard_session;
 use super::pushdown::Access;
 use crate::catalog::TableDef;
 use crate::limits::{SCAN_BATCH_ROWS_MAX, SCAN_CHANNEL_BATCHES_MAX};
+use crate::residency::GuardSession;
 use crate::storage::{Snapshot, Store, Value};
 
 /// Point lookups up to this many keys are answered on the calling task.
@@ -114,13 +116,18 @@ impl ExecutionPlan for StorageScanExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
                 "StorageScanExec has no partition {partition}"
             )));
         }
+        let session = guard_session(&context)?;
+        let egress = session
+            .guard
+            .decides_egress(&session.principal, &self.def)
+            .then_some(session);
         let schema = self.schema();
         let snapshot = self.store.snapshot().map_err(external)?;
         let reader = RowReader {
@@ -130,9 +137,13 @@ impl ExecutionPlan for StorageScanExec {
             projection: self.projection.clone(),
             limit: self.limit,
             schema: Arc::clone(&schema),
+            egress,
         };
+        // Rows leaving for another region wait for a policy decision and a durable
+        // audit entry, which block: those scans always run on a blocking thread.
         if let Some(keys) = &self.access.keys
             && keys.len() <= INLINE_LOOKUP_KEYS_MAX
+            && reader.egress.is_none()
         {
             let mut batches = Vec::new();
             reader.produce(|batch| {
@@ -166,9 +177,29 @@ struct RowReader {
     projection: Vec<usize>,
     limit: Option<usize>,
     schema: SchemaRef,
+    /// Set when the rows leave for a principal of another region.
+    egress: Option<Arc<GuardSession>>,
 }
 
 impl RowReader {
+    /// Puts rows leaving the region to the policy (masking or removing columns in
+    /// place) and audits the decision durably before anything is released.
+    fn release(&self, rows: &mut [Vec<Value>]) -> Result<()> {
+        let Some(session) = &self.egress else {
+            return Ok(());
+        };
+        let verdict =
+            session
+                .guard
+                .check_egress(&session.principal, &self.def, &self.projection, rows);
+        if let Some(entry) = verdict.audit {
+            tokio::runtime::Handle::current()
+                .block_on(session.guard.record(entry))
+                .map_err(external)?;
+        }
+        verdict.outcome.map_err(external)
+    }
+
     /// Reads matching rows in batches, calling `emit` for each; stops early when `emit`
     /// returns false (the consumer went away) or the limit is reached.
     fn produce(&self, mut emit: impl FnMut(arrow::array::RecordBatch) -> bool) -> Result<()> {
@@ -183,6 +214,7 @@ impl RowReader {
             if rows.is_empty() {
                 return Ok(true);
             }
+            self.release(rows)?;
             let batch = rows_to_batch(&self.def, &self.projection, &self.schema, rows)?;
             rows.clear();
             Ok(emit(batch))

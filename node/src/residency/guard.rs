@@ -1,0 +1,467 @@
+//! The residency guard. Fail closed: no active policy, a policy that traps, times out or
+//! answers out of contract, all mean "refused".
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::audit_entry::{AuditEntry, AuditPath, PluginRef};
+use crate::auth::Principal;
+use crate::catalog::{Locality, TableDef};
+use crate::limits::POLICY_BATCH_ROWS_MAX;
+use crate::plugins::residency_types::{
+    BatchDecision, ColumnAction, Decision, Purpose, RowBatch, Table,
+};
+use crate::plugins::{Active, CallError, PluginRegistry, ResidencyPolicyPlugin, wit_values};
+use crate::storage::{StorageError, Store, Value};
+
+/// Whether the guard decides. `off` exists for measuring the guard's cost and for
+/// development; a node logs a warning at start when it runs with the guard off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardMode {
+    #[default]
+    Enforce,
+    Off,
+}
+
+/// Why data was refused. Texts name tables, columns, regions and jurisdictions, never
+/// row values.
+#[derive(Debug, Error)]
+pub enum GuardError {
+    #[error("refused by the residency policy of {jurisdiction} (code {code}): {reason}")]
+    Denied {
+        jurisdiction: String,
+        code: u32,
+        reason: String,
+    },
+    #[error(
+        "refused: no residency policy is active for jurisdiction {0}, so its data is neither \
+         stored nor released (upload one with `domicile plugin upload`)"
+    )]
+    NoPolicy(String),
+    #[error("refused: the residency policy of {jurisdiction} failed ({error})")]
+    PolicyFailed {
+        jurisdiction: String,
+        error: CallError,
+    },
+    #[error(
+        "refused: the residency policy of {0} answered with column changes for rows being \
+         stored; a policy may allow or deny storage, not rewrite rows"
+    )]
+    AlteredStore(String),
+    #[error("refused: the decision could not be audited: {0}")]
+    Audit(#[from] StorageError),
+}
+
+/// What the guard needs per statement: who is asking. Travels in DataFusion's session
+/// config (`TaskContext`), so every scan and sink of a statement sees it.
+#[derive(Debug)]
+pub struct GuardSession {
+    pub principal: Principal,
+    pub guard: Arc<ResidencyGuard>,
+}
+
+/// The outcome of one decision, and the audit entry that records it (`None` when no
+/// decision was needed: a GLOBAL table, a reader in the data's own region, guard off).
+#[derive(Debug)]
+pub struct Verdict {
+    pub outcome: Result<(), GuardError>,
+    pub audit: Option<AuditEntry>,
+}
+
+impl Verdict {
+    fn none() -> Self {
+        Self {
+            outcome: Ok(()),
+            audit: None,
+        }
+    }
+}
+
+pub struct ResidencyGuard {
+    registry: Arc<PluginRegistry>,
+    store: Store,
+    region: Arc<str>,
+    jurisdiction: String,
+    mode: GuardMode,
+}
+
+impl std::fmt::Debug for ResidencyGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResidencyGuard")
+            .field("region", &self.region)
+            .field("jurisdiction", &self.jurisdiction)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Masks text as the WIT contract says: all but the last four characters become '*'.
+fn mask_text(text: &str) -> String {
+    let count = text.chars().count();
+    text.chars()
+        .enumerate()
+        .map(|(i, c)| if i + 4 >= count { c } else { '*' })
+        .collect()
+}
+
+/// The decision that applies to row `row`.
+fn effective(decision: &BatchDecision, row: usize) -> &Decision {
+    decision
+        .exceptions
+        .iter()
+        .find(|(index, _)| *index as usize == row)
+        .map_or(&decision.default, |(_, d)| d)
+}
+
+fn describe_actions(columns: &[String], actions: &[ColumnAction]) -> String {
+    columns
+        .iter()
+        .zip(actions)
+        .filter_map(|(column, action)| match action {
+            ColumnAction::Keep => None,
+            ColumnAction::Remove => Some(format!("{column}=remove")),
+            ColumnAction::Mask => Some(format!("{column}=mask")),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ResidencyGuard {
+    pub fn new(
+        registry: Arc<PluginRegistry>,
+        store: Store,
+        region: Arc<str>,
+        jurisdiction: String,
+        mode: GuardMode,
+    ) -> Self {
+        Self {
+            registry,
+            store,
+            region,
+            jurisdiction,
+            mode,
+        }
+    }
+
+    pub fn mode(&self) -> GuardMode {
+        self.mode
+    }
+
+    /// Whether rows of `def` need a decision at all: the guard is on and the table
+    /// holds regional data (GLOBAL tables hold no personal data and live everywhere).
+    fn governs(&self, def: &TableDef) -> bool {
+        self.mode == GuardMode::Enforce && !matches!(def.locality, Locality::Global)
+    }
+
+    fn entry(
+        &self,
+        principal: &Principal,
+        path: AuditPath,
+        table: &str,
+        columns: Vec<String>,
+        destination: &str,
+        rows: usize,
+    ) -> AuditEntry {
+        AuditEntry {
+            time_unix_ms: now_unix_ms(),
+            principal: principal.user.clone(),
+            path,
+            table: table.to_string(),
+            columns,
+            source_region: self.region.to_string(),
+            destination_region: destination.to_string(),
+            decision: "deny".into(),
+            reason: None,
+            rows: rows as u64,
+            plugin: None,
+        }
+    }
+
+    /// The active policy, or the refusal that its absence means.
+    fn policy(&self) -> Result<Arc<Active<ResidencyPolicyPlugin>>, GuardError> {
+        self.registry
+            .residency_policy(&self.jurisdiction)
+            .ok_or_else(|| GuardError::NoPolicy(self.jurisdiction.clone()))
+    }
+
+    fn failed(&self, error: CallError) -> GuardError {
+        GuardError::PolicyFailed {
+            jurisdiction: self.jurisdiction.clone(),
+            error,
+        }
+    }
+
+    fn denied(&self, decision: &Decision) -> Option<GuardError> {
+        match decision {
+            Decision::Deny(denial) => Some(GuardError::Denied {
+                jurisdiction: self.jurisdiction.clone(),
+                code: denial.code,
+                reason: denial.reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// May these rows (every column, table order) be stored on this node? They are
+    /// homed here (the write path checked that before asking).
+    pub fn check_store(
+        &self,
+        principal: &Principal,
+        def: &TableDef,
+        rows: &[Vec<Value>],
+    ) -> Verdict {
+        if !self.governs(def) || rows.is_empty() {
+            return Verdict::none();
+        }
+        let columns: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
+        let mut audit = self.entry(
+            principal,
+            AuditPath::Store,
+            &def.name,
+            columns,
+            &self.region,
+            rows.len(),
+        );
+        let outcome = self.decide_store(def, rows, &mut audit);
+        finish(&mut audit, &outcome);
+        Verdict {
+            outcome,
+            audit: Some(audit),
+        }
+    }
+
+    fn decide_store(
+        &self,
+        def: &TableDef,
+        rows: &[Vec<Value>],
+        audit: &mut AuditEntry,
+    ) -> Result<(), GuardError> {
+        let policy = self.policy()?;
+        audit.plugin = Some(plugin_ref(&policy));
+        for chunk in rows.chunks(POLICY_BATCH_ROWS_MAX) {
+            let batch = RowBatch {
+                table: wit_values::table(def),
+                regions: vec![self.region.to_string()],
+                home_regions: vec![0; chunk.len()],
+                rows: chunk
+                    .iter()
+                    .map(|r| wit_values::row_to_wit(def, r))
+                    .collect(),
+            };
+            let decision = policy
+                .plugin
+                .may_store(&batch, 0)
+                .map_err(|e| self.failed(e))?;
+            for row in 0..chunk.len() {
+                let decision = effective(&decision, row);
+                if let Some(refusal) = self.denied(decision) {
+                    return Err(refusal);
+                }
+                if let Decision::AllowWith(actions) = decision
+                    && actions.iter().any(|a| *a != ColumnAction::Keep)
+                {
+                    return Err(GuardError::AlteredStore(self.jurisdiction.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether rows of `def` returned to `principal` need a decision: they would leave
+    /// this region.
+    pub fn decides_egress(&self, principal: &Principal, def: &TableDef) -> bool {
+        self.governs(def) && *principal.home_region != *self.region
+    }
+
+    /// Rows of `def` (projected to `projection`) about to be returned to `principal`.
+    /// If the principal is homed elsewhere, the policy decides for the principal's
+    /// region; removed and masked columns are changed in place (removed → NULL: a
+    /// result's schema is fixed when the query is planned).
+    pub fn check_egress(
+        &self,
+        principal: &Principal,
+        def: &TableDef,
+        projection: &[usize],
+        rows: &mut [Vec<Value>],
+    ) -> Verdict {
+        if !self.decides_egress(principal, def) || rows.is_empty() {
+            return Verdict::none();
+        }
+        let columns: Vec<String> = projection
+            .iter()
+            .map(|&i| def.columns[i].name.clone())
+            .collect();
+        let mut audit = self.entry(
+            principal,
+            AuditPath::QueryResult,
+            &def.name,
+            columns.clone(),
+            &principal.home_region,
+            rows.len(),
+        );
+        let outcome = self.decide_egress(def, projection, &columns, principal, rows, &mut audit);
+        finish(&mut audit, &outcome);
+        Verdict {
+            outcome,
+            audit: Some(audit),
+        }
+    }
+
+    fn decide_egress(
+        &self,
+        def: &TableDef,
+        projection: &[usize],
+        columns: &[String],
+        principal: &Principal,
+        rows: &mut [Vec<Value>],
+        audit: &mut AuditEntry,
+    ) -> Result<(), GuardError> {
+        let policy = self.policy()?;
+        audit.plugin = Some(plugin_ref(&policy));
+        let mut changed = Vec::new();
+        for chunk in rows.chunks_mut(POLICY_BATCH_ROWS_MAX) {
+            self.release_chunk(
+                &policy,
+                def,
+                projection,
+                columns,
+                principal,
+                chunk,
+                &mut changed,
+            )?;
+        }
+        if !changed.is_empty() {
+            audit.decision = "allow-with".into();
+            audit.reason = Some(changed.join("; "));
+        }
+        Ok(())
+    }
+
+    /// Decides one policy call's worth of rows and applies the column actions.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call's whole context, all borrowed"
+    )]
+    fn release_chunk(
+        &self,
+        policy: &Active<ResidencyPolicyPlugin>,
+        def: &TableDef,
+        projection: &[usize],
+        columns: &[String],
+        principal: &Principal,
+        rows: &mut [Vec<Value>],
+        changed: &mut Vec<String>,
+    ) -> Result<(), GuardError> {
+        let projected: Vec<_> = projection.iter().map(|&i| &def.columns[i]).collect();
+        let batch = RowBatch {
+            table: Table {
+                name: def.name.clone(),
+                columns: projected.iter().map(|c| wit_values::column(c)).collect(),
+            },
+            regions: vec![self.region.to_string(), principal.home_region.clone()],
+            home_regions: vec![0; rows.len()],
+            rows: rows
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .zip(&projected)
+                        .map(|(value, column)| wit_values::to_wit(value, column.column_type))
+                        .collect()
+                })
+                .collect(),
+        };
+        let decision = policy
+            .plugin
+            .may_leave(&batch, 1, Purpose::QueryResult)
+            .map_err(|e| self.failed(e))?;
+        for (index, row) in rows.iter_mut().enumerate() {
+            match effective(&decision, index) {
+                Decision::Allow => {}
+                Decision::Deny(denial) => {
+                    return Err(GuardError::Denied {
+                        jurisdiction: self.jurisdiction.clone(),
+                        code: denial.code,
+                        reason: denial.reason.clone(),
+                    });
+                }
+                Decision::AllowWith(actions) => {
+                    for (value, action) in row.iter_mut().zip(actions) {
+                        match action {
+                            ColumnAction::Keep => {}
+                            ColumnAction::Remove => *value = Value::Null,
+                            ColumnAction::Mask => {
+                                *value = match value {
+                                    Value::Text(text) => Value::Text(mask_text(text)),
+                                    _ => Value::Null,
+                                };
+                            }
+                        }
+                    }
+                    let described = describe_actions(columns, actions);
+                    if !described.is_empty() && !changed.contains(&described) {
+                        changed.push(described);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends an entry on its own (a refusal, or a release of rows that wrote no data),
+    /// durably, before the caller acts on the decision.
+    pub async fn record(&self, entry: AuditEntry) -> Result<(), GuardError> {
+        let body = entry.to_bytes();
+        self.store
+            .write(move |ctx| {
+                ctx.append_audit(body);
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn plugin_ref(active: &Active<ResidencyPolicyPlugin>) -> PluginRef {
+    PluginRef {
+        jurisdiction: active.record.jurisdiction.clone(),
+        version: active.record.version,
+        sha256: active.record.sha256.clone(),
+    }
+}
+
+/// Fills in the decision and reason of `audit` from `outcome` (an `allow-with` set by
+/// the decision itself is kept).
+fn finish(audit: &mut AuditEntry, outcome: &Result<(), GuardError>) {
+    match outcome {
+        Ok(()) if audit.decision == "allow-with" => {}
+        Ok(()) => audit.decision = "allow".into(),
+        Err(error) => {
+            audit.decision = "deny".into();
+            audit.reason = Some(error.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_text;
+
+    #[test]
+    fn masking_keeps_the_last_four_characters() {
+        assert_eq!(
+            mask_text("DE89370400440532013000"),
+            "******************3000"
+        );
+        assert_eq!(mask_text("ab"), "ab");
+    }
+}
