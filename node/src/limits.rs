@@ -25,6 +25,8 @@ pub const GRPC_MESSAGE_SIZE_MAX_BYTES: usize = 64 << 20;
 /// Rows put to a residency policy in one call: each call has its own deadline, so a
 /// large statement is decided in bounded pieces.
 pub const POLICY_BATCH_ROWS_MAX: usize = 256;
+/// Newest audit entries `system.audit` shows (older ones stay in the log).
+pub const SYSTEM_AUDIT_ROWS_MAX: usize = 100_000;
 /// Open prepared statements per node.
 pub const PREPARED_STATEMENTS_MAX: usize = 10_000;
 /// Live bearer tokens per node.

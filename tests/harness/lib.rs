@@ -18,12 +18,23 @@ use tonic::transport::{Channel, Endpoint};
 pub use arrow;
 pub use arrow_flight;
 
-/// Users every test node has: name, password, role.
+/// Users every test node has: name, password, role. All are homed in the node's region
+/// except `apac`, a reader homed in `ap-southeast` wherever it connects.
 pub const USERS: &[(&str, &str, &str)] = &[
     ("admin", "admin-pw", "admin"),
     ("writer", "writer-pw", "writer"),
     ("reader", "reader-pw", "reader"),
+    ("apac", "apac-pw", "reader"),
 ];
+
+/// The jurisdiction of a test region, and its bundled residency policy.
+pub fn jurisdiction_of(region: &str) -> (&'static str, &'static str) {
+    match region.split('-').next() {
+        Some("us") => ("US", "us_ccpa"),
+        Some("ap") => ("SG", "sg_pdpa"),
+        _ => ("EU", "eu_gdpr"),
+    }
+}
 
 /// The `domicile` binary built next to this test binary (`cargo build -p domicile` first),
 /// or `DOMICILE_BIN`.
@@ -96,9 +107,9 @@ impl PolicyKey {
         .map_err(|e| anyhow::anyhow!("cannot make the harness signing key: {e}"))
     }
 
-    fn trusted_entry(&self) -> String {
+    fn trusted_entry(&self, jurisdiction: &str) -> String {
         format!(
-            "\n[[trusted_keys]]\njurisdiction = \"EU\"\npublic_key = \"{}\"\n",
+            "\n[[trusted_keys]]\njurisdiction = \"{jurisdiction}\"\npublic_key = \"{}\"\n",
             self.public
         )
     }
@@ -146,20 +157,23 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    /// Starts a node with the bundled EU residency policy active (every test node's
-    /// jurisdiction is EU): the node refuses to store or release regional data without
+    /// Starts a node with its jurisdiction's bundled residency policy active (see
+    /// [`jurisdiction_of`]): a node refuses to store or release regional data without
     /// one, as a production node does.
     pub fn start(region: &str) -> anyhow::Result<Self> {
         let key = PolicyKey::get()?;
-        let node = Self::start_with(region, &key.trusted_entry(), |_| Ok(()))?;
-        node.upload_policy("eu_gdpr", 1)?;
+        let (jurisdiction, policy) = jurisdiction_of(region);
+        let node = Self::start_with(region, &key.trusted_entry(jurisdiction), |_| Ok(()))?;
+        node.upload_policy(policy, 1)?;
         Ok(node)
     }
 
     /// Signs the component `wasm_name` with the harness key (trusted by nodes from
-    /// `start`) and uploads it as EU residency policy `version` through the admin API.
+    /// `start`) and uploads it as residency policy `version` of the node's jurisdiction
+    /// through the admin API.
     pub fn upload_policy(&self, wasm_name: &str, version: u64) -> anyhow::Result<()> {
         let key = PolicyKey::get()?;
+        let (jurisdiction, _) = jurisdiction_of(&self.region);
         let endpoint = format!("http://{}", self.admin.context("admin API not listening")?);
         let file = wasm_dir().join(format!("{wasm_name}.wasm"));
         let key_file = key.file.clone();
@@ -174,7 +188,7 @@ impl TestNode {
                     )
                     .await?;
                     admin
-                        .upload("EU", "residency-policy", version, &key_file, &file)
+                        .upload(jurisdiction, "residency-policy", version, &key_file, &file)
                         .await
                 })
         })
@@ -221,16 +235,17 @@ impl TestNode {
     }
 
     fn write_config(&self) -> anyhow::Result<()> {
+        let (jurisdiction, _) = jurisdiction_of(&self.region);
         let mut text = format!(
-            "region = \"{region}\"\njurisdiction = \"EU\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[logging]\nlevel = \"info\"\n\n# Debug builds on a loaded 2-core machine: generous, so tests fail on logic, not on\n# timing. The deadline itself is tested with its default in plugin_host.\n[plugins]\ncall_deadline_ms = 2000\n",
+            "region = \"{region}\"\njurisdiction = \"{jurisdiction}\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[logging]\nlevel = \"info\"\n\n# Debug builds on a loaded 2-core machine: generous, so tests fail on logic, not on\n# timing. The deadline itself is tested with its default in plugin_host.\n[plugins]\ncall_deadline_ms = 2000\n",
             region = self.region
         );
         for ((name, _, role), hash) in USERS.iter().zip(password_hashes()) {
             text.push_str(&format!(
                 "\n[[users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\nhome_region = \"{}\"\ncompliance = [{}]\n",
-                self.region,
-                // The admin user is the EU compliance officer of every test node.
-                if *name == "admin" { "\"EU\"" } else { "" }
+                if *name == "apac" { "ap-southeast" } else { &self.region },
+                // The admin user is the compliance officer of the node's jurisdiction.
+                if *name == "admin" { format!("\"{jurisdiction}\"") } else { String::new() }
             ));
         }
         text.push_str(&self.extra_toml);

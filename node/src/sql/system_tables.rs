@@ -11,11 +11,13 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 
 use crate::catalog::Locality;
+use crate::limits::SYSTEM_AUDIT_ROWS_MAX;
 use crate::plugins::PluginRegistry;
+use crate::residency::AuditEntry;
 use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
-pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &["tables", "columns", "node", "plugins"];
+pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &["tables", "columns", "node", "plugins", "audit"];
 
 /// What system tables describe.
 #[derive(Clone, Debug)]
@@ -34,6 +36,7 @@ pub(crate) fn system_table(
         "columns" => columns(&state.store)?,
         "node" => node(&state.store, &state.identity)?,
         "plugins" => plugins(&state.plugins)?,
+        "audit" => audit(&state.store)?,
         _ => return Ok(None),
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -238,6 +241,105 @@ fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
             )),
             Arc::new(UInt64Array::from_iter_values(
                 listed.iter().map(|(r, _)| stat(r).call_micros_total),
+            )),
+        ],
+    )
+}
+
+/// The newest audit entries, decoded. An entry whose body does not decode is shown
+/// with decision `undecodable` rather than hidden.
+fn audit(store: &Store) -> Result<RecordBatch> {
+    let records = store
+        .audit_newest(SYSTEM_AUDIT_ROWS_MAX)
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let entries: Vec<Option<AuditEntry>> = records
+        .iter()
+        .map(|r| AuditEntry::from_bytes(&r.body))
+        .collect();
+    let field = |f: fn(&AuditEntry) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            entries
+                .iter()
+                .map(|e| e.as_ref().map(f).unwrap_or_default()),
+        ))
+    };
+    let decision: ArrayRef = Arc::new(StringArray::from_iter_values(entries.iter().map(|e| {
+        e.as_ref()
+            .map_or("undecodable".to_string(), |e| e.decision.clone())
+    })));
+    batch(
+        vec![
+            Field::new("seq", DataType::UInt64, false),
+            Field::new("time_unix_ms", DataType::UInt64, false),
+            text("principal"),
+            text("path"),
+            text("table_name"),
+            text("columns"),
+            text("source_region"),
+            text("destination_region"),
+            text("decision"),
+            nullable_text("reason"),
+            Field::new("rows", DataType::UInt64, false),
+            nullable_text("plugin_jurisdiction"),
+            Field::new("plugin_version", DataType::UInt64, true),
+            nullable_text("plugin_sha256"),
+            text("hash"),
+        ],
+        vec![
+            Arc::new(UInt64Array::from_iter_values(records.iter().map(|r| r.seq))),
+            Arc::new(UInt64Array::from_iter_values(
+                entries
+                    .iter()
+                    .map(|e| e.as_ref().map_or(0, |e| e.time_unix_ms)),
+            )),
+            field(|e| e.principal.clone()),
+            field(|e| e.path.as_str().to_string()),
+            field(|e| e.table.clone()),
+            field(|e| e.columns.join(",")),
+            field(|e| e.source_region.clone()),
+            field(|e| e.destination_region.clone()),
+            decision,
+            Arc::new(StringArray::from(
+                entries
+                    .iter()
+                    .map(|e| e.as_ref().and_then(|e| e.reason.clone()))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                entries.iter().map(|e| e.as_ref().map_or(0, |e| e.rows)),
+            )),
+            Arc::new(StringArray::from(
+                entries
+                    .iter()
+                    .map(|e| {
+                        e.as_ref()
+                            .and_then(|e| e.plugin.as_ref())
+                            .map(|p| p.jurisdiction.clone())
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                entries
+                    .iter()
+                    .map(|e| {
+                        e.as_ref()
+                            .and_then(|e| e.plugin.as_ref())
+                            .map(|p| p.version)
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                entries
+                    .iter()
+                    .map(|e| {
+                        e.as_ref()
+                            .and_then(|e| e.plugin.as_ref())
+                            .map(|p| p.sha256.clone())
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| hex::encode(r.hash)),
             )),
         ],
     )

@@ -91,6 +91,16 @@ pub struct AuditVerified {
     pub tip: [u8; 32],
 }
 
+fn record(seq: u64, stored: &[u8]) -> AuditRecord {
+    let (previous, body) = stored.split_at(HASH_BYTES.min(stored.len()));
+    let previous: Hash = previous.try_into().unwrap_or([0; HASH_BYTES]);
+    AuditRecord {
+        seq,
+        body: body.to_vec(),
+        hash: chain_hash(&previous, seq, body),
+    }
+}
+
 /// Entries with `seq > after`, oldest first, at most `limit`.
 pub(super) fn read(
     db: &redb::Database,
@@ -102,15 +112,21 @@ pub(super) fn read(
     let mut out = Vec::new();
     for entry in log.range(after.saturating_add(1)..)?.take(limit) {
         let (seq, stored) = entry?;
-        let stored = stored.value();
-        let (previous, body) = stored.split_at(HASH_BYTES.min(stored.len()));
-        let previous: Hash = previous.try_into().unwrap_or([0; HASH_BYTES]);
-        out.push(AuditRecord {
-            seq: seq.value(),
-            body: body.to_vec(),
-            hash: chain_hash(&previous, seq.value(), body),
-        });
+        out.push(record(seq.value(), stored.value()));
     }
+    Ok(out)
+}
+
+/// The newest `limit` entries, oldest first.
+pub(super) fn newest(db: &redb::Database, limit: usize) -> Result<Vec<AuditRecord>, StorageError> {
+    let txn = db.begin_read()?;
+    let log = txn.open_table(AUDIT)?;
+    let mut out = Vec::new();
+    for entry in log.iter()?.rev().take(limit) {
+        let (seq, stored) = entry?;
+        out.push(record(seq.value(), stored.value()));
+    }
+    out.reverse();
     Ok(out)
 }
 

@@ -122,6 +122,11 @@ impl Store {
         super::audit_log::read(&self.db, after, limit)
     }
 
+    /// The newest `limit` audit entries, oldest first.
+    pub fn audit_newest(&self, limit: usize) -> Result<Vec<super::AuditRecord>, StorageError> {
+        super::audit_log::newest(&self.db, limit)
+    }
+
     /// Walks the audit chain; the outer error is a storage failure, the inner one the
     /// first broken link.
     pub fn verify_audit(
