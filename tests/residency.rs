@@ -345,3 +345,64 @@ async fn a_tampered_audit_entry_is_caught() {
     assert_eq!(broken.status.code(), Some(1), "{said}");
     assert!(said.contains("audit chain broken at entry 3"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leak_scan_finds_a_planted_canary_and_nothing_on_a_correct_node() {
+    let mut node = TestNode::start("us-east").expect("node starts");
+    let mut admin = node.client("admin").await.expect("admin logs in");
+    admin.update(ACCOUNTS).await.expect("create accounts");
+    admin
+        .update("CREATE TABLE notes (id INT PRIMARY KEY, body TEXT) WITH (locality = 'global')")
+        .await
+        .expect("create a global table");
+    admin
+        .update("INSERT INTO accounts VALUES (1, 'us-east', 'canary-us-east-z1x', 'z@example.com', NULL, 1.00, 'USD')")
+        .await
+        .expect("a US canary at home");
+    let dir = tempfile::tempdir().expect("dir");
+    let canaries = dir.path().join("canaries.toml");
+    std::fs::write(
+        &canaries,
+        "[[canary]]\nregion = \"eu-central\"\nvalue = \"canary-eu-central-q8w\"\n\n\
+         [[canary]]\nregion = \"us-east\"\nvalue = \"canary-us-east-z1x\"\n",
+    )
+    .expect("canary file");
+    let node_dir = node.data_dir().parent().expect("node dir").to_path_buf();
+    let scan = || {
+        let out = Command::new(domicile_binary())
+            .args(["audit", "scan", "--region", "us-east", "--canaries"])
+            .arg(&canaries)
+            .arg(&node_dir)
+            .output()
+            .expect("audit scan");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+
+    node.stop().expect("stop");
+    let (code, said) = scan();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("1 canaries of other regions: 0 found"),
+        "{said}"
+    );
+
+    // A mistake that leaks: an EU customer's name typed into a public column of a
+    // GLOBAL table, which every region stores.
+    node.restart().expect("restart");
+    let mut admin = node.client("admin").await.expect("admin logs in");
+    admin
+        .update("INSERT INTO notes VALUES (1, 'called back canary-eu-central-q8w')")
+        .await
+        .expect("a GLOBAL row");
+    node.stop().expect("stop");
+    let (code, said) = scan();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("LEAK canary canary-eu-central-q8w (home eu-central) in")
+            && said.contains("domicile.redb"),
+        "{said}"
+    );
+}

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -79,6 +79,19 @@ enum AuditCommand {
         /// The node's data directory (instead of --config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Search a node's files for PII canaries of other regions (see README "Leak
+    /// scan"). Exit status 0: none found; 1: leaks found.
+    Scan {
+        /// The region of the node whose files are scanned: its own canaries may be there.
+        #[arg(long)]
+        region: String,
+        /// TOML file of `[[canary]]` entries (`region`, `value`).
+        #[arg(long)]
+        canaries: PathBuf,
+        /// Files and folders to scan: the node's data dir (database and cache), its logs.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -199,6 +212,17 @@ fn run() -> anyhow::Result<()> {
             let intact = verify_audit(config, data_dir)?;
             std::process::exit(if intact { 0 } else { 1 });
         }
+        Command::Audit {
+            command:
+                AuditCommand::Scan {
+                    region,
+                    canaries,
+                    paths,
+                },
+        } => {
+            let clean = scan_for_leaks(&region, &canaries, &paths)?;
+            std::process::exit(if clean { 0 } else { 1 });
+        }
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
@@ -208,6 +232,31 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn scan_for_leaks(region: &str, canaries: &Path, paths: &[PathBuf]) -> anyhow::Result<bool> {
+    use domicile::residency::leak_scan;
+    let text = std::fs::read_to_string(canaries)
+        .with_context(|| format!("cannot read {}", canaries.display()))?;
+    let file: leak_scan::CanaryFile = toml::from_str(&text)
+        .with_context(|| format!("invalid canary file {}", canaries.display()))?;
+    anyhow::ensure!(
+        !file.canaries.is_empty(),
+        "{} lists no canaries",
+        canaries.display()
+    );
+    let report = leak_scan::scan(region, &file.canaries, paths)?;
+    for finding in &report.findings {
+        println!("LEAK {finding}");
+    }
+    println!(
+        "scanned {} files ({} bytes) for {} canaries of other regions: {} found",
+        report.files,
+        report.bytes,
+        file.canaries.iter().filter(|c| c.region != region).count(),
+        report.findings.len()
+    );
+    Ok(report.findings.is_empty())
 }
 
 /// Opens the node's database (refused while the node runs: redb locks the file) and

@@ -8,6 +8,7 @@
 
 mod audit_entry;
 mod guard;
+pub mod leak_scan;
 
 pub use audit_entry::{AuditEntry, AuditPath, PluginRef};
 pub use guard::{GuardError, GuardMode, GuardSession, ResidencyGuard};
