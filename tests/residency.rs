@@ -406,3 +406,20 @@ async fn the_leak_scan_finds_a_planted_canary_and_nothing_on_a_correct_node() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn evaluation_errors_and_logs_carry_no_stored_values() {
+    let (node, mut admin) = eu_node_with_accounts().await;
+    let failed = admin
+        .query("SELECT CAST(name AS INT) FROM accounts")
+        .await
+        .expect_err("a name is no number");
+    assert!(failed.message().contains("value withheld"), "{failed}");
+    for secret in ["Ana Lopez", "Jan Novak"] {
+        assert!(!failed.message().contains(secret), "{failed}");
+        assert!(
+            !node.logs().contains(secret),
+            "a stored value reached the log"
+        );
+    }
+}

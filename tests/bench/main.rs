@@ -19,6 +19,9 @@ struct Options {
     seconds: u64,
     postgres: Option<String>,
     seed: u64,
+    /// Measure the residency guard's cost (guard on vs off) instead of the PostgreSQL
+    /// comparison.
+    guard: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -27,6 +30,7 @@ fn parse_options() -> anyhow::Result<Options> {
         seconds: 10,
         postgres: None,
         seed: 42,
+        guard: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -36,8 +40,9 @@ fn parse_options() -> anyhow::Result<Options> {
             "--seconds" => options.seconds = value()?.parse()?,
             "--postgres" => options.postgres = Some(value()?),
             "--seed" => options.seed = value()?.parse()?,
+            "--guard" => options.guard = true,
             other => anyhow::bail!(
-                "unknown argument {other} (--rows N --seconds S --postgres URL --seed N)"
+                "unknown argument {other} (--rows N --seconds S --postgres URL --seed N --guard)"
             ),
         }
     }
@@ -48,6 +53,7 @@ fn parse_options() -> anyhow::Result<Options> {
 enum Workload {
     PointSelect,
     Update,
+    Insert,
 }
 
 impl Workload {
@@ -55,6 +61,7 @@ impl Workload {
         match self {
             Workload::PointSelect => "point select",
             Workload::Update => "durable update",
+            Workload::Insert => "durable insert",
         }
     }
 }
@@ -115,25 +122,43 @@ async fn domicile_workload(
     clients: usize,
     options: &Options,
 ) -> anyhow::Result<Measurement> {
+    domicile_workload_as(node, ("writer", "writer-pw"), workload, clients, options).await
+}
+
+async fn domicile_workload_as(
+    node: &TestNode,
+    (user, password): (&'static str, &'static str),
+    workload: Workload,
+    clients: usize,
+    options: &Options,
+) -> anyhow::Result<Measurement> {
     let endpoint = node.endpoint();
     let (rows, seconds, seed) = (options.rows, options.seconds, options.seed);
     run_clients(clients, seconds, move |index| {
         let endpoint = endpoint.clone();
         async move {
-            let mut client = Client::connect(&endpoint, "writer", "writer-pw").await?;
+            let mut client = Client::connect(&endpoint, user, password).await?;
             let sql = match workload {
-                Workload::PointSelect => "SELECT balance FROM bench_accounts WHERE id = $1",
+                Workload::PointSelect => "SELECT balance, filler FROM bench_accounts WHERE id = $1",
                 Workload::Update => {
                     "UPDATE bench_accounts SET balance = balance - 10 WHERE id = $1"
                 }
+                Workload::Insert => "INSERT INTO bench_accounts VALUES ($1, 1000000, 'new')",
             };
+            // Fresh keys per client for inserts, far above the loaded rows.
+            let mut next_insert = rows + (index as i64 + 1) * 1_000_000_000;
             let mut prepared = client.inner.prepare(sql.to_string(), None).await?;
             let schema = Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)]));
             let mut keys = Keys(seed + index as u64 * 7919 + 1);
             let deadline = Instant::now() + Duration::from_secs(seconds);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
-                let id = keys.next(rows);
+                let id = if workload == Workload::Insert {
+                    next_insert += 1;
+                    next_insert
+                } else {
+                    keys.next(rows)
+                };
                 let batch = RecordBatch::try_new(
                     Arc::clone(&schema),
                     vec![Arc::new(Int64Array::from(vec![id]))],
@@ -151,9 +176,9 @@ async fn domicile_workload(
                             "row {id} missing"
                         );
                     }
-                    Workload::Update => {
+                    Workload::Update | Workload::Insert => {
                         let changed = prepared.execute_update().await?;
-                        anyhow::ensure!(changed == 1, "update of {id} changed {changed} rows");
+                        anyhow::ensure!(changed == 1, "write of {id} changed {changed} rows");
                     }
                 }
                 latencies.push(started.elapsed());
@@ -162,6 +187,57 @@ async fn domicile_workload(
         }
     })
     .await
+}
+
+/// Residency guard cost: the same workloads on two nodes, one with the bundled EU
+/// policy enforcing (the default), one with the guard off.
+async fn guard_overhead(options: &Options) -> anyhow::Result<()> {
+    let on = TestNode::start("eu-central")?;
+    let off = TestNode::start_with("eu-central", "\n[residency]\nguard = \"off\"\n", |_| Ok(()))?;
+    load_domicile(&on, options.rows).await?;
+    load_domicile(&off, options.rows).await?;
+    println!();
+    println!(
+        "| workload | guard on p50 / p99 ms | ops/s | guard off p50 / p99 ms | ops/s | throughput on/off |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let cases = [
+        (
+            "point select, reader at home",
+            ("writer", "writer-pw"),
+            Workload::PointSelect,
+        ),
+        (
+            "point select, reader from ap-southeast",
+            ("apac", "apac-pw"),
+            Workload::PointSelect,
+        ),
+        (
+            "single-row insert",
+            ("writer", "writer-pw"),
+            Workload::Insert,
+        ),
+        (
+            "single-row update",
+            ("writer", "writer-pw"),
+            Workload::Update,
+        ),
+    ];
+    for (label, user, workload) in cases {
+        let with = domicile_workload_as(&on, user, workload, 1, options).await?;
+        let without = domicile_workload_as(&off, user, workload, 1, options).await?;
+        println!(
+            "| {label} | {:.3} / {:.3} | {:.0} | {:.3} / {:.3} | {:.0} | {:.2}x |",
+            ms(with.percentile(0.5)),
+            ms(with.percentile(0.99)),
+            with.throughput(),
+            ms(without.percentile(0.5)),
+            ms(without.percentile(0.99)),
+            without.throughput(),
+            with.throughput() / without.throughput(),
+        );
+    }
+    Ok(())
 }
 
 async fn postgres_workload(
@@ -178,10 +254,11 @@ async fn postgres_workload(
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
             let sql = match workload {
-                Workload::PointSelect => "SELECT balance FROM bench_accounts WHERE id = $1",
+                Workload::PointSelect => "SELECT balance, filler FROM bench_accounts WHERE id = $1",
                 Workload::Update => {
                     "UPDATE bench_accounts SET balance = balance - 10 WHERE id = $1"
                 }
+                Workload::Insert => "INSERT INTO bench_accounts VALUES ($1, 1000000, 'new')",
             };
             let statement = client.prepare(sql).await?;
             let mut keys = Keys(seed + index as u64 * 7919 + 1);
@@ -195,7 +272,7 @@ async fn postgres_workload(
                         let found = client.query(&statement, &[&id]).await?;
                         anyhow::ensure!(found.len() == 1, "row {id} missing");
                     }
-                    Workload::Update => {
+                    Workload::Update | Workload::Insert => {
                         let changed = client.execute(&statement, &[&id]).await?;
                         anyhow::ensure!(changed == 1, "update of {id} changed {changed} rows");
                     }
@@ -211,7 +288,10 @@ async fn postgres_workload(
 async fn load_domicile(node: &TestNode, rows: i64) -> anyhow::Result<()> {
     let mut admin = node.client("admin").await?;
     admin
-        .update("CREATE TABLE bench_accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL, filler TEXT)")
+        .update(
+            "CREATE TABLE bench_accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL, \
+             filler TEXT) WITH (sensitive = 'balance', pii = 'filler')",
+        )
         .await?;
     for start in (0..rows).step_by(1000) {
         let values: Vec<String> = (start..(start + 1000).min(rows))
@@ -262,6 +342,9 @@ async fn main() -> anyhow::Result<()> {
         options.seed,
         options.postgres.as_deref().map_or("none", |_| "yes")
     );
+    if options.guard {
+        return guard_overhead(&options).await;
+    }
     let node = TestNode::start("eu-central")?;
     load_domicile(&node, options.rows).await?;
     if let Some(url) = &options.postgres {

@@ -3,7 +3,8 @@
 # run: point selects and durable single-row updates, 1 and 8 clients. PostgreSQL runs on
 # a fresh temp dir with its defaults (fsync on, synchronous_commit on) and is stopped at
 # the end. Extra arguments go to domicile-bench (--rows N --seconds S --seed N).
-# `run.sh --plugins` instead measures plugin costs (native vs WASM policy, redactor).
+# `run.sh --plugins` instead measures plugin costs (native vs WASM policy, redactor);
+# `run.sh --guard [--seconds S]` the residency guard's cost (on vs off).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
@@ -18,6 +19,16 @@ if [ "${1:-}" = "--plugins" ]; then
 fi
 
 cargo build --release -p domicile --bin domicile -p domicile-tests --bin domicile-bench
+
+if [ "${1:-}" = "--guard" ]; then
+  # Residency guard on vs off, two nodes, same run; no PostgreSQL needed.
+  cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+  cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
+  DOMICILE_BIN="$CARGO_TARGET_DIR/release/domicile" \
+    DOMICILE_WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release" \
+    exec "$CARGO_TARGET_DIR/release/domicile-bench" "$@"
+fi
 
 pg_bin=/usr/lib/postgresql/15/bin
 if [ ! -x "$pg_bin/postgres" ]; then

@@ -74,12 +74,57 @@ impl SqlError {
             DataFusionError::Plan(message) => SqlError::Plan(message),
             DataFusionError::SchemaError(error, _) => SqlError::Plan(error.to_string()),
             DataFusionError::NotImplemented(message) => SqlError::Unsupported(message),
-            DataFusionError::ArrowError(error, _) => SqlError::Execution(error.to_string()),
+            DataFusionError::ArrowError(error, _) => {
+                SqlError::Execution(without_quoted_values(&error.to_string()))
+            }
             DataFusionError::Collection(errors) => match errors.into_iter().next() {
                 Some(first) => Self::from_datafusion(first),
                 None => SqlError::Execution("unknown error".into()),
             },
-            other => SqlError::Execution(other.strip_backtrace()),
+            other => SqlError::Execution(without_quoted_values(&other.strip_backtrace())),
         }
+    }
+}
+
+/// Evaluation errors from Arrow and DataFusion quote the value that failed (`Cannot
+/// cast string 'Ana Lopez' to value of Int32 type`), and that value may be personal
+/// data read from storage. Every single-quoted span is replaced before the text can
+/// reach a client or a log.
+fn without_quoted_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '\'' {
+            if inside {
+                out.push_str("<value withheld>'");
+            } else {
+                out.push('\'');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    if inside {
+        out.push_str("<value withheld>");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_quoted_values;
+
+    #[test]
+    fn quoted_values_are_withheld() {
+        assert_eq!(
+            without_quoted_values("Cannot cast string 'Ana Lopez' to value of Int32 type"),
+            "Cannot cast string '<value withheld>' to value of Int32 type"
+        );
+        assert_eq!(without_quoted_values("no quotes"), "no quotes");
+        assert_eq!(
+            without_quoted_values("dangling 'abc"),
+            "dangling '<value withheld>"
+        );
     }
 }
