@@ -54,6 +54,18 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
     },
+    /// Run the payment example as a three-region mesh on loopback (us-east, eu-central,
+    /// ap-southeast) until Ctrl-C.
+    Demo {
+        /// Where the nodes keep their data, keys and `mesh.json`; an existing demo there
+        /// is started again as it is.
+        #[arg(long, default_value = "domicile-demo")]
+        data_dir: PathBuf,
+        /// The bundled plugin components (default: $DOMICILE_PLUGINS_DIR, else
+        /// $CARGO_TARGET_DIR or ./target, /wasm32-wasip2/release).
+        #[arg(long)]
+        plugins_dir: Option<PathBuf>,
+    },
     /// Print an argon2 hash of the password read from stdin, for the `users` config.
     HashPassword,
     /// Plugin signing keys and signatures.
@@ -206,6 +218,23 @@ fn run() -> anyhow::Result<()> {
             std::process::exit(if ok { 0 } else { 1 });
         }
         Command::Plugin { command } => runtime.block_on(run_plugin_command(command)),
+        Command::Demo {
+            data_dir,
+            plugins_dir,
+        } => {
+            std::fs::create_dir_all(&data_dir)?;
+            let log = std::fs::File::create(data_dir.join("demo.log"))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?,
+                )
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(log))
+                .try_init()
+                .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
+            let plugins_dir = plugins_dir.unwrap_or_else(domicile::cli::demo::default_plugins_dir);
+            runtime.block_on(domicile::cli::demo::run(data_dir, plugins_dir))
+        }
         Command::Audit {
             command: AuditCommand::Verify { config, data_dir },
         } => {

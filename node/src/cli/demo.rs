@@ -1,0 +1,301 @@
+//! `domicile demo`: the payment processor of the seed scenario on one machine. Three
+//! nodes (`us-east`, `eu-central`, `ap-southeast`) in this process, each with its own
+//! data directory, its jurisdiction's signing key, the bundled plugins uploaded through
+//! its admin API, and the payment example loaded through Flight SQL — the same paths an
+//! operator and a client use. Runs until Ctrl-C / SIGTERM, then stops every node cleanly.
+//!
+//! A data directory that already holds a demo (its `mesh.json`) is started again as it
+//! is: keys, plugins and rows persist; nothing is loaded twice.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::plugin_admin::PluginAdmin;
+use super::sql_shell::{SqlShell, split_statements};
+use crate::config::NodeConfig;
+use crate::plugins::signing;
+use crate::server::Node;
+
+/// The demo's regions: (region, jurisdiction, residency policy component).
+pub const REGIONS: [(&str, &str, &str); 3] = [
+    ("us-east", "US", "us_ccpa"),
+    ("eu-central", "EU", "eu_gdpr"),
+    ("ap-southeast", "SG", "sg_pdpa"),
+];
+
+/// Demo credentials. Loopback only: a node refuses `admin`/`admin` on other addresses.
+const ADMIN: (&str, &str) = ("admin", "admin");
+/// A reader homed in ap-southeast, present on every node: what a region may see of
+/// another region's data is what this user gets.
+const ANALYST: (&str, &str) = ("analyst-apac", "analyst");
+
+const SCHEMA: &str = include_str!("../../../examples/payments/schema.sql");
+const DATA: [(&str, &str); 3] = [
+    (
+        "us-east",
+        include_str!("../../../examples/payments/data/us-east.sql"),
+    ),
+    (
+        "eu-central",
+        include_str!("../../../examples/payments/data/eu-central.sql"),
+    ),
+    (
+        "ap-southeast",
+        include_str!("../../../examples/payments/data/ap-southeast.sql"),
+    ),
+];
+
+/// What scripts need to reach the demo: written to `DIR/mesh.json`.
+#[derive(Serialize)]
+pub struct MeshFile {
+    pub regions: Vec<RegionEntry>,
+    pub users: Vec<UserEntry>,
+}
+
+#[derive(Serialize)]
+pub struct RegionEntry {
+    pub region: String,
+    pub jurisdiction: String,
+    pub flight_sql: String,
+    pub admin: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Serialize)]
+pub struct UserEntry {
+    pub name: String,
+    pub password: String,
+    pub role: String,
+    /// `null`: homed in the region of the node it connects to.
+    pub home_region: Option<String>,
+}
+
+/// Where the bundled plugin components are, if the caller did not say.
+pub fn default_plugins_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("DOMICILE_PLUGINS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    PathBuf::from(target).join("wasm32-wasip2").join("release")
+}
+
+fn component(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("{name}.wasm"));
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the bundled plugins first with\n  cargo build --release \
+         --target wasm32-wasip2 --manifest-path plugins/Cargo.toml\n(or pass --plugins-dir)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn node_config(dir: &Path, region: &str, jurisdiction: &str, public_key: &str) -> String {
+    let hash = |password: &str| crate::auth::hash_password(password).unwrap_or_default();
+    format!(
+        "# Written by `domicile demo`.\n\
+         region = \"{region}\"\njurisdiction = \"{jurisdiction}\"\ndata_dir = \"{data}\"\n\n\
+         [listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
+         [[users]]\nname = \"{admin}\"\npassword_hash = \"{admin_hash}\"\nroles = [\"admin\"]\n\
+         home_region = \"{region}\"\ncompliance = [\"{jurisdiction}\"]\n\n\
+         [[users]]\nname = \"{analyst}\"\npassword_hash = \"{analyst_hash}\"\nroles = [\"reader\"]\n\
+         home_region = \"ap-southeast\"\n\n\
+         [[trusted_keys]]\njurisdiction = \"{jurisdiction}\"\npublic_key = \"{public_key}\"\n",
+        data = dir.join("data").display(),
+        admin = ADMIN.0,
+        admin_hash = hash(ADMIN.1),
+        analyst = ANALYST.0,
+        analyst_hash = hash(ANALYST.1),
+    )
+}
+
+/// Writes the region's config and signing key on first run; returns the config path.
+fn prepare_region(
+    dir: &Path,
+    region: &str,
+    jurisdiction: &str,
+) -> anyhow::Result<(PathBuf, PathBuf, bool)> {
+    let region_dir = dir.join(region);
+    let config = region_dir.join("node.toml");
+    let key = dir.join("keys").join(format!("{jurisdiction}.key"));
+    if config.exists() {
+        return Ok((config, key, false));
+    }
+    std::fs::create_dir_all(region_dir.join("data"))?;
+    std::fs::create_dir_all(dir.join("keys"))?;
+    let (secret, public) = signing::generate_key_pair();
+    write_private(&key, &secret)?;
+    std::fs::write(
+        &config,
+        node_config(&region_dir, region, jurisdiction, &public),
+    )?;
+    Ok((config, key, true))
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Uploads the region's residency policy, the PII redactor and the transfer saga,
+/// signed with the jurisdiction's demo key, through the admin API.
+async fn upload_plugins(
+    admin: std::net::SocketAddr,
+    jurisdiction: &str,
+    policy: &str,
+    key: &Path,
+    plugins_dir: &Path,
+) -> anyhow::Result<()> {
+    let mut client = PluginAdmin::connect(&format!("http://{admin}"), ADMIN.0, ADMIN.1).await?;
+    for (kind, name) in [
+        ("residency-policy", policy),
+        ("cdc-redactor", "pii_redactor"),
+        ("saga-step", "transfer_saga"),
+    ] {
+        client
+            .upload(jurisdiction, kind, 1, key, &component(plugins_dir, name)?)
+            .await
+            .with_context(|| format!("upload {name} to {jurisdiction}"))?;
+    }
+    Ok(())
+}
+
+async fn run_script(endpoint: &str, script: &str) -> anyhow::Result<()> {
+    let mut shell = SqlShell::connect(endpoint, ADMIN.0, ADMIN.1).await?;
+    for statement in split_statements(script) {
+        let mut sink = Vec::new();
+        let ok = shell.run(&statement, &mut sink).await?;
+        anyhow::ensure!(
+            ok,
+            "statement failed: {}\n{}",
+            statement.lines().next().unwrap_or_default(),
+            String::from_utf8_lossy(&sink)
+        );
+    }
+    Ok(())
+}
+
+/// Runs the demo until a signal; `ready` is called once everything is loaded.
+pub async fn run(data_dir: PathBuf, plugins_dir: PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)?;
+    let data_dir = data_dir.canonicalize()?;
+    let mut nodes = Vec::new();
+    let mut entries = Vec::new();
+    for (region, jurisdiction, policy) in REGIONS {
+        let (config_path, key, fresh) = prepare_region(&data_dir, region, jurisdiction)?;
+        let config = NodeConfig::load(&config_path)?;
+        let node = Node::start(&config)
+            .await
+            .with_context(|| format!("{region} failed to start"))?;
+        let flight = format!("http://{}", node.listening.flight_sql);
+        let admin = node.listening.admin.context("admin API not listening")?;
+        if fresh {
+            upload_plugins(admin, jurisdiction, policy, &key, &plugins_dir).await?;
+            run_script(&flight, SCHEMA).await?;
+            let data = DATA
+                .iter()
+                .find(|(r, _)| *r == region)
+                .map(|(_, sql)| *sql)
+                .unwrap_or_default();
+            run_script(&flight, data).await?;
+        }
+        entries.push(RegionEntry {
+            region: region.into(),
+            jurisdiction: jurisdiction.into(),
+            flight_sql: flight,
+            admin: format!("http://{admin}"),
+            data_dir: config.data_dir.clone(),
+        });
+        nodes.push(node);
+    }
+    let mesh = MeshFile {
+        regions: entries,
+        users: vec![
+            UserEntry {
+                name: ADMIN.0.into(),
+                password: ADMIN.1.into(),
+                role: "admin".into(),
+                home_region: None,
+            },
+            UserEntry {
+                name: ANALYST.0.into(),
+                password: ANALYST.1.into(),
+                role: "reader".into(),
+                home_region: Some("ap-southeast".into()),
+            },
+        ],
+    };
+    let mesh_path = data_dir.join("mesh.json");
+    std::fs::write(&mesh_path, serde_json::to_vec_pretty(&mesh)?)?;
+    print_welcome(&mesh, &mesh_path).await;
+
+    crate::server::wait_for_signal().await;
+    println!("stopping the mesh");
+    let mut clean = true;
+    for (node, region) in nodes.into_iter().zip(REGIONS.map(|(r, _, _)| r)) {
+        if let Err(error) = node.stop().await {
+            clean = false;
+            eprintln!("{region} did not stop cleanly: {error:#}");
+        }
+    }
+    anyhow::ensure!(clean, "some nodes did not stop cleanly");
+    println!("stopped cleanly; data kept in {}", data_dir.display());
+    Ok(())
+}
+
+async fn print_welcome(mesh: &MeshFile, mesh_path: &Path) {
+    println!("domicile demo: a payment processor in three regions, on loopback\n");
+    for region in &mesh.regions {
+        println!(
+            "  {:<13} {:<3} flight sql {}   admin {}",
+            region.region, region.jurisdiction, region.flight_sql, region.admin
+        );
+    }
+    println!(
+        "\nusers: admin / admin (every region, homed where it connects), analyst-apac / analyst (reader homed in ap-southeast)"
+    );
+    println!(
+        "endpoints and credentials for scripts: {}\n",
+        mesh_path.display()
+    );
+    if let Some(eu) = mesh.regions.iter().find(|r| r.region == "eu-central") {
+        let query = "SELECT id, name, email, iban, balance, currency FROM accounts ORDER BY id";
+        println!(
+            "EU accounts as the ap-southeast analyst sees them (EU policy: personal data masked, balance removed):"
+        );
+        match SqlShell::connect(&eu.flight_sql, ANALYST.0, ANALYST.1).await {
+            Ok(mut shell) => {
+                let mut out = Vec::new();
+                let _ = shell.run(query, &mut out).await;
+                println!("{}", String::from_utf8_lossy(&out));
+            }
+            Err(error) => println!("  (cannot connect: {error:#})"),
+        }
+        println!("try it:");
+        println!(
+            "  DOMICILE_PASSWORD=admin cargo run -p domicile -- sql --endpoint {} --user admin -e \"{query}\"",
+            eu.flight_sql
+        );
+        println!(
+            "  DOMICILE_PASSWORD=analyst cargo run -p domicile -- sql --endpoint {} --user analyst-apac -e \"{query}\"",
+            eu.flight_sql
+        );
+        println!("\nPython (pip install adbc-driver-flightsql pyarrow):");
+        println!("  import adbc_driver_flightsql.dbapi as flightsql");
+        println!(
+            "  conn = flightsql.connect(\"{}\", db_kwargs={{\"username\": \"admin\", \"password\": \"admin\"}})",
+            eu.flight_sql.replace("http://", "grpc://")
+        );
+        println!(
+            "  cur = conn.cursor(); cur.execute(\"SELECT region, count(*) FROM accounts GROUP BY region\"); print(cur.fetchall())"
+        );
+    }
+    println!("\nready; Ctrl-C stops every node cleanly");
+}
