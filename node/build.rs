@@ -1,10 +1,15 @@
-//! Generates the admin gRPC API from `proto/` with protox (a protobuf compiler in Rust),
-//! so building needs no `protoc` on the machine.
+//! Generates the gRPC APIs from `proto/` with protox (a protobuf compiler in Rust), so
+//! building needs no `protoc` on the machine: the admin API and the node-to-node mesh API.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/domicile/admin/v1/admin.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let descriptors = protox::compile([proto], ["proto"])?;
+    let protos = [
+        "proto/domicile/admin/v1/admin.proto",
+        "proto/domicile/mesh/v1/mesh.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -56,6 +56,7 @@ pub struct NodeConfig {
     pub trusted_keys: Vec<TrustedKeyConfig>,
     #[serde(default)]
     pub residency: ResidencyConfig,
+    pub mesh: Option<MeshConfig>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -117,10 +118,39 @@ pub struct TrustedKeyConfig {
 pub struct ListenConfig {
     /// Arrow Flight SQL (gRPC). Port 0 picks a free port (printed at start).
     pub flight_sql: SocketAddr,
-    /// Admin gRPC API (plugins, sagas). Reserved: not served by this version.
+    /// Admin gRPC API (plugin management). Omit to disable.
     pub admin: Option<SocketAddr>,
     /// Prometheus `/metrics` over HTTP. Omit to disable.
     pub metrics: Option<SocketAddr>,
+    /// Node-to-node gRPC with mutual TLS (needs `[mesh]`). Omit for a node without peers.
+    pub peer: Option<SocketAddr>,
+}
+
+/// This node's mesh credentials (from `domicile certs`). Relative paths are relative to
+/// the config file's folder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// The cluster CA certificate (PEM): peers must present certificates it signed.
+    pub ca_cert: PathBuf,
+    /// This node's certificate (PEM), naming its region.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+    /// How often each peer is pinged (reachability and round-trip time), in ms.
+    #[serde(default = "default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
+    /// How long a peer call may take before the peer counts as unreachable, in ms.
+    #[serde(default = "default_peer_timeout_ms")]
+    pub peer_timeout_ms: u64,
+}
+
+fn default_ping_interval_ms() -> u64 {
+    1000
+}
+
+fn default_peer_timeout_ms() -> u64 {
+    2000
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -206,10 +236,18 @@ impl NodeConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        if config.data_dir.is_relative()
-            && let Some(folder) = path.parent()
-        {
-            config.data_dir = folder.join(&config.data_dir);
+        if let Some(folder) = path.parent() {
+            let resolve = |p: &mut PathBuf| {
+                if p.is_relative() {
+                    *p = folder.join(&*p);
+                }
+            };
+            resolve(&mut config.data_dir);
+            if let Some(mesh) = &mut config.mesh {
+                resolve(&mut mesh.ca_cert);
+                resolve(&mut mesh.cert);
+                resolve(&mut mesh.key);
+            }
         }
         Ok(config)
     }
@@ -257,6 +295,20 @@ impl NodeConfig {
                     "a peer cannot be this node's own region",
                 ));
             }
+        }
+        if (self.listen.peer.is_some() || !self.peers.is_empty()) && self.mesh.is_none() {
+            return Err(invalid(
+                "mesh",
+                "peers talk over mutual TLS only: give [mesh] ca_cert, cert and key (domicile certs)",
+            ));
+        }
+        if let Some(mesh) = &self.mesh
+            && (mesh.ping_interval_ms == 0 || mesh.peer_timeout_ms == 0)
+        {
+            return Err(invalid(
+                "mesh",
+                "ping_interval_ms and peer_timeout_ms must be > 0",
+            ));
         }
         for (index, key) in self.trusted_keys.iter().enumerate() {
             check_name(

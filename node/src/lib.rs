@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod flight;
 pub mod limits;
+pub mod mesh;
 pub mod metrics;
 pub mod plugins;
 pub mod residency;

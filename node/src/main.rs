@@ -73,10 +73,35 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Mesh certificates: a cluster CA, and one certificate per node naming its region.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// The node's hash-chained audit log (run against a stopped node's data).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make the cluster CA: DIR/ca.pem (give it to every node) and DIR/ca.key (keep it
+    /// offline; it signs node certificates).
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a node certificate for REGION signed by the CA in --ca-dir: OUT/REGION.pem
+    /// and OUT/REGION.key.
+    Node {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -235,6 +260,7 @@ fn run() -> anyhow::Result<()> {
             let plugins_dir = plugins_dir.unwrap_or_else(domicile::cli::demo::default_plugins_dir);
             runtime.block_on(domicile::cli::demo::run(data_dir, plugins_dir))
         }
+        Command::Certs { command } => make_certs(command),
         Command::Audit {
             command: AuditCommand::Verify { config, data_dir },
         } => {
@@ -261,6 +287,52 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn make_certs(command: CertsCommand) -> anyhow::Result<()> {
+    use domicile::mesh::certs;
+    let write = |path: PathBuf, text: &str, private: bool| -> anyhow::Result<()> {
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        println!("wrote {}", path.display());
+        Ok(())
+    };
+    match command {
+        CertsCommand::Ca { out } => {
+            std::fs::create_dir_all(&out)?;
+            anyhow::ensure!(
+                !out.join("ca.key").exists(),
+                "{} already holds a CA; refusing to replace it",
+                out.display()
+            );
+            let ca = certs::new_ca()?;
+            write(out.join("ca.pem"), &ca.cert_pem, false)?;
+            write(out.join("ca.key"), &ca.key_pem, true)?;
+        }
+        CertsCommand::Node {
+            ca_dir,
+            region,
+            out,
+        } => {
+            let read = |name: &str| {
+                std::fs::read_to_string(ca_dir.join(name))
+                    .with_context(|| format!("cannot read {}", ca_dir.join(name).display()))
+            };
+            let ca = certs::Issued {
+                cert_pem: read("ca.pem")?,
+                key_pem: read("ca.key")?,
+            };
+            let node = certs::new_node_cert(&ca, &region)?;
+            std::fs::create_dir_all(&out)?;
+            write(out.join(format!("{region}.pem")), &node.cert_pem, false)?;
+            write(out.join(format!("{region}.key")), &node.key_pem, true)?;
+        }
+    }
+    Ok(())
 }
 
 fn scan_for_leaks(region: &str, canaries: &Path, paths: &[PathBuf]) -> anyhow::Result<bool> {
@@ -343,8 +415,9 @@ async fn run_node(
     let off = || "off".to_string();
     let metrics = node.listening.metrics.map_or_else(off, |a| a.to_string());
     let admin = node.listening.admin.map_or_else(off, |a| a.to_string());
+    let peer = node.listening.peer.map_or_else(off, |a| a.to_string());
     println!(
-        "listening flight_sql={} admin={admin} metrics={metrics}",
+        "listening flight_sql={} admin={admin} metrics={metrics} peer={peer}",
         node.listening.flight_sql
     );
     println!("domicile node {} ({})", config.region, config.jurisdiction);

@@ -18,6 +18,8 @@ use crate::auth::{Authenticator, UserRecord};
 use crate::config::NodeConfig;
 use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
+use crate::mesh::proto::peer_server::PeerServer;
+use crate::mesh::{MeshTls, PeerMonitor, PeerService};
 use crate::metrics::{Metrics, serve_metrics};
 use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
 use crate::residency::{GuardMode, ResidencyGuard};
@@ -40,6 +42,7 @@ pub struct Listening {
     pub flight_sql: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
 }
 
 pub struct Node {
@@ -111,12 +114,27 @@ impl Node {
             identity.jurisdiction.clone(),
             config.residency.guard,
         ));
+        let mesh_tls = match &config.mesh {
+            Some(mesh) => Some(MeshTls::load(mesh, &config.region)?),
+            None => None,
+        };
+        let peers = match (&mesh_tls, &config.mesh) {
+            (Some(tls), Some(mesh)) if !config.peers.is_empty() => PeerMonitor::start(
+                &config.region,
+                &config.peers,
+                tls,
+                Duration::from_millis(mesh.ping_interval_ms),
+                Duration::from_millis(mesh.peer_timeout_ms),
+            )?,
+            _ => PeerMonitor::none(),
+        };
         let engine = Arc::new(SqlEngine::new(
             store.clone(),
             identity,
             Arc::clone(&metrics),
             plugins,
             guard,
+            Arc::new(peers),
         ));
 
         let flight_listener = TcpListener::bind(config.listen.flight_sql)
@@ -152,6 +170,32 @@ impl Node {
             Some(listener) => Some(listener.local_addr()?),
             None => None,
         };
+        let peer_listener = match config.listen.peer {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on listen.peer {address}"))?,
+            ),
+            None => None,
+        };
+        let peer_address = match &peer_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
+        let peer_server = match (peer_listener, &mesh_tls) {
+            (Some(listener), Some(tls)) => {
+                let service = PeerServer::new(PeerService::new(
+                    config.region.clone(),
+                    config.peers.iter().map(|p| p.region.clone()),
+                ));
+                let router = tonic::transport::Server::builder()
+                    .tls_config(tls.server())
+                    .context("mesh TLS configuration")?
+                    .add_service(service);
+                Some((router, listener))
+            }
+            _ => None,
+        };
         let admin_service = AdminServer::new(AdminService::new(
             Arc::clone(&auth),
             Arc::clone(engine.plugins()),
@@ -168,6 +212,7 @@ impl Node {
         let (shutdown, mut shutdown_signal) = tokio::sync::watch::channel(false);
         let mut metrics_shutdown = shutdown_signal.clone();
         let mut admin_shutdown = shutdown_signal.clone();
+        let mut peer_shutdown = shutdown_signal.clone();
         let plugins_for_metrics = Arc::clone(engine.plugins());
         let serve = tokio::spawn(async move {
             let flight = tonic::transport::Server::builder()
@@ -202,9 +247,25 @@ impl Node {
                     None => Ok(()),
                 }
             };
-            let (flight, metrics, admin) = tokio::join!(flight, metrics_server, admin_server);
+            let peer = async move {
+                match peer_server {
+                    Some((router, listener)) => router
+                        .serve_with_incoming_shutdown(
+                            incoming_without_delay(listener),
+                            async move {
+                                let _ = peer_shutdown.wait_for(|stop| *stop).await;
+                            },
+                        )
+                        .await
+                        .context("peer server failed"),
+                    None => Ok(()),
+                }
+            };
+            let (flight, metrics, admin, peer) =
+                tokio::join!(flight, metrics_server, admin_server, peer);
             flight.context("flight sql server failed")?;
             admin?;
+            peer?;
             metrics
         });
         Ok(Self {
@@ -212,6 +273,7 @@ impl Node {
                 flight_sql: flight_address,
                 admin: admin_address,
                 metrics: metrics_address,
+                peer: peer_address,
             },
             engine,
             serve,

@@ -16,7 +16,10 @@ use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 pub use arrow;
+
+mod mesh;
 pub use arrow_flight;
+pub use mesh::{Mesh, free_port, make_certs};
 
 /// Users every test node has: name, password, role. All are homed in the node's region
 /// except `apac`, a reader homed in `ap-southeast` wherever it connects.
@@ -154,6 +157,8 @@ pub struct TestNode {
     child: Option<Child>,
     starts: usize,
     extra_toml: String,
+    /// `listen.peer`, for mesh members.
+    peer_listen: Option<SocketAddr>,
 }
 
 impl TestNode {
@@ -161,9 +166,19 @@ impl TestNode {
     /// [`jurisdiction_of`]): a node refuses to store or release regional data without
     /// one, as a production node does.
     pub fn start(region: &str) -> anyhow::Result<Self> {
+        Self::start_with_policy(region, "", None)
+    }
+
+    /// [`TestNode::start`] with extra config and, for mesh members, a peer listener.
+    pub fn start_with_policy(
+        region: &str,
+        extra_toml: &str,
+        peer_listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
         let key = PolicyKey::get()?;
         let (jurisdiction, policy) = jurisdiction_of(region);
-        let node = Self::start_with(region, &key.trusted_entry(jurisdiction), |_| Ok(()))?;
+        let extra = format!("{}{extra_toml}", key.trusted_entry(jurisdiction));
+        let node = Self::start_full(region, &extra, peer_listen, |_| Ok(()))?;
         node.upload_policy(policy, 1)?;
         Ok(node)
     }
@@ -205,6 +220,16 @@ impl TestNode {
         extra_toml: &str,
         setup: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
+        Self::start_full(region, extra_toml, None, setup)
+    }
+
+    /// [`TestNode::start_with`], also serving the peer API on `peer_listen`.
+    pub fn start_full(
+        region: &str,
+        extra_toml: &str,
+        peer_listen: Option<SocketAddr>,
+        setup: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut node = Self {
             region: region.to_string(),
@@ -214,6 +239,7 @@ impl TestNode {
             child: None,
             starts: 0,
             extra_toml: extra_toml.to_string(),
+            peer_listen,
         };
         std::fs::create_dir_all(node.data_dir())?;
         setup(&node.data_dir())?;
@@ -237,8 +263,12 @@ impl TestNode {
     fn write_config(&self) -> anyhow::Result<()> {
         let (jurisdiction, _) = jurisdiction_of(&self.region);
         let mut text = format!(
-            "region = \"{region}\"\njurisdiction = \"{jurisdiction}\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[logging]\nlevel = \"info\"\n\n# Debug builds on a loaded 2-core machine: generous, so tests fail on logic, not on\n# timing. The deadline itself is tested with its default in plugin_host.\n[plugins]\ncall_deadline_ms = 2000\n",
-            region = self.region
+            "region = \"{region}\"\njurisdiction = \"{jurisdiction}\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{peer}\n[logging]\nlevel = \"info\"\n\n# Debug builds on a loaded 2-core machine: generous, so tests fail on logic, not on\n# timing. The deadline itself is tested with its default in plugin_host.\n[plugins]\ncall_deadline_ms = 2000\n",
+            region = self.region,
+            peer = self
+                .peer_listen
+                .map(|a| format!("peer = \"{a}\"\n"))
+                .unwrap_or_default(),
         );
         for ((name, _, role), hash) in USERS.iter().zip(password_hashes()) {
             text.push_str(&format!(

@@ -35,6 +35,7 @@ use super::system_tables::SystemState;
 use crate::auth::{Principal, Role};
 use crate::catalog::{DdlError, table_def_from_create};
 use crate::limits::SQL_LENGTH_MAX_BYTES;
+use crate::mesh::PeerMonitor;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::residency::{GuardSession, ResidencyGuard};
@@ -146,6 +147,7 @@ impl SqlEngine {
         metrics: Arc<Metrics>,
         plugins: Arc<PluginRegistry>,
         guard: Arc<ResidencyGuard>,
+        peers: Arc<PeerMonitor>,
     ) -> Self {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
@@ -153,20 +155,14 @@ impl SqlEngine {
             .with_information_schema(true)
             .with_target_partitions(2);
         let context = SessionContext::new_with_config(config);
-        context.register_catalog(
-            CATALOG_NAME,
-            Arc::new(DomicileCatalog::new(
-                store.clone(),
-                Arc::clone(&identity),
-                Arc::clone(&plugins),
-            )),
-        );
-        let state = context.state();
         let system = SystemState {
             store: store.clone(),
             identity: Arc::clone(&identity),
             plugins,
+            peers,
         };
+        context.register_catalog(CATALOG_NAME, Arc::new(DomicileCatalog::new(system.clone())));
+        let state = context.state();
         Self {
             _context: context,
             state,

@@ -11,7 +11,6 @@ use datafusion::error::{DataFusionError, Result};
 
 use super::system_tables::{SYSTEM_TABLE_NAMES, SystemState, system_table};
 use super::table_provider::DomicileTable;
-use crate::plugins::PluginRegistry;
 use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
@@ -26,23 +25,13 @@ pub(crate) struct DomicileCatalog {
 }
 
 impl DomicileCatalog {
-    pub(crate) fn new(
-        store: Store,
-        identity: Arc<NodeIdentity>,
-        plugins: Arc<PluginRegistry>,
-    ) -> Self {
+    pub(crate) fn new(system: SystemState) -> Self {
         Self {
             public: Arc::new(PublicSchema {
-                store: store.clone(),
-                identity: Arc::clone(&identity),
+                store: system.store.clone(),
+                identity: Arc::clone(&system.identity),
             }),
-            system: Arc::new(SystemSchema {
-                state: SystemState {
-                    store,
-                    identity,
-                    plugins,
-                },
-            }),
+            system: Arc::new(SystemSchema { state: system }),
         }
     }
 }

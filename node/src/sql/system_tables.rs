@@ -12,12 +12,14 @@ use datafusion::error::Result;
 
 use crate::catalog::Locality;
 use crate::limits::SYSTEM_AUDIT_ROWS_MAX;
+use crate::mesh::PeerMonitor;
 use crate::plugins::PluginRegistry;
 use crate::residency::AuditEntry;
 use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
-pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &["tables", "columns", "node", "plugins", "audit"];
+pub(crate) const SYSTEM_TABLE_NAMES: &[&str] =
+    &["tables", "columns", "node", "nodes", "plugins", "audit"];
 
 /// What system tables describe.
 #[derive(Clone, Debug)]
@@ -25,6 +27,7 @@ pub(crate) struct SystemState {
     pub(crate) store: Store,
     pub(crate) identity: Arc<NodeIdentity>,
     pub(crate) plugins: Arc<PluginRegistry>,
+    pub(crate) peers: Arc<PeerMonitor>,
 }
 
 pub(crate) fn system_table(
@@ -37,6 +40,7 @@ pub(crate) fn system_table(
         "node" => node(&state.store, &state.identity)?,
         "plugins" => plugins(&state.plugins)?,
         "audit" => audit(&state.store)?,
+        "nodes" => nodes(&state.identity, &state.peers)?,
         _ => return Ok(None),
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -341,6 +345,47 @@ fn audit(store: &Store) -> Result<RecordBatch> {
             Arc::new(StringArray::from_iter_values(
                 records.iter().map(|r| hex::encode(r.hash)),
             )),
+        ],
+    )
+}
+
+/// This node and every configured peer, as the peer monitor last saw them.
+fn nodes(identity: &NodeIdentity, peers: &PeerMonitor) -> Result<RecordBatch> {
+    let peers = peers.statuses();
+    let mut regions = vec![identity.region.to_string()];
+    let mut addresses = vec![None];
+    let mut is_self = vec![true];
+    let mut reachable = vec![true];
+    let mut rtt_ms: Vec<Option<f64>> = vec![Some(0.0)];
+    let mut errors = vec![None];
+    let mut seen: Vec<Option<u64>> = vec![None];
+    for peer in &peers {
+        regions.push(peer.region.clone());
+        addresses.push(Some(peer.address.clone()));
+        is_self.push(false);
+        reachable.push(peer.reachable);
+        rtt_ms.push(peer.rtt_micros.map(|m| m as f64 / 1000.0));
+        errors.push(peer.last_error.clone());
+        seen.push(peer.last_seen_unix_ms);
+    }
+    batch(
+        vec![
+            text("region"),
+            nullable_text("address"),
+            Field::new("is_self", DataType::Boolean, false),
+            Field::new("reachable", DataType::Boolean, false),
+            Field::new("rtt_ms", DataType::Float64, true),
+            nullable_text("last_error"),
+            Field::new("last_seen_unix_ms", DataType::UInt64, true),
+        ],
+        vec![
+            Arc::new(StringArray::from(regions)),
+            Arc::new(StringArray::from(addresses)),
+            Arc::new(BooleanArray::from(is_self)),
+            Arc::new(BooleanArray::from(reachable)),
+            Arc::new(arrow::array::Float64Array::from(rtt_ms)),
+            Arc::new(StringArray::from(errors)),
+            Arc::new(UInt64Array::from(seen)),
         ],
     )
 }

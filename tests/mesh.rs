@@ -1,0 +1,177 @@
+//! Nodes as a mesh over mutual TLS: peers see each other (reachability, RTT) in
+//! `system.nodes`; a caller whose certificate names another region than it claims, a
+//! server answering for another region, and a certificate of another CA are refused; a
+//! node configured with another region's certificate does not start; a killed peer shows
+//! as unreachable and comes back after a restart.
+
+use std::time::{Duration, Instant};
+
+use domicile::mesh::certs::dns_name;
+use domicile::mesh::proto::PingRequest;
+use domicile::mesh::proto::peer_client::PeerClient;
+use domicile_tests::{Mesh, TestNode, column_strings, free_port, make_certs};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
+
+/// `system.nodes` of `node` as (region, reachable) once `done` holds, or panics.
+async fn wait_for_nodes(
+    node: &TestNode,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let mut client = node.client("reader").await.expect("login");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let batches = client
+            .query("SELECT region, reachable FROM system.nodes ORDER BY region")
+            .await
+            .expect("system.nodes");
+        let rows: Vec<(String, String)> = column_strings(&batches, "region")
+            .into_iter()
+            .zip(column_strings(&batches, "reachable"))
+            .collect();
+        if done(&rows) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "{}: {rows:?}", node.region);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn all_reachable(rows: &[(String, String)]) -> bool {
+    rows.len() == 3 && rows.iter().all(|(_, reachable)| reachable == "true")
+}
+
+fn peer_address(mesh: &Mesh, region: &str) -> String {
+    let config =
+        std::fs::read_to_string(mesh.nodes[0].dir.path().join("node.toml")).expect("config");
+    // Every other node's config names `region`'s peer address; for the first node's own
+    // address, read the second node's config.
+    let other = if mesh.nodes[0].region == region {
+        std::fs::read_to_string(mesh.nodes[1].dir.path().join("node.toml")).expect("config")
+    } else {
+        config
+    };
+    let marker = format!("region = \"{region}\"\naddress = \"");
+    let start = other.find(&marker).expect("peer entry") + marker.len();
+    other[start..]
+        .split('"')
+        .next()
+        .expect("address")
+        .to_string()
+}
+
+fn client_tls(mesh: &Mesh, cert_region: &str, server_region: &str) -> ClientTlsConfig {
+    let dir = mesh.certs.path();
+    let read = |name: String| std::fs::read(dir.join(name)).expect("cert file");
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(
+            read(format!("{cert_region}.pem")),
+            read(format!("{cert_region}.key")),
+        ))
+        .domain_name(dns_name(server_region))
+}
+
+async fn ping(address: &str, tls: ClientTlsConfig, claim: &str) -> Result<String, String> {
+    let channel = Endpoint::from_shared(format!("https://{address}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    PeerClient::new(channel)
+        .ping(PingRequest {
+            region: claim.into(),
+        })
+        .await
+        .map(|reply| reply.into_inner().region)
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_see_each_other_and_impostors_are_refused() {
+    let mut mesh = Mesh::start(&REGIONS).expect("mesh starts");
+    for node in &mesh.nodes {
+        wait_for_nodes(node, all_reachable).await;
+        let mut client = node.client("reader").await.expect("login");
+        let rtts = client
+            .query("SELECT rtt_ms FROM system.nodes WHERE NOT is_self")
+            .await
+            .expect("rtt");
+        for rtt in column_strings(&rtts, "rtt_ms") {
+            let rtt: f64 = rtt.parse().expect("a measured RTT");
+            assert!(rtt > 0.0 && rtt < 2000.0, "{rtt}");
+        }
+    }
+
+    let eu = peer_address(&mesh, "eu-central");
+    // An honest peer is answered.
+    assert_eq!(
+        ping(&eu, client_tls(&mesh, "us-east", "eu-central"), "us-east").await,
+        Ok("eu-central".to_string())
+    );
+    // A caller whose certificate names ap-southeast, claiming us-east.
+    let lying = ping(
+        &eu,
+        client_tls(&mesh, "ap-southeast", "eu-central"),
+        "us-east",
+    )
+    .await;
+    assert!(
+        matches!(&lying, Err(e) if e.contains("PermissionDenied") && e.contains("certificate names ap-southeast")),
+        "{lying:?}"
+    );
+    // A server answering for eu-central when the caller expects us-east: TLS refuses.
+    let wrong_server = ping(
+        &eu,
+        client_tls(&mesh, "ap-southeast", "us-east"),
+        "ap-southeast",
+    )
+    .await;
+    assert!(wrong_server.is_err(), "{wrong_server:?}");
+    // A certificate of another CA.
+    let rogue = tempfile::tempdir().expect("dir");
+    make_certs(rogue.path(), &["us-east"]).expect("rogue certs");
+    let read = |name: &str| std::fs::read(rogue.path().join(name)).expect("file");
+    let foreign = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(mesh.certs.path().join("ca.pem")).expect("ca"),
+        ))
+        .identity(Identity::from_pem(read("us-east.pem"), read("us-east.key")))
+        .domain_name(dns_name("eu-central"));
+    assert!(
+        ping(&eu, foreign, "us-east").await.is_err(),
+        "a foreign CA's certificate"
+    );
+
+    // A killed peer is seen as unreachable, and again after its restart.
+    let (us, others) = mesh.nodes.split_at_mut(1);
+    us[0].kill9();
+    wait_for_nodes(&others[0], |rows| {
+        rows.iter()
+            .any(|(region, reachable)| region == "us-east" && reachable == "false")
+    })
+    .await;
+    us[0].restart().expect("restart");
+    wait_for_nodes(&others[0], all_reachable).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_another_regions_certificate_does_not_start() {
+    let certs = tempfile::tempdir().expect("dir");
+    make_certs(certs.path(), &["ap-southeast"]).expect("certs");
+    let extra = format!(
+        "\n[mesh]\nca_cert = \"{dir}/ca.pem\"\ncert = \"{dir}/ap-southeast.pem\"\nkey = \"{dir}/ap-southeast.key\"\n",
+        dir = certs.path().display()
+    );
+    let port = free_port().expect("port");
+    let refused = TestNode::start_full("eu-central", &extra, Some(port), |_| Ok(()));
+    let error = format!("{:#}", refused.err().expect("must not start"));
+    assert!(
+        error.contains("mesh.cert names region ap-southeast, but this node is eu-central"),
+        "{error}"
+    );
+}
