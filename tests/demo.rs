@@ -1,5 +1,5 @@
 //! `domicile demo` as a user runs it: three regions come up with their plugins and the
-//! payment example, every region answers, a reader from ap-southeast sees EU accounts
+//! payment example, peers over mutual TLS, every region answers, a reader from ap-southeast sees EU accounts
 //! as the EU policy allows, SIGTERM stops every node cleanly, and a second start on the
 //! same directory finds everything as it was (nothing loaded twice).
 
@@ -133,6 +133,27 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
         )
         .await;
         assert_eq!(currencies, ["3"]);
+    }
+    // Every region sees the other two over mutual TLS.
+    for (region, endpoint) in &regions {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let reachable = count(
+                endpoint,
+                "admin",
+                "admin",
+                "SELECT count(*) AS n FROM system.nodes WHERE reachable",
+            )
+            .await;
+            if reachable == ["3"] {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{region}: {reachable:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     let (_, eu) = &regions[1];
     let mut analyst = Client::connect(eu, "analyst-apac", "analyst")

@@ -7,6 +7,7 @@
 //! A data directory that already holds a demo (its `mesh.json`) is started again as it
 //! is: keys, plugins and rows persist; nothing is loaded twice.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -92,18 +93,41 @@ fn component(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn node_config(dir: &Path, region: &str, jurisdiction: &str, public_key: &str) -> String {
+struct RegionSetup<'a> {
+    dir: &'a Path,
+    region: &'a str,
+    jurisdiction: &'a str,
+    public_key: &'a str,
+    peer_port: SocketAddr,
+    peers: String,
+    certs: &'a Path,
+}
+
+fn node_config(setup: &RegionSetup<'_>) -> String {
+    let RegionSetup {
+        dir,
+        region,
+        jurisdiction,
+        public_key,
+        peer_port,
+        peers,
+        certs,
+    } = setup;
     let hash = |password: &str| crate::auth::hash_password(password).unwrap_or_default();
     format!(
         "# Written by `domicile demo`.\n\
          region = \"{region}\"\njurisdiction = \"{jurisdiction}\"\ndata_dir = \"{data}\"\n\n\
-         [listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
+         [listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\npeer = \"{peer_port}\"\n\n\
+         [mesh]\nca_cert = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n{peers}\n\
          [[users]]\nname = \"{admin}\"\npassword_hash = \"{admin_hash}\"\nroles = [\"admin\"]\n\
          home_region = \"{region}\"\ncompliance = [\"{jurisdiction}\"]\n\n\
          [[users]]\nname = \"{analyst}\"\npassword_hash = \"{analyst_hash}\"\nroles = [\"reader\"]\n\
          home_region = \"ap-southeast\"\n\n\
          [[trusted_keys]]\njurisdiction = \"{jurisdiction}\"\npublic_key = \"{public_key}\"\n",
         data = dir.join("data").display(),
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join(format!("{region}.pem")).display(),
+        key = certs.join(format!("{region}.key")).display(),
         admin = ADMIN.0,
         admin_hash = hash(ADMIN.1),
         analyst = ANALYST.0,
@@ -111,27 +135,62 @@ fn node_config(dir: &Path, region: &str, jurisdiction: &str, public_key: &str) -
     )
 }
 
-/// Writes the region's config and signing key on first run; returns the config path.
-fn prepare_region(
-    dir: &Path,
-    region: &str,
-    jurisdiction: &str,
-) -> anyhow::Result<(PathBuf, PathBuf, bool)> {
-    let region_dir = dir.join(region);
-    let config = region_dir.join("node.toml");
-    let key = dir.join("keys").join(format!("{jurisdiction}.key"));
-    if config.exists() {
-        return Ok((config, key, false));
+fn config_path(dir: &Path, region: &str) -> PathBuf {
+    dir.join(region).join("node.toml")
+}
+
+fn key_path(dir: &Path, jurisdiction: &str) -> PathBuf {
+    dir.join("keys").join(format!("{jurisdiction}.key"))
+}
+
+/// On first run: the mesh CA and node certificates, a peer port per region (chosen by
+/// the OS now and kept in the configs), each jurisdiction's signing key, and every
+/// region's config. Returns whether this was the first run.
+fn prepare(dir: &Path) -> anyhow::Result<bool> {
+    if REGIONS
+        .iter()
+        .all(|(region, _, _)| config_path(dir, region).exists())
+    {
+        return Ok(false);
     }
-    std::fs::create_dir_all(region_dir.join("data"))?;
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs)?;
     std::fs::create_dir_all(dir.join("keys"))?;
-    let (secret, public) = signing::generate_key_pair();
-    write_private(&key, &secret)?;
-    std::fs::write(
-        &config,
-        node_config(&region_dir, region, jurisdiction, &public),
-    )?;
-    Ok((config, key, true))
+    let ca = crate::mesh::certs::new_ca()?;
+    std::fs::write(certs.join("ca.pem"), &ca.cert_pem)?;
+    write_private(&certs.join("ca.key"), &ca.key_pem)?;
+    let mut ports = Vec::new();
+    for (region, _, _) in REGIONS {
+        let node = crate::mesh::certs::new_node_cert(&ca, region)?;
+        std::fs::write(certs.join(format!("{region}.pem")), &node.cert_pem)?;
+        write_private(&certs.join(format!("{region}.key")), &node.key_pem)?;
+        ports.push(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+    }
+    for (index, (region, jurisdiction, _)) in REGIONS.iter().enumerate() {
+        let region_dir = dir.join(region);
+        std::fs::create_dir_all(region_dir.join("data"))?;
+        let (secret, public) = signing::generate_key_pair();
+        write_private(&key_path(dir, jurisdiction), &secret)?;
+        let peers: String = REGIONS
+            .iter()
+            .zip(&ports)
+            .filter(|((other, _, _), _)| other != region)
+            .map(|((other, _, _), port)| {
+                format!("[[peers]]\nregion = \"{other}\"\naddress = \"{port}\"\n\n")
+            })
+            .collect();
+        let setup = RegionSetup {
+            dir: &region_dir,
+            region,
+            jurisdiction,
+            public_key: &public,
+            peer_port: ports[index],
+            peers,
+            certs: &certs,
+        };
+        std::fs::write(config_path(dir, region), node_config(&setup))?;
+    }
+    Ok(true)
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -188,9 +247,10 @@ pub async fn run(data_dir: PathBuf, plugins_dir: PathBuf) -> anyhow::Result<()> 
     let data_dir = data_dir.canonicalize()?;
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
+    let fresh = prepare(&data_dir)?;
     for (region, jurisdiction, policy) in REGIONS {
-        let (config_path, key, fresh) = prepare_region(&data_dir, region, jurisdiction)?;
-        let config = NodeConfig::load(&config_path)?;
+        let key = key_path(&data_dir, jurisdiction);
+        let config = NodeConfig::load(&config_path(&data_dir, region))?;
         let node = Node::start(&config)
             .await
             .with_context(|| format!("{region} failed to start"))?;
@@ -296,6 +356,21 @@ async fn print_welcome(mesh: &MeshFile, mesh_path: &Path) {
         println!(
             "  cur = conn.cursor(); cur.execute(\"SELECT region, count(*) FROM accounts GROUP BY region\"); print(cur.fetchall())"
         );
+    }
+    if let Some(eu) = mesh.regions.iter().find(|r| r.region == "eu-central") {
+        println!("\nthe mesh as eu-central sees it (peers over mutual TLS):");
+        // Peers ping each other every second; give them one round.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        if let Ok(mut shell) = SqlShell::connect(&eu.flight_sql, ADMIN.0, ADMIN.1).await {
+            let mut out = Vec::new();
+            let _ = shell
+                .run(
+                    "SELECT region, address, reachable, rtt_ms FROM system.nodes ORDER BY region",
+                    &mut out,
+                )
+                .await;
+            println!("{}", String::from_utf8_lossy(&out));
+        }
     }
     println!("\nready; Ctrl-C stops every node cleanly");
 }
