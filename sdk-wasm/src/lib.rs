@@ -144,6 +144,32 @@ pub mod residency {
     }
 
     /// The name of region `index` of a batch ("" if out of range).
+    /// `decision` for the rows whose home region satisfies `own`, `Allow` for the rest:
+    /// a jurisdiction's policy restricts its own data, not data passing through.
+    pub fn for_own_rows(
+        batch: &RowBatch,
+        own: impl Fn(&str) -> bool,
+        decision: Decision,
+    ) -> BatchDecision {
+        let others: Vec<u32> = batch
+            .home_regions
+            .iter()
+            .enumerate()
+            .filter(|(_, home)| !own(region(batch, **home)))
+            .map(|(row, _)| row as u32)
+            .collect();
+        if others.len() == batch.home_regions.len() {
+            return allow_all();
+        }
+        BatchDecision {
+            default: decision,
+            exceptions: others
+                .into_iter()
+                .map(|row| (row, Decision::Allow))
+                .collect(),
+        }
+    }
+
     pub fn region(batch: &RowBatch, index: u16) -> &str {
         batch
             .regions

@@ -53,10 +53,7 @@ impl Guest for SgPdpa {
                 "PDPA s.26: transfer outside Singapore without comparable protection",
             ),
         };
-        BatchDecision {
-            default: decision,
-            exceptions: Vec::new(),
-        }
+        for_own_rows(&batch, is_sg, decision)
     }
 
     fn may_send_step(payload: StepPayload, _source: String, _destination: String) -> Decision {

@@ -41,10 +41,7 @@ impl Guest for UsCcpa {
                 "CPRA §1798.121: rows do not travel in saga steps",
             ),
         };
-        BatchDecision {
-            default: decision,
-            exceptions: Vec::new(),
-        }
+        for_own_rows(&batch, is_us, decision)
     }
 
     fn may_send_step(payload: StepPayload, _source: String, _destination: String) -> Decision {
@@ -84,6 +81,16 @@ mod tests {
                 vec![Value::Bigint(1), Value::Text("a@b.com".into()), Value::Null],
             )],
         )
+    }
+
+    #[test]
+    fn data_of_other_jurisdictions_passing_through_is_not_restricted() {
+        let mut passing = rows();
+        passing.home_regions = vec![1];
+        assert!(matches!(
+            UsCcpa::may_leave(passing, 1, Purpose::Storage).default,
+            Decision::Allow
+        ));
     }
 
     #[test]
