@@ -175,3 +175,125 @@ async fn a_node_with_another_regions_certificate_does_not_start() {
         "{error}"
     );
 }
+
+const ACCOUNTS: &str = "CREATE TABLE accounts (id BIGINT PRIMARY KEY, region TEXT NOT NULL, \
+     name TEXT, balance DECIMAL(18,2) NOT NULL) \
+     WITH (locality = 'regional by row', region_column = 'region', pii = 'name', sensitive = 'balance')";
+
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .expect("read")
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_on_the_wrong_node_lands_at_home_and_nowhere_else() {
+    let mut mesh = Mesh::start(&["us-east", "eu-central"]).expect("mesh starts");
+    for node in &mesh.nodes {
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(ACCOUNTS).await.expect("create accounts");
+        wait_for_nodes(node, |rows| {
+            rows.iter().all(|(_, r)| r == "true") && rows.len() == 2
+        })
+        .await;
+    }
+    let canary = "canary-forwarded-5d1e";
+    let mut us = mesh.node("us-east").client("writer").await.expect("login");
+    let stored = us
+        .update(&format!(
+            "INSERT INTO accounts VALUES (7, 'eu-central', '{canary}', 10.00)"
+        ))
+        .await
+        .expect("an EU row written on the US node is forwarded");
+    assert_eq!(stored, 1);
+    let mut eu = mesh
+        .node("eu-central")
+        .client("admin")
+        .await
+        .expect("login");
+    let home = eu
+        .query("SELECT name FROM accounts WHERE id = 7")
+        .await
+        .expect("read at home");
+    assert_eq!(column_strings(&home, "name"), [canary]);
+    let here = us
+        .query("SELECT count(*) AS n FROM accounts")
+        .await
+        .expect("read on US");
+    assert_eq!(
+        column_strings(&here, "n"),
+        ["0"],
+        "the US node stores nothing of it"
+    );
+    let travel = us
+        .query("SELECT decision FROM system.audit WHERE path = 'forward'")
+        .await
+        .expect("audit");
+    assert_eq!(column_strings(&travel, "decision"), ["allow"]);
+
+    // Rows of two regions in one statement are refused (no cross-node commit).
+    let mixed = us
+        .update(
+            "INSERT INTO accounts VALUES (8, 'eu-central', 'x', 1.00), (9, 'us-east', 'y', 1.00)",
+        )
+        .await
+        .expect_err("two homes");
+    assert!(
+        mixed.message().contains("homed in several regions"),
+        "{mixed}"
+    );
+
+    // With eu-central down, a forwarded write fails naming it; local writes go on.
+    let eu_index = mesh
+        .nodes
+        .iter()
+        .position(|n| n.region == "eu-central")
+        .expect("eu");
+    mesh.nodes[eu_index].kill9();
+    let down = us
+        .update("INSERT INTO accounts VALUES (10, 'eu-central', 'z', 1.00)")
+        .await
+        .expect_err("home unreachable");
+    assert!(
+        down.message().contains("region eu-central is unreachable"),
+        "{down}"
+    );
+    us.update("INSERT INTO accounts VALUES (11, 'us-east', 'local', 1.00)")
+        .await
+        .expect("local writes keep working");
+    mesh.nodes[eu_index].restart().expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match us
+            .update("INSERT INTO accounts VALUES (10, 'eu-central', 'z', 1.00)")
+            .await
+        {
+            Ok(n) => {
+                assert_eq!(n, 1);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "after restart: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let us_index = mesh
+        .nodes
+        .iter()
+        .position(|n| n.region == "us-east")
+        .expect("us");
+    mesh.nodes[us_index].stop().expect("stop");
+    let leaked = files_containing(mesh.nodes[us_index].dir.path(), canary);
+    assert!(leaked.is_empty(), "the forwarding node kept {leaked:?}");
+}

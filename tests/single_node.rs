@@ -391,7 +391,11 @@ async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
         .update("INSERT INTO accounts (id, region, balance) VALUES (20, 'eu-central', 1), (21, 'us-east', 1)")
         .await
         .expect_err("mixed insert");
-    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("homed in several regions"),
+        "{error}"
+    );
     let error = admin
         .update("UPDATE accounts SET id = 1 WHERE id <> 1 OR id = 1")
         .await;

@@ -19,7 +19,7 @@ use crate::config::NodeConfig;
 use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 use crate::mesh::proto::peer_server::PeerServer;
-use crate::mesh::{MeshTls, PeerMonitor, PeerService};
+use crate::mesh::{MeshTls, PeerMonitor, PeerRouter, PeerService};
 use crate::metrics::{Metrics, serve_metrics};
 use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
 use crate::residency::{GuardMode, ResidencyGuard};
@@ -118,6 +118,15 @@ impl Node {
             Some(mesh) => Some(MeshTls::load(mesh, &config.region)?),
             None => None,
         };
+        let router = match (&mesh_tls, &config.mesh) {
+            (Some(tls), Some(mesh)) => PeerRouter::new(
+                &config.region,
+                &config.peers,
+                tls,
+                Duration::from_millis(mesh.peer_timeout_ms),
+            )?,
+            _ => PeerRouter::none(&config.region),
+        };
         let peers = match (&mesh_tls, &config.mesh) {
             (Some(tls), Some(mesh)) if !config.peers.is_empty() => PeerMonitor::start(
                 &config.region,
@@ -135,6 +144,7 @@ impl Node {
             plugins,
             guard,
             Arc::new(peers),
+            Arc::new(router),
         ));
 
         let flight_listener = TcpListener::bind(config.listen.flight_sql)
@@ -187,7 +197,9 @@ impl Node {
                 let service = PeerServer::new(PeerService::new(
                     config.region.clone(),
                     config.peers.iter().map(|p| p.region.clone()),
-                ));
+                    Arc::clone(&engine),
+                ))
+                .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
                 let router = tonic::transport::Server::builder()
                     .tls_config(tls.server())
                     .context("mesh TLS configuration")?

@@ -14,6 +14,17 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -7,3 +7,4 @@ mod service;
 mod status;
 
 pub use service::FlightSqlServer;
+pub(crate) use status::sql_status;

@@ -4,6 +4,7 @@
 use tonic::Status;
 
 use crate::auth::AuthError;
+use crate::mesh::ForwardError;
 use crate::residency::GuardError;
 use crate::sql::{SqlError, WriteError};
 use crate::storage::StorageError;
@@ -29,6 +30,13 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
             WriteError::TableChanged(_) => Status::aborted(message),
             WriteError::Storage(storage) => storage_status(storage),
             WriteError::Residency { error, .. } => residency_status(error),
+            WriteError::SpansRegions { .. } => Status::invalid_argument(message),
+            WriteError::Forward(forward) => match forward {
+                ForwardError::Unreachable { .. } => Status::unavailable(message),
+                ForwardError::UnknownRegion(_) => Status::failed_precondition(message),
+                ForwardError::Refused { code, .. } => Status::new(code, message),
+                ForwardError::Encode(_) => Status::internal(message),
+            },
             WriteError::NoSession => {
                 tracing::error!(error = %message, "statement without a session");
                 Status::internal(message)

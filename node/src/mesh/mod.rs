@@ -6,10 +6,12 @@
 pub mod certs;
 mod peer_monitor;
 mod peer_service;
+mod router;
 mod tls;
 
 pub use peer_monitor::{PeerMonitor, PeerStatus};
 pub use peer_service::PeerService;
+pub use router::{ForwardError, PeerRouter};
 pub use tls::MeshTls;
 
 /// Generated protobuf messages, server and client.

@@ -1,23 +1,34 @@
 //! The server side of the node-to-node API.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::certs;
 use super::proto::peer_server::Peer;
-use super::proto::{PingReply, PingRequest};
+use super::proto::{InsertRowsReply, InsertRowsRequest, PingReply, PingRequest};
+use super::router::decode as decode_ipc;
+use crate::auth::{Principal, Role};
+use crate::flight::sql_status;
+use crate::sql::SqlEngine;
 
 pub struct PeerService {
     region: String,
     peers: HashSet<String>,
+    engine: Arc<SqlEngine>,
 }
 
 impl PeerService {
-    pub fn new(region: String, peers: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(
+        region: String,
+        peers: impl IntoIterator<Item = String>,
+        engine: Arc<SqlEngine>,
+    ) -> Self {
         Self {
             region,
             peers: peers.into_iter().collect(),
+            engine,
         }
     }
 
@@ -54,5 +65,37 @@ impl Peer for PeerService {
         Ok(Response::new(PingReply {
             region: self.region.clone(),
         }))
+    }
+
+    async fn insert_rows(
+        &self,
+        request: Request<InsertRowsRequest>,
+    ) -> Result<Response<InsertRowsReply>, Status> {
+        let claimed = request.get_ref().region.clone();
+        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
+            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
+        })?;
+        let body = request.into_inner();
+        let forwarded = body
+            .principal
+            .ok_or_else(|| Status::invalid_argument("forwarded rows name no principal"))?;
+        let role = Role::parse(&forwarded.role)
+            .ok_or_else(|| Status::invalid_argument("forwarded principal has an unknown role"))?;
+        let principal = Principal {
+            user: forwarded.user,
+            role,
+            home_region: forwarded.home_region,
+            compliance: Vec::new(),
+        };
+        let batches = decode_ipc(&body.arrow_ipc).map_err(|e| {
+            Status::invalid_argument(format!("rows are not an Arrow IPC stream: {e}"))
+        })?;
+        let count = self
+            .engine
+            .insert_forwarded(principal, &body.table, batches)
+            .await
+            .map_err(sql_status)?;
+        tracing::info!(from = %caller, table = %body.table, rows = count, "stored rows forwarded by a peer");
+        Ok(Response::new(InsertRowsReply { count }))
     }
 }

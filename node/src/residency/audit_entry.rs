@@ -11,6 +11,8 @@ pub enum AuditPath {
     Store,
     /// Rows returned to a client homed in another region.
     QueryResult,
+    /// Rows written here but homed elsewhere, sent to their home node.
+    Forward,
 }
 
 impl AuditPath {
@@ -18,6 +20,7 @@ impl AuditPath {
         match self {
             AuditPath::Store => "store",
             AuditPath::QueryResult => "query-result",
+            AuditPath::Forward => "forward",
         }
     }
 }

@@ -11,6 +11,7 @@ use super::audit_entry::{AuditEntry, AuditPath, PluginRef};
 use crate::auth::Principal;
 use crate::catalog::{Locality, TableDef};
 use crate::limits::POLICY_BATCH_ROWS_MAX;
+use crate::mesh::PeerRouter;
 use crate::plugins::residency_types::{
     BatchDecision, ColumnAction, Decision, Purpose, RowBatch, Table,
 };
@@ -56,12 +57,14 @@ pub enum GuardError {
     Audit(#[from] StorageError),
 }
 
-/// What the guard needs per statement: who is asking. Travels in DataFusion's session
-/// config (`TaskContext`), so every scan and sink of a statement sees it.
+/// What a statement needs beyond its plan: who is asking, the guard, and the way to
+/// the other regions' nodes. Travels in DataFusion's session config (`TaskContext`), so
+/// every scan and sink of a statement sees it.
 #[derive(Debug)]
 pub struct GuardSession {
     pub principal: Principal,
     pub guard: Arc<ResidencyGuard>,
+    pub router: Arc<PeerRouter>,
 }
 
 /// The outcome of one decision, and the audit entry that records it (`None` when no
@@ -232,7 +235,7 @@ impl ResidencyGuard {
             &self.region,
             rows.len(),
         );
-        let outcome = self.decide_store(def, rows, &mut audit);
+        let outcome = self.decide_store(def, rows, None, &mut audit);
         finish(&mut audit, &outcome);
         Verdict {
             outcome,
@@ -240,28 +243,66 @@ impl ResidencyGuard {
         }
     }
 
+    /// May these rows (every column), written here but homed in `home`, travel there?
+    /// This node's policy decides: the rows are on its territory now. Column changes
+    /// are refused, as for storage.
+    pub fn check_travel(
+        &self,
+        principal: &Principal,
+        def: &TableDef,
+        rows: &[Vec<Value>],
+        home: &str,
+    ) -> Verdict {
+        if !self.governs(def) || rows.is_empty() {
+            return Verdict::none();
+        }
+        let columns: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
+        let mut audit = self.entry(
+            principal,
+            AuditPath::Forward,
+            &def.name,
+            columns,
+            home,
+            rows.len(),
+        );
+        let outcome = self.decide_store(def, rows, Some(home), &mut audit);
+        finish(&mut audit, &outcome);
+        Verdict {
+            outcome,
+            audit: Some(audit),
+        }
+    }
+
+    /// `may-store` here (`travel_to` none), or `may-leave` for storage in `travel_to`.
     fn decide_store(
         &self,
         def: &TableDef,
         rows: &[Vec<Value>],
+        travel_to: Option<&str>,
         audit: &mut AuditEntry,
     ) -> Result<(), GuardError> {
         let policy = self.policy()?;
         audit.plugin = Some(plugin_ref(&policy));
         for chunk in rows.chunks(POLICY_BATCH_ROWS_MAX) {
+            let mut regions = vec![self.region.to_string()];
+            if let Some(home) = travel_to {
+                regions.push(home.to_string());
+            }
+            let home = u16::from(travel_to.is_some());
             let batch = RowBatch {
                 table: wit_values::table(def),
-                regions: vec![self.region.to_string()],
-                home_regions: vec![0; chunk.len()],
+                regions,
+                home_regions: vec![home; chunk.len()],
                 rows: chunk
                     .iter()
                     .map(|r| wit_values::row_to_wit(def, r))
                     .collect(),
             };
-            let decision = policy
-                .plugin
-                .may_store(&batch, 0)
-                .map_err(|e| self.failed(e))?;
+            let decision = match travel_to {
+                Some(_) => policy.plugin.may_leave(&batch, 1, Purpose::Storage),
+                None => policy.plugin.may_store(&batch, 0),
+            }
+            .map_err(|e| self.failed(e))?;
             for row in 0..chunk.len() {
                 let decision = effective(&decision, row);
                 if let Some(refusal) = self.denied(decision) {

@@ -34,6 +34,7 @@ use super::arrow_convert::{
 use super::pushdown::Access;
 use crate::catalog::{DataClass, Locality, TableDef};
 use crate::limits::{SCAN_BATCH_ROWS_MAX, STATEMENT_ROWS_MAX};
+use crate::mesh::ForwardError;
 use crate::residency::{AuditEntry, GuardError, GuardSession, ResidencyGuard};
 use crate::storage::{StorageError, Store, Value, WriteContext};
 
@@ -76,6 +77,13 @@ pub enum WriteError {
     },
     #[error("internal error: statement executed without a principal; refused")]
     NoSession,
+    #[error(
+        "rows of table {table} are homed in several regions ({regions:?}); write each \
+         region's rows in a statement of its own"
+    )]
+    SpansRegions { table: String, regions: Vec<String> },
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
 
 /// The principal and guard of the statement being executed.
@@ -259,46 +267,126 @@ impl DataSink for InsertSink {
         context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let session = guard_session(context)?;
-        let def = Arc::clone(&self.target.def);
-        let mut rows: Vec<Vec<Value>> = Vec::new();
-        let mut partitions: Vec<String> = Vec::new();
+        let mut batches = Vec::new();
+        let mut count = 0;
         while let Some(batch) = data.next().await {
             let batch = batch?;
-            if rows.len() + batch.num_rows() > STATEMENT_ROWS_MAX {
+            count += batch.num_rows();
+            if count > STATEMENT_ROWS_MAX {
                 return Err(WriteError::TooManyRows.into());
             }
-            for row in batch_to_rows(&def, &batch).map_err(WriteError::from)? {
-                partitions.push(self.target.home_partition(&row)?);
-                rows.push(row);
-            }
+            batches.push(batch);
         }
-        let audit = match check_store(&session, &def, &rows) {
-            Ok(audit) => audit,
-            Err(error) => return Err(refuse(&session.guard, error).await),
-        };
-        let count = rows.len() as u64;
-        self.target
-            .store
-            .write(move |ctx| -> Result<u64, WriteError> {
-                ensure_current(ctx, &def)?;
-                for (partition, row) in partitions.iter().zip(&rows) {
-                    let key = primary_key(&def, row);
-                    if ctx.exists(&def, &key)? {
-                        return Err(WriteError::DuplicateKey {
-                            table: def.name.clone(),
-                            key: describe_key(&def, &key),
-                        });
-                    }
-                    ctx.put_row(&def, partition, row);
-                }
-                if let Some(body) = audit {
-                    ctx.append_audit(body);
-                }
-                Ok(count)
-            })
-            .await
-            .map_err(DataFusionError::from)
+        insert_local(&self.target, &session, batches).await
     }
+}
+
+/// The one region other than this node's that every row is homed in, if the table is
+/// REGIONAL BY ROW and no row is homed here; rows of several regions are refused
+/// (a statement is atomic on one node; there is no cross-node commit).
+fn remote_home(target: &WriteTarget, rows: &[Vec<Value>]) -> Result<Option<String>, WriteError> {
+    let Some(index) = target.def.region_column_index() else {
+        return Ok(None);
+    };
+    let mut homes = std::collections::BTreeSet::new();
+    for row in rows {
+        if let Value::Text(region) = &row[index] {
+            homes.insert(region.as_str());
+        }
+    }
+    let local = &*target.local_region;
+    match (homes.len(), homes.iter().next()) {
+        (1, Some(home)) if *home != local => Ok(Some((*home).to_string())),
+        (n, _) if n > 1 => Err(WriteError::SpansRegions {
+            table: target.def.name.clone(),
+            regions: homes.iter().map(|h| (*h).to_string()).collect(),
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// An INSERT's rows: stored here if homed here, or sent to their home node (after this
+/// node's policy lets them travel) and kept nowhere here.
+pub(crate) async fn insert_local(
+    target: &WriteTarget,
+    session: &GuardSession,
+    batches: Vec<RecordBatch>,
+) -> Result<u64> {
+    let def = Arc::clone(&target.def);
+    let mut rows: Vec<Vec<Value>> = Vec::new();
+    for batch in &batches {
+        rows.extend(batch_to_rows(&def, batch).map_err(WriteError::from)?);
+    }
+    if rows.len() > STATEMENT_ROWS_MAX {
+        return Err(WriteError::TooManyRows.into());
+    }
+    if let Some(home) = remote_home(target, &rows)? {
+        return forward(target, session, rows, &home).await;
+    }
+    let mut partitions: Vec<String> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        partitions.push(target.home_partition(row)?);
+    }
+    let audit = match check_store(session, &def, &rows) {
+        Ok(audit) => audit,
+        Err(error) => return Err(refuse(&session.guard, error).await),
+    };
+    let count = rows.len() as u64;
+    target
+        .store
+        .write(move |ctx| -> Result<u64, WriteError> {
+            ensure_current(ctx, &def)?;
+            for (partition, row) in partitions.iter().zip(&rows) {
+                let key = primary_key(&def, row);
+                if ctx.exists(&def, &key)? {
+                    return Err(WriteError::DuplicateKey {
+                        table: def.name.clone(),
+                        key: describe_key(&def, &key),
+                    });
+                }
+                ctx.put_row(&def, partition, row);
+            }
+            if let Some(body) = audit {
+                ctx.append_audit(body);
+            }
+            Ok(count)
+        })
+        .await
+        .map_err(DataFusionError::from)
+}
+
+/// Sends rows homed in `home` to its node once this node's policy lets them travel
+/// there; the decision is audited here, the storage decision there.
+async fn forward(
+    target: &WriteTarget,
+    session: &GuardSession,
+    rows: Vec<Vec<Value>>,
+    home: &str,
+) -> Result<u64> {
+    let def = &target.def;
+    let verdict = session
+        .guard
+        .check_travel(&session.principal, def, &rows, home);
+    if let Some(entry) = verdict.audit {
+        let refused = verdict.outcome.is_err();
+        let recorded = session.guard.record(entry).await;
+        if let (Err(error), false) = (recorded, refused) {
+            return Err(WriteError::Residency { error, audit: None }.into());
+        }
+    }
+    if let Err(error) = verdict.outcome {
+        return Err(WriteError::Residency { error, audit: None }.into());
+    }
+    let all: Vec<usize> = (0..def.columns.len()).collect();
+    let batch = rows_to_batch(def, &all, &table_schema(def), &rows)
+        .map_err(|e| WriteError::Evaluate(e.to_string()))?;
+    let count = session
+        .router
+        .insert_rows(home, &session.principal, &def.name, &batch)
+        .await
+        .map_err(WriteError::Forward)?;
+    tracing::info!(table = %def.name, home, rows = count, "rows forwarded to their home region");
+    Ok(count)
 }
 
 // ---------------------------------------------------------------------------------------

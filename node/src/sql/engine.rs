@@ -35,7 +35,7 @@ use super::system_tables::SystemState;
 use crate::auth::{Principal, Role};
 use crate::catalog::{DdlError, table_def_from_create};
 use crate::limits::SQL_LENGTH_MAX_BYTES;
-use crate::mesh::PeerMonitor;
+use crate::mesh::{PeerMonitor, PeerRouter};
 use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::residency::{GuardSession, ResidencyGuard};
@@ -138,6 +138,7 @@ pub struct SqlEngine {
     metrics: Arc<Metrics>,
     system: SystemState,
     guard: Arc<ResidencyGuard>,
+    router: Arc<PeerRouter>,
 }
 
 impl SqlEngine {
@@ -148,6 +149,7 @@ impl SqlEngine {
         plugins: Arc<PluginRegistry>,
         guard: Arc<ResidencyGuard>,
         peers: Arc<PeerMonitor>,
+        router: Arc<PeerRouter>,
     ) -> Self {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
@@ -171,6 +173,7 @@ impl SqlEngine {
             metrics,
             system,
             guard,
+            router,
         }
     }
 
@@ -314,6 +317,7 @@ impl SqlEngine {
                 let session = GuardSession {
                     principal: prepared.principal.clone(),
                     guard: Arc::clone(&self.guard),
+                    router: Arc::clone(&self.router),
                 };
                 let config = state.config().clone().with_extension(Arc::new(session));
                 let task = Arc::new(TaskContext::from(state).with_session_config(config));
@@ -331,6 +335,39 @@ impl SqlEngine {
                 Ok(empty_stream())
             }
         }
+    }
+
+    /// Stores rows a peer forwarded for `principal` (full rows of `table`, homed here),
+    /// through the same checks as a local INSERT: home region, residency policy, audit.
+    pub async fn insert_forwarded(
+        &self,
+        principal: Principal,
+        table: &str,
+        batches: Vec<arrow::array::RecordBatch>,
+    ) -> Result<u64, SqlError> {
+        if !principal.may(Role::Writer) {
+            return Err(SqlError::PermissionDenied {
+                user: principal.user,
+                needed: Role::Writer,
+            });
+        }
+        let def = self
+            .store
+            .table(table)
+            .ok_or_else(|| SqlError::NotFound(format!("table {table} does not exist")))?;
+        let session = GuardSession {
+            principal,
+            guard: Arc::clone(&self.guard),
+            router: Arc::clone(&self.router),
+        };
+        let target = super::dml::WriteTarget {
+            def,
+            store: self.store.clone(),
+            local_region: Arc::clone(&self.identity.region),
+        };
+        super::dml::insert_local(&target, &session, batches)
+            .await
+            .map_err(SqlError::from_datafusion)
     }
 
     /// Prepare and execute in one step.
