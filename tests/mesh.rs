@@ -242,6 +242,28 @@ async fn a_write_on_the_wrong_node_lands_at_home_and_nowhere_else() {
         .expect("audit");
     assert_eq!(column_strings(&travel, "decision"), ["allow"]);
 
+    // A read of EU rows on the US node is answered by the EU node, through the EU
+    // policy for a reader homed in us-east: pii masked, sensitive removed.
+    let remote = us
+        .query("SELECT id, name, balance FROM accounts WHERE region = 'eu-central' AND id = 7")
+        .await
+        .expect("forwarded read");
+    assert_eq!(column_strings(&remote, "id"), ["7"]);
+    assert_eq!(column_strings(&remote, "name"), ["*****************5d1e"]);
+    assert_eq!(column_strings(&remote, "balance"), [""]);
+    let all_eu = us
+        .query("SELECT count(*) AS n FROM accounts WHERE region = 'eu-central'")
+        .await
+        .expect("forwarded scan");
+    assert_eq!(column_strings(&all_eu, "n"), ["1"]);
+    let decided = eu
+        .query("SELECT principal, decision, destination_region FROM system.audit WHERE path = 'query-result'")
+        .await
+        .expect("EU audit");
+    assert_eq!(column_strings(&decided, "principal")[0], "writer");
+    assert_eq!(column_strings(&decided, "decision")[0], "allow-with");
+    assert_eq!(column_strings(&decided, "destination_region")[0], "us-east");
+
     // Rows of two regions in one statement are refused (no cross-node commit).
     let mixed = us
         .update(
@@ -268,6 +290,16 @@ async fn a_write_on_the_wrong_node_lands_at_home_and_nowhere_else() {
     assert!(
         down.message().contains("region eu-central is unreachable"),
         "{down}"
+    );
+    let unreadable = us
+        .query("SELECT id FROM accounts WHERE region = 'eu-central'")
+        .await
+        .expect_err("home unreachable for reads too");
+    assert!(
+        unreadable
+            .message()
+            .contains("region eu-central is unreachable"),
+        "{unreadable}"
     );
     us.update("INSERT INTO accounts VALUES (11, 'us-east', 'local', 1.00)")
         .await

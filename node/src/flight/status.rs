@@ -31,12 +31,7 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
             WriteError::Storage(storage) => storage_status(storage),
             WriteError::Residency { error, .. } => residency_status(error),
             WriteError::SpansRegions { .. } => Status::invalid_argument(message),
-            WriteError::Forward(forward) => match forward {
-                ForwardError::Unreachable { .. } => Status::unavailable(message),
-                ForwardError::UnknownRegion(_) => Status::failed_precondition(message),
-                ForwardError::Refused { code, .. } => Status::new(code, message),
-                ForwardError::Encode(_) => Status::internal(message),
-            },
+            WriteError::Forward(forward) => forward_status(forward),
             WriteError::NoSession => {
                 tracing::error!(error = %message, "statement without a session");
                 Status::internal(message)
@@ -44,6 +39,17 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
         },
         SqlError::Storage(storage) => storage_status(storage),
         SqlError::Residency(error) => residency_status(error),
+        SqlError::Forward(error) => forward_status(error),
+    }
+}
+
+fn forward_status(error: ForwardError) -> Status {
+    let message = error.to_string();
+    match error {
+        ForwardError::Unreachable { .. } => Status::unavailable(message),
+        ForwardError::UnknownRegion(_) => Status::failed_precondition(message),
+        ForwardError::Refused { code, .. } => Status::new(code, message),
+        ForwardError::Encode(_) => Status::internal(message),
     }
 }
 

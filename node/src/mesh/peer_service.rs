@@ -7,8 +7,11 @@ use tonic::{Request, Response, Status};
 
 use super::certs;
 use super::proto::peer_server::Peer;
-use super::proto::{InsertRowsReply, InsertRowsRequest, PingReply, PingRequest};
-use super::router::decode as decode_ipc;
+use super::proto::{
+    ForwardedPrincipal, InsertRowsReply, InsertRowsRequest, PingReply, PingRequest, ScanRowsReply,
+    ScanRowsRequest,
+};
+use super::router::{decode as decode_ipc, encode_all};
 use crate::auth::{Principal, Role};
 use crate::flight::sql_status;
 use crate::sql::SqlEngine;
@@ -76,17 +79,7 @@ impl Peer for PeerService {
             tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
         })?;
         let body = request.into_inner();
-        let forwarded = body
-            .principal
-            .ok_or_else(|| Status::invalid_argument("forwarded rows name no principal"))?;
-        let role = Role::parse(&forwarded.role)
-            .ok_or_else(|| Status::invalid_argument("forwarded principal has an unknown role"))?;
-        let principal = Principal {
-            user: forwarded.user,
-            role,
-            home_region: forwarded.home_region,
-            compliance: Vec::new(),
-        };
+        let principal = principal(body.principal)?;
         let batches = decode_ipc(&body.arrow_ipc).map_err(|e| {
             Status::invalid_argument(format!("rows are not an Arrow IPC stream: {e}"))
         })?;
@@ -98,4 +91,46 @@ impl Peer for PeerService {
         tracing::info!(from = %caller, table = %body.table, rows = count, "stored rows forwarded by a peer");
         Ok(Response::new(InsertRowsReply { count }))
     }
+
+    async fn scan_rows(
+        &self,
+        request: Request<ScanRowsRequest>,
+    ) -> Result<Response<ScanRowsReply>, Status> {
+        let claimed = request.get_ref().region.clone();
+        self.caller(&request, &claimed).inspect_err(|refusal| {
+            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
+        })?;
+        let body = request.into_inner();
+        let principal = principal(body.principal)?;
+        let keys = if body.keys_ipc.is_empty() {
+            None
+        } else {
+            Some(decode_ipc(&body.keys_ipc).map_err(|e| {
+                Status::invalid_argument(format!("keys are not an Arrow IPC stream: {e}"))
+            })?)
+        };
+        let limit = usize::try_from(body.limit).ok().filter(|l| *l > 0);
+        let (schema, batches) = self
+            .engine
+            .scan_forwarded(principal, &body.table, &body.columns, keys, limit)
+            .await
+            .map_err(sql_status)?;
+        let arrow_ipc = encode_all(&schema, &batches)
+            .map_err(|e| Status::internal(format!("cannot encode rows: {e}")))?;
+        Ok(Response::new(ScanRowsReply { arrow_ipc }))
+    }
+}
+
+/// The client a peer calls for; trusted because the peer is authenticated.
+fn principal(forwarded: Option<ForwardedPrincipal>) -> Result<Principal, Status> {
+    let forwarded =
+        forwarded.ok_or_else(|| Status::invalid_argument("the call names no principal"))?;
+    let role = Role::parse(&forwarded.role)
+        .ok_or_else(|| Status::invalid_argument("forwarded principal has an unknown role"))?;
+    Ok(Principal {
+        user: forwarded.user,
+        role,
+        home_region: forwarded.home_region,
+        compliance: Vec::new(),
+    })
 }

@@ -8,7 +8,7 @@ use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
 use super::proto::peer_client::PeerClient;
-use super::proto::{ForwardedPrincipal, InsertRowsRequest};
+use super::proto::{ForwardedPrincipal, InsertRowsRequest, ScanRowsRequest};
 use super::tls::MeshTls;
 use crate::auth::Principal;
 use crate::config::PeerConfig;
@@ -16,7 +16,9 @@ use crate::config::PeerConfig;
 /// Why a forwarded write did not happen. Texts name regions and tables, not values.
 #[derive(Debug, Error)]
 pub enum ForwardError {
-    #[error("region {0} is not a peer of this node, so rows homed there cannot be written here")]
+    #[error(
+        "region {0} is not a peer of this node, so rows homed there cannot be reached from here"
+    )]
     UnknownRegion(String),
     #[error(
         "region {region} is unreachable ({detail}); rows homed there cannot be written until it is back"
@@ -75,6 +77,59 @@ impl PeerRouter {
         })
     }
 
+    pub fn local_region(&self) -> &str {
+        &self.region
+    }
+
+    /// Whether this node is part of a mesh at all. A standalone node answers only for
+    /// its own region: a filter on another region matches nothing here.
+    pub fn has_peers(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    fn client(&self, home: &str) -> Result<PeerClient<Channel>, ForwardError> {
+        self.clients
+            .get(home)
+            .cloned()
+            .ok_or_else(|| ForwardError::UnknownRegion(home.into()))
+    }
+
+    /// Reads `columns` of the rows of `table` homed in `home` (only those with the
+    /// primary keys in `keys`, if given) from `home`'s node, as `principal` may see them
+    /// there.
+    pub async fn scan_rows(
+        &self,
+        home: &str,
+        principal: &Principal,
+        table: &str,
+        columns: Vec<String>,
+        keys: Option<&RecordBatch>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RecordBatch>, ForwardError> {
+        let mut client = self.client(home)?;
+        let keys_ipc = match keys {
+            Some(keys) => encode(keys).map_err(|_| ForwardError::Encode(home.into()))?,
+            None => Vec::new(),
+        };
+        let request = ScanRowsRequest {
+            region: self.region.clone(),
+            principal: Some(forwarded(principal)),
+            table: table.into(),
+            columns,
+            keys_ipc,
+            limit: limit.map_or(0, |l| l as u64),
+        };
+        let reply = client
+            .scan_rows(request)
+            .await
+            .map_err(|status| classify(home, status))?;
+        decode(&reply.into_inner().arrow_ipc).map_err(|e| ForwardError::Refused {
+            region: home.into(),
+            code: tonic::Code::Internal,
+            message: format!("unreadable rows: {e}"),
+        })
+    }
+
     /// Sends `rows` (full rows of `table`, all homed in `home`) to `home`'s node, which
     /// stores them for `principal`; returns how many it stored.
     pub async fn insert_rows(
@@ -84,48 +139,65 @@ impl PeerRouter {
         table: &str,
         rows: &RecordBatch,
     ) -> Result<u64, ForwardError> {
-        let mut client = self
-            .clients
-            .get(home)
-            .cloned()
-            .ok_or_else(|| ForwardError::UnknownRegion(home.into()))?;
+        let mut client = self.client(home)?;
         let arrow_ipc = encode(rows).map_err(|_| ForwardError::Encode(home.into()))?;
         let request = InsertRowsRequest {
             region: self.region.clone(),
-            principal: Some(ForwardedPrincipal {
-                user: principal.user.clone(),
-                role: principal.role.to_string(),
-                home_region: principal.home_region.clone(),
-            }),
+            principal: Some(forwarded(principal)),
             table: table.into(),
             arrow_ipc,
         };
-        match client.insert_rows(request).await {
-            Ok(reply) => Ok(reply.into_inner().count),
-            Err(status)
-                if status.code() == tonic::Code::Unavailable
-                    || status.code() == tonic::Code::DeadlineExceeded
-                    || status.code() == tonic::Code::Unknown
-                        && status.message().contains("transport") =>
-            {
-                Err(ForwardError::Unreachable {
-                    region: home.into(),
-                    detail: status.message().into(),
-                })
-            }
-            Err(status) => Err(ForwardError::Refused {
-                region: home.into(),
-                code: status.code(),
-                message: status.message().into(),
-            }),
+        client
+            .insert_rows(request)
+            .await
+            .map(|reply| reply.into_inner().count)
+            .map_err(|status| classify(home, status))
+    }
+}
+
+fn forwarded(principal: &Principal) -> ForwardedPrincipal {
+    ForwardedPrincipal {
+        user: principal.user.clone(),
+        role: principal.role.to_string(),
+        home_region: principal.home_region.clone(),
+    }
+}
+
+/// A transport failure means the home is unreachable; anything else is its answer.
+fn classify(home: &str, status: tonic::Status) -> ForwardError {
+    let transport = matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+    ) || status.code() == tonic::Code::Unknown
+        && status.message().contains("transport");
+    if transport {
+        ForwardError::Unreachable {
+            region: home.into(),
+            detail: status.message().into(),
+        }
+    } else {
+        ForwardError::Refused {
+            region: home.into(),
+            code: status.code(),
+            message: status.message().into(),
         }
     }
 }
 
 fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    encode_all(&batch.schema(), std::slice::from_ref(batch))
+}
+
+/// One Arrow IPC stream of `batches` (possibly none) of `schema`.
+pub(crate) fn encode_all(
+    schema: &arrow::datatypes::Schema,
+    batches: &[RecordBatch],
+) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut out = Vec::new();
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())?;
-    writer.write(batch)?;
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
     writer.finish()?;
     drop(writer);
     Ok(out)

@@ -370,6 +370,49 @@ impl SqlEngine {
             .map_err(SqlError::from_datafusion)
     }
 
+    /// Reads `columns` of the rows of `table` homed here (those with the given primary
+    /// keys, if any) for a principal a peer forwarded, through the same egress decision
+    /// and audit as a local read. Returns the result schema and the rows.
+    pub async fn scan_forwarded(
+        &self,
+        principal: Principal,
+        table: &str,
+        columns: &[String],
+        keys: Option<Vec<arrow::array::RecordBatch>>,
+        limit: Option<usize>,
+    ) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>), SqlError> {
+        let def = self
+            .store
+            .table(table)
+            .ok_or_else(|| SqlError::NotFound(format!("table {table} does not exist")))?;
+        let projection = columns
+            .iter()
+            .map(|c| {
+                def.column_index(c)
+                    .ok_or_else(|| SqlError::NotFound(format!("table {table} has no column {c}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = match keys {
+            Some(batches) => Some(
+                super::scan::keys_from_batches(&def, &batches)
+                    .map_err(|e| SqlError::Plan(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let session = Arc::new(GuardSession {
+            principal,
+            guard: Arc::clone(&self.guard),
+            router: Arc::clone(&self.router),
+        });
+        let access = super::pushdown::Access {
+            keys,
+            partitions: Some(vec![self.identity.region.to_string()]),
+        };
+        super::scan::read_all(def, self.store.clone(), access, projection, limit, session)
+            .await
+            .map_err(SqlError::from_datafusion)
+    }
+
     /// Prepare and execute in one step.
     pub async fn run(
         &self,

@@ -4,6 +4,7 @@ use thiserror::Error;
 use super::dml::WriteError;
 use crate::auth::Role;
 use crate::catalog::DdlError;
+use crate::mesh::ForwardError;
 use crate::residency::GuardError;
 use crate::storage::StorageError;
 
@@ -34,6 +35,9 @@ pub enum SqlError {
     /// The residency guard refused to store or release data.
     #[error(transparent)]
     Residency(GuardError),
+    /// A row's home node could not be reached, or refused.
+    #[error(transparent)]
+    Forward(ForwardError),
     #[error("execution error: {0}")]
     Execution(String),
 }
@@ -54,6 +58,7 @@ impl SqlError {
                 Ok(write) => match *write {
                     WriteError::Storage(storage) => SqlError::Storage(storage),
                     WriteError::Residency { error, .. } => SqlError::Residency(error),
+                    WriteError::Forward(error) => SqlError::Forward(error),
                     other => SqlError::Write(other),
                 },
                 Err(boxed) => match boxed.downcast::<StorageError>() {
@@ -74,9 +79,19 @@ impl SqlError {
             DataFusionError::Plan(message) => SqlError::Plan(message),
             DataFusionError::SchemaError(error, _) => SqlError::Plan(error.to_string()),
             DataFusionError::NotImplemented(message) => SqlError::Unsupported(message),
-            DataFusionError::ArrowError(error, _) => {
-                SqlError::Execution(without_quoted_values(&error.to_string()))
-            }
+            DataFusionError::ArrowError(error, _) => match *error {
+                // Our own errors can come back wrapped by Arrow (e.g. through a
+                // stream adapter): unwrap them so they keep their kind.
+                arrow::error::ArrowError::ExternalError(boxed) => {
+                    match boxed.downcast::<DataFusionError>() {
+                        Ok(inner) => Self::from_datafusion(*inner),
+                        Err(other) => {
+                            SqlError::Execution(without_quoted_values(&other.to_string()))
+                        }
+                    }
+                }
+                other => SqlError::Execution(without_quoted_values(&other.to_string())),
+            },
             DataFusionError::Collection(errors) => match errors.into_iter().next() {
                 Some(first) => Self::from_datafusion(first),
                 None => SqlError::Execution("unknown error".into()),

@@ -18,7 +18,8 @@ use datafusion::physical_plan::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::arrow_convert::rows_to_batch;
+use super::arrow_convert::{rows_to_batch, table_schema};
+use super::dml::WriteError;
 use super::dml::guard_session;
 use super::pushdown::Access;
 use crate::catalog::TableDef;
@@ -124,6 +125,18 @@ impl ExecutionPlan for StorageScanExec {
             )));
         }
         let session = guard_session(&context)?;
+        let local = session.router.local_region().to_string();
+        let remote: Vec<String> = match &self.access.partitions {
+            Some(partitions) if session.router.has_peers() => partitions
+                .iter()
+                .filter(|p| **p != local)
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !remote.is_empty() {
+            return self.execute_with_remote(&session, &local, remote);
+        }
         let egress = session
             .guard
             .decides_egress(&session.principal, &self.def)
@@ -164,6 +177,145 @@ impl ExecutionPlan for StorageScanExec {
             ReceiverStream::new(receiver),
         )))
     }
+}
+
+impl StorageScanExec {
+    /// Rows whose region filter names other regions: the local partitions read here,
+    /// each remote region's rows read by its home node (which decides, for this
+    /// principal, what may leave it) — nothing of them is stored here.
+    fn execute_with_remote(
+        &self,
+        session: &Arc<GuardSession>,
+        local: &str,
+        remote: Vec<String>,
+    ) -> Result<SendableRecordBatchStream> {
+        let schema = self.schema();
+        let mut batches: Vec<Result<arrow::array::RecordBatch>> = Vec::new();
+        let locals: Vec<String> = self
+            .access
+            .partitions
+            .iter()
+            .flatten()
+            .filter(|p| p.as_str() == local)
+            .cloned()
+            .collect();
+        let local_access = Access {
+            keys: self.access.keys.clone(),
+            partitions: Some(locals),
+        };
+        let def = Arc::clone(&self.def);
+        let store = self.store.clone();
+        let projection = self.projection.clone();
+        let limit = self.limit;
+        let session = Arc::clone(session);
+        let keys = match &self.access.keys {
+            Some(keys) => {
+                let pk_schema = Arc::new(table_schema(&def).project(&def.primary_key)?);
+                Some(rows_to_batch(&def, &def.primary_key, &pk_schema, keys)?)
+            }
+            None => None,
+        };
+        let columns: Vec<String> = projection
+            .iter()
+            .map(|&i| def.columns[i].name.clone())
+            .collect();
+        let stream_schema = Arc::clone(&schema);
+        let run = async move {
+            let (_, local_rows) = read_all(
+                Arc::clone(&def),
+                store,
+                local_access,
+                projection,
+                limit,
+                Arc::clone(&session),
+            )
+            .await?;
+            batches.extend(local_rows.into_iter().map(Ok));
+            for region in remote {
+                let rows = session
+                    .router
+                    .scan_rows(
+                        &region,
+                        &session.principal,
+                        &def.name,
+                        columns.clone(),
+                        keys.as_ref(),
+                        limit,
+                    )
+                    .await
+                    .map_err(|e| external(WriteError::Forward(e)))?;
+                for batch in rows {
+                    // The home node's schema must be ours: same catalog, same columns.
+                    let batch = arrow::array::RecordBatch::try_new(
+                        Arc::clone(&stream_schema),
+                        batch.columns().to_vec(),
+                    )?;
+                    batches.push(Ok(batch));
+                }
+            }
+            Ok::<_, DataFusionError>(futures::stream::iter(batches))
+        };
+        let stream = futures::TryStreamExt::try_flatten(futures::stream::once(run));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Reads matching rows of `def` (all of them) on a blocking thread, deciding egress
+/// for `session`'s principal if they leave the region. Returns the projected schema too.
+pub(crate) async fn read_all(
+    def: Arc<TableDef>,
+    store: Store,
+    access: Access,
+    projection: Vec<usize>,
+    limit: Option<usize>,
+    session: Arc<GuardSession>,
+) -> Result<(SchemaRef, Vec<arrow::array::RecordBatch>)> {
+    let schema = Arc::new(table_schema(&def).project(&projection)?);
+    if access.partitions.as_ref().is_some_and(Vec::is_empty) {
+        return Ok((schema, Vec::new()));
+    }
+    let egress = session
+        .guard
+        .decides_egress(&session.principal, &def)
+        .then_some(session);
+    let reader = RowReader {
+        def,
+        snapshot: store.snapshot().map_err(external)?,
+        access,
+        projection,
+        limit,
+        schema: Arc::clone(&schema),
+        egress,
+    };
+    let batches = tokio::task::spawn_blocking(move || {
+        let mut batches = Vec::new();
+        reader
+            .produce(|batch| {
+                batches.push(batch);
+                true
+            })
+            .map(|()| batches)
+    })
+    .await
+    .map_err(|e| DataFusionError::Execution(format!("scan task failed: {e}")))??;
+    Ok((schema, batches))
+}
+
+/// Primary keys sent by a peer (the key columns, in key order) as storage values.
+pub(crate) fn keys_from_batches(
+    def: &TableDef,
+    batches: &[arrow::array::RecordBatch],
+) -> std::result::Result<Vec<Vec<Value>>, super::arrow_convert::ConvertError> {
+    let mut keys = Vec::new();
+    for batch in batches {
+        let mut rows: Vec<Vec<Value>> =
+            vec![Vec::with_capacity(def.primary_key.len()); batch.num_rows()];
+        for (column, &position) in batch.columns().iter().zip(&def.primary_key) {
+            super::arrow_convert::append_column_values(def, position, column, &mut rows)?;
+        }
+        keys.extend(rows);
+    }
+    Ok(keys)
 }
 
 pub(crate) fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
