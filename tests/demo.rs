@@ -166,6 +166,15 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
     assert_eq!(column_strings(&seen, "name"), ["*****opez"]);
     assert_eq!(column_strings(&seen, "balance"), [""]);
 
+    // A read of EU rows on the US node is routed to eu-central and masked for a US reader.
+    let (_, us) = &regions[0];
+    let mut us_admin = Client::connect(us, "admin", "admin").await.expect("login");
+    let routed = us_admin
+        .query("SELECT name FROM accounts WHERE region = 'eu-central' AND id = 2001")
+        .await
+        .expect("routed read");
+    assert_eq!(column_strings(&routed, "name"), ["*****opez"]);
+
     let (status, printed) = demo.stop();
     assert!(status.success(), "{status}: {printed:?}");
 

@@ -338,6 +338,21 @@ async fn print_welcome(mesh: &MeshFile, mesh_path: &Path) {
             }
             Err(error) => println!("  (cannot connect: {error:#})"),
         }
+        if let Some(us) = mesh.regions.iter().find(|r| r.region == "us-east") {
+            println!(
+                "the same EU accounts read on the us-east node by its admin (routed to eu-central, EU policy for a US reader):"
+            );
+            if let Ok(mut shell) = SqlShell::connect(&us.flight_sql, ADMIN.0, ADMIN.1).await {
+                let mut out = Vec::new();
+                let _ = shell
+                    .run(
+                        "SELECT id, name, balance FROM accounts WHERE region = 'eu-central' ORDER BY id",
+                        &mut out,
+                    )
+                    .await;
+                println!("{}", String::from_utf8_lossy(&out));
+            }
+        }
         println!("try it:");
         println!(
             "  DOMICILE_PASSWORD=admin cargo run -p domicile -- sql --endpoint {} --user admin -e \"{query}\"",
