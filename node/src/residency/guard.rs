@@ -223,24 +223,7 @@ impl ResidencyGuard {
         def: &TableDef,
         rows: &[Vec<Value>],
     ) -> Verdict {
-        if !self.governs(def) || rows.is_empty() {
-            return Verdict::none();
-        }
-        let columns: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
-        let mut audit = self.entry(
-            principal,
-            AuditPath::Store,
-            &def.name,
-            columns,
-            &self.region,
-            rows.len(),
-        );
-        let outcome = self.decide_store(def, rows, None, &mut audit);
-        finish(&mut audit, &outcome);
-        Verdict {
-            outcome,
-            audit: Some(audit),
-        }
+        self.whole_rows(principal, def, rows, None)
     }
 
     /// May these rows (every column), written here but homed in `home`, travel there?
@@ -253,19 +236,27 @@ impl ResidencyGuard {
         rows: &[Vec<Value>],
         home: &str,
     ) -> Verdict {
+        self.whole_rows(principal, def, rows, Some(home))
+    }
+
+    /// A decision on whole rows that are stored as they are: here, or at `travel_to`.
+    fn whole_rows(
+        &self,
+        principal: &Principal,
+        def: &TableDef,
+        rows: &[Vec<Value>],
+        travel_to: Option<&str>,
+    ) -> Verdict {
         if !self.governs(def) || rows.is_empty() {
             return Verdict::none();
         }
         let columns: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
-        let mut audit = self.entry(
-            principal,
-            AuditPath::Forward,
-            &def.name,
-            columns,
-            home,
-            rows.len(),
-        );
-        let outcome = self.decide_store(def, rows, Some(home), &mut audit);
+        let (path, destination) = match travel_to {
+            Some(home) => (AuditPath::Forward, home),
+            None => (AuditPath::Store, &*self.region),
+        };
+        let mut audit = self.entry(principal, path, &def.name, columns, destination, rows.len());
+        let outcome = self.decide_store(def, rows, travel_to, &mut audit);
         finish(&mut audit, &outcome);
         Verdict {
             outcome,

@@ -312,36 +312,13 @@ fn audit(store: &Store) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from_iter_values(
                 entries.iter().map(|e| e.as_ref().map_or(0, |e| e.rows)),
             )),
-            Arc::new(StringArray::from(
-                entries
-                    .iter()
-                    .map(|e| {
-                        e.as_ref()
-                            .and_then(|e| e.plugin.as_ref())
-                            .map(|p| p.jurisdiction.clone())
-                    })
-                    .collect::<Vec<_>>(),
-            )),
-            Arc::new(UInt64Array::from(
-                entries
-                    .iter()
-                    .map(|e| {
-                        e.as_ref()
-                            .and_then(|e| e.plugin.as_ref())
-                            .map(|p| p.version)
-                    })
-                    .collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from(
-                entries
-                    .iter()
-                    .map(|e| {
-                        e.as_ref()
-                            .and_then(|e| e.plugin.as_ref())
-                            .map(|p| p.sha256.clone())
-                    })
-                    .collect::<Vec<_>>(),
-            )),
+            Arc::new(StringArray::from(plugin_field(&entries, |p| {
+                p.jurisdiction.clone()
+            }))),
+            Arc::new(UInt64Array::from(plugin_field(&entries, |p| p.version))),
+            Arc::new(StringArray::from(plugin_field(&entries, |p| {
+                p.sha256.clone()
+            }))),
             Arc::new(StringArray::from_iter_values(
                 records.iter().map(|r| hex::encode(r.hash)),
             )),
@@ -388,4 +365,15 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from(seen)),
         ],
     )
+}
+
+/// A field of each entry's deciding policy; NULL where none decided.
+fn plugin_field<T>(
+    entries: &[Option<AuditEntry>],
+    field: impl Fn(&crate::residency::PluginRef) -> T,
+) -> Vec<Option<T>> {
+    entries
+        .iter()
+        .map(|e| e.as_ref().and_then(|e| e.plugin.as_ref()).map(&field))
+        .collect()
 }
