@@ -148,15 +148,14 @@ async fn peers_see_each_other_and_impostors_are_refused() {
     );
 
     // A killed peer is seen as unreachable, and again after its restart.
-    let (us, others) = mesh.nodes.split_at_mut(1);
-    us[0].kill9();
-    wait_for_nodes(&others[0], |rows| {
+    mesh.kill9("us-east");
+    wait_for_nodes(mesh.node("eu-central"), |rows| {
         rows.iter()
             .any(|(region, reachable)| region == "us-east" && reachable == "false")
     })
     .await;
-    us[0].restart().expect("restart");
-    wait_for_nodes(&others[0], all_reachable).await;
+    mesh.restart("us-east").expect("restart");
+    wait_for_nodes(mesh.node("eu-central"), all_reachable).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,12 +276,7 @@ async fn a_write_on_the_wrong_node_lands_at_home_and_nowhere_else() {
     );
 
     // With eu-central down, a forwarded write fails naming it; local writes go on.
-    let eu_index = mesh
-        .nodes
-        .iter()
-        .position(|n| n.region == "eu-central")
-        .expect("eu");
-    mesh.nodes[eu_index].kill9();
+    mesh.kill9("eu-central");
     let down = us
         .update("INSERT INTO accounts VALUES (10, 'eu-central', 'z', 1.00)")
         .await
@@ -304,7 +298,7 @@ async fn a_write_on_the_wrong_node_lands_at_home_and_nowhere_else() {
     us.update("INSERT INTO accounts VALUES (11, 'us-east', 'local', 1.00)")
         .await
         .expect("local writes keep working");
-    mesh.nodes[eu_index].restart().expect("restart");
+    mesh.restart("eu-central").expect("restart");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match us
@@ -328,4 +322,102 @@ async fn a_write_on_the_wrong_node_lands_at_home_and_nowhere_else() {
     mesh.nodes[us_index].stop().expect("stop");
     let leaked = files_containing(mesh.nodes[us_index].dir.path(), canary);
     assert!(leaked.is_empty(), "the forwarding node kept {leaked:?}");
+}
+
+/// Polls `f` until it returns `Ok`, for at most 30 s.
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(value) => return value,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_link_fails_forwarded_calls_clearly_and_local_work_goes_on() {
+    let mesh = Mesh::start(&REGIONS).expect("mesh starts");
+    for node in &mesh.nodes {
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(ACCOUNTS).await.expect("create accounts");
+        wait_for_nodes(node, all_reachable).await;
+    }
+    let mut us = mesh.node("us-east").client("writer").await.expect("login");
+    let mut eu = mesh
+        .node("eu-central")
+        .client("writer")
+        .await
+        .expect("login");
+    let mut ap = mesh
+        .node("ap-southeast")
+        .client("writer")
+        .await
+        .expect("login");
+
+    // Simulated WAN: 80 ms RTT between us-east and eu-central shows in system.nodes.
+    mesh.set_rtt("us-east", "eu-central", Duration::from_millis(80));
+    eventually("RTT to eu-central", async || {
+        let batches = us
+            .query("SELECT rtt_ms FROM system.nodes WHERE region = 'eu-central'")
+            .await
+            .map_err(|e| e.to_string())?;
+        let rtt: f64 = column_strings(&batches, "rtt_ms")[0]
+            .parse()
+            .map_err(|_| "no RTT yet".to_string())?;
+        if rtt >= 80.0 {
+            Ok(())
+        } else {
+            Err(format!("rtt {rtt}"))
+        }
+    })
+    .await;
+    us.update("INSERT INTO accounts VALUES (1, 'eu-central', 'a', 1.00)")
+        .await
+        .expect("a forwarded write over the slow link");
+
+    mesh.cut("us-east", "eu-central");
+    let refused = us
+        .update("INSERT INTO accounts VALUES (2, 'eu-central', 'b', 1.00)")
+        .await
+        .expect_err("the link is cut");
+    assert!(
+        refused
+            .message()
+            .contains("region eu-central is unreachable"),
+        "{refused}"
+    );
+    us.update("INSERT INTO accounts VALUES (3, 'us-east', 'c', 1.00)")
+        .await
+        .expect("us-east writes locally");
+    eu.update("INSERT INTO accounts VALUES (4, 'eu-central', 'd', 1.00)")
+        .await
+        .expect("eu-central writes locally");
+    ap.update("INSERT INTO accounts VALUES (5, 'eu-central', 'e', 1.00)")
+        .await
+        .expect("ap-southeast still reaches eu-central");
+    wait_for_nodes(mesh.node("us-east"), |rows| {
+        rows.iter()
+            .any(|(region, reachable)| region == "eu-central" && reachable == "false")
+    })
+    .await;
+
+    mesh.heal("us-east", "eu-central");
+    eventually("forwarded write after healing", async || {
+        us.update("INSERT INTO accounts VALUES (2, 'eu-central', 'b', 1.00)")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let at_home = eu
+        .query("SELECT count(*) AS n FROM accounts")
+        .await
+        .expect("count");
+    assert_eq!(
+        column_strings(&at_home, "n"),
+        ["4"],
+        "rows 1, 2, 4, 5 are homed in eu-central"
+    );
 }

@@ -56,6 +56,16 @@ pub struct Node {
 impl Node {
     /// Opens storage, binds every listener and starts serving.
     pub async fn start(config: &NodeConfig) -> anyhow::Result<Self> {
+        Self::start_with_peer_listener(config, None).await
+    }
+
+    /// [`Node::start`], serving the peer API on `peer_listener` (already bound by the
+    /// caller, who needed the address before the node existed) instead of binding
+    /// `listen.peer`.
+    pub async fn start_with_peer_listener(
+        config: &NodeConfig,
+        peer_listener: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -180,13 +190,17 @@ impl Node {
             Some(listener) => Some(listener.local_addr()?),
             None => None,
         };
-        let peer_listener = match config.listen.peer {
-            Some(address) => Some(
+        let peer_listener = match (peer_listener, config.listen.peer) {
+            (Some(listener), _) => {
+                listener.set_nonblocking(true)?;
+                Some(TcpListener::from_std(listener)?)
+            }
+            (None, Some(address)) => Some(
                 TcpListener::bind(address)
                     .await
                     .with_context(|| format!("cannot listen on listen.peer {address}"))?,
             ),
-            None => None,
+            (None, None) => None,
         };
         let peer_address = match &peer_listener {
             Some(listener) => Some(listener.local_addr()?),

@@ -17,8 +17,10 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use arrow;
 
+mod link_proxy;
 mod mesh;
 pub use arrow_flight;
+pub use link_proxy::LinkProxy;
 pub use mesh::{Mesh, free_port, make_certs};
 
 /// Users every test node has: name, password, role. All are homed in the node's region
@@ -154,6 +156,8 @@ pub struct TestNode {
     pub flight_sql: SocketAddr,
     /// The admin gRPC API.
     pub admin: Option<SocketAddr>,
+    /// The peer API, for mesh members.
+    pub peer: Option<SocketAddr>,
     child: Option<Child>,
     starts: usize,
     extra_toml: String,
@@ -236,6 +240,7 @@ impl TestNode {
             dir,
             flight_sql: "127.0.0.1:0".parse()?,
             admin: None,
+            peer: None,
             child: None,
             starts: 0,
             extra_toml: extra_toml.to_string(),
@@ -318,6 +323,10 @@ impl TestNode {
         self.admin = line
             .split_whitespace()
             .find_map(|part| part.strip_prefix("admin="))
+            .and_then(|a| a.parse().ok());
+        self.peer = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("peer="))
             .and_then(|a| a.parse().ok());
         self.child = Some(child);
         Ok(())

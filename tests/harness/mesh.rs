@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::{TestNode, domicile_binary};
+use crate::{LinkProxy, TestNode, domicile_binary};
 
 /// A port the OS considers free right now (bound to 0, then released), for addresses
 /// that must be known before a node starts — peers name each other in their configs.
@@ -45,6 +45,8 @@ pub fn make_certs(dir: &Path, regions: &[&str]) -> anyhow::Result<()> {
 pub struct Mesh {
     pub nodes: Vec<TestNode>,
     pub certs: tempfile::TempDir,
+    /// (from, to) → the proxy `from` dials to reach `to`'s peer port.
+    links: Vec<((String, String), LinkProxy)>,
 }
 
 impl Mesh {
@@ -53,31 +55,98 @@ impl Mesh {
     pub fn start(regions: &[&str]) -> anyhow::Result<Mesh> {
         let certs = tempfile::tempdir()?;
         make_certs(certs.path(), regions)?;
-        let ports: Vec<SocketAddr> = regions
-            .iter()
-            .map(|_| free_port())
-            .collect::<anyhow::Result<_>>()?;
+        // Proxies first (peers name them in their configs); each learns where its
+        // node listens once that node has started on a port of its own choosing.
+        let mut links: Vec<((String, String), LinkProxy)> = Vec::new();
+        for from in regions {
+            for to in regions {
+                if from != to {
+                    links.push((
+                        ((*from).to_string(), (*to).to_string()),
+                        LinkProxy::start(None)?,
+                    ));
+                }
+            }
+        }
         let mut nodes = Vec::new();
-        for (index, region) in regions.iter().enumerate() {
+        for region in regions {
             let mut extra = format!(
                 "\n[mesh]\nca_cert = \"{ca}\"\ncert = \"{dir}/{region}.pem\"\nkey = \"{dir}/{region}.key\"\nping_interval_ms = 200\npeer_timeout_ms = 2000\n",
                 ca = certs.path().join("ca.pem").display(),
                 dir = certs.path().display(),
             );
-            for (other, port) in regions.iter().zip(&ports) {
-                if other != region {
+            for ((from, to), proxy) in &links {
+                if from == region {
                     extra.push_str(&format!(
-                        "\n[[peers]]\nregion = \"{other}\"\naddress = \"{port}\"\n"
+                        "\n[[peers]]\nregion = \"{to}\"\naddress = \"{}\"\n",
+                        proxy.listen
                     ));
                 }
             }
-            nodes.push(TestNode::start_with_policy(
-                region,
-                &extra,
-                Some(ports[index]),
-            )?);
+            let node = TestNode::start_with_policy(region, &extra, Some("127.0.0.1:0".parse()?))?;
+            let peer = node.peer.context("node reports no peer address")?;
+            for ((_, to), proxy) in &links {
+                if to == region {
+                    proxy.set_upstream(peer);
+                }
+            }
+            nodes.push(node);
         }
-        Ok(Mesh { nodes, certs })
+        Ok(Mesh {
+            nodes,
+            certs,
+            links,
+        })
+    }
+
+    fn proxies<'a>(&'a self, a: &'a str, b: &'a str) -> impl Iterator<Item = &'a LinkProxy> {
+        self.links
+            .iter()
+            .filter(move |((from, to), _)| (from == a && to == b) || (from == b && to == a))
+            .map(|(_, proxy)| proxy)
+    }
+
+    /// SIGKILL of `region`'s node: a crash.
+    pub fn kill9(&mut self, region: &str) {
+        self.node_mut(region).kill9();
+    }
+
+    /// Starts `region`'s node again (on a peer port of its own choosing) and points
+    /// the links to it there.
+    pub fn restart(&mut self, region: &str) -> anyhow::Result<()> {
+        self.node_mut(region).restart()?;
+        let peer = self
+            .node(region)
+            .peer
+            .context("node reports no peer address")?;
+        for ((_, to), proxy) in &self.links {
+            if to == region {
+                proxy.set_upstream(peer);
+            }
+        }
+        Ok(())
+    }
+
+    fn node_mut(&mut self, region: &str) -> &mut TestNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.region == region)
+            .unwrap_or_else(|| panic!("no node for {region}"))
+    }
+
+    /// Cuts the link between regions `a` and `b`, both directions.
+    pub fn cut(&self, a: &str, b: &str) {
+        self.proxies(a, b).for_each(LinkProxy::cut);
+    }
+
+    pub fn heal(&self, a: &str, b: &str) {
+        self.proxies(a, b).for_each(LinkProxy::heal);
+    }
+
+    /// Simulated WAN between `a` and `b`: `rtt` round trip.
+    pub fn set_rtt(&self, a: &str, b: &str, rtt: std::time::Duration) {
+        self.proxies(a, b)
+            .for_each(|proxy| proxy.set_one_way_latency(rtt / 2));
     }
 
     pub fn node(&self, region: &str) -> &TestNode {

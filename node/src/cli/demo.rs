@@ -145,13 +145,14 @@ fn key_path(dir: &Path, jurisdiction: &str) -> PathBuf {
 
 /// On first run: the mesh CA and node certificates, a peer port per region (chosen by
 /// the OS now and kept in the configs), each jurisdiction's signing key, and every
-/// region's config. Returns whether this was the first run.
-fn prepare(dir: &Path) -> anyhow::Result<bool> {
+/// region's config. Returns the peer listeners (kept bound, so no other process can
+/// take the ports before the nodes start) on the first run, `None` on later runs.
+fn prepare(dir: &Path) -> anyhow::Result<Option<Vec<std::net::TcpListener>>> {
     if REGIONS
         .iter()
         .all(|(region, _, _)| config_path(dir, region).exists())
     {
-        return Ok(false);
+        return Ok(None);
     }
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs)?;
@@ -160,11 +161,14 @@ fn prepare(dir: &Path) -> anyhow::Result<bool> {
     std::fs::write(certs.join("ca.pem"), &ca.cert_pem)?;
     write_private(&certs.join("ca.key"), &ca.key_pem)?;
     let mut ports = Vec::new();
+    let mut listeners = Vec::new();
     for (region, _, _) in REGIONS {
         let node = crate::mesh::certs::new_node_cert(&ca, region)?;
         std::fs::write(certs.join(format!("{region}.pem")), &node.cert_pem)?;
         write_private(&certs.join(format!("{region}.key")), &node.key_pem)?;
-        ports.push(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        ports.push(listener.local_addr()?);
+        listeners.push(listener);
     }
     for (index, (region, jurisdiction, _)) in REGIONS.iter().enumerate() {
         let region_dir = dir.join(region);
@@ -190,7 +194,7 @@ fn prepare(dir: &Path) -> anyhow::Result<bool> {
         };
         std::fs::write(config_path(dir, region), node_config(&setup))?;
     }
-    Ok(true)
+    Ok(Some(listeners))
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -247,11 +251,13 @@ pub async fn run(data_dir: PathBuf, plugins_dir: PathBuf) -> anyhow::Result<()> 
     let data_dir = data_dir.canonicalize()?;
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
-    let fresh = prepare(&data_dir)?;
+    let mut listeners = prepare(&data_dir)?.map(Vec::into_iter);
+    let fresh = listeners.is_some();
     for (region, jurisdiction, policy) in REGIONS {
         let key = key_path(&data_dir, jurisdiction);
         let config = NodeConfig::load(&config_path(&data_dir, region))?;
-        let node = Node::start(&config)
+        let peer_listener = listeners.as_mut().and_then(Iterator::next);
+        let node = Node::start_with_peer_listener(&config, peer_listener)
             .await
             .with_context(|| format!("{region} failed to start"))?;
         let flight = format!("http://{}", node.listening.flight_sql);
