@@ -22,6 +22,8 @@ struct Options {
     /// Measure the residency guard's cost (guard on vs off) instead of the PostgreSQL
     /// comparison.
     guard: bool,
+    /// Measure local and routed reads and writes on a 3-region mesh with simulated WAN.
+    wan: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -31,6 +33,7 @@ fn parse_options() -> anyhow::Result<Options> {
         postgres: None,
         seed: 42,
         guard: false,
+        wan: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -41,6 +44,7 @@ fn parse_options() -> anyhow::Result<Options> {
             "--postgres" => options.postgres = Some(value()?),
             "--seed" => options.seed = value()?.parse()?,
             "--guard" => options.guard = true,
+            "--wan" => options.wan = true,
             other => anyhow::bail!(
                 "unknown argument {other} (--rows N --seconds S --postgres URL --seed N --guard)"
             ),
@@ -240,6 +244,92 @@ async fn guard_overhead(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One region's view of the mesh: p50 / p99 of statements run on its node, for rows
+/// homed `home`, through links with the seed scenario's round trips.
+async fn wan(options: &Options) -> anyhow::Result<()> {
+    const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
+    let mesh = domicile_tests::Mesh::start(&REGIONS)?;
+    for (a, b, rtt) in [
+        ("us-east", "eu-central", 80),
+        ("eu-central", "ap-southeast", 160),
+        ("us-east", "ap-southeast", 170),
+    ] {
+        mesh.set_rtt(a, b, Duration::from_millis(rtt));
+    }
+    for node in &mesh.nodes {
+        let mut admin = node.client("admin").await?;
+        admin
+            .update(
+                "CREATE TABLE wan_accounts (id BIGINT PRIMARY KEY, region TEXT NOT NULL, \
+                 balance BIGINT NOT NULL) WITH (locality = 'regional by row', region_column = 'region')",
+            )
+            .await?;
+        let values: Vec<String> = (0..1000)
+            .map(|id| format!("({id}, '{}', 100)", node.region))
+            .collect();
+        admin
+            .update(&format!(
+                "INSERT INTO wan_accounts VALUES {}",
+                values.join(", ")
+            ))
+            .await?;
+    }
+    // Peers measure RTT every 200 ms; let them see the simulated links.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!();
+    println!("| on node | rows homed in | point read p50 / p99 ms | write p50 / p99 ms |");
+    println!("| --- | --- | --- | --- |");
+    for node in &mesh.nodes {
+        let mut client = node.client("writer").await?;
+        for home in REGIONS {
+            let mut reads = Vec::new();
+            let mut writes = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(options.seconds);
+            let mut next = 1_000_000
+                + REGIONS.iter().position(|r| *r == node.region).unwrap_or(0) as i64 * 100_000;
+            let mut keys = Keys(options.seed + 1);
+            while Instant::now() < deadline {
+                let id = keys.next(1000);
+                let started = Instant::now();
+                let rows = client
+                    .query(&format!(
+                        "SELECT balance FROM wan_accounts WHERE region = '{home}' AND id = {id}"
+                    ))
+                    .await?;
+                anyhow::ensure!(rows.iter().map(RecordBatch::num_rows).sum::<usize>() == 1);
+                reads.push(started.elapsed());
+                next += 1;
+                let started = Instant::now();
+                client
+                    .update(&format!(
+                        "INSERT INTO wan_accounts VALUES ({next}, '{home}', 1)"
+                    ))
+                    .await?;
+                writes.push(started.elapsed());
+            }
+            let (reads, writes) = (
+                Measurement {
+                    latencies: reads,
+                    elapsed: Duration::from_secs(options.seconds),
+                },
+                Measurement {
+                    latencies: writes,
+                    elapsed: Duration::from_secs(options.seconds),
+                },
+            );
+            println!(
+                "| {} | {home} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                node.region,
+                ms(reads.percentile(0.5)),
+                ms(reads.percentile(0.99)),
+                ms(writes.percentile(0.5)),
+                ms(writes.percentile(0.99)),
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn postgres_workload(
     url: &str,
     workload: Workload,
@@ -344,6 +434,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if options.guard {
         return guard_overhead(&options).await;
+    }
+    if options.wan {
+        return wan(&options).await;
     }
     let node = TestNode::start("eu-central")?;
     load_domicile(&node, options.rows).await?;

@@ -4,7 +4,9 @@
 # a fresh temp dir with its defaults (fsync on, synchronous_commit on) and is stopped at
 # the end. Extra arguments go to domicile-bench (--rows N --seconds S --seed N).
 # `run.sh --plugins` instead measures plugin costs (native vs WASM policy, redactor);
-# `run.sh --guard [--seconds S]` the residency guard's cost (on vs off).
+# `run.sh --guard [--seconds S]` the residency guard's cost (on vs off);
+# `run.sh --wan [--seconds S]` local and routed reads / writes on a 3-region mesh with the
+# seed scenario's round trips (80, 160, 170 ms) on the links.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
@@ -20,7 +22,7 @@ fi
 
 cargo build --release -p domicile --bin domicile -p domicile-tests --bin domicile-bench
 
-if [ "${1:-}" = "--guard" ]; then
+if [ "${1:-}" = "--guard" ] || [ "${1:-}" = "--wan" ]; then
   # Residency guard on vs off, two nodes, same run; no PostgreSQL needed.
   cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
   cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml

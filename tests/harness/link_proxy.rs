@@ -118,23 +118,38 @@ impl LinkProxy {
     }
 }
 
+/// Copies `from` to `to`, delivering each chunk one latency after it arrived (chunks
+/// in flight overlap, as on a real link: latency is added once, not once per chunk).
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     state: Arc<LinkState>,
 ) {
-    let mut buffer = vec![0u8; 64 << 10];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let latency = state.one_way_latency_micros.load(Ordering::SeqCst);
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_micros(latency)).await;
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer_state = Arc::clone(&state);
+    let writer = async move {
+        while let Some((due, chunk)) = receiver.recv().await {
+            tokio::time::sleep_until(due).await;
+            if writer_state.cut.load(Ordering::SeqCst) || to.write_all(&chunk).await.is_err() {
+                return;
+            }
         }
-        if state.cut.load(Ordering::SeqCst) || to.write_all(&buffer[..read]).await.is_err() {
-            return;
+    };
+    let reader = async move {
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let latency = state.one_way_latency_micros.load(Ordering::SeqCst);
+            let due = tokio::time::Instant::now() + Duration::from_micros(latency);
+            if sender.send((due, buffer[..read].to_vec())).is_err() {
+                return;
+            }
         }
-    }
+    };
+    // The writer drains what was read before the reader hit end of stream.
+    let (_, ()) = tokio::join!(reader, writer);
 }
