@@ -56,6 +56,7 @@ fn accounts_def(id: u32) -> TableDef {
             region_column: "region".into(),
         },
         next_column_id: 4,
+        cdc: false,
     }
 }
 

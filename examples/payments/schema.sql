@@ -13,7 +13,7 @@ CREATE TABLE accounts (
     currency TEXT NOT NULL,
     opened DATE
 ) WITH (locality = 'regional by row', region_column = 'region',
-        pii = 'name, email, iban', sensitive = 'balance');
+        pii = 'name, email, iban', sensitive = 'balance', cdc = 'on');
 
 CREATE TABLE transfers (
     id BIGINT PRIMARY KEY,

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod catalog;
+pub mod cdc;
 pub mod cli;
 pub mod config;
 pub mod flight;

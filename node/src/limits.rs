@@ -27,6 +27,13 @@ pub const GRPC_MESSAGE_SIZE_MAX_BYTES: usize = 64 << 20;
 pub const POLICY_BATCH_ROWS_MAX: usize = 256;
 /// Newest audit entries `system.audit` shows (older ones stay in the log).
 pub const SYSTEM_AUDIT_ROWS_MAX: usize = 100_000;
+/// Outbox events the CDC relay redacts, decides and publishes per commit.
+pub const RELAY_BATCH_EVENTS_MAX: usize = 256;
+/// Messages a node keeps in its change stream for peers that are behind; older ones are
+/// removed (a peer further behind than this must rebuild its replica).
+pub const CHANGE_STREAM_RETAINED_MAX: u64 = 1_000_000;
+/// Messages per batch sent to a peer following the change stream.
+pub const STREAM_BATCH_MESSAGES_MAX: usize = 256;
 /// Open prepared statements per node.
 pub const PREPARED_STATEMENTS_MAX: usize = 10_000;
 /// Live bearer tokens per node.

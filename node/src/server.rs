@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
 use crate::auth::{Authenticator, UserRecord};
+use crate::cdc::{CdcStatus, Follower, Relay};
 use crate::config::NodeConfig;
 use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
@@ -23,7 +24,7 @@ use crate::mesh::{MeshTls, PeerMonitor, PeerRouter, PeerService};
 use crate::metrics::{Metrics, serve_metrics};
 use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
 use crate::residency::{GuardMode, ResidencyGuard};
-use crate::sql::{NodeIdentity, SqlEngine};
+use crate::sql::{MeshHandles, NodeIdentity, SqlEngine};
 use crate::storage::{CloseWatch, Store};
 
 /// The password of the example config's `admin` user. A node whose users accept it may
@@ -50,6 +51,8 @@ pub struct Node {
     pub engine: Arc<SqlEngine>,
     serve: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The CDC relay and replica followers; they stop with `shutdown`.
+    background: Vec<tokio::task::JoinHandle<()>>,
     storage_closed: CloseWatch,
 }
 
@@ -147,15 +150,45 @@ impl Node {
             )?,
             _ => PeerMonitor::none(),
         };
+        let router = Arc::new(router);
+        let cdc_status = Arc::new(CdcStatus::default());
         let engine = Arc::new(SqlEngine::new(
             store.clone(),
-            identity,
+            Arc::clone(&identity),
             Arc::clone(&metrics),
+            Arc::clone(&plugins),
+            Arc::clone(&guard),
+            MeshHandles {
+                peers: Arc::new(peers),
+                router: Arc::clone(&router),
+                cdc: Arc::clone(&cdc_status),
+            },
+        ));
+        let (shutdown, mut shutdown_signal) = tokio::sync::watch::channel(false);
+        let mut background = Vec::new();
+        let destinations = match router.peer_regions() {
+            regions if regions.is_empty() => vec!["*".to_string()],
+            regions => regions,
+        };
+        let relay = Relay {
+            store: store.clone(),
             plugins,
             guard,
-            Arc::new(peers),
-            Arc::new(router),
-        ));
+            region: config.region.clone(),
+            jurisdiction: config.jurisdiction.clone(),
+            destinations,
+            status: Arc::clone(&cdc_status),
+        };
+        background.push(tokio::spawn(relay.run(shutdown_signal.clone())));
+        for source in router.peer_regions() {
+            let follower = Follower {
+                store: store.clone(),
+                router: Arc::clone(&router),
+                source,
+                status: Arc::clone(&cdc_status),
+            };
+            background.push(tokio::spawn(follower.run(shutdown_signal.clone())));
+        }
 
         let flight_listener = TcpListener::bind(config.listen.flight_sql)
             .await
@@ -212,6 +245,7 @@ impl Node {
                     config.region.clone(),
                     config.peers.iter().map(|p| p.region.clone()),
                     Arc::clone(&engine),
+                    shutdown_signal.clone(),
                 ))
                 .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
                 let router = tonic::transport::Server::builder()
@@ -235,7 +269,6 @@ impl Node {
         ))
         .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
         .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
-        let (shutdown, mut shutdown_signal) = tokio::sync::watch::channel(false);
         let mut metrics_shutdown = shutdown_signal.clone();
         let mut admin_shutdown = shutdown_signal.clone();
         let mut peer_shutdown = shutdown_signal.clone();
@@ -305,6 +338,7 @@ impl Node {
             serve,
             shutdown,
             storage_closed,
+            background,
         })
     }
 
@@ -317,9 +351,15 @@ impl Node {
             shutdown,
             storage_closed,
             engine,
+            background,
             ..
         } = self;
         let _ = shutdown.send(true);
+        for task in background {
+            // Each ends at its next await once told to stop; a stuck one must not keep
+            // the node from stopping.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
+        }
         let served = match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
             Ok(served) => served.context("server task panicked")?,
             Err(_) => {

@@ -191,7 +191,14 @@ impl TestNode {
     /// `start`) and uploads it as residency policy `version` of the node's jurisdiction
     /// through the admin API.
     pub fn upload_policy(&self, wasm_name: &str, version: u64) -> anyhow::Result<()> {
+        self.upload_plugin("residency-policy", wasm_name, version)
+    }
+
+    /// [`TestNode::upload_policy`] for a plugin of any `kind` (`residency-policy`,
+    /// `cdc-redactor`, `saga-step`).
+    pub fn upload_plugin(&self, kind: &str, wasm_name: &str, version: u64) -> anyhow::Result<()> {
         let key = PolicyKey::get()?;
+        let kind = kind.to_string();
         let (jurisdiction, _) = jurisdiction_of(&self.region);
         let endpoint = format!("http://{}", self.admin.context("admin API not listening")?);
         let file = wasm_dir().join(format!("{wasm_name}.wasm"));
@@ -207,12 +214,12 @@ impl TestNode {
                     )
                     .await?;
                     admin
-                        .upload(jurisdiction, "residency-policy", version, &key_file, &file)
+                        .upload(jurisdiction, &kind, version, &key_file, &file)
                         .await
                 })
         })
         .join()
-        .map_err(|_| anyhow::anyhow!("policy upload thread panicked"))?
+        .map_err(|_| anyhow::anyhow!("plugin upload thread panicked"))?
         .with_context(|| format!("upload {wasm_name} v{version}"))?;
         Ok(())
     }

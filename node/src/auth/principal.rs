@@ -47,6 +47,17 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The node's own background work (e.g. the CDC relay), as audit entries name it.
+    /// It holds no role beyond reading: it is never resolved from a client's token.
+    pub fn system(name: &str, region: &str) -> Self {
+        Self {
+            user: name.to_string(),
+            role: Role::Reader,
+            home_region: region.to_string(),
+            compliance: Vec::new(),
+        }
+    }
+
     pub fn may(&self, needed: Role) -> bool {
         self.role >= needed
     }

@@ -11,7 +11,8 @@
 //!     locality = 'regional by row',  -- or 'regional' (with region = '...') or 'global'
 //!     region_column = 'home_region', -- default 'region'
 //!     pii = 'name, email, iban',     -- columns of class pii
-//!     sensitive = 'balance'          -- columns of class sensitive; the rest are public
+//!     sensitive = 'balance',         -- columns of class sensitive; the rest are public
+//!     cdc = 'on'                     -- capture changes for the other regions (default off)
 //! );
 //! ```
 
@@ -194,6 +195,7 @@ pub fn table_def_from_create(
         primary_key,
         locality,
         next_column_id,
+        cdc: options.cdc,
     };
     def.validate().map_err(DdlError::Invalid)?;
     Ok(def)
@@ -309,6 +311,7 @@ struct TableOptions {
     region: Option<String>,
     pii: Vec<String>,
     sensitive: Vec<String>,
+    cdc: bool,
 }
 
 impl TableOptions {
@@ -330,10 +333,21 @@ impl TableOptions {
                 "region" => parsed.region = Some(text.trim().to_string()),
                 "pii" => parsed.pii = column_list(&text),
                 "sensitive" => parsed.sensitive = column_list(&text),
+                "cdc" => {
+                    parsed.cdc = match text.trim().to_ascii_lowercase().as_str() {
+                        "on" | "true" => true,
+                        "off" | "false" => false,
+                        other => {
+                            return Err(DdlError::Invalid(format!(
+                                "cdc = '{other}': expected 'on' or 'off'"
+                            )));
+                        }
+                    }
+                }
                 other => {
                     return Err(DdlError::Unsupported(format!(
                         "table option {other} (known: locality, region_column, region, pii, \
-                         sensitive)"
+                         sensitive, cdc)"
                     )));
                 }
             }

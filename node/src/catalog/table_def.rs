@@ -18,6 +18,10 @@ pub enum Locality {
     /// Non-sensitive metadata kept on every node; rows are partitioned by the region that
     /// wrote them.
     Global,
+    /// A read-only copy of CDC tables of other regions, as their redactors and policies let
+    /// them leave (`global.<table>` in SQL); rows are partitioned by source region and
+    /// written only by the CDC consumer.
+    Replica,
 }
 
 impl fmt::Display for Locality {
@@ -28,6 +32,7 @@ impl fmt::Display for Locality {
             }
             Locality::Regional { region } => write!(f, "REGIONAL IN {region}"),
             Locality::Global => f.write_str("GLOBAL"),
+            Locality::Replica => f.write_str("REPLICA"),
         }
     }
 }
@@ -118,6 +123,10 @@ pub struct TableDef {
     pub locality: Locality,
     /// Next column id to hand out; ids of dropped columns are never reused.
     pub next_column_id: u16,
+    /// Whether committed changes are captured in the outbox (in the same transaction) and
+    /// published, redacted, to the other regions.
+    #[serde(default)]
+    pub cdc: bool,
 }
 
 impl TableDef {
@@ -173,6 +182,26 @@ impl TableDef {
                 "GLOBAL table {} may not hold pii column {}: GLOBAL rows are copied to every region",
                 self.name, column.name
             ));
+        }
+        if self.cdc {
+            if self.locality == Locality::Replica {
+                return Err(format!(
+                    "replica table {} cannot itself be captured",
+                    self.name
+                ));
+            }
+            if let Some(&index) = self
+                .primary_key
+                .iter()
+                .find(|&&i| self.columns[i].class != DataClass::Public)
+            {
+                return Err(format!(
+                    "cdc needs a public primary key: {} is {}, and the key of every change \
+                     event leaves the region unredacted (as the message key)",
+                    self.columns[index].name,
+                    self.columns[index].class.as_str()
+                ));
+            }
         }
         if let Locality::RegionalByRow { region_column } = &self.locality {
             let index = self.column_index(region_column).ok_or_else(|| {

@@ -22,9 +22,9 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
         SqlError::AlreadyExists(_) => Status::already_exists(message),
         SqlError::Write(write) => match write {
             WriteError::DuplicateKey { .. } => Status::already_exists(message),
-            WriteError::NotHome { .. } | WriteError::WrongRegion { .. } => {
-                Status::failed_precondition(message)
-            }
+            WriteError::NotHome { .. }
+            | WriteError::WrongRegion { .. }
+            | WriteError::ReadOnlyReplica(_) => Status::failed_precondition(message),
             WriteError::Convert(_) | WriteError::Evaluate(_) => Status::invalid_argument(message),
             WriteError::TooManyRows => Status::resource_exhausted(message),
             WriteError::TableChanged(_) => Status::aborted(message),

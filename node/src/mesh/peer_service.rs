@@ -3,13 +3,15 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::certs;
 use super::proto::peer_server::Peer;
 use super::proto::{
-    ForwardedPrincipal, InsertRowsReply, InsertRowsRequest, PingReply, PingRequest, ScanRowsReply,
-    ScanRowsRequest,
+    ChangeBatch, ForwardedPrincipal, InsertRowsReply, InsertRowsRequest, PingReply, PingRequest,
+    ScanRowsReply, ScanRowsRequest, StreamChangesRequest,
 };
 use super::router::{decode as decode_ipc, encode_all};
 use crate::auth::{Principal, Role};
@@ -20,6 +22,8 @@ pub struct PeerService {
     region: String,
     peers: HashSet<String>,
     engine: Arc<SqlEngine>,
+    /// Ends long-lived change streams when the node stops.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl PeerService {
@@ -27,11 +31,13 @@ impl PeerService {
         region: String,
         peers: impl IntoIterator<Item = String>,
         engine: Arc<SqlEngine>,
+        shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             region,
             peers: peers.into_iter().collect(),
             engine,
+            shutdown,
         }
     }
 
@@ -59,6 +65,26 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
+    type StreamChangesStream = ReceiverStream<Result<ChangeBatch, Status>>;
+
+    async fn stream_changes(
+        &self,
+        request: Request<StreamChangesRequest>,
+    ) -> Result<Response<Self::StreamChangesStream>, Status> {
+        let claimed = request.get_ref().region.clone();
+        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
+            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
+        })?;
+        let after = request.into_inner().after_seq;
+        tracing::info!(follower = %caller, after, "change stream opened");
+        let stream = crate::cdc::stream_source::follow(
+            self.engine.store().clone(),
+            after,
+            self.shutdown.clone(),
+        )?;
+        Ok(Response::new(stream))
+    }
+
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
         let claimed = request.get_ref().region.clone();
         if let Err(refusal) = self.caller(&request, &claimed) {

@@ -8,7 +8,9 @@ use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
 use super::proto::peer_client::PeerClient;
-use super::proto::{ForwardedPrincipal, InsertRowsRequest, ScanRowsRequest};
+use super::proto::{
+    ChangeBatch, ForwardedPrincipal, InsertRowsRequest, ScanRowsRequest, StreamChangesRequest,
+};
 use super::tls::MeshTls;
 use crate::auth::Principal;
 use crate::config::PeerConfig;
@@ -37,6 +39,9 @@ pub enum ForwardError {
 pub struct PeerRouter {
     region: String,
     clients: HashMap<String, PeerClient<Channel>>,
+    /// Channels without a per-call deadline, for long-lived streams (the follower
+    /// detects a dead link by the stream's missing heartbeats instead).
+    stream_clients: HashMap<String, PeerClient<Channel>>,
 }
 
 impl std::fmt::Debug for PeerRouter {
@@ -53,6 +58,7 @@ impl PeerRouter {
         Self {
             region: region.into(),
             clients: HashMap::new(),
+            stream_clients: HashMap::new(),
         }
     }
 
@@ -63,17 +69,23 @@ impl PeerRouter {
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let mut clients = HashMap::new();
+        let mut stream_clients = HashMap::new();
         for peer in peers {
-            let channel = Endpoint::from_shared(format!("https://{}", peer.address))?
+            let endpoint = Endpoint::from_shared(format!("https://{}", peer.address))?
                 .tls_config(tls.client(&peer.region))?
-                .connect_timeout(timeout)
-                .timeout(timeout)
-                .connect_lazy();
+                .connect_timeout(timeout);
+            let channel = endpoint.clone().timeout(timeout).connect_lazy();
             clients.insert(peer.region.clone(), PeerClient::new(channel));
+            stream_clients.insert(
+                peer.region.clone(),
+                PeerClient::new(endpoint.connect_lazy())
+                    .max_decoding_message_size(crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES),
+            );
         }
         Ok(Self {
             region: region.into(),
             clients,
+            stream_clients,
         })
     }
 
@@ -128,6 +140,35 @@ impl PeerRouter {
             code: tonic::Code::Internal,
             message: format!("unreadable rows: {e}"),
         })
+    }
+
+    /// Regions this node can reach.
+    pub fn peer_regions(&self) -> Vec<String> {
+        let mut regions: Vec<String> = self.clients.keys().cloned().collect();
+        regions.sort();
+        regions
+    }
+
+    /// Follows `source`'s change stream from after `after_seq`.
+    pub async fn stream_changes(
+        &self,
+        source: &str,
+        after_seq: u64,
+    ) -> Result<tonic::Streaming<ChangeBatch>, ForwardError> {
+        let mut client = self
+            .stream_clients
+            .get(source)
+            .cloned()
+            .ok_or_else(|| ForwardError::UnknownRegion(source.into()))?;
+        let request = StreamChangesRequest {
+            region: self.region.clone(),
+            after_seq,
+        };
+        client
+            .stream_changes(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| classify(source, status))
     }
 
     /// Sends `rows` (full rows of `table`, all homed in `home`) to `home`'s node, which

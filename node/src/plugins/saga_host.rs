@@ -219,6 +219,7 @@ impl StepTransaction {
             }
             Locality::Regional { region } => region.as_str(),
             Locality::Global => return Ok(()),
+            Locality::Replica => return Err(format!("{} is a read-only replica", def.name)),
         };
         if home != &*self.region {
             return Err(format!(

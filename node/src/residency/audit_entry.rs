@@ -13,6 +13,8 @@ pub enum AuditPath {
     QueryResult,
     /// Rows written here but homed elsewhere, sent to their home node.
     Forward,
+    /// Change events (already redacted) published to the other regions.
+    Replication,
 }
 
 impl AuditPath {
@@ -21,6 +23,7 @@ impl AuditPath {
             AuditPath::Store => "store",
             AuditPath::QueryResult => "query-result",
             AuditPath::Forward => "forward",
+            AuditPath::Replication => "replication",
         }
     }
 }

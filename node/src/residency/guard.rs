@@ -109,7 +109,7 @@ fn now_unix_ms() -> u64 {
 }
 
 /// Masks text as the WIT contract says: all but the last four characters become '*'.
-fn mask_text(text: &str) -> String {
+pub(crate) fn mask_text(text: &str) -> String {
     let count = text.chars().count();
     text.chars()
         .enumerate()
@@ -449,6 +449,110 @@ impl ResidencyGuard {
         Ok(())
     }
 
+    /// May these (already redacted) rows of `table`, homed here, be published for
+    /// replication to every one of `destinations`? One answer must hold for all of them
+    /// (a Kafka topic or a relayed stream is read by every region), so the strictest
+    /// column action across destinations wins and a row any destination refuses is
+    /// withheld (`None`). A policy that is missing or fails is an error: the caller
+    /// holds the rows and asks again later.
+    pub fn check_replication(
+        &self,
+        table: &str,
+        governed: bool,
+        columns: &[crate::plugins::residency_types::Column],
+        rows: &[Vec<crate::plugins::residency_types::Value>],
+        destinations: &[String],
+    ) -> Result<ReplicationVerdict, GuardError> {
+        let keep_all = || vec![ColumnAction::Keep; columns.len()];
+        if self.mode != GuardMode::Enforce || !governed || rows.is_empty() {
+            return Ok(ReplicationVerdict {
+                rows: rows.iter().map(|_| Some(keep_all())).collect(),
+                audit: None,
+            });
+        }
+        let policy = self.policy()?;
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let mut audit = self.entry(
+            &Principal::system("cdc-relay", &self.region),
+            AuditPath::Replication,
+            table,
+            names.clone(),
+            &destinations.join(","),
+            rows.len(),
+        );
+        audit.plugin = Some(plugin_ref(&policy));
+        let mut verdicts: Vec<Option<Vec<ColumnAction>>> =
+            rows.iter().map(|_| Some(keep_all())).collect();
+        let mut refusal = None;
+        for destination in destinations {
+            let mut start = 0;
+            for chunk in rows.chunks(POLICY_BATCH_ROWS_MAX) {
+                let batch = RowBatch {
+                    table: Table {
+                        name: table.to_string(),
+                        columns: columns.to_vec(),
+                    },
+                    regions: vec![self.region.to_string(), destination.clone()],
+                    home_regions: vec![0; chunk.len()],
+                    rows: chunk.to_vec(),
+                };
+                let decision = policy
+                    .plugin
+                    .may_leave(&batch, 1, Purpose::Replication)
+                    .map_err(|e| self.failed(e))?;
+                for index in 0..chunk.len() {
+                    let verdict = &mut verdicts[start + index];
+                    match effective(&decision, index) {
+                        Decision::Allow => {}
+                        Decision::Deny(denial) => {
+                            *verdict = None;
+                            refusal.get_or_insert_with(|| denial.reason.clone());
+                        }
+                        Decision::AllowWith(actions) if actions.len() != columns.len() => {
+                            return Err(self.failed(CallError::InvalidOutput(format!(
+                                "{} column actions for {} columns",
+                                actions.len(),
+                                columns.len()
+                            ))));
+                        }
+                        Decision::AllowWith(actions) => {
+                            if let Some(current) = verdict {
+                                for (mine, theirs) in current.iter_mut().zip(actions) {
+                                    *mine = stricter(*mine, *theirs);
+                                }
+                            }
+                        }
+                    }
+                }
+                start += chunk.len();
+            }
+        }
+        let withheld = verdicts.iter().filter(|v| v.is_none()).count();
+        let mut changed = Vec::new();
+        for actions in verdicts.iter().flatten() {
+            let described = describe_actions(&names, actions);
+            if !described.is_empty() && !changed.contains(&described) {
+                changed.push(described);
+            }
+        }
+        if withheld > 0 {
+            changed.push(format!(
+                "{withheld} rows withheld: {}",
+                refusal.unwrap_or_default()
+            ));
+        }
+        audit.decision = match (withheld, changed.is_empty()) {
+            (w, _) if w == rows.len() => "deny".into(),
+            (_, true) => "allow".into(),
+            (_, false) => "allow-with".into(),
+        };
+        audit.reason = (!changed.is_empty()).then(|| changed.join("; "));
+        Ok(ReplicationVerdict {
+            rows: verdicts,
+            audit: Some(audit),
+        })
+    }
+
     /// Appends an entry on its own (a refusal, or a release of rows that wrote no data),
     /// durably, before the caller acts on the decision.
     pub async fn record(&self, entry: AuditEntry) -> Result<(), GuardError> {
@@ -461,6 +565,25 @@ impl ResidencyGuard {
             .await?;
         Ok(())
     }
+}
+
+/// Remove is stricter than mask, mask than keep.
+fn stricter(a: ColumnAction, b: ColumnAction) -> ColumnAction {
+    let rank = |action| match action {
+        ColumnAction::Keep => 0,
+        ColumnAction::Mask => 1,
+        ColumnAction::Remove => 2,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// What may be published for replication: per row, the column actions to apply, or
+/// `None` if the row is withheld; and the audit entry of the decision (none when no
+/// decision was needed).
+#[derive(Debug)]
+pub struct ReplicationVerdict {
+    pub rows: Vec<Option<Vec<ColumnAction>>>,
+    pub audit: Option<AuditEntry>,
 }
 
 fn plugin_ref(active: &Active<ResidencyPolicyPlugin>) -> PluginRef {

@@ -62,6 +62,8 @@ pub enum WriteError {
         table_region: String,
         local_region: String,
     },
+    #[error("{0} is a read-only replica of other regions' data; write at the source")]
+    ReadOnlyReplica(String),
     #[error("statement would change more than statement_rows_max = {STATEMENT_ROWS_MAX} rows")]
     TooManyRows,
     #[error("table {0} was dropped or replaced while the statement ran")]
@@ -175,6 +177,7 @@ impl WriteTarget {
                 Ok(region.clone())
             }
             Locality::Global => Ok(self.local_region.to_string()),
+            Locality::Replica => Err(WriteError::ReadOnlyReplica(def.name.clone())),
         }
     }
 }

@@ -141,6 +141,14 @@ pub struct SqlEngine {
     router: Arc<PeerRouter>,
 }
 
+/// What the engine knows of the other regions: peer reachability, the way to their
+/// nodes, and CDC replication state (for `system.nodes` and `system.cdc`).
+pub struct MeshHandles {
+    pub peers: Arc<PeerMonitor>,
+    pub router: Arc<PeerRouter>,
+    pub cdc: Arc<crate::cdc::CdcStatus>,
+}
+
 impl SqlEngine {
     pub fn new(
         store: Store,
@@ -148,9 +156,9 @@ impl SqlEngine {
         metrics: Arc<Metrics>,
         plugins: Arc<PluginRegistry>,
         guard: Arc<ResidencyGuard>,
-        peers: Arc<PeerMonitor>,
-        router: Arc<PeerRouter>,
+        mesh: MeshHandles,
     ) -> Self {
+        let MeshHandles { peers, router, cdc } = mesh;
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
             .with_create_default_catalog_and_schema(false)
@@ -162,6 +170,7 @@ impl SqlEngine {
             identity: Arc::clone(&identity),
             plugins,
             peers,
+            cdc,
         };
         context.register_catalog(CATALOG_NAME, Arc::new(DomicileCatalog::new(system.clone())));
         let state = context.state();

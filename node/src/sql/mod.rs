@@ -15,8 +15,9 @@ mod table_provider;
 use std::sync::Arc;
 
 pub use dml::WriteError;
-pub use engine::{PreparedStatement, SqlEngine, StatementKind};
+pub use engine::{MeshHandles, PreparedStatement, SqlEngine, StatementKind};
 pub use error::SqlError;
+pub(crate) use schemas::REPLICA_PREFIX;
 
 /// Which cell this node is.
 #[derive(Debug)]

@@ -182,6 +182,7 @@ mod tests {
                 region_column: "region".into(),
             },
             next_column_id: 3,
+            cdc: false,
         }
     }
 

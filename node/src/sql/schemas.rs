@@ -1,6 +1,7 @@
 //! How DataFusion finds tables: catalog `domicile` with schema `public` (user tables,
-//! resolved from the storage catalog on every lookup, so DDL is visible at once) and
-//! schema `system` (read-only views of the node's own state).
+//! resolved from the storage catalog on every lookup, so DDL is visible at once), schema
+//! `global` (read-only CDC replicas of other regions' tables, stored as `global.<name>`)
+//! and schema `system` (read-only views of the node's own state).
 
 use std::sync::Arc;
 
@@ -17,19 +18,30 @@ use crate::storage::Store;
 pub(crate) const CATALOG_NAME: &str = "domicile";
 pub(crate) const PUBLIC_SCHEMA: &str = "public";
 pub(crate) const SYSTEM_SCHEMA: &str = "system";
+pub(crate) const GLOBAL_SCHEMA: &str = "global";
+/// Storage name prefix of replica tables: `global.accounts` is `accounts` in `global`.
+/// User tables cannot take such a name (DDL creates only in `public`).
+pub(crate) const REPLICA_PREFIX: &str = "global.";
 
 #[derive(Debug)]
 pub(crate) struct DomicileCatalog {
-    public: Arc<PublicSchema>,
+    public: Arc<StoredSchema>,
+    global: Arc<StoredSchema>,
     system: Arc<SystemSchema>,
 }
 
 impl DomicileCatalog {
     pub(crate) fn new(system: SystemState) -> Self {
         Self {
-            public: Arc::new(PublicSchema {
+            public: Arc::new(StoredSchema {
                 store: system.store.clone(),
                 identity: Arc::clone(&system.identity),
+                prefix: "",
+            }),
+            global: Arc::new(StoredSchema {
+                store: system.store.clone(),
+                identity: Arc::clone(&system.identity),
+                prefix: REPLICA_PREFIX,
             }),
             system: Arc::new(SystemSchema { state: system }),
         }
@@ -38,32 +50,56 @@ impl DomicileCatalog {
 
 impl CatalogProvider for DomicileCatalog {
     fn schema_names(&self) -> Vec<String> {
-        vec![PUBLIC_SCHEMA.to_string(), SYSTEM_SCHEMA.to_string()]
+        vec![
+            PUBLIC_SCHEMA.to_string(),
+            GLOBAL_SCHEMA.to_string(),
+            SYSTEM_SCHEMA.to_string(),
+        ]
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         match name {
             PUBLIC_SCHEMA => Some(Arc::clone(&self.public) as Arc<dyn SchemaProvider>),
+            GLOBAL_SCHEMA => Some(Arc::clone(&self.global) as Arc<dyn SchemaProvider>),
             SYSTEM_SCHEMA => Some(Arc::clone(&self.system) as Arc<dyn SchemaProvider>),
             _ => None,
         }
     }
 }
 
+/// Tables kept in storage whose names start with `prefix` (the empty prefix: names
+/// without a schema, i.e. user tables).
 #[derive(Debug)]
-struct PublicSchema {
+struct StoredSchema {
     store: Store,
     identity: Arc<NodeIdentity>,
+    prefix: &'static str,
+}
+
+impl StoredSchema {
+    fn stored_name(&self, name: &str) -> Option<String> {
+        (!name.contains('.')).then(|| format!("{}{name}", self.prefix))
+    }
 }
 
 #[async_trait]
-impl SchemaProvider for PublicSchema {
+impl SchemaProvider for StoredSchema {
     fn table_names(&self) -> Vec<String> {
-        self.store.tables().iter().map(|t| t.name.clone()).collect()
+        self.store
+            .tables()
+            .iter()
+            .filter_map(|t| {
+                let rest = t.name.strip_prefix(self.prefix)?;
+                (!rest.contains('.')).then(|| rest.to_string())
+            })
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self.store.table(name).map(|def| {
+        let Some(stored) = self.stored_name(name) else {
+            return Ok(None);
+        };
+        Ok(self.store.table(&stored).map(|def| {
             Arc::new(DomicileTable::new(
                 def,
                 self.store.clone(),
@@ -83,7 +119,8 @@ impl SchemaProvider for PublicSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.store.table(name).is_some()
+        self.stored_name(name)
+            .is_some_and(|stored| self.store.table(&stored).is_some())
     }
 }
 

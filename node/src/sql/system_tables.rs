@@ -1,5 +1,6 @@
-//! `system.tables`, `system.columns`, `system.node`: the node's own state as SQL. Each is
-//! built fresh at planning time from in-memory state; none reads user rows.
+//! `system.tables`, `system.columns`, `system.node`, `system.nodes`, `system.cdc`,
+//! `system.plugins`, `system.audit`: the node's own state as SQL. Each is built fresh at
+//! planning time; none reads user rows.
 
 use std::sync::Arc;
 
@@ -8,9 +9,10 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::{MemTable, TableProvider};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 
 use crate::catalog::Locality;
+use crate::cdc::CdcStatus;
 use crate::limits::SYSTEM_AUDIT_ROWS_MAX;
 use crate::mesh::PeerMonitor;
 use crate::plugins::PluginRegistry;
@@ -18,8 +20,9 @@ use crate::residency::AuditEntry;
 use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
-pub(crate) const SYSTEM_TABLE_NAMES: &[&str] =
-    &["tables", "columns", "node", "nodes", "plugins", "audit"];
+pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &[
+    "tables", "columns", "node", "nodes", "cdc", "plugins", "audit",
+];
 
 /// What system tables describe.
 #[derive(Clone, Debug)]
@@ -28,6 +31,7 @@ pub(crate) struct SystemState {
     pub(crate) identity: Arc<NodeIdentity>,
     pub(crate) plugins: Arc<PluginRegistry>,
     pub(crate) peers: Arc<PeerMonitor>,
+    pub(crate) cdc: Arc<crate::cdc::CdcStatus>,
 }
 
 pub(crate) fn system_table(
@@ -40,7 +44,8 @@ pub(crate) fn system_table(
         "node" => node(&state.store, &state.identity)?,
         "plugins" => plugins(&state.plugins)?,
         "audit" => audit(&state.store)?,
-        "nodes" => nodes(&state.identity, &state.peers)?,
+        "nodes" => nodes(&state.identity, &state.peers, &state.cdc)?,
+        "cdc" => cdc(&state.store, &state.cdc)?,
         _ => return Ok(None),
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -68,6 +73,7 @@ fn tables(store: &Store) -> Result<RecordBatch> {
         Locality::RegionalByRow { .. } => "REGIONAL BY ROW",
         Locality::Regional { .. } => "REGIONAL",
         Locality::Global => "GLOBAL",
+        Locality::Replica => "REPLICA",
     };
     batch(
         vec![
@@ -78,6 +84,7 @@ fn tables(store: &Store) -> Result<RecordBatch> {
             nullable_text("home_region"),
             text("primary_key"),
             Field::new("column_count", DataType::UInt32, false),
+            Field::new("cdc", DataType::Boolean, false),
         ],
         vec![
             Arc::new(StringArray::from_iter_values(
@@ -109,6 +116,7 @@ fn tables(store: &Store) -> Result<RecordBatch> {
             Arc::new(UInt32Array::from_iter_values(
                 defs.iter().map(|d| d.columns.len() as u32),
             )),
+            Arc::new(BooleanArray::from_iter(defs.iter().map(|d| Some(d.cdc)))),
         ],
     )
 }
@@ -327,8 +335,14 @@ fn audit(store: &Store) -> Result<RecordBatch> {
 }
 
 /// This node and every configured peer, as the peer monitor last saw them.
-fn nodes(identity: &NodeIdentity, peers: &PeerMonitor) -> Result<RecordBatch> {
+fn nodes(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Result<RecordBatch> {
     let peers = peers.statuses();
+    let now = std::time::Instant::now();
+    let replicas = cdc.replicas();
+    let replica = |region: &str| replicas.get(region);
+    let mut applied: Vec<Option<u64>> = vec![None];
+    let mut lag: Vec<Option<u64>> = vec![None];
+    let mut replica_errors: Vec<Option<String>> = vec![None];
     let mut regions = vec![identity.region.to_string()];
     let mut addresses = vec![None];
     let mut is_self = vec![true];
@@ -344,6 +358,10 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor) -> Result<RecordBatch> {
         rtt_ms.push(peer.rtt_micros.map(|m| m as f64 / 1000.0));
         errors.push(peer.last_error.clone());
         seen.push(peer.last_seen_unix_ms);
+        let state = replica(&peer.region);
+        applied.push(state.map(|s| s.applied_seq));
+        lag.push(state.map(|s| s.lag_ms(now)).filter(|&l| l != u64::MAX));
+        replica_errors.push(state.and_then(|s| s.last_error.clone()));
     }
     batch(
         vec![
@@ -354,6 +372,9 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor) -> Result<RecordBatch> {
             Field::new("rtt_ms", DataType::Float64, true),
             nullable_text("last_error"),
             Field::new("last_seen_unix_ms", DataType::UInt64, true),
+            Field::new("replica_applied_seq", DataType::UInt64, true),
+            Field::new("replica_lag_ms", DataType::UInt64, true),
+            nullable_text("replica_error"),
         ],
         vec![
             Arc::new(StringArray::from(regions)),
@@ -363,6 +384,48 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor) -> Result<RecordBatch> {
             Arc::new(arrow::array::Float64Array::from(rtt_ms)),
             Arc::new(StringArray::from(errors)),
             Arc::new(UInt64Array::from(seen)),
+            Arc::new(UInt64Array::from(applied)),
+            Arc::new(UInt64Array::from(lag)),
+            Arc::new(StringArray::from(replica_errors)),
+        ],
+    )
+}
+
+/// The CDC relay of this node: what waits in the outbox, what was published or
+/// withheld, and why events are held, if they are.
+fn cdc(store: &Store, status: &CdcStatus) -> Result<RecordBatch> {
+    let backlog = store
+        .outbox_backlog()
+        .map_err(|e| DataFusionError::External(e.into()))?;
+    let stream = store
+        .stream_bounds()
+        .map_err(|e| DataFusionError::External(e.into()))?;
+    let relay = status.relay();
+    batch(
+        vec![
+            Field::new("outbox_events", DataType::UInt64, false),
+            Field::new("oldest_unrelayed_age_ms", DataType::UInt64, true),
+            Field::new("relayed_events", DataType::UInt64, false),
+            Field::new("withheld_events", DataType::UInt64, false),
+            Field::new("stream_first_seq", DataType::UInt64, true),
+            Field::new("stream_last_seq", DataType::UInt64, true),
+            nullable_text("held_reason"),
+        ],
+        vec![
+            Arc::new(UInt64Array::from(vec![backlog.events])),
+            Arc::new(UInt64Array::from(vec![backlog.oldest_commit_time_us.map(
+                |us| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as i64);
+                    u64::try_from((now - us) / 1000).unwrap_or(0)
+                },
+            )])),
+            Arc::new(UInt64Array::from(vec![relay.relayed])),
+            Arc::new(UInt64Array::from(vec![relay.withheld])),
+            Arc::new(UInt64Array::from(vec![stream.map(|(first, _)| first)])),
+            Arc::new(UInt64Array::from(vec![stream.map(|(_, last)| last)])),
+            Arc::new(StringArray::from(vec![relay.held])),
         ],
     )
 }

@@ -18,7 +18,7 @@ use super::arrow_convert::table_schema;
 use super::dml::{InsertSink, Mutation, MutationExec, WriteTarget};
 use super::pushdown::plan_access;
 use super::scan::StorageScanExec;
-use crate::catalog::TableDef;
+use crate::catalog::{Locality, TableDef};
 use crate::storage::Store;
 
 #[derive(Debug)]
@@ -42,6 +42,17 @@ impl DomicileTable {
             schema,
             constraints,
         }
+    }
+
+    /// Replicas change only through the CDC consumer, never through SQL.
+    fn refuse_replica(&self) -> Result<()> {
+        if self.def.locality == Locality::Replica {
+            return Err(DataFusionError::Plan(format!(
+                "{} is a read-only replica of other regions' data; write at the source region",
+                self.def.name
+            )));
+        }
+        Ok(())
     }
 
     fn target(&self) -> WriteTarget {
@@ -116,6 +127,7 @@ impl TableProvider for DomicileTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.refuse_replica()?;
         if insert_op != InsertOp::Append {
             return Err(DataFusionError::NotImplemented(format!(
                 "{insert_op} is not supported; use INSERT INTO"
@@ -130,6 +142,7 @@ impl TableProvider for DomicileTable {
         state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.refuse_replica()?;
         let access = plan_access(&self.def, &filters);
         let predicates = self.physical_exprs(state, filters)?;
         Ok(Arc::new(MutationExec::new(
@@ -146,6 +159,7 @@ impl TableProvider for DomicileTable {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.refuse_replica()?;
         let access = plan_access(&self.def, &filters);
         let predicates = self.physical_exprs(state, filters)?;
         let mut positions = Vec::with_capacity(assignments.len());

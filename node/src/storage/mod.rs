@@ -1,9 +1,11 @@
 //! The only user of redb. One database file per node holds the catalog, every table's
 //! rows (keyed so that each home region is its own contiguous partition, see
 //! `key_codec`), and node metadata. All writes go through one writer thread that folds
-//! concurrent statements into a single fsync'd commit (`writer`).
+//! concurrent statements into a single fsync'd commit (`writer`). Changes to CDC tables
+//! are captured in the same commit (`change_log`).
 
 mod audit_log;
+mod change_log;
 mod error;
 mod key_codec;
 mod row_codec;
@@ -14,6 +16,7 @@ mod write_context;
 mod writer;
 
 pub use audit_log::{AuditBreak, AuditRecord, AuditVerified};
+pub use change_log::{ChangeEvent, ChangeOp, OutboxBacklog};
 pub use error::StorageError;
 pub use row_codec::CorruptRow;
 pub use snapshot::{RowScan, Snapshot};

@@ -265,6 +265,7 @@ mod tests {
             primary_key: vec![0],
             locality: Locality::Global,
             next_column_id: columns.iter().map(|c| c.0 + 1).max().unwrap_or(0),
+            cdc: false,
         }
     }
 

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::watch;
 
+use super::change_log::{self, ChangeEvent, OutboxBacklog};
 use super::error::StorageError;
 use super::snapshot::Snapshot;
 use super::write_context::WriteContext;
@@ -32,12 +34,14 @@ pub(super) struct CatalogCache {
     pub(super) by_name: BTreeMap<String, Arc<TableDef>>,
 }
 
-/// Counters that tests and metrics read to prove what storage did.
-#[derive(Default)]
+/// Counters that tests and metrics read to prove what storage did, and the newest
+/// durable outbox and change-stream sequence numbers for those who wait on them.
 pub(super) struct StoreCounters {
     pub(super) rows_read: AtomicU64,
     pub(super) commits: AtomicU64,
     pub(super) statements_committed: AtomicU64,
+    pub(super) outbox_head: watch::Sender<u64>,
+    pub(super) stream_head: watch::Sender<u64>,
 }
 
 /// A node's durable store: open it once and share it (it is cheap to clone).
@@ -58,7 +62,14 @@ impl Store {
             closed: Arc::new(AtomicBool::new(false)),
         });
         let catalog = Arc::new(RwLock::new(load_catalog(&db)?));
-        let counters = Arc::new(StoreCounters::default());
+        let stream_head = change_log::stream_bounds(&db)?.map_or(0, |(_, last)| last);
+        let counters = Arc::new(StoreCounters {
+            rows_read: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            statements_committed: AtomicU64::new(0),
+            outbox_head: watch::Sender::new(change_log::change_head(&db)?),
+            stream_head: watch::Sender::new(stream_head),
+        });
         let writer = Writer::start(Arc::clone(&db), Arc::clone(&catalog), Arc::clone(&counters))?;
         Ok(Self {
             db,
@@ -133,6 +144,39 @@ impl Store {
         &self,
     ) -> Result<Result<super::AuditVerified, super::AuditBreak>, StorageError> {
         super::audit_log::verify(&self.db)
+    }
+
+    /// The oldest `limit` changes not yet relayed, in commit order.
+    pub fn outbox_oldest(&self, limit: usize) -> Result<Vec<ChangeEvent>, StorageError> {
+        change_log::outbox_oldest(&self.db, limit)
+    }
+
+    pub fn outbox_backlog(&self) -> Result<OutboxBacklog, StorageError> {
+        change_log::outbox_backlog(&self.db)
+    }
+
+    /// Change-stream messages after sequence number `after`, oldest first.
+    pub fn stream_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        change_log::stream_after(&self.db, after, limit)
+    }
+
+    /// The oldest and newest sequence numbers still in the change stream.
+    pub fn stream_bounds(&self) -> Result<Option<(u64, u64)>, StorageError> {
+        change_log::stream_bounds(&self.db)
+    }
+
+    /// Follows the newest durable change sequence number (outbox).
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.counters.outbox_head.subscribe()
+    }
+
+    /// Follows the newest durable change-stream sequence number.
+    pub fn watch_stream(&self) -> watch::Receiver<u64> {
+        self.counters.stream_head.subscribe()
     }
 
     /// A handle that tells when the database file has been closed cleanly: after every
@@ -223,6 +267,8 @@ fn load_catalog(db: &Database) -> Result<CatalogCache, StorageError> {
         txn.open_table(NODE_STATE)?;
         txn.open_table(super::audit_log::AUDIT)?;
         txn.open_table(super::audit_log::AUDIT_TIP)?;
+        txn.open_table(change_log::OUTBOX)?;
+        txn.open_table(change_log::CHANGE_STREAM)?;
     }
     txn.commit()?;
 

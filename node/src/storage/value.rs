@@ -1,8 +1,10 @@
+use serde::{Deserialize, Serialize};
+
 use crate::catalog::ColumnType;
 
 /// One cell as storage holds it. Types are those of [`ColumnType`]; a decimal carries
 /// its unscaled integer (precision and scale live in the column definition).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     Null,
     Boolean(bool),

@@ -1,9 +1,10 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use redb::{ReadableTable, Table};
 
+use super::change_log::{self, ChangeEvent, ChangeOp};
 use super::error::StorageError;
 use super::key_codec;
 use super::row_codec::{RowDecoder, encode_row};
@@ -44,6 +45,20 @@ pub struct WriteContext<'txn> {
     pub(super) audit: Table<'txn, u64, &'static [u8]>,
     pub(super) audit_tip: Table<'txn, &'static str, &'static [u8]>,
     pub(super) staged_audit: Vec<Vec<u8>>,
+    pub(super) outbox: Table<'txn, u64, &'static [u8]>,
+    pub(super) stream: Table<'txn, u64, &'static [u8]>,
+    /// Staged row keys of CDC tables, and those tables as the statement saw them.
+    pub(super) cdc_keys: BTreeMap<Vec<u8>, TableId>,
+    pub(super) cdc_defs: HashMap<TableId, TableDef>,
+    pub(super) staged_stream: Vec<(u64, Vec<u8>)>,
+    /// Outbox events up to and including this sequence number are removed.
+    pub(super) staged_outbox_removal: Option<u64>,
+    /// Stream messages below this sequence number are removed.
+    pub(super) staged_stream_prune: Option<u64>,
+    /// Newest outbox and stream sequence numbers written by applied statements of this
+    /// batch, announced to waiting readers once the commit is durable.
+    pub(super) outbox_head: Option<u64>,
+    pub(super) stream_head: Option<u64>,
     pub(super) counters: Arc<StoreCounters>,
     pub(super) catalog_cache: Arc<RwLock<CatalogCache>>,
 }
@@ -145,12 +160,38 @@ impl WriteContext<'_> {
     /// Stages `values` (every column, in order) as the row of its primary key.
     pub fn put_row(&mut self, def: &TableDef, partition: &str, values: &[Value]) {
         let key = key_codec::row_key(def.id, partition, &primary_key_of(def, values));
+        self.track_change(def, &key);
         self.staged_rows.insert(key, Some(encode_row(def, values)));
     }
 
     pub fn delete_row(&mut self, def: &TableDef, partition: &str, primary_key: &[Value]) {
         let key = key_codec::row_key(def.id, partition, primary_key);
+        self.track_change(def, &key);
         self.staged_rows.insert(key, None);
+    }
+
+    /// Remembers that a row of a CDC table changes: its outbox event is made when the
+    /// statement is applied, from the row as committed before and as staged after.
+    fn track_change(&mut self, def: &TableDef, key: &[u8]) {
+        if def.cdc {
+            self.cdc_defs.entry(def.id).or_insert_with(|| def.clone());
+            self.cdc_keys.insert(key.to_vec(), def.id);
+        }
+    }
+
+    /// Stages messages for the change stream and the removal of the outbox events up to
+    /// `relayed_through` they were made from (the CDC relay's one commit per batch).
+    pub fn relay_changes(&mut self, messages: Vec<(u64, Vec<u8>)>, relayed_through: u64) {
+        self.staged_stream.extend(messages);
+        self.staged_outbox_removal = Some(
+            self.staged_outbox_removal
+                .map_or(relayed_through, |seq| seq.max(relayed_through)),
+        );
+    }
+
+    /// Stages removal of stream messages below `seq` (retention).
+    pub fn prune_stream_below(&mut self, seq: u64) {
+        self.staged_stream_prune = Some(seq);
     }
 
     /// Allocates a table id and stages the definition; `build` receives the id.
@@ -197,6 +238,36 @@ impl WriteContext<'_> {
         self.staged_range_deletes.push((prefix, end));
         self.staged_catalog
             .push(CatalogChange::Remove(def.name.clone()));
+    }
+
+    /// The definition of `name` as this transaction sees it (staged changes included).
+    pub fn table_def(&mut self, name: &str) -> Result<Option<Arc<TableDef>>, StorageError> {
+        for change in self.staged_catalog.iter().rev() {
+            match change {
+                CatalogChange::Put(def) if def.name == name => return Ok(Some(Arc::clone(def))),
+                CatalogChange::Remove(removed) if removed == name => return Ok(None),
+                _ => {}
+            }
+        }
+        let Some(bytes) = self.catalog.get(name)? else {
+            return Ok(None);
+        };
+        let def: TableDef =
+            serde_json::from_slice(bytes.value()).map_err(|e| StorageError::CorruptCatalog {
+                name: name.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Some(Arc::new(def)))
+    }
+
+    /// Stages a new definition of an existing table (same id): columns added, never
+    /// removed or retyped, so stored rows keep decoding.
+    pub fn replace_table(&mut self, def: TableDef) -> Result<Arc<TableDef>, CatalogRefusal> {
+        def.validate().map_err(CatalogRefusal::Invalid)?;
+        let def = Arc::new(def);
+        self.staged_catalog
+            .push(CatalogChange::Put(Arc::clone(&def)));
+        Ok(def)
     }
 
     pub fn table_exists(&mut self, name: &str) -> Result<bool, StorageError> {
@@ -273,6 +344,7 @@ impl WriteContext<'_> {
     /// Applies staged writes to the transaction. Called by the writer only after the
     /// statement succeeded; an error here poisons the whole batch.
     pub(super) fn apply_staged(&mut self) -> Result<(), StorageError> {
+        let changes = self.capture_changes()?;
         for (start, end) in std::mem::take(&mut self.staged_range_deletes) {
             self.rows
                 .retain_in(start.as_slice()..end.as_slice(), |_, _| false)?;
@@ -300,6 +372,10 @@ impl WriteContext<'_> {
         for (key, value) in std::mem::take(&mut self.staged_meta) {
             self.meta.insert(key, value)?;
         }
+        if let Some(head) = change_log::append_outbox(&mut self.outbox, &mut self.meta, changes)? {
+            self.outbox_head = Some(head);
+        }
+        self.apply_staged_stream()?;
         super::audit_log::append(
             &mut self.audit,
             &mut self.audit_tip,
@@ -320,8 +396,72 @@ impl WriteContext<'_> {
         Ok(())
     }
 
+    /// The outbox events of this statement: one per changed row of a CDC table, the row
+    /// before as committed so far (earlier statements of the batch included) and after as
+    /// staged. A row written and removed again, or rewritten unchanged, has none.
+    fn capture_changes(&mut self) -> Result<Vec<ChangeEvent>, StorageError> {
+        let keys = std::mem::take(&mut self.cdc_keys);
+        let defs = std::mem::take(&mut self.cdc_defs);
+        let mut events = Vec::with_capacity(keys.len());
+        let commit_time_us = change_log::now_unix_us();
+        for (key, table_id) in keys {
+            let Some(def) = defs.get(&table_id) else {
+                continue;
+            };
+            let all: Vec<usize> = (0..def.columns.len()).collect();
+            let decoder = RowDecoder::new(def, &all);
+            let before = match self.rows.get(key.as_slice())? {
+                Some(bytes) => Some(decoder.decode(bytes.value())?),
+                None => None,
+            };
+            let after = match self.staged_rows.get(&key) {
+                Some(Some(bytes)) => Some(decoder.decode(bytes)?),
+                _ => None,
+            };
+            let op = match (&before, &after) {
+                (None, Some(_)) => ChangeOp::Create,
+                (Some(_), None) => ChangeOp::Delete,
+                (Some(b), Some(a)) if b != a => ChangeOp::Update,
+                _ => continue,
+            };
+            let row = after
+                .as_ref()
+                .or(before.as_ref())
+                .map_or_else(Vec::new, |row| primary_key_of(def, row));
+            events.push(ChangeEvent {
+                seq: 0,
+                table: def.name.clone(),
+                op,
+                key: row,
+                before,
+                after,
+                commit_time_us,
+            });
+        }
+        Ok(events)
+    }
+
+    fn apply_staged_stream(&mut self) -> Result<(), StorageError> {
+        for (seq, message) in std::mem::take(&mut self.staged_stream) {
+            self.stream.insert(seq, message.as_slice())?;
+            self.stream_head = Some(self.stream_head.map_or(seq, |head| head.max(seq)));
+        }
+        if let Some(through) = self.staged_outbox_removal.take() {
+            self.outbox.retain_in(..=through, |_, _| false)?;
+        }
+        if let Some(below) = self.staged_stream_prune.take() {
+            self.stream.retain_in(..below, |_, _| false)?;
+        }
+        Ok(())
+    }
+
     /// Forgets everything a failed statement staged.
     pub(super) fn discard_staged(&mut self) {
+        self.cdc_keys.clear();
+        self.cdc_defs.clear();
+        self.staged_stream.clear();
+        self.staged_outbox_removal = None;
+        self.staged_stream_prune = None;
         self.staged_rows.clear();
         self.staged_catalog.clear();
         self.staged_range_deletes.clear();

@@ -186,6 +186,7 @@ fn commit_batch(
     let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
     let mut catalog_changes: Vec<CatalogChange> = Vec::new();
     let mut poison: Option<StorageError> = None;
+    let mut heads: (Option<u64>, Option<u64>) = (None, None);
     let outcome = (|| -> Result<(), StorageError> {
         let mut ctx = WriteContext {
             rows: txn.open_table(ROWS)?,
@@ -200,6 +201,15 @@ fn commit_batch(
             audit: txn.open_table(super::audit_log::AUDIT)?,
             audit_tip: txn.open_table(super::audit_log::AUDIT_TIP)?,
             staged_audit: Vec::new(),
+            outbox: txn.open_table(super::change_log::OUTBOX)?,
+            stream: txn.open_table(super::change_log::CHANGE_STREAM)?,
+            cdc_keys: Default::default(),
+            cdc_defs: Default::default(),
+            staged_stream: Vec::new(),
+            staged_outbox_removal: None,
+            staged_stream_prune: None,
+            outbox_head: None,
+            stream_head: None,
             counters: Arc::clone(counters),
             catalog_cache: Arc::clone(catalog),
         };
@@ -225,6 +235,7 @@ fn commit_batch(
             }
         }
         carry_over.extend(statements);
+        heads = (ctx.outbox_head, ctx.stream_head);
         Ok(())
     })();
 
@@ -252,6 +263,15 @@ fn commit_batch(
                     cache.by_name.remove(&name);
                 }
             }
+        }
+        drop(cache);
+        // Waiters (the CDC relay, stream subscribers) learn of new entries only once
+        // they are durable.
+        if let Some(head) = heads.0 {
+            counters.outbox_head.send_replace(head);
+        }
+        if let Some(head) = heads.1 {
+            counters.stream_head.send_replace(head);
         }
     }
     for finish in finishes {

@@ -1,7 +1,9 @@
 //! CDC redactor: what of a change event may leave its region. Per column, by class and
 //! name: `pii` names are dropped, `pii` emails are masked (first letter and domain kept),
 //! `pii` IBANs become stable tokens (keyed hash by the host), other `pii` and every
-//! `sensitive` column is dropped, `public` columns pass.
+//! `sensitive` column is dropped, `public` columns pass. A masked or tokenized column is
+//! declared `public` in the output: it no longer identifies anyone by itself, and the
+//! residency policy then decides on what actually leaves, not on what went in.
 
 use domicile_sdk_wasm::redactor::*;
 
@@ -74,7 +76,13 @@ pub fn redact_with(batch: EventBatch, hash: impl Fn(&[u8]) -> Vec<u8>) -> Redact
         .iter()
         .zip(&treatments)
         .filter(|(_, t)| **t != Treatment::Drop)
-        .map(|(c, _)| c.clone())
+        .map(|(c, t)| Column {
+            name: c.name.clone(),
+            class: match t {
+                Treatment::MaskEmail | Treatment::Tokenize => DataClass::Public,
+                _ => c.class,
+            },
+        })
         .collect();
     let events = batch
         .events
@@ -137,6 +145,13 @@ mod tests {
         let redacted = redact_with(batch, |data| data.iter().rev().copied().collect());
         let names: Vec<&str> = redacted.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["id", "email", "iban"]);
+        assert!(
+            redacted
+                .columns
+                .iter()
+                .all(|c| c.class == DataClass::Public),
+            "what remains is de-identified and declared public"
+        );
         let after = redacted.events[0]
             .as_ref()
             .and_then(|e| e.after.clone())

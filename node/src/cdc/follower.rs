@@ -1,0 +1,176 @@
+//! The consumer side of the embedded transport: one follower per peer region streams
+//! that region's redacted changes over the mesh and applies them to the replica tables,
+//! resuming from the offset it stored with the last batch it applied.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use super::envelope::{self, EnvelopeError, HEADER_REDACTOR};
+use super::replica::{self, ReplicaError};
+use super::status::CdcStatus;
+use crate::mesh::proto::ChangeBatch;
+use crate::mesh::{ForwardError, PeerRouter};
+use crate::storage::{StorageError, Store};
+
+/// A stream that says nothing for this long (the source sends a batch at least every
+/// `stream_source::HEARTBEAT`) is treated as a dead link and re-opened.
+const SILENCE_MAX: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+enum FollowError {
+    #[error(transparent)]
+    Connect(#[from] ForwardError),
+    #[error("stream from {region} failed: {message}")]
+    Stream { region: String, message: String },
+    #[error("stream from {0} went silent")]
+    Silent(String),
+    #[error("stream from {0} ended")]
+    Ended(String),
+    #[error("unreadable change from {region} (seq {seq}): {error}")]
+    Envelope {
+        region: String,
+        seq: u64,
+        error: EnvelopeError,
+    },
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub struct Follower {
+    pub store: Store,
+    pub router: Arc<PeerRouter>,
+    pub source: String,
+    pub status: Arc<CdcStatus>,
+}
+
+impl Follower {
+    /// Follows until `shutdown` turns true, reconnecting with backoff.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut last_error: Option<String> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let outcome = self.follow(&mut shutdown, &mut backoff).await;
+            self.status
+                .update_replica(&self.source, |s| s.connected = false);
+            let Err(error) = outcome else { return };
+            let message = error.to_string();
+            if last_error.as_deref() != Some(message.as_str()) {
+                tracing::warn!(source = %self.source, error = %message, "replica stream interrupted");
+            }
+            self.status
+                .update_replica(&self.source, |s| s.last_error = Some(message.clone()));
+            last_error = Some(message);
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn follow(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        backoff: &mut Duration,
+    ) -> Result<(), FollowError> {
+        let store = self.store.clone();
+        let source = self.source.clone();
+        let after = tokio::task::spawn_blocking(move || replica::stream_offset(&store, &source))
+            .await
+            .map_err(|e| StorageError::Transaction(e.to_string()))??;
+        let mut stream = self.router.stream_changes(&self.source, after).await?;
+        self.status
+            .update_replica(&self.source, |s| s.connected = true);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                next = tokio::time::timeout(SILENCE_MAX, stream.message()) => next,
+            };
+            let batch = match next {
+                Err(_) => return Err(FollowError::Silent(self.source.clone())),
+                Ok(Err(status)) => {
+                    return Err(FollowError::Stream {
+                        region: self.source.clone(),
+                        message: status.message().to_string(),
+                    });
+                }
+                Ok(Ok(None)) => return Err(FollowError::Ended(self.source.clone())),
+                Ok(Ok(Some(batch))) => batch,
+            };
+            self.apply(batch).await?;
+            *backoff = BACKOFF_MIN;
+        }
+    }
+
+    async fn apply(&self, batch: ChangeBatch) -> Result<(), FollowError> {
+        let changes = batch
+            .messages
+            .iter()
+            .map(|message| {
+                let redactor = envelope::header(message, HEADER_REDACTOR).unwrap_or("unknown");
+                envelope::parse(&message.key, &message.value, redactor).map_err(|error| {
+                    FollowError::Envelope {
+                        region: self.source.clone(),
+                        seq: message.seq,
+                        error,
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let source = self.source.clone();
+        let through = batch.through_seq;
+        let known = self
+            .status
+            .replica(&self.source)
+            .map_or(0, |s| s.applied_seq);
+        // A heartbeat that moves nothing needs no commit.
+        let applied = if changes.is_empty() && through <= known {
+            replica::Applied::default()
+        } else {
+            self.store
+                .write(move |ctx| replica::apply(ctx, &source, &changes, through))
+                .await?
+        };
+        let now = Instant::now();
+        let latency_ms = applied.newest_commit_time_us.map(|commit_us| {
+            let now_us = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            u64::try_from((now_us - commit_us) / 1000).unwrap_or(0)
+        });
+        self.status.update_replica(&self.source, |s| {
+            s.applied_seq = s.applied_seq.max(through);
+            s.source_head_seq = batch.head_seq;
+            s.source_oldest_unrelayed_us = batch.oldest_unrelayed_us;
+            s.heard_at = Some(now);
+            s.last_error = None;
+            if s.applied_seq >= batch.head_seq && batch.oldest_unrelayed_us == 0 {
+                s.current_at = Some(now);
+            }
+            s.applied_events += applied.applied;
+            if let Some(latency) = latency_ms {
+                s.last_apply_latency_ms = latency;
+            }
+        });
+        if applied.applied > 0 {
+            tracing::debug!(
+                source = %self.source,
+                applied = applied.applied,
+                skipped = applied.skipped,
+                through,
+                "replica changes applied"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! Change data capture: every region sees the non-sensitive metadata of every other.
+//!
+//! ```text
+//!  write ─▶ storage commit ─▶ outbox (same commit, `storage::change_log`)
+//!                                │
+//!                     relay: redactor (WASM) ─▶ residency guard ─▶ change stream
+//!                                                                      │
+//!      peers: StreamChanges (gRPC, mTLS) ◀─────────────────────────────┘
+//!        └─▶ follower ─▶ replica tables `global.<table>` (idempotent by source seq)
+//! ```
+//!
+//! `relay` turns outbox events into Debezium-compatible messages (`envelope`) or holds
+//! them; `stream_source` serves the change stream to peers; `follower` consumes a peer's
+//! stream; `replica` applies it; `status` is what `system.nodes` / `system.cdc` show.
+
+pub mod envelope;
+mod follower;
+mod relay;
+pub mod replica;
+mod status;
+pub mod stream_source;
+
+pub use follower::Follower;
+pub use relay::{Hold, Relay};
+pub use status::{CdcStatus, RelayState, ReplicaState};

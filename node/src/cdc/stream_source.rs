@@ -1,0 +1,121 @@
+//! The source side of the embedded transport: a peer's `StreamChanges` call reads this
+//! node's change stream from its offset, then follows it live.
+
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::limits::STREAM_BATCH_MESSAGES_MAX;
+use crate::mesh::proto::{ChangeBatch, ChangeMessage};
+use crate::storage::{StorageError, Store};
+
+/// A batch without messages goes out at least this often, so a follower can tell a
+/// quiet source from a dead link.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// node-state key: stream messages below this sequence number were removed (retention).
+pub const PRUNED_BELOW_KEY: &str = "cdc/stream/pruned_below";
+
+/// Messages after `after_seq`, then live, until the follower goes away or `shutdown`.
+pub fn follow(
+    store: Store,
+    after_seq: u64,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ReceiverStream<Result<ChangeBatch, Status>>, Status> {
+    let pruned_below = store
+        .state_with_prefix(PRUNED_BELOW_KEY)
+        .map_err(storage_status)?
+        .into_iter()
+        .find(|(k, _)| k == PRUNED_BELOW_KEY)
+        .and_then(|(_, v)| v.try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    if after_seq.saturating_add(1) < pruned_below {
+        return Err(Status::failed_precondition(format!(
+            "changes after {after_seq} are no longer retained (the stream starts at \
+             {pruned_below}); this replica must be rebuilt"
+        )));
+    }
+    let (sender, receiver) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut position = after_seq;
+        let mut stream_head = store.watch_stream();
+        let mut last_sent = Instant::now() - HEARTBEAT;
+        loop {
+            let batch = match read_batch(&store, position).await {
+                Ok(batch) => batch,
+                Err(status) => {
+                    let _ = sender.send(Err(status)).await;
+                    return;
+                }
+            };
+            let sent_messages = !batch.messages.is_empty();
+            let moved = batch.through_seq > position;
+            position = position.max(batch.through_seq);
+            if moved || last_sent.elapsed() >= HEARTBEAT {
+                if sender.send(Ok(batch)).await.is_err() {
+                    return; // the follower went away
+                }
+                last_sent = Instant::now();
+            }
+            if sent_messages {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = stream_head.changed() => {}
+                () = tokio::time::sleep(HEARTBEAT) => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    });
+    Ok(ReceiverStream::new(receiver))
+}
+
+async fn read_batch(store: &Store, after: u64) -> Result<ChangeBatch, Status> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        // Read in this order: everything relayed by the time of the backlog read is in
+        // the stream read after it.
+        let head_seq = *store.watch_changes().borrow();
+        let backlog = store.outbox_backlog()?;
+        let relayed_through = backlog
+            .oldest_seq
+            .map_or(head_seq, |oldest| oldest.saturating_sub(1));
+        let stored = store.stream_after(after, STREAM_BATCH_MESSAGES_MAX)?;
+        let complete = stored.len() < STREAM_BATCH_MESSAGES_MAX;
+        let last = stored.last().map_or(after, |(seq, _)| *seq);
+        let through_seq = if complete {
+            last.max(relayed_through)
+        } else {
+            last
+        };
+        let stream_head_seq = store.stream_bounds()?.map_or(0, |(_, last)| last);
+        let messages = stored
+            .into_iter()
+            .map(|(seq, bytes)| {
+                ChangeMessage::decode(bytes.as_slice()).map_err(|e| {
+                    StorageError::Transaction(format!("corrupt change stream message {seq}: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, StorageError>(ChangeBatch {
+            messages,
+            head_seq,
+            oldest_unrelayed_us: backlog.oldest_commit_time_us.unwrap_or(0),
+            stream_head_seq,
+            through_seq,
+        })
+    })
+    .await
+    .map_err(|e| Status::internal(format!("change stream read failed: {e}")))?
+    .map_err(storage_status)
+}
+
+fn storage_status(error: StorageError) -> Status {
+    Status::internal(format!("change stream: {error}"))
+}
