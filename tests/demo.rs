@@ -1,7 +1,8 @@
 //! `domicile demo` as a user runs it: three regions come up with their plugins and the
 //! payment example, peers over mutual TLS, every region answers, a reader from ap-southeast sees EU accounts
-//! as the EU policy allows, SIGTERM stops every node cleanly, and a second start on the
-//! same directory finds everything as it was (nothing loaded twice).
+//! as the EU policy allows, every region answers the global account directory from its
+//! replicas (redacted), SIGTERM stops every node cleanly, and a second start on the
+//! same directory finds everything as it was (nothing loaded or replicated twice).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -175,6 +176,25 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
         .expect("routed read");
     assert_eq!(column_strings(&routed, "name"), ["*****opez"]);
 
+    // The global directory: every region answers it locally from the other two
+    // regions' redacted change streams.
+    for (region, endpoint) in &regions {
+        let replicated = count(
+            endpoint,
+            "admin",
+            "admin",
+            &format!("SELECT count(*) AS n FROM global.accounts WHERE source_region <> '{region}'"),
+        )
+        .await;
+        assert_eq!(replicated, ["8"], "{region}'s directory");
+    }
+    let directory = us_admin
+        .query("SELECT email, iban FROM global.accounts WHERE id = 2001")
+        .await
+        .expect("directory on us-east");
+    assert_eq!(column_strings(&directory, "email"), ["a***@example.eu"]);
+    assert!(column_strings(&directory, "iban")[0].starts_with("tok_"));
+
     let (status, printed) = demo.stop();
     assert!(status.success(), "{status}: {printed:?}");
 
@@ -189,6 +209,14 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
         )
         .await;
         assert_eq!(all, ["4"], "{region} after restart");
+        let replicated = count(
+            &endpoint,
+            "admin",
+            "admin",
+            "SELECT count(*) AS n FROM global.accounts",
+        )
+        .await;
+        assert_eq!(replicated, ["8"], "{region}'s directory after restart");
     }
     let (status, _) = demo.stop();
     assert!(status.success());

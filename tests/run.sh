@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Domicile: formatting, lints, Rust unit and end-to-end tests
-# (real `domicile` processes, the stock Rust Flight SQL client), and the Python ADBC
-# tests. Installs what a fresh machine lacks. This is the README's test command and what
+# (real `domicile` processes, the stock Rust Flight SQL client, a real tansu Kafka
+# broker), and the Python ADBC tests. Installs what a fresh machine lacks. This is the README's test command and what
 # CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,20 @@ rustup target add wasm32-wasip2
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+
+step "tansu, the Kafka-protocol broker the CDC tests run against"
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  # About 15 minutes on 2 cores; its own target dir, so the project's stays as it is.
+  CARGO_TARGET_DIR="$HOME/.cache/domicile/tansu-target" \
+    cargo install tansu --features dynostore --locked
+fi
+
+step "Python venv: ADBC Flight SQL client, confluent-kafka, pytest"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+export DOMICILE_PYTHON="$venv/bin/python"
 
 step "format and lints"
 cargo fmt --check
@@ -43,8 +57,4 @@ cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc
 
 step "Python ADBC Flight SQL tests"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 DOMICILE_BIN="$CARGO_TARGET_DIR/debug/domicile" "$venv/bin/python" -m pytest -q tests/python

@@ -57,6 +57,22 @@ pub struct NodeConfig {
     #[serde(default)]
     pub residency: ResidencyConfig,
     pub mesh: Option<MeshConfig>,
+    #[serde(default)]
+    pub cdc: CdcConfig,
+}
+
+/// How change events travel between regions. Without `kafka_brokers`, nodes stream
+/// them to each other over the mesh (the embedded transport); with it, through Kafka.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdcConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port...]`. Each node then publishes its
+    /// change stream to topics `domicile.cdc.<region>.<table>` and consumes every other
+    /// region's topics.
+    pub kafka_brokers: Option<String>,
+    /// The consumer group of this node's replica consumer; default
+    /// `domicile-replica-<region>`.
+    pub kafka_group: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -333,6 +349,17 @@ impl NodeConfig {
             return Err(invalid(
                 "plugins.component_size_max_bytes",
                 "must be between 1 byte and 256 MiB",
+            ));
+        }
+        if let Some(brokers) = &self.cdc.kafka_brokers
+            && (brokers.trim().is_empty()
+                || brokers
+                    .split(',')
+                    .any(|b| b.trim().rsplit_once(':').is_none()))
+        {
+            return Err(invalid(
+                "cdc.kafka_brokers",
+                "must list host:port pairs separated by commas",
             ));
         }
         if self.auth.token_ttl_secs == 0 {

@@ -65,6 +65,10 @@ enum Command {
         /// $CARGO_TARGET_DIR or ./target, /wasm32-wasip2/release).
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
+        /// Carry change events through these Kafka brokers (`host:port,...`) instead of
+        /// streaming them between the nodes over the mesh.
+        #[arg(long)]
+        kafka: Option<String>,
     },
     /// Print an argon2 hash of the password read from stdin, for the `users` config.
     HashPassword,
@@ -121,13 +125,17 @@ enum AuditCommand {
     /// scan"). Exit status 0: none found; 1: leaks found.
     Scan {
         /// The region of the node whose files are scanned: its own canaries may be there.
-        #[arg(long)]
-        region: String,
+        #[arg(long, required_unless_present = "kafka")]
+        region: Option<String>,
         /// TOML file of `[[canary]]` entries (`region`, `value`).
         #[arg(long)]
         canaries: PathBuf,
+        /// Also read every message of every `domicile.cdc.*` topic on these brokers
+        /// (`host:port,...`): no canary of any region may be in a key, value or header.
+        #[arg(long)]
+        kafka: Option<String>,
         /// Files and folders to scan: the node's data dir (database and cache), its logs.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "kafka", requires = "region")]
         paths: Vec<PathBuf>,
     },
 }
@@ -246,6 +254,7 @@ fn run() -> anyhow::Result<()> {
         Command::Demo {
             data_dir,
             plugins_dir,
+            kafka,
         } => {
             std::fs::create_dir_all(&data_dir)?;
             let log = std::fs::File::create(data_dir.join("demo.log"))?;
@@ -258,7 +267,7 @@ fn run() -> anyhow::Result<()> {
                 .try_init()
                 .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
             let plugins_dir = plugins_dir.unwrap_or_else(domicile::cli::demo::default_plugins_dir);
-            runtime.block_on(domicile::cli::demo::run(data_dir, plugins_dir))
+            runtime.block_on(domicile::cli::demo::run(data_dir, plugins_dir, kafka))
         }
         Command::Certs { command } => make_certs(command),
         Command::Audit {
@@ -272,10 +281,20 @@ fn run() -> anyhow::Result<()> {
                 AuditCommand::Scan {
                     region,
                     canaries,
+                    kafka,
                     paths,
                 },
         } => {
-            let clean = scan_for_leaks(&region, &canaries, &paths)?;
+            let canaries = read_canaries(&canaries)?;
+            let mut clean = true;
+            if let Some(region) = region
+                && !paths.is_empty()
+            {
+                clean &= scan_for_leaks(&region, &canaries, &paths)?;
+            }
+            if let Some(brokers) = kafka {
+                clean &= runtime.block_on(scan_topics_for_leaks(&brokers, &canaries))?;
+            }
             std::process::exit(if clean { 0 } else { 1 });
         }
         Command::HashPassword => {
@@ -335,18 +354,25 @@ fn make_certs(command: CertsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn scan_for_leaks(region: &str, canaries: &Path, paths: &[PathBuf]) -> anyhow::Result<bool> {
-    use domicile::residency::leak_scan;
-    let text = std::fs::read_to_string(canaries)
-        .with_context(|| format!("cannot read {}", canaries.display()))?;
-    let file: leak_scan::CanaryFile = toml::from_str(&text)
-        .with_context(|| format!("invalid canary file {}", canaries.display()))?;
+fn read_canaries(path: &Path) -> anyhow::Result<Vec<domicile::residency::leak_scan::Canary>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: domicile::residency::leak_scan::CanaryFile =
+        toml::from_str(&text).with_context(|| format!("invalid canary file {}", path.display()))?;
     anyhow::ensure!(
         !file.canaries.is_empty(),
         "{} lists no canaries",
-        canaries.display()
+        path.display()
     );
-    let report = leak_scan::scan(region, &file.canaries, paths)?;
+    Ok(file.canaries)
+}
+
+fn scan_for_leaks(
+    region: &str,
+    canaries: &[domicile::residency::leak_scan::Canary],
+    paths: &[PathBuf],
+) -> anyhow::Result<bool> {
+    let report = domicile::residency::leak_scan::scan(region, canaries, paths)?;
     for finding in &report.findings {
         println!("LEAK {finding}");
     }
@@ -354,7 +380,49 @@ fn scan_for_leaks(region: &str, canaries: &Path, paths: &[PathBuf]) -> anyhow::R
         "scanned {} files ({} bytes) for {} canaries of other regions: {} found",
         report.files,
         report.bytes,
-        file.canaries.iter().filter(|c| c.region != region).count(),
+        canaries.iter().filter(|c| c.region != region).count(),
+        report.findings.len()
+    );
+    Ok(report.findings.is_empty())
+}
+
+/// Every message of every CDC topic: keys, values and headers.
+async fn scan_topics_for_leaks(
+    brokers: &str,
+    canaries: &[domicile::residency::leak_scan::Canary],
+) -> anyhow::Result<bool> {
+    use std::time::Duration;
+    let records =
+        domicile::cdc::read_all_topics(brokers, Duration::from_secs(10), Duration::from_secs(2))
+            .await
+            .with_context(|| format!("cannot read the CDC topics on {brokers}"))?;
+    let place = |r: &domicile::cdc::TopicRecord, part: &str| {
+        format!("kafka:{}[{}]@{}/{part}", r.topic, r.partition, r.offset)
+    };
+    let parts = records.iter().flat_map(|r| {
+        [
+            (place(r, "key"), r.key.as_slice()),
+            (place(r, "value"), r.value.as_slice()),
+        ]
+        .into_iter()
+        .chain(
+            r.headers
+                .iter()
+                .map(move |(name, value)| (place(r, &format!("header:{name}")), value.as_slice())),
+        )
+    });
+    let report = domicile::residency::leak_scan::scan_records(canaries, parts);
+    for finding in &report.findings {
+        println!("LEAK {finding}");
+    }
+    let topics: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r.topic.as_str()).collect();
+    println!(
+        "scanned {} messages in {} topics ({} bytes) for {} canaries: {} found",
+        records.len(),
+        topics.len(),
+        report.bytes,
+        canaries.len(),
         report.findings.len()
     );
     Ok(report.findings.is_empty())

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
 use crate::auth::{Authenticator, UserRecord};
-use crate::cdc::{CdcStatus, Follower, Relay};
+use crate::cdc::{CdcStatus, Follower, KafkaFollower, KafkaPublisher, Relay};
 use crate::config::NodeConfig;
 use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
@@ -180,7 +180,36 @@ impl Node {
             status: Arc::clone(&cdc_status),
         };
         background.push(tokio::spawn(relay.run(shutdown_signal.clone())));
-        for source in router.peer_regions() {
+        if let Some(brokers) = &config.cdc.kafka_brokers {
+            let group = config
+                .cdc
+                .kafka_group
+                .clone()
+                .unwrap_or_else(|| format!("domicile-replica-{}", config.region));
+            let publisher = KafkaPublisher::new(
+                store.clone(),
+                brokers,
+                &config.region,
+                Arc::clone(&cdc_status),
+            )
+            .context("cannot create the Kafka producer (cdc.kafka_brokers)")?;
+            let consumer = KafkaFollower::new(
+                store.clone(),
+                brokers,
+                &group,
+                &config.region,
+                Arc::clone(&cdc_status),
+            )
+            .context("cannot create the Kafka consumer (cdc.kafka_brokers)")?;
+            background.push(tokio::spawn(publisher.run(shutdown_signal.clone())));
+            background.push(tokio::spawn(consumer.run(shutdown_signal.clone())));
+        }
+        let embedded_sources = if config.cdc.kafka_brokers.is_some() {
+            Vec::new()
+        } else {
+            router.peer_regions()
+        };
+        for source in embedded_sources {
             let follower = Follower {
                 store: store.clone(),
                 router: Arc::clone(&router),

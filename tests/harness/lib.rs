@@ -17,9 +17,11 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use arrow;
 
+mod kafka_broker;
 mod link_proxy;
 mod mesh;
 pub use arrow_flight;
+pub use kafka_broker::KafkaBroker;
 pub use link_proxy::LinkProxy;
 pub use mesh::{Mesh, free_port, make_certs};
 

@@ -53,6 +53,11 @@ impl Mesh {
     /// Starts one node per region, each with its jurisdiction's policy, all peers of
     /// each other over mutual TLS.
     pub fn start(regions: &[&str]) -> anyhow::Result<Mesh> {
+        Self::start_with(regions, "")
+    }
+
+    /// [`Mesh::start`] with `extra_toml` appended to every node's config.
+    pub fn start_with(regions: &[&str], extra_toml: &str) -> anyhow::Result<Mesh> {
         let certs = tempfile::tempdir()?;
         make_certs(certs.path(), regions)?;
         // Proxies first (peers name them in their configs); each learns where its
@@ -71,7 +76,7 @@ impl Mesh {
         let mut nodes = Vec::new();
         for region in regions {
             let mut extra = format!(
-                "\n[mesh]\nca_cert = \"{ca}\"\ncert = \"{dir}/{region}.pem\"\nkey = \"{dir}/{region}.key\"\nping_interval_ms = 200\npeer_timeout_ms = 2000\n",
+                "{extra_toml}\n[mesh]\nca_cert = \"{ca}\"\ncert = \"{dir}/{region}.pem\"\nkey = \"{dir}/{region}.key\"\nping_interval_ms = 200\npeer_timeout_ms = 2000\n",
                 ca = certs.path().join("ca.pem").display(),
                 dir = certs.path().display(),
             );

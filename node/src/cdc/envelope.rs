@@ -29,9 +29,21 @@ pub const CONNECTOR: &str = "domicile";
 pub const HEADER_EVENT_ID: &str = "domicile.event_id";
 pub const HEADER_REDACTOR: &str = "domicile.redactor";
 
-/// The topic of a source region's table: `domicile.cdc.<region>.<table>`.
+/// The topic of a source region's table: `domicile.cdc.<region>.<table>`, with any
+/// character Kafka does not allow in topic names (outside `[A-Za-z0-9._-]`) as `_`.
 pub fn topic(region: &str, table: &str) -> String {
-    format!("domicile.cdc.{region}.{table}")
+    let clean = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("domicile.cdc.{}.{}", clean(region), clean(table))
 }
 
 /// A column as it leaves: name, data class and type.

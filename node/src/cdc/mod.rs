@@ -10,16 +10,21 @@
 //! ```
 //!
 //! `relay` turns outbox events into Debezium-compatible messages (`envelope`) or holds
-//! them; `stream_source` serves the change stream to peers; `follower` consumes a peer's
-//! stream; `replica` applies it; `status` is what `system.nodes` / `system.cdc` show.
+//! them. Transport, embedded (default): `stream_source` serves the change stream to
+//! peers, `follower` consumes a peer's stream. Transport, Kafka (`cdc.kafka_brokers`):
+//! `kafka` publishes the change stream to topics and consumes the other regions'.
+//! `replica` applies changes either way; `status` is what `system.nodes` /
+//! `system.cdc` show.
 
 pub mod envelope;
 mod follower;
+mod kafka;
 mod relay;
 pub mod replica;
 mod status;
 pub mod stream_source;
 
 pub use follower::Follower;
+pub use kafka::{KafkaFollower, KafkaPublisher, TopicRecord, read_all_topics};
 pub use relay::{Hold, Relay};
 pub use status::{CdcStatus, RelayState, ReplicaState};

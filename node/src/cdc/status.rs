@@ -19,6 +19,10 @@ pub struct RelayState {
     pub withheld: u64,
     /// Events waiting in the outbox at the last look.
     pub backlog: u64,
+    /// Messages a broker acknowledged since start (Kafka transport only).
+    pub published: u64,
+    /// Why the transport is not delivering, if it is not (Kafka transport only).
+    pub transport_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -246,7 +246,11 @@ async fn run_script(endpoint: &str, script: &str) -> anyhow::Result<()> {
 }
 
 /// Runs the demo until a signal; `ready` is called once everything is loaded.
-pub async fn run(data_dir: PathBuf, plugins_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn run(
+    data_dir: PathBuf,
+    plugins_dir: PathBuf,
+    kafka: Option<String>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let data_dir = data_dir.canonicalize()?;
     let mut nodes = Vec::new();
@@ -255,7 +259,9 @@ pub async fn run(data_dir: PathBuf, plugins_dir: PathBuf) -> anyhow::Result<()> 
     let fresh = listeners.is_some();
     for (region, jurisdiction, policy) in REGIONS {
         let key = key_path(&data_dir, jurisdiction);
-        let config = NodeConfig::load(&config_path(&data_dir, region))?;
+        let mut config = NodeConfig::load(&config_path(&data_dir, region))?;
+        // The transport is chosen per run: the same demo may restart with or without it.
+        config.cdc.kafka_brokers.clone_from(&kafka);
         let peer_listener = listeners.as_mut().and_then(Iterator::next);
         let node = Node::start_with_peer_listener(&config, peer_listener)
             .await
@@ -301,6 +307,7 @@ pub async fn run(data_dir: PathBuf, plugins_dir: PathBuf) -> anyhow::Result<()> 
     let mesh_path = data_dir.join("mesh.json");
     std::fs::write(&mesh_path, serde_json::to_vec_pretty(&mesh)?)?;
     print_welcome(&mesh, &mesh_path).await;
+    print_directory(&mesh, kafka.as_deref()).await;
 
     crate::server::wait_for_signal().await;
     println!("stopping the mesh");
@@ -392,6 +399,60 @@ async fn print_welcome(mesh: &MeshFile, mesh_path: &Path) {
                 .await;
             println!("{}", String::from_utf8_lossy(&out));
         }
+    }
+}
+
+/// The global account directory: every region answers it from its own replica of the
+/// others' redacted CDC streams, without asking them.
+async fn print_directory(mesh: &MeshFile, kafka: Option<&str>) {
+    let transport = match kafka {
+        Some(brokers) => format!("through Kafka at {brokers}"),
+        None => "streamed between the nodes over the mesh".to_string(),
+    };
+    println!(
+        "\nthe global account directory, answered locally in every region from replicas of the other \
+         regions' change streams (redacted by each region's CDC redactor, then its policy; {transport}):"
+    );
+    let expected = DATA.len().saturating_sub(1);
+    for region in &mesh.regions {
+        let Ok(mut shell) = SqlShell::connect(&region.flight_sql, ADMIN.0, ADMIN.1).await else {
+            continue;
+        };
+        // Replication takes well under a second on loopback; wait for every source.
+        let query = "SELECT source_region, count(*) AS accounts FROM global.accounts \
+                     GROUP BY source_region ORDER BY source_region";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut out = Vec::new();
+        loop {
+            out.clear();
+            let ok = shell.run(query, &mut out).await.unwrap_or(false);
+            let text = String::from_utf8_lossy(&out);
+            let sources = DATA
+                .iter()
+                .filter(|(r, _)| *r != region.region && text.contains(*r))
+                .count();
+            if (ok && sources == expected) || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        println!("  on {}:\n{}", region.region, String::from_utf8_lossy(&out));
+    }
+    if let Some(us) = mesh.regions.iter().find(|r| r.region == "us-east")
+        && let Ok(mut shell) = SqlShell::connect(&us.flight_sql, ADMIN.0, ADMIN.1).await
+    {
+        println!(
+            "EU customers in the directory on us-east (no name, no balance; email masked, IBAN a token):"
+        );
+        let mut out = Vec::new();
+        let _ = shell
+            .run(
+                "SELECT id, email, iban, currency, source_commit_time FROM global.accounts \
+                 WHERE source_region = 'eu-central' ORDER BY id LIMIT 3",
+                &mut out,
+            )
+            .await;
+        println!("{}", String::from_utf8_lossy(&out));
     }
     println!("\nready; Ctrl-C stops every node cleanly");
 }

@@ -79,6 +79,36 @@ pub fn scan(region: &str, canaries: &[Canary], paths: &[PathBuf]) -> std::io::Re
     Ok(report)
 }
 
+/// Scans records that left every region (Kafka messages: keys, values, headers): no
+/// canary of any region may be in them. Each record is `(where, bytes)`; a finding's
+/// `file` is that `where`.
+pub fn scan_records<'a>(
+    canaries: &[Canary],
+    records: impl IntoIterator<Item = (String, &'a [u8])>,
+) -> ScanReport {
+    let finders: Vec<(&Canary, Finder<'_>)> = canaries
+        .iter()
+        .filter(|c| !c.value.is_empty())
+        .map(|c| (c, Finder::new(c.value.as_bytes())))
+        .collect();
+    let mut report = ScanReport::default();
+    for (place, bytes) in records {
+        report.files += 1;
+        report.bytes += bytes.len() as u64;
+        for (canary, finder) in &finders {
+            for at in finder.find_iter(bytes) {
+                report.findings.push(Finding {
+                    canary: canary.value.clone(),
+                    home_region: canary.region.clone(),
+                    file: PathBuf::from(&place),
+                    offset: at as u64,
+                });
+            }
+        }
+    }
+    report
+}
+
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
     if meta.is_dir() {

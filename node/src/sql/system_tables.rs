@@ -410,6 +410,8 @@ fn cdc(store: &Store, status: &CdcStatus) -> Result<RecordBatch> {
             Field::new("stream_first_seq", DataType::UInt64, true),
             Field::new("stream_last_seq", DataType::UInt64, true),
             nullable_text("held_reason"),
+            Field::new("kafka_published", DataType::UInt64, false),
+            nullable_text("transport_error"),
         ],
         vec![
             Arc::new(UInt64Array::from(vec![backlog.events])),
@@ -426,6 +428,8 @@ fn cdc(store: &Store, status: &CdcStatus) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from(vec![stream.map(|(first, _)| first)])),
             Arc::new(UInt64Array::from(vec![stream.map(|(_, last)| last)])),
             Arc::new(StringArray::from(vec![relay.held])),
+            Arc::new(UInt64Array::from(vec![relay.published])),
+            Arc::new(StringArray::from(vec![relay.transport_error])),
         ],
     )
 }

@@ -1,0 +1,275 @@
+//! CDC through Kafka (a real tansu broker): three regions publish their redacted change
+//! streams to `domicile.cdc.<region>.<table>` and replicate from each other's topics.
+//! Every message of every topic is read back by two Kafka clients no one here wrote
+//! (librdkafka through `domicile audit scan --kafka`, and Python's confluent-kafka): no
+//! name, email or IBAN in clear in any key, value or header, the redacted forms are
+//! there, the envelopes are valid; a planted canary is found. kill -9 of a publishing
+//! node loses no change.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use domicile_tests::{KafkaBroker, Mesh, TestNode, column_strings, domicile_binary};
+
+const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
+
+const ACCOUNTS: &str = "CREATE TABLE accounts (
+    id BIGINT PRIMARY KEY, region TEXT NOT NULL, name TEXT NOT NULL, email TEXT, iban TEXT,
+    balance DECIMAL(18,2) NOT NULL, currency TEXT NOT NULL
+) WITH (locality = 'regional by row', region_column = 'region',
+        pii = 'name, email, iban', sensitive = 'balance', cdc = 'on')";
+
+/// (home region, canary values) of the rows this test writes.
+const CANARIES: [(&str, [&str; 3]); 2] = [
+    (
+        "us-east",
+        [
+            "Kafka Usname",
+            "kafka.us@example.com",
+            "US00KAFKA00000000001",
+        ],
+    ),
+    (
+        "eu-central",
+        [
+            "Kafka Euname",
+            "kafka.eu@example.eu",
+            "DE00KAFKA00000000002",
+        ],
+    ),
+];
+
+async fn wait_for(
+    node: &TestNode,
+    sql: &str,
+    done: impl Fn(&[arrow::array::RecordBatch]) -> bool,
+) -> Vec<arrow::array::RecordBatch> {
+    let mut client = node.client("reader").await.expect("login");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let result = client.query(sql).await;
+        if let Ok(batches) = &result
+            && done(batches)
+        {
+            return batches.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: `{sql}` never matched; last answer {result:?}",
+            node.region
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("DOMICILE_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache/domicile/venv/bin/python"))
+        })
+        .expect("DOMICILE_PYTHON or HOME")
+}
+
+fn canary_file(dir: &std::path::Path) -> PathBuf {
+    let mut text = String::new();
+    for (region, values) in CANARIES {
+        for value in values {
+            text.push_str(&format!(
+                "[[canary]]\nregion = \"{region}\"\nvalue = \"{value}\"\n"
+            ));
+        }
+    }
+    let path = dir.join("canaries.toml");
+    std::fs::write(&path, text).expect("canary file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_topics_carry_only_redacted_valid_envelopes() {
+    let broker = KafkaBroker::start().expect("tansu starts");
+    let config = format!("\n[cdc]\nkafka_brokers = \"{}\"\n", broker.brokers());
+    let mut mesh = Mesh::start_with(&REGIONS, &config).expect("mesh starts");
+    for node in &mesh.nodes {
+        node.upload_plugin("cdc-redactor", "pii_redactor", 1)
+            .expect("redactor upload");
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(ACCOUNTS).await.expect("create accounts");
+    }
+    for (index, (region, [name, email, iban])) in CANARIES.into_iter().enumerate() {
+        let mut writer = mesh.node(region).client("writer").await.expect("login");
+        writer
+            .update(&format!(
+                "INSERT INTO accounts VALUES ({}, '{region}', '{name}', '{email}', '{iban}', 5.00, 'EUR')",
+                index + 1
+            ))
+            .await
+            .expect("insert");
+    }
+    let mut us_writer = mesh.node("us-east").client("writer").await.expect("login");
+    us_writer
+        .update("UPDATE accounts SET currency = 'USD' WHERE id = 1")
+        .await
+        .expect("update");
+
+    // Replicas through Kafka, redacted.
+    for node in [mesh.node("eu-central"), mesh.node("ap-southeast")] {
+        wait_for(
+            node,
+            "SELECT email, currency FROM global.accounts WHERE id = 1",
+            |b| {
+                column_strings(b, "email") == ["k***@example.com"]
+                    && column_strings(b, "currency") == ["USD"]
+            },
+        )
+        .await;
+    }
+    wait_for(
+        mesh.node("us-east"),
+        "SELECT email FROM global.accounts WHERE id = 2",
+        |b| column_strings(b, "email") == ["k***@example.eu"],
+    )
+    .await;
+
+    // kill -9 of the US node while it publishes: nothing acknowledged is lost.
+    let endpoint = mesh.node("us-east").endpoint();
+    let writer = tokio::spawn(async move {
+        let mut acked = BTreeSet::new();
+        let Ok(mut client) =
+            domicile_tests::Client::connect(&endpoint, "writer", "writer-pw").await
+        else {
+            return acked;
+        };
+        for id in 100..400u64 {
+            let sql = format!(
+                "INSERT INTO accounts VALUES ({id}, 'us-east', 'N', 'n@example.com', 'X', 1.00, 'USD')"
+            );
+            match client.update(&sql).await {
+                Ok(_) => {
+                    acked.insert(id.to_string());
+                }
+                Err(_) => break,
+            }
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    mesh.kill9("us-east");
+    let acked = writer.await.expect("writer");
+    assert!(acked.len() > 10, "the writer got going: {}", acked.len());
+    mesh.restart("us-east").expect("restart");
+    let mut us_reader = mesh.node("us-east").client("reader").await.expect("login");
+    let source: BTreeSet<String> = column_strings(
+        &us_reader
+            .query("SELECT id FROM accounts WHERE id >= 100")
+            .await
+            .expect("source"),
+        "id",
+    )
+    .into_iter()
+    .collect();
+    assert!(
+        acked.is_subset(&source),
+        "acknowledged rows lost at the source"
+    );
+    wait_for(
+        mesh.node("eu-central"),
+        "SELECT id FROM global.accounts WHERE id >= 100",
+        |b| column_strings(b, "id").into_iter().collect::<BTreeSet<_>>() == source,
+    )
+    .await;
+
+    // Every byte of every message, read by librdkafka (`domicile audit scan --kafka`).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let canaries = canary_file(dir.path());
+    let scan = Command::new(domicile_binary())
+        .args(["audit", "scan", "--canaries"])
+        .arg(&canaries)
+        .args(["--kafka", &broker.brokers()])
+        .output()
+        .expect("audit scan runs");
+    let report = String::from_utf8_lossy(&scan.stdout);
+    assert!(scan.status.success(), "leaks in the topics: {report}");
+    let messages: usize = report
+        .split("scanned ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(messages >= source.len() + 3, "{report}");
+
+    // Python's confluent-kafka validates every envelope and searches every byte.
+    let mut check = Command::new(python());
+    check
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/tools/check_cdc_topics.py"
+        ))
+        .arg(broker.brokers())
+        .arg((source.len() + 3).to_string());
+    for (_, values) in CANARIES {
+        check.args(values);
+    }
+    let checked = check
+        .output()
+        .expect("python runs (run tests/run.sh once for its venv)");
+    assert!(
+        checked.status.success(),
+        "envelope check failed: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&checked.stdout).expect("summary JSON");
+    let tables: BTreeSet<String> = summary["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .map(|t| {
+            format!(
+                "{}.{}",
+                t[0].as_str().unwrap_or(""),
+                t[1].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        tables,
+        BTreeSet::from([
+            "eu-central.accounts".to_string(),
+            "us-east.accounts".to_string()
+        ])
+    );
+
+    // The scan can fail: a canary planted in a topic is found (and the nodes' consumers
+    // skip the garbage message).
+    let planted = Command::new(python())
+        .arg("-c")
+        .arg(format!(
+            "from confluent_kafka import Producer\n\
+             errors = []\n\
+             p = Producer({{'bootstrap.servers': '{}'}})\n\
+             p.produce('domicile.cdc.eu-central.accounts', key=b'{{}}', value=b'leaked {}',\n\
+                       on_delivery=lambda err, msg: errors.append(err))\n\
+             assert p.flush(30) == 0 and errors == [None], errors\n",
+            broker.brokers(),
+            CANARIES[1].1[2]
+        ))
+        .output()
+        .expect("python runs");
+    assert!(planted.status.success(), "{planted:?}");
+    let scan = Command::new(domicile_binary())
+        .args(["audit", "scan", "--canaries"])
+        .arg(&canaries)
+        .args(["--kafka", &broker.brokers()])
+        .output()
+        .expect("audit scan runs");
+    let report = String::from_utf8_lossy(&scan.stdout);
+    assert_eq!(scan.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("LEAK") && report.contains("DE00KAFKA00000000002"),
+        "{report}"
+    );
+}
