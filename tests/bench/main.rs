@@ -14,6 +14,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use domicile_tests::{Client, TestNode};
 use futures::TryStreamExt;
 
+mod cdc;
+
 struct Options {
     rows: i64,
     seconds: u64,
@@ -24,6 +26,8 @@ struct Options {
     guard: bool,
     /// Measure local and routed reads and writes on a 3-region mesh with simulated WAN.
     wan: bool,
+    /// Measure change data capture: write cost, relay throughput, end-to-end lag.
+    cdc: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -34,6 +38,7 @@ fn parse_options() -> anyhow::Result<Options> {
         seed: 42,
         guard: false,
         wan: false,
+        cdc: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -45,8 +50,10 @@ fn parse_options() -> anyhow::Result<Options> {
             "--seed" => options.seed = value()?.parse()?,
             "--guard" => options.guard = true,
             "--wan" => options.wan = true,
+            "--cdc" => options.cdc = true,
             other => anyhow::bail!(
-                "unknown argument {other} (--rows N --seconds S --postgres URL --seed N --guard)"
+                "unknown argument {other} (--rows N --seconds S --postgres URL --seed N \
+                 --guard | --wan | --cdc)"
             ),
         }
     }
@@ -437,6 +444,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if options.wan {
         return wan(&options).await;
+    }
+    if options.cdc {
+        return cdc::cdc(&options).await;
     }
     let node = TestNode::start("eu-central")?;
     load_domicile(&node, options.rows).await?;

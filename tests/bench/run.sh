@@ -6,7 +6,9 @@
 # `run.sh --plugins` instead measures plugin costs (native vs WASM policy, redactor);
 # `run.sh --guard [--seconds S]` the residency guard's cost (on vs off);
 # `run.sh --wan [--seconds S]` local and routed reads / writes on a 3-region mesh with the
-# seed scenario's round trips (80, 160, 170 ms) on the links.
+# seed scenario's round trips (80, 160, 170 ms) on the links;
+# `run.sh --cdc [--seconds S]` CDC write cost (on vs off), relay events/s, and end-to-end
+# lag (embedded transport, with and without WAN; Kafka via tansu, which must be installed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
@@ -22,7 +24,7 @@ fi
 
 cargo build --release -p domicile --bin domicile -p domicile-tests --bin domicile-bench
 
-if [ "${1:-}" = "--guard" ] || [ "${1:-}" = "--wan" ]; then
+if [ "${1:-}" = "--guard" ] || [ "${1:-}" = "--wan" ] || [ "${1:-}" = "--cdc" ]; then
   # Residency guard on vs off, two nodes, same run; no PostgreSQL needed.
   cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
   cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml

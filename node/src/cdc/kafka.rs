@@ -260,6 +260,9 @@ impl KafkaFollower {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("topic.metadata.refresh.interval.ms", "1000")
+            // A fetch returns as soon as there is anything: replication lag, not
+            // throughput, is what a directory reader notices.
+            .set("fetch.wait.max.ms", "20")
             .create()?;
         consumer.subscribe(&[TOPIC_PATTERN])?;
         Ok(Self {

@@ -2,8 +2,8 @@
 //!
 //! A change of table `t` from region `r` lands in `global.t` (storage name
 //! `global.t`, locality `Replica`, partition `r`): columns `source_region`, then the
-//! message's key and columns as they arrive, then `source_seq` and
-//! `source_commit_time`; primary key `(source_region, <key>)`. The table is created by
+//! message's key and columns as they arrive, then `source_seq`, `source_commit_time`
+//! and `replicated_at`; primary key `(source_region, <key>)`. The table is created by
 //! the first message and gains a column when a message brings a new one (a redactor
 //! swapped at run time may add or drop columns; a dropped one reads NULL in later rows).
 //!
@@ -14,6 +14,7 @@
 //! transport delivers one table of one source in commit order.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -25,6 +26,9 @@ use crate::storage::{CatalogRefusal, ChangeOp, StorageError, Store, Value, Write
 pub const SOURCE_REGION: &str = "source_region";
 pub const SOURCE_SEQ: &str = "source_seq";
 pub const SOURCE_COMMIT_TIME: &str = "source_commit_time";
+/// When this node applied the row's newest change (its staleness is `now - this`,
+/// the replication lag of that change `replicated_at - source_commit_time`).
+pub const REPLICATED_AT: &str = "replicated_at";
 
 #[derive(Debug, Error)]
 pub enum ReplicaError {
@@ -182,6 +186,7 @@ fn replica_def(ctx: &mut WriteContext<'_>, change: &Change) -> Result<Arc<TableD
                 for (name, column_type) in [
                     (SOURCE_SEQ, ColumnType::BigInt),
                     (SOURCE_COMMIT_TIME, ColumnType::Timestamp),
+                    (REPLICATED_AT, ColumnType::Timestamp),
                 ] {
                     let position = columns.len();
                     columns.push(column_def(
@@ -240,6 +245,13 @@ fn replica_row(def: &TableDef, source: &str, change: &Change) -> Result<Vec<Valu
     }
     if let Some(index) = def.column_index(SOURCE_COMMIT_TIME) {
         row[index] = Value::Timestamp(change.commit_time_us);
+    }
+    if let Some(index) = def.column_index(REPLICATED_AT) {
+        row[index] = Value::Timestamp(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        );
     }
     for &index in &def.primary_key {
         if row[index].is_null() {
