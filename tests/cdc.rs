@@ -4,7 +4,8 @@
 //! another region); updates and deletes replicate; kill -9 of the source or of a
 //! consumer mid-stream loses nothing; without a redactor, or with a failing one, events
 //! are held and published once a working one is active; a redactor swapped at run time
-//! applies to later events.
+//! applies to later events; a change the policy refuses to let leave is withheld and
+//! audited, and the stream moves past it.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -381,4 +382,62 @@ async fn events_are_held_without_a_working_redactor_and_swaps_apply_to_later_eve
         |b| column_strings(b, "held_reason") == [""] && column_strings(b, "outbox_events") == ["0"],
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_policy_refuses_to_replicate_is_withheld_and_audited() {
+    // us-east without a redactor: its change waits in the outbox.
+    let mesh = mesh_with_accounts(&["eu-central", "ap-southeast"]).await;
+    let us = mesh.node("us-east");
+    let eu = mesh.node("eu-central");
+    let mut writer = us.client("writer").await.expect("login");
+    writer
+        .update(&insert(
+            7,
+            "us-east",
+            "Kept Home",
+            "kept@example.com",
+            "US77",
+        ))
+        .await
+        .expect("insert");
+    // A policy that lets nothing leave, then a redactor: the event is decided, refused,
+    // recorded, and the stream moves past it.
+    us.upload_policy("guest_strict_policy", 2)
+        .expect("strict policy");
+    us.upload_plugin("cdc-redactor", "pii_redactor", 1)
+        .expect("redactor");
+    let cdc = wait_for(
+        us,
+        "SELECT outbox_events, withheld_events, relayed_events, held_reason FROM system.cdc",
+        |b| column_strings(b, "outbox_events") == ["0"],
+    )
+    .await;
+    assert_eq!(column_strings(&cdc, "withheld_events"), ["1"]);
+    assert_eq!(column_strings(&cdc, "relayed_events"), ["0"]);
+    assert_eq!(column_strings(&cdc, "held_reason"), [""]);
+    let mut reader = us.client("reader").await.expect("login");
+    let audit = reader
+        .query(
+            "SELECT decision, reason FROM system.audit WHERE path = 'replication' \
+             AND table_name = 'accounts'",
+        )
+        .await
+        .expect("audit");
+    assert_eq!(column_strings(&audit, "decision"), ["deny"]);
+    assert!(column_strings(&audit, "reason")[0].contains("strict policy"));
+    // eu-central's follower moves past the withheld change without a row for it.
+    wait_for(
+        eu,
+        "SELECT replica_applied_seq FROM system.nodes WHERE region = 'us-east'",
+        |b| column_strings(b, "replica_applied_seq") == ["1"],
+    )
+    .await;
+    let mut eu_reader = eu.client("reader").await.expect("login");
+    let rows = eu_reader
+        .query("SELECT id FROM global.accounts")
+        .await
+        .map(|b| row_count(&b))
+        .unwrap_or(0);
+    assert_eq!(rows, 0, "a withheld change never reaches a replica");
 }

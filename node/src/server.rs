@@ -21,7 +21,7 @@ use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 use crate::mesh::proto::peer_server::PeerServer;
 use crate::mesh::{MeshTls, PeerMonitor, PeerRouter, PeerService};
-use crate::metrics::{Metrics, serve_metrics};
+use crate::metrics::{Metrics, MetricsState, serve_metrics};
 use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
 use crate::residency::{GuardMode, ResidencyGuard};
 use crate::sql::{MeshHandles, NodeIdentity, SqlEngine};
@@ -301,7 +301,12 @@ impl Node {
         let mut metrics_shutdown = shutdown_signal.clone();
         let mut admin_shutdown = shutdown_signal.clone();
         let mut peer_shutdown = shutdown_signal.clone();
-        let plugins_for_metrics = Arc::clone(engine.plugins());
+        let metrics_state = MetricsState {
+            metrics,
+            store,
+            plugins: Arc::clone(engine.plugins()),
+            cdc: cdc_status,
+        };
         let serve = tokio::spawn(async move {
             let flight = tonic::transport::Server::builder()
                 .add_service(service)
@@ -314,7 +319,7 @@ impl Node {
             let metrics_server = async move {
                 match metrics_listener {
                     Some(listener) => tokio::select! {
-                        served = serve_metrics(listener, metrics, store, plugins_for_metrics) => served.map_err(anyhow::Error::from),
+                        served = serve_metrics(listener, metrics_state) => served.map_err(anyhow::Error::from),
                         _ = metrics_shutdown.wait_for(|stop| *stop) => Ok(()),
                     },
                     None => Ok(()),

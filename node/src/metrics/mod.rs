@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-pub use server::serve_metrics;
+pub use server::{MetricsState, serve_metrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatementLabels {
@@ -32,6 +32,11 @@ struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     method: &'static str,
     code: String,
@@ -49,6 +54,76 @@ pub struct Metrics {
     plugin_errors: Family<PluginLabels, Gauge>,
     plugin_timeouts: Family<PluginLabels, Gauge>,
     plugin_call_micros: Family<PluginLabels, Gauge>,
+    cdc: CdcGauges,
+}
+
+/// CDC state, copied in at scrape time.
+#[derive(Default)]
+struct CdcGauges {
+    outbox_events: Gauge,
+    oldest_unrelayed_age_ms: Gauge,
+    held: Gauge,
+    relayed: Gauge,
+    withheld: Gauge,
+    kafka_published: Gauge,
+    replica_lag_ms: Family<SourceLabels, Gauge>,
+    replica_applied: Family<SourceLabels, Gauge>,
+    replica_apply_latency_ms: Family<SourceLabels, Gauge>,
+}
+
+impl CdcGauges {
+    fn register(&self, registry: &mut Registry) {
+        let entries: [(&str, &str, &Gauge); 6] = [
+            (
+                "cdc_outbox_events",
+                "change events waiting in the outbox (not yet relayed)",
+                &self.outbox_events,
+            ),
+            (
+                "cdc_oldest_unrelayed_age_ms",
+                "age of the oldest change event not yet relayed",
+                &self.oldest_unrelayed_age_ms,
+            ),
+            (
+                "cdc_relay_held",
+                "1 while the relay holds events (no redactor, redactor or policy failing)",
+                &self.held,
+            ),
+            (
+                "cdc_relayed_events",
+                "change events published to the change stream since start",
+                &self.relayed,
+            ),
+            (
+                "cdc_withheld_events",
+                "change events the residency policy withheld since start (audited)",
+                &self.withheld,
+            ),
+            (
+                "cdc_kafka_published",
+                "messages the Kafka broker acknowledged since start",
+                &self.kafka_published,
+            ),
+        ];
+        for (name, help, gauge) in entries {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register(
+            "replica_lag_ms",
+            "how far each source region's replica may be behind, milliseconds",
+            self.replica_lag_ms.clone(),
+        );
+        registry.register(
+            "replica_applied_events",
+            "changes applied to replicas since start, by source region",
+            self.replica_applied.clone(),
+        );
+        registry.register(
+            "replica_apply_latency_ms",
+            "commit-to-apply time of the newest change applied, by source region",
+            self.replica_apply_latency_ms.clone(),
+        );
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,7 +203,10 @@ impl Metrics {
             "total time spent in calls, microseconds",
             plugin_call_micros.clone(),
         );
+        let cdc = CdcGauges::default();
+        cdc.register(&mut registry);
         Self {
+            cdc,
             plugin_calls,
             plugin_errors,
             plugin_timeouts,
@@ -196,10 +274,90 @@ impl Metrics {
         }
     }
 
+    /// Copies the CDC relay's and the replicas' state into gauges just before a scrape.
+    pub fn observe_cdc(
+        &self,
+        status: &crate::cdc::CdcStatus,
+        backlog: &crate::storage::OutboxBacklog,
+    ) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let relay = status.relay();
+        let gauges = &self.cdc;
+        gauges.outbox_events.set(clamp(backlog.events));
+        let age_ms = backlog.oldest_commit_time_us.map_or(0, |us| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            (now - us) / 1000
+        });
+        gauges.oldest_unrelayed_age_ms.set(age_ms.max(0));
+        gauges.held.set(i64::from(relay.held.is_some()));
+        gauges.relayed.set(clamp(relay.relayed));
+        gauges.withheld.set(clamp(relay.withheld));
+        gauges.kafka_published.set(clamp(relay.published));
+        let now = std::time::Instant::now();
+        for (source, replica) in status.replicas() {
+            let labels = SourceLabels { source };
+            gauges
+                .replica_lag_ms
+                .get_or_create(&labels)
+                .set(clamp(replica.lag_ms(now)));
+            gauges
+                .replica_applied
+                .get_or_create(&labels)
+                .set(clamp(replica.applied_events));
+            gauges
+                .replica_apply_latency_ms
+                .get_or_create(&labels)
+                .set(clamp(replica.last_apply_latency_ms));
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdc::CdcStatus;
+    use crate::storage::OutboxBacklog;
+
+    #[test]
+    fn cdc_state_reaches_the_scrape() {
+        let metrics = Metrics::new();
+        let status = CdcStatus::default();
+        status.update_relay(|s| {
+            s.held = Some("no redactor".into());
+            s.withheld = 2;
+        });
+        let now = std::time::Instant::now();
+        status.update_replica("us-east", |s| {
+            s.applied_seq = 5;
+            s.source_head_seq = 5;
+            s.heard_at = Some(now);
+            s.current_at = Some(now);
+            s.applied_events = 5;
+        });
+        let backlog = OutboxBacklog {
+            events: 3,
+            oldest_seq: Some(9),
+            oldest_commit_time_us: None,
+        };
+        metrics.observe_cdc(&status, &backlog);
+        let text = metrics.encode();
+        for line in [
+            "domicile_cdc_outbox_events 3",
+            "domicile_cdc_relay_held 1",
+            "domicile_cdc_withheld_events 2",
+            "domicile_replica_lag_ms{source=\"us-east\"} 0",
+            "domicile_replica_applied_events{source=\"us-east\"} 5",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -8,30 +8,24 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::Metrics;
+use crate::cdc::CdcStatus;
 use crate::plugins::PluginRegistry;
 use crate::storage::Store;
 
+/// What a scrape reads: the registry, and the state copied into it just before.
 #[derive(Clone)]
-struct MetricsState {
-    metrics: Arc<Metrics>,
-    store: Store,
-    plugins: Arc<PluginRegistry>,
+pub struct MetricsState {
+    pub metrics: Arc<Metrics>,
+    pub store: Store,
+    pub plugins: Arc<PluginRegistry>,
+    pub cdc: Arc<CdcStatus>,
 }
 
 /// Serves `GET /metrics` on `listener` until the future is dropped.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    store: Store,
-    plugins: Arc<PluginRegistry>,
-) -> std::io::Result<()> {
+pub async fn serve_metrics(listener: TcpListener, state: MetricsState) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(MetricsState {
-            metrics,
-            store,
-            plugins,
-        });
+        .with_state(state);
     axum::serve(listener, app).await
 }
 
@@ -42,6 +36,13 @@ async fn scrape(State(state): State<MetricsState>) -> impl IntoResponse {
         state.store.rows_read(),
     );
     state.metrics.observe_plugins(&state.plugins);
+    let store = state.store.clone();
+    let backlog = tokio::task::spawn_blocking(move || store.outbox_backlog())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    state.metrics.observe_cdc(&state.cdc, &backlog);
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.encode(),

@@ -609,7 +609,21 @@ fn finish(audit: &mut AuditEntry, outcome: &Result<(), GuardError>) {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_text;
+    use super::{ColumnAction, mask_text, stricter};
+
+    #[test]
+    fn the_strictest_column_action_wins_across_destinations() {
+        use ColumnAction::{Keep, Mask, Remove};
+        for (a, b, strictest) in [
+            (Keep, Keep, Keep),
+            (Keep, Mask, Mask),
+            (Mask, Keep, Mask),
+            (Mask, Remove, Remove),
+            (Remove, Keep, Remove),
+        ] {
+            assert_eq!(stricter(a, b), strictest, "{a:?} vs {b:?}");
+        }
+    }
 
     #[test]
     fn masking_keeps_the_last_four_characters() {
