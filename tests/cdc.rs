@@ -8,7 +8,7 @@
 //! audited, and the stream moves past it.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domicile_tests::{Mesh, TestNode, column_strings, row_count};
 
@@ -41,28 +41,13 @@ fn insert(id: u64, region: &str, name: &str, email: &str, iban: &str) -> String 
     )
 }
 
-/// Runs `sql` on `node` until `done` accepts the result, or panics after 30 s.
+/// Runs `sql` on `node` until `done` accepts the answer, or panics after 30 s.
 async fn wait_for(
     node: &TestNode,
     sql: &str,
     done: impl Fn(&[arrow::array::RecordBatch]) -> bool,
 ) -> Vec<arrow::array::RecordBatch> {
-    let mut client = node.client("reader").await.expect("login");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let result = client.query(sql).await;
-        if let Ok(batches) = &result
-            && done(batches)
-        {
-            return batches.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: `{sql}` never matched; last answer {result:?}",
-            node.region
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    node.wait_for(sql, Duration::from_secs(30), done).await
 }
 
 /// Every byte of every file under `node`'s data directory.

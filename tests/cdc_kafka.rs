@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domicile_tests::{KafkaBroker, Mesh, TestNode, column_strings, domicile_binary};
 
@@ -41,27 +41,13 @@ const CANARIES: [(&str, [&str; 3]); 2] = [
     ),
 ];
 
+/// Runs `sql` on `node` until `done` accepts the answer, or panics after 60 s.
 async fn wait_for(
     node: &TestNode,
     sql: &str,
     done: impl Fn(&[arrow::array::RecordBatch]) -> bool,
 ) -> Vec<arrow::array::RecordBatch> {
-    let mut client = node.client("reader").await.expect("login");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let result = client.query(sql).await;
-        if let Ok(batches) = &result
-            && done(batches)
-        {
-            return batches.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: `{sql}` never matched; last answer {result:?}",
-            node.region
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    node.wait_for(sql, Duration::from_secs(60), done).await
 }
 
 fn python() -> PathBuf {
@@ -86,6 +72,23 @@ fn canary_file(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("canaries.toml");
     std::fs::write(&path, text).expect("canary file");
     path
+}
+
+/// `domicile audit scan --kafka`: its exit status and report.
+fn scan_topics(
+    broker: &KafkaBroker,
+    canaries: &std::path::Path,
+) -> (std::process::ExitStatus, String) {
+    let scan = Command::new(domicile_binary())
+        .args(["audit", "scan", "--canaries"])
+        .arg(canaries)
+        .args(["--kafka", &broker.brokers()])
+        .output()
+        .expect("audit scan runs");
+    (
+        scan.status,
+        String::from_utf8_lossy(&scan.stdout).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,14 +188,8 @@ async fn kafka_topics_carry_only_redacted_valid_envelopes() {
     // Every byte of every message, read by librdkafka (`domicile audit scan --kafka`).
     let dir = tempfile::tempdir().expect("tempdir");
     let canaries = canary_file(dir.path());
-    let scan = Command::new(domicile_binary())
-        .args(["audit", "scan", "--canaries"])
-        .arg(&canaries)
-        .args(["--kafka", &broker.brokers()])
-        .output()
-        .expect("audit scan runs");
-    let report = String::from_utf8_lossy(&scan.stdout);
-    assert!(scan.status.success(), "leaks in the topics: {report}");
+    let (status, report) = scan_topics(&broker, &canaries);
+    assert!(status.success(), "leaks in the topics: {report}");
     let messages: usize = report
         .split("scanned ")
         .nth(1)
@@ -260,14 +257,8 @@ async fn kafka_topics_carry_only_redacted_valid_envelopes() {
         .output()
         .expect("python runs");
     assert!(planted.status.success(), "{planted:?}");
-    let scan = Command::new(domicile_binary())
-        .args(["audit", "scan", "--canaries"])
-        .arg(&canaries)
-        .args(["--kafka", &broker.brokers()])
-        .output()
-        .expect("audit scan runs");
-    let report = String::from_utf8_lossy(&scan.stdout);
-    assert_eq!(scan.status.code(), Some(1), "{report}");
+    let (status, report) = scan_topics(&broker, &canaries);
+    assert_eq!(status.code(), Some(1), "{report}");
     assert!(
         report.contains("LEAK") && report.contains("DE00KAFKA00000000002"),
         "{report}"

@@ -141,12 +141,11 @@ impl Node {
             _ => PeerRouter::none(&config.region),
         };
         let peers = match (&mesh_tls, &config.mesh) {
-            (Some(tls), Some(mesh)) if !config.peers.is_empty() => PeerMonitor::start(
+            (Some(_), Some(mesh)) if !config.peers.is_empty() => PeerMonitor::start(
                 &config.region,
                 &config.peers,
-                tls,
+                &router,
                 Duration::from_millis(mesh.ping_interval_ms),
-                Duration::from_millis(mesh.peer_timeout_ms),
             )?,
             _ => PeerMonitor::none(),
         };

@@ -389,6 +389,32 @@ impl TestNode {
         out
     }
 
+    /// Runs `sql` as `reader` until `done` accepts the answer; panics after `timeout`
+    /// with the last answer. For state that arrives asynchronously (replicas, peers).
+    pub async fn wait_for(
+        &self,
+        sql: &str,
+        timeout: Duration,
+        done: impl Fn(&[RecordBatch]) -> bool,
+    ) -> Vec<RecordBatch> {
+        let mut client = self.client("reader").await.expect("login as reader");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = client.query(sql).await;
+            if let Ok(batches) = &result
+                && done(batches)
+            {
+                return batches.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: `{sql}` never matched; last answer {result:?}",
+                self.region
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn client(&self, user: &str) -> anyhow::Result<Client> {
         let password = USERS
             .iter()

@@ -4,11 +4,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tonic::transport::Endpoint;
-
 use super::proto::PingRequest;
-use super::proto::peer_client::PeerClient;
-use super::tls::MeshTls;
+use super::router::PeerRouter;
 use crate::config::PeerConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,13 +47,14 @@ impl PeerMonitor {
         }
     }
 
-    /// Starts pinging `peers` as the node of `region`.
+    /// Starts pinging `peers` as the node of `region`, over the router's own channels:
+    /// the pings keep the connections that forwarded reads and writes use open, so no
+    /// client call pays for a TCP and TLS handshake across the WAN.
     pub fn start(
         region: &str,
         peers: &[PeerConfig],
-        tls: &MeshTls,
+        router: &PeerRouter,
         interval: Duration,
-        timeout: Duration,
     ) -> anyhow::Result<Self> {
         let statuses = Arc::new(RwLock::new(
             peers
@@ -73,12 +71,9 @@ impl PeerMonitor {
         ));
         let mut tasks = Vec::new();
         for (index, peer) in peers.iter().enumerate() {
-            let channel = Endpoint::from_shared(format!("https://{}", peer.address))?
-                .tls_config(tls.client(&peer.region))?
-                .connect_timeout(timeout)
-                .timeout(timeout)
-                .connect_lazy();
-            let mut client = PeerClient::new(channel);
+            let mut client = router
+                .peer_client(&peer.region)
+                .ok_or_else(|| anyhow::anyhow!("peer {} has no channel", peer.region))?;
             let statuses = Arc::clone(&statuses);
             let own_region = region.to_string();
             tasks.push(tokio::spawn(async move {

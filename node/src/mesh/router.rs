@@ -99,6 +99,11 @@ impl PeerRouter {
         !self.clients.is_empty()
     }
 
+    /// The channel to `region`'s node that forwarded calls use.
+    pub(crate) fn peer_client(&self, region: &str) -> Option<PeerClient<Channel>> {
+        self.clients.get(region).cloned()
+    }
+
     fn client(&self, home: &str) -> Result<PeerClient<Channel>, ForwardError> {
         self.clients
             .get(home)
