@@ -131,9 +131,11 @@ fn transfer(step: &str, from: i64, to: i64, cents: i64) -> StepInput {
 /// The orchestrator's record of a step, written through `also` in the step's commit.
 fn record(
     key: String,
-) -> impl Fn(&mut domicile::storage::WriteContext<'_>) -> Result<(), StepError> + Clone + Send + 'static
-{
-    move |ctx| {
+) -> impl Fn(&mut domicile::storage::WriteContext<'_>, &[(String, Value)]) -> Result<(), StepError>
++ Clone
++ Send
++ 'static {
+    move |ctx, _result| {
         ctx.put_state(key.clone(), b"done".to_vec());
         Ok(())
     }

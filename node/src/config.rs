@@ -59,6 +59,29 @@ pub struct NodeConfig {
     pub mesh: Option<MeshConfig>,
     #[serde(default)]
     pub cdc: CdcConfig,
+    #[serde(default)]
+    pub saga: SagaConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SagaConfig {
+    /// How long the orchestrator retries a step that fails transiently (its region
+    /// unreachable, say) before the saga compensates, in milliseconds.
+    #[serde(default = "default_step_timeout_ms")]
+    pub step_timeout_ms: u64,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            step_timeout_ms: default_step_timeout_ms(),
+        }
+    }
+}
+
+fn default_step_timeout_ms() -> u64 {
+    10_000
 }
 
 /// How change events travel between regions. Without `kafka_brokers`, nodes stream
@@ -361,6 +384,9 @@ impl NodeConfig {
                 "cdc.kafka_brokers",
                 "must list host:port pairs separated by commas",
             ));
+        }
+        if self.saga.step_timeout_ms == 0 {
+            return Err(invalid("saga.step_timeout_ms", "must be at least 1"));
         }
         if self.auth.token_ttl_secs == 0 {
             return Err(invalid("auth.token_ttl_secs", "must be at least 1"));

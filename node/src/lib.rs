@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod plugins;
 pub mod residency;
+pub mod saga;
 pub mod server;
 pub mod sql;
 pub mod storage;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use domicile::cli::plugin_admin::{PluginAdmin, describe};
+use domicile::cli::admin_client::{AdminSession, describe};
 use domicile::cli::sql_shell::{SqlShell, interactive, read_password, split_statements};
 use domicile::config::{LogFormat, NodeConfig};
 use domicile::server::Node;
@@ -539,9 +539,9 @@ async fn run_sql(
     }
 }
 
-async fn admin_client(args: &AdminArgs) -> anyhow::Result<PluginAdmin> {
+async fn admin_client(args: &AdminArgs) -> anyhow::Result<AdminSession> {
     let password = read_password(args.password_file.as_deref())?;
-    PluginAdmin::connect(&args.endpoint, &args.user, &password).await
+    AdminSession::connect(&args.endpoint, &args.user, &password).await
 }
 
 async fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {

@@ -24,6 +24,7 @@ use crate::mesh::{MeshTls, PeerMonitor, PeerRouter, PeerService};
 use crate::metrics::{Metrics, MetricsState, serve_metrics};
 use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
 use crate::residency::{GuardMode, ResidencyGuard};
+use crate::saga::SagaEngine;
 use crate::sql::{MeshHandles, NodeIdentity, SqlEngine};
 use crate::storage::{CloseWatch, Store};
 
@@ -163,6 +164,19 @@ impl Node {
                 cdc: Arc::clone(&cdc_status),
             },
         ));
+        let saga_guard = Arc::clone(&guard);
+        let sagas = Arc::new(SagaEngine::new(
+            store.clone(),
+            Arc::clone(&plugins),
+            Arc::clone(&guard),
+            Arc::clone(&router),
+            (&config.region, &config.jurisdiction),
+            Duration::from_millis(config.saga.step_timeout_ms),
+        ));
+        let resumed = sagas.resume_all().context("cannot read the saga log")?;
+        if resumed > 0 {
+            tracing::info!(sagas = resumed, "resuming unfinished sagas");
+        }
         let (shutdown, mut shutdown_signal) = tokio::sync::watch::channel(false);
         let mut background = Vec::new();
         let destinations = match router.peer_regions() {
@@ -287,6 +301,8 @@ impl Node {
         let admin_service = AdminServer::new(AdminService::new(
             Arc::clone(&auth),
             Arc::clone(engine.plugins()),
+            Arc::clone(&sagas),
+            Arc::clone(&saga_guard),
         ))
         .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
 

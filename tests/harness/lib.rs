@@ -211,7 +211,7 @@ impl TestNode {
                 .enable_all()
                 .build()?
                 .block_on(async {
-                    let mut admin = domicile::cli::plugin_admin::PluginAdmin::connect(
+                    let mut admin = domicile::cli::admin_client::AdminSession::connect(
                         &endpoint, "admin", "admin-pw",
                     )
                     .await?;

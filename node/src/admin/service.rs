@@ -4,22 +4,87 @@ use tonic::{Request, Response, Status};
 
 use super::proto::admin_server::Admin;
 use super::proto::{
-    ActivatePluginRequest, ListPluginsRequest, ListPluginsResponse, PluginInfo,
-    RollbackPluginRequest, UploadPluginRequest,
+    ActivatePluginRequest, GetSagaRequest, ListPluginsRequest, ListPluginsResponse, ListSagasReply,
+    ListSagasRequest, PluginInfo, RollbackPluginRequest, SagaReply, StartSagaRequest,
+    UploadPluginRequest,
 };
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::plugins::{
     LoadError, PluginKind, PluginRecord, PluginRegistry, PluginUpload, UploadError,
 };
+use crate::residency::{AuditEntry, AuditPath, ResidencyGuard};
+use crate::saga::{SagaEngine, SagaError, SagaRecord, SagaState};
 
 pub struct AdminService {
     auth: Arc<Authenticator>,
     plugins: Arc<PluginRegistry>,
+    sagas: Arc<SagaEngine>,
+    guard: Arc<ResidencyGuard>,
 }
 
 impl AdminService {
-    pub fn new(auth: Arc<Authenticator>, plugins: Arc<PluginRegistry>) -> Self {
-        Self { auth, plugins }
+    pub fn new(
+        auth: Arc<Authenticator>,
+        plugins: Arc<PluginRegistry>,
+        sagas: Arc<SagaEngine>,
+        guard: Arc<ResidencyGuard>,
+    ) -> Self {
+        Self {
+            auth,
+            plugins,
+            sagas,
+            guard,
+        }
+    }
+
+    async fn with_role<T>(&self, request: &Request<T>, role: Role) -> Result<Principal, Status> {
+        let principal = self.principal(request).await?;
+        if principal.may(role) {
+            Ok(principal)
+        } else {
+            Err(Status::permission_denied(format!(
+                "user {} lacks the {role} role",
+                principal.user
+            )))
+        }
+    }
+
+    /// A support action on a saga, audited whatever its outcome.
+    async fn support(
+        &self,
+        request: Request<GetSagaRequest>,
+        action: &'static str,
+    ) -> Result<Response<SagaReply>, Status> {
+        let principal = self.with_role(&request, Role::Admin).await?;
+        let id = request.into_inner().id;
+        let outcome = match action {
+            "retry" => self.sagas.retry(&id).await,
+            _ => self.sagas.compensate(&id).await,
+        };
+        let entry = AuditEntry {
+            time_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            principal: principal.user.clone(),
+            path: AuditPath::Support,
+            table: format!("saga/{id}"),
+            columns: Vec::new(),
+            source_region: principal.home_region.clone(),
+            destination_region: principal.home_region.clone(),
+            decision: if outcome.is_ok() { "allow" } else { "deny" }.into(),
+            reason: Some(match &outcome {
+                Ok(_) => format!("saga {action}"),
+                Err(error) => format!("saga {action} refused: {error}"),
+            }),
+            rows: 0,
+            plugin: None,
+        };
+        self.guard
+            .record(entry)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(user = %principal.user, saga = %id, action, ok = outcome.is_ok(), "saga support action");
+        saga_reply(&outcome.map_err(saga_status)?)
     }
 
     async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
@@ -78,6 +143,26 @@ fn info(record: PluginRecord, active: bool) -> PluginInfo {
     }
 }
 
+fn saga_reply(saga: &SagaRecord) -> Result<Response<SagaReply>, Status> {
+    serde_json::to_string(saga)
+        .map(|saga_json| Response::new(SagaReply { saga_json }))
+        .map_err(|e| Status::internal(format!("cannot encode the saga: {e}")))
+}
+
+fn saga_status(error: SagaError) -> Status {
+    let message = error.to_string();
+    match error {
+        SagaError::NoPlugin(_) | SagaError::WrongState { .. } | SagaError::Fenced(_) => {
+            Status::failed_precondition(message)
+        }
+        SagaError::UnknownType(_) | SagaError::MissingRegion { .. } | SagaError::BadKey => {
+            Status::invalid_argument(message)
+        }
+        SagaError::NotFound(_) => Status::not_found(message),
+        SagaError::Storage(_) => Status::internal(message),
+    }
+}
+
 /// The one mapping from registry errors to gRPC status.
 fn upload_status(error: UploadError) -> Status {
     let message = error.to_string();
@@ -104,6 +189,77 @@ fn upload_status(error: UploadError) -> Status {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn start_saga(
+        &self,
+        request: Request<StartSagaRequest>,
+    ) -> Result<Response<SagaReply>, Status> {
+        let principal = self.with_role(&request, Role::Writer).await?;
+        let body = request.into_inner();
+        let input = serde_json::from_str(&body.fields_json)
+            .map_err(|e| Status::invalid_argument(format!("fields_json: {e}")))?;
+        let saga = self
+            .sagas
+            .start(&body.saga_type, input, &body.idempotency_key)
+            .await
+            .map_err(saga_status)?;
+        tracing::info!(user = %principal.user, saga = %saga.id, "saga start requested");
+        saga_reply(&saga)
+    }
+
+    async fn get_saga(
+        &self,
+        request: Request<GetSagaRequest>,
+    ) -> Result<Response<SagaReply>, Status> {
+        self.with_role(&request, Role::Reader).await?;
+        let id = request.into_inner().id;
+        let saga = self
+            .sagas
+            .get(&id)
+            .map_err(saga_status)?
+            .ok_or_else(|| Status::not_found(format!("no saga {id}")))?;
+        saga_reply(&saga)
+    }
+
+    async fn list_sagas(
+        &self,
+        request: Request<ListSagasRequest>,
+    ) -> Result<Response<ListSagasReply>, Status> {
+        self.with_role(&request, Role::Reader).await?;
+        let state = request.into_inner().state;
+        let wanted = match state.as_str() {
+            "" => None,
+            text => Some(SagaState::parse(text).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown state {text} (pending, running, committed, compensating, compensated, stuck)"
+                ))
+            })?),
+        };
+        let sagas_json = self
+            .sagas
+            .list()
+            .map_err(saga_status)?
+            .iter()
+            .filter(|s| wanted.is_none_or(|w| s.state == w))
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ListSagasReply { sagas_json }))
+    }
+
+    async fn retry_saga(
+        &self,
+        request: Request<GetSagaRequest>,
+    ) -> Result<Response<SagaReply>, Status> {
+        self.support(request, "retry").await
+    }
+
+    async fn compensate_saga(
+        &self,
+        request: Request<GetSagaRequest>,
+    ) -> Result<Response<SagaReply>, Status> {
+        self.support(request, "compensate").await
+    }
+
     async fn upload_plugin(
         &self,
         request: Request<UploadPluginRequest>,

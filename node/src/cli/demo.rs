@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::plugin_admin::PluginAdmin;
+use super::admin_client::AdminSession;
 use super::sql_shell::{SqlShell, split_statements};
 use crate::config::NodeConfig;
 use crate::plugins::signing;
@@ -216,7 +216,7 @@ async fn upload_plugins(
     key: &Path,
     plugins_dir: &Path,
 ) -> anyhow::Result<()> {
-    let mut client = PluginAdmin::connect(&format!("http://{admin}"), ADMIN.0, ADMIN.1).await?;
+    let mut client = AdminSession::connect(&format!("http://{admin}"), ADMIN.0, ADMIN.1).await?;
     for (kind, name) in [
         ("residency-policy", policy),
         ("cdc-redactor", "pii_redactor"),

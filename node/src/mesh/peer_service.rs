@@ -11,11 +11,14 @@ use super::certs;
 use super::proto::peer_server::Peer;
 use super::proto::{
     ChangeBatch, ForwardedPrincipal, InsertRowsReply, InsertRowsRequest, PingReply, PingRequest,
-    ScanRowsReply, ScanRowsRequest, StreamChangesRequest,
+    RunStepReply, RunStepRequest, ScanRowsReply, ScanRowsRequest, StreamChangesRequest,
 };
 use super::router::{decode as decode_ipc, encode_all};
 use crate::auth::{Principal, Role};
 use crate::flight::sql_status;
+use crate::plugins::{StepDirection, StepError};
+use crate::saga::fields::Fields;
+use crate::saga::participant::{self, ParticipantError, StepRequest};
 use crate::sql::SqlEngine;
 
 pub struct PeerService {
@@ -66,6 +69,51 @@ impl PeerService {
 #[tonic::async_trait]
 impl Peer for PeerService {
     type StreamChangesStream = ReceiverStream<Result<ChangeBatch, Status>>;
+
+    async fn run_step(
+        &self,
+        request: Request<RunStepRequest>,
+    ) -> Result<Response<RunStepReply>, Status> {
+        let claimed = request.get_ref().region.clone();
+        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
+            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
+        })?;
+        let body = request.into_inner();
+        let direction = match body.direction.as_str() {
+            "execute" => StepDirection::Execute,
+            "compensate" => StepDirection::Compensate,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "direction {other} is not execute or compensate"
+                )));
+            }
+        };
+        let fields: Fields = serde_json::from_str(&body.fields_json)
+            .map_err(|e| Status::invalid_argument(format!("fields are not saga fields: {e}")))?;
+        let step = StepRequest {
+            saga_id: body.saga_id,
+            saga_type: body.saga_type,
+            step: body.step,
+            direction,
+            epoch: body.epoch,
+            fields,
+        };
+        let (saga, name) = (step.saga_id.clone(), step.step.clone());
+        let identity = self.engine.identity();
+        let outcome = participant::run_once(
+            self.engine.store(),
+            self.engine.plugins(),
+            &identity.jurisdiction,
+            &identity.region,
+            step,
+        )
+        .await;
+        tracing::info!(orchestrator = %caller, saga = %saga, step = %name, ok = outcome.is_ok(), "saga step run for a peer");
+        let result = outcome.map_err(participant_status)?;
+        let fields_json = serde_json::to_string(&result)
+            .map_err(|e| Status::internal(format!("cannot encode the step result: {e}")))?;
+        Ok(Response::new(RunStepReply { fields_json }))
+    }
 
     async fn stream_changes(
         &self,
@@ -144,6 +192,17 @@ impl Peer for PeerService {
         let arrow_ipc = encode_all(&schema, &batches)
             .map_err(|e| Status::internal(format!("cannot encode rows: {e}")))?;
         Ok(Response::new(ScanRowsReply { arrow_ipc }))
+    }
+}
+
+/// Rejected → FAILED_PRECONDITION (compensate), fenced → ABORTED (stop), the rest →
+/// UNAVAILABLE (retry).
+fn participant_status(error: ParticipantError) -> Status {
+    let message = error.to_string();
+    match error {
+        ParticipantError::Step(StepError::Rejected(_)) => Status::failed_precondition(message),
+        ParticipantError::Fenced { .. } => Status::aborted(message),
+        _ => Status::unavailable(message),
     }
 }
 

@@ -9,7 +9,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::proto::peer_client::PeerClient;
 use super::proto::{
-    ChangeBatch, ForwardedPrincipal, InsertRowsRequest, ScanRowsRequest, StreamChangesRequest,
+    ChangeBatch, ForwardedPrincipal, InsertRowsRequest, RunStepReply, RunStepRequest,
+    ScanRowsRequest, StreamChangesRequest,
 };
 use super::tls::MeshTls;
 use crate::auth::Principal;
@@ -145,6 +146,23 @@ impl PeerRouter {
             code: tonic::Code::Internal,
             message: format!("unreadable rows: {e}"),
         })
+    }
+
+    /// Runs a saga step on `region`'s node.
+    pub async fn run_step(
+        &self,
+        region: &str,
+        request: RunStepRequest,
+    ) -> Result<RunStepReply, ForwardError> {
+        let mut client = self.client(region)?;
+        client
+            .run_step(RunStepRequest {
+                region: self.region.clone(),
+                ..request
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| classify(region, status))
     }
 
     /// Regions this node can reach.

@@ -136,10 +136,11 @@ impl SagaStepPlugin {
     /// Runs one step as one local transaction on `store` (this node, region `region`)
     /// and returns the step's result fields once its writes are durable.
     ///
-    /// `also` runs inside the same commit, after the step's writes are staged: the
-    /// orchestrator records the step's idempotency key there, so a step's effect and
-    /// the record that it happened are durable together or not at all. A failed step
-    /// (refused, trapped, timed out) writes nothing, `also` included.
+    /// `also` runs inside the same commit, after the step's writes are staged, with the
+    /// step's result: the orchestrator records the step's idempotency key there, so a
+    /// step's effect and the record that it happened are durable together or not at
+    /// all. A failed step (refused, trapped, timed out) writes nothing, `also` included;
+    /// an error from `also` undoes the step's writes too.
     pub async fn run_step<F>(
         &self,
         store: &Store,
@@ -150,7 +151,10 @@ impl SagaStepPlugin {
         also: F,
     ) -> Result<Vec<(String, Value)>, StepError>
     where
-        F: Fn(&mut WriteContext<'_>) -> Result<(), StepError> + Clone + Send + 'static,
+        F: Fn(&mut WriteContext<'_>, &[(String, Value)]) -> Result<(), StepError>
+            + Clone
+            + Send
+            + 'static,
     {
         let descriptor = self
             .saga_types
@@ -176,10 +180,11 @@ impl SagaStepPlugin {
             let transaction = StepTransaction::new(store.snapshot()?, Arc::clone(&region), tables);
             let (result, transaction) = self.call_step(input, direction, transaction)?;
             let also = also.clone();
+            let staged_result = result.clone();
             let committed = store
                 .write(move |ctx| {
                     transaction.apply(ctx)?;
-                    also(ctx)
+                    also(ctx, &staged_result)
                 })
                 .await;
             match committed {

@@ -15,6 +15,10 @@ pub enum AuditPath {
     Forward,
     /// Change events (already redacted) published to the other regions.
     Replication,
+    /// A saga step's message sent to the node of another region.
+    SagaStep,
+    /// A support action (e.g. retrying or compensating a stuck saga).
+    Support,
 }
 
 impl AuditPath {
@@ -24,6 +28,8 @@ impl AuditPath {
             AuditPath::QueryResult => "query-result",
             AuditPath::Forward => "forward",
             AuditPath::Replication => "replication",
+            AuditPath::SagaStep => "saga-step",
+            AuditPath::Support => "support",
         }
     }
 }

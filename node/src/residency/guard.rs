@@ -553,6 +553,50 @@ impl ResidencyGuard {
         })
     }
 
+    /// May this saga step message (references and amounts) go to `destination`? This
+    /// node's policy decides (`may-send-step`); the decision is audited durably before
+    /// the message leaves. With the guard off, every message may go.
+    pub async fn check_step_message(
+        &self,
+        saga_type: &str,
+        step: &str,
+        fields: &[(String, crate::plugins::residency_types::Value)],
+        destination: &str,
+    ) -> Result<(), GuardError> {
+        if self.mode != GuardMode::Enforce {
+            return Ok(());
+        }
+        let mut audit = self.entry(
+            &Principal::system("saga-orchestrator", &self.region),
+            AuditPath::SagaStep,
+            saga_type,
+            fields.iter().map(|(name, _)| name.clone()).collect(),
+            destination,
+            1,
+        );
+        audit.table = format!("{saga_type}/{step}");
+        let outcome = (|| {
+            let policy = self.policy()?;
+            audit.plugin = Some(plugin_ref(&policy));
+            let payload = crate::plugins::residency_types::StepPayload {
+                saga_type: saga_type.to_string(),
+                step: step.to_string(),
+                fields: fields.to_vec(),
+            };
+            let decision = policy
+                .plugin
+                .may_send_step(&payload, &self.region, destination)
+                .map_err(|e| self.failed(e))?;
+            match self.denied(&decision) {
+                Some(refusal) => Err(refusal),
+                None => Ok(()),
+            }
+        })();
+        finish(&mut audit, &outcome);
+        self.record(audit).await?;
+        outcome
+    }
+
     /// Appends an entry on its own (a refusal, or a release of rows that wrote no data),
     /// durably, before the caller acts on the decision.
     pub async fn record(&self, entry: AuditEntry) -> Result<(), GuardError> {

@@ -21,7 +21,7 @@ use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
 pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &[
-    "tables", "columns", "node", "nodes", "cdc", "plugins", "audit",
+    "tables", "columns", "node", "nodes", "cdc", "sagas", "plugins", "audit",
 ];
 
 /// What system tables describe.
@@ -46,6 +46,7 @@ pub(crate) fn system_table(
         "audit" => audit(&state.store)?,
         "nodes" => nodes(&state.identity, &state.peers, &state.cdc)?,
         "cdc" => cdc(&state.store, &state.cdc)?,
+        "sagas" => sagas(&state.store)?,
         _ => return Ok(None),
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -387,6 +388,61 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Resul
             Arc::new(UInt64Array::from(applied)),
             Arc::new(UInt64Array::from(lag)),
             Arc::new(StringArray::from(replica_errors)),
+        ],
+    )
+}
+
+/// The sagas this node started: where each stands, for support.
+fn sagas(store: &Store) -> Result<RecordBatch> {
+    let sagas = crate::saga::record::all(store).map_err(|e| DataFusionError::External(e.into()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let current = |s: &crate::saga::SagaRecord| s.current_step().cloned();
+    batch(
+        vec![
+            text("id"),
+            text("saga_type"),
+            text("state"),
+            nullable_text("current_step"),
+            nullable_text("current_region"),
+            Field::new("attempts", DataType::UInt32, false),
+            nullable_text("last_error"),
+            Field::new("age_ms", DataType::UInt64, false),
+            Field::new("epoch", DataType::UInt64, false),
+            text("idempotency_key"),
+        ],
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                sagas.iter().map(|s| s.id.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                sagas.iter().map(|s| s.saga_type.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                sagas.iter().map(|s| s.state.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(
+                sagas.iter().map(|s| current(s).map(|c| c.name)),
+            )),
+            Arc::new(StringArray::from_iter(
+                sagas.iter().map(|s| current(s).map(|c| c.region)),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                sagas.iter().map(|s| s.attempts()),
+            )),
+            Arc::new(StringArray::from_iter(sagas.iter().map(|s| {
+                s.last_error
+                    .clone()
+                    .or_else(|| current(s).and_then(|c| c.last_error))
+            }))),
+            Arc::new(UInt64Array::from_iter_values(
+                sagas.iter().map(|s| now.saturating_sub(s.created_unix_ms)),
+            )),
+            Arc::new(UInt64Array::from_iter_values(sagas.iter().map(|s| s.epoch))),
+            Arc::new(StringArray::from_iter_values(
+                sagas.iter().map(|s| s.idempotency_key.as_str()),
+            )),
         ],
     )
 }

@@ -1,4 +1,5 @@
-//! `domicile plugin upload | list | activate | rollback`: a client of the admin API.
+//! A client of the admin API: `domicile plugin upload | list | activate | rollback` and
+//! `domicile saga start | list | show | retry | compensate`.
 
 use std::path::Path;
 
@@ -10,18 +11,20 @@ use tonic::transport::Channel;
 
 use crate::admin::proto::admin_client::AdminClient;
 use crate::admin::proto::{
-    ActivatePluginRequest, ListPluginsRequest, PluginInfo, RollbackPluginRequest,
-    UploadPluginRequest,
+    ActivatePluginRequest, GetSagaRequest, ListPluginsRequest, ListSagasRequest, PluginInfo,
+    RollbackPluginRequest, StartSagaRequest, UploadPluginRequest,
 };
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 use crate::plugins::signing;
+use crate::saga::SagaRecord;
+use crate::saga::fields::Fields;
 
-pub struct PluginAdmin {
+pub struct AdminSession {
     client: AdminClient<Channel>,
     authorization: MetadataValue<tonic::metadata::Ascii>,
 }
 
-impl PluginAdmin {
+impl AdminSession {
     pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
         let channel = Channel::from_shared(endpoint.to_string())
             .with_context(|| format!("invalid endpoint {endpoint}"))?
@@ -47,6 +50,61 @@ impl PluginAdmin {
             .metadata_mut()
             .insert("authorization", self.authorization.clone());
         request
+    }
+
+    /// Starts a saga (or returns the one its idempotency key started before).
+    pub async fn start_saga(
+        &mut self,
+        saga_type: &str,
+        fields: &Fields,
+        idempotency_key: &str,
+    ) -> anyhow::Result<SagaRecord> {
+        let request = self.request(StartSagaRequest {
+            saga_type: saga_type.to_string(),
+            fields_json: serde_json::to_string(fields)?,
+            idempotency_key: idempotency_key.to_string(),
+        });
+        let reply = self
+            .client
+            .start_saga(request)
+            .await
+            .map_err(status_error)?;
+        Ok(serde_json::from_str(&reply.into_inner().saga_json)?)
+    }
+
+    pub async fn saga(&mut self, id: &str) -> anyhow::Result<SagaRecord> {
+        let request = self.request(GetSagaRequest { id: id.to_string() });
+        let reply = self.client.get_saga(request).await.map_err(status_error)?;
+        Ok(serde_json::from_str(&reply.into_inner().saga_json)?)
+    }
+
+    /// This node's sagas, only those in `state` if given.
+    pub async fn sagas(&mut self, state: Option<&str>) -> anyhow::Result<Vec<SagaRecord>> {
+        let request = self.request(ListSagasRequest {
+            state: state.unwrap_or_default().to_string(),
+        });
+        let reply = self
+            .client
+            .list_sagas(request)
+            .await
+            .map_err(status_error)?;
+        reply
+            .into_inner()
+            .sagas_json
+            .iter()
+            .map(|json| Ok(serde_json::from_str(json)?))
+            .collect()
+    }
+
+    /// Support: `retry` or `compensate` a stuck saga.
+    pub async fn support_saga(&mut self, id: &str, action: &str) -> anyhow::Result<SagaRecord> {
+        let request = self.request(GetSagaRequest { id: id.to_string() });
+        let reply = match action {
+            "retry" => self.client.retry_saga(request).await,
+            _ => self.client.compensate_saga(request).await,
+        }
+        .map_err(status_error)?;
+        Ok(serde_json::from_str(&reply.into_inner().saga_json)?)
     }
 
     /// Signs `file` with the secret key in `key_file` and uploads it.

@@ -1,0 +1,480 @@
+//! The orchestrator: drives the sagas this node started, step by step, on the nodes
+//! that own each step's data, and compensates in reverse when a step cannot be done.
+//!
+//! Every state change is written to the saga log before the next call goes out, so a
+//! restarted node knows exactly where each saga stood (`resume_all`). A step is retried
+//! with backoff while it fails transiently, until `step_timeout`; then, or when it is
+//! refused, the saga compensates: every step that is done, or whose answer was lost,
+//! in reverse order. A compensation is retried until `COMPENSATION_ATTEMPTS_MAX`; one
+//! that is refused or keeps failing leaves the saga `stuck` for support. Each drive
+//! raises the saga's epoch; participants refuse older epochs.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use super::fields::{self, Fields};
+use super::participant::{self, ParticipantError, StepRequest};
+use super::record::{self, SagaRecord, SagaState, StepRecord, StepState};
+use crate::mesh::proto::RunStepRequest;
+use crate::mesh::{ForwardError, PeerRouter};
+use crate::plugins::{PluginRegistry, StepDirection, StepError};
+use crate::residency::ResidencyGuard;
+use crate::storage::{StorageError, Store};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Attempts of one compensation before the saga is left `stuck` for support.
+pub const COMPENSATION_ATTEMPTS_MAX: u32 = 30;
+/// Longest idempotency key accepted, in bytes.
+pub const IDEMPOTENCY_KEY_MAX_BYTES: usize = 200;
+
+#[derive(Debug, Error)]
+pub enum SagaError {
+    #[error("no saga-step plugin is active for jurisdiction {0}")]
+    NoPlugin(String),
+    #[error("saga type {0} is not declared by the active saga-step plugin")]
+    UnknownType(String),
+    #[error("step {step} needs input field {field} (text naming its region)")]
+    MissingRegion { step: String, field: String },
+    #[error("the idempotency key must be 1..={IDEMPOTENCY_KEY_MAX_BYTES} bytes")]
+    BadKey,
+    #[error("no saga {0}")]
+    NotFound(String),
+    #[error("saga {id} is {state}; {action} needs {needed}")]
+    WrongState {
+        id: String,
+        state: &'static str,
+        action: &'static str,
+        needed: &'static str,
+    },
+    #[error("saga {0} is driven by a newer orchestrator epoch")]
+    Fenced(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// How one call of a step ended.
+enum StepCall {
+    Done(Fields),
+    /// A business rule refused it (nothing written): do not retry.
+    Refused(String),
+    /// Unknown outcome or transient failure: retry.
+    Transient(String),
+    Fenced,
+}
+
+pub struct SagaEngine {
+    store: Store,
+    plugins: Arc<PluginRegistry>,
+    guard: Arc<ResidencyGuard>,
+    router: Arc<PeerRouter>,
+    region: String,
+    jurisdiction: String,
+    step_timeout: Duration,
+    /// Sagas a task of this process is driving: never two at once.
+    driving: Mutex<HashSet<String>>,
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl SagaEngine {
+    pub fn new(
+        store: Store,
+        plugins: Arc<PluginRegistry>,
+        guard: Arc<ResidencyGuard>,
+        router: Arc<PeerRouter>,
+        identity: (&str, &str),
+        step_timeout: Duration,
+    ) -> Self {
+        Self {
+            store,
+            plugins,
+            guard,
+            router,
+            region: identity.0.to_string(),
+            jurisdiction: identity.1.to_string(),
+            step_timeout,
+            driving: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Records a new saga (durably, before answering) and starts driving it; the same
+    /// idempotency key returns the saga it started first, whatever the input.
+    pub async fn start(
+        self: &Arc<Self>,
+        saga_type: &str,
+        input: Fields,
+        idempotency_key: &str,
+    ) -> Result<SagaRecord, SagaError> {
+        if idempotency_key.is_empty() || idempotency_key.len() > IDEMPOTENCY_KEY_MAX_BYTES {
+            return Err(SagaError::BadKey);
+        }
+        let plugin = self
+            .plugins
+            .saga_steps(&self.jurisdiction)
+            .ok_or_else(|| SagaError::NoPlugin(self.jurisdiction.clone()))?;
+        let declared = plugin
+            .plugin
+            .saga_types()
+            .iter()
+            .find(|t| t.name == saga_type)
+            .ok_or_else(|| SagaError::UnknownType(saga_type.to_string()))?;
+        let steps = declared
+            .steps
+            .iter()
+            .map(|step| {
+                let region = fields::text(&input, &step.region_field).ok_or_else(|| {
+                    SagaError::MissingRegion {
+                        step: step.name.clone(),
+                        field: step.region_field.clone(),
+                    }
+                })?;
+                Ok(StepRecord {
+                    name: step.name.clone(),
+                    region: region.to_string(),
+                    state: StepState::Pending,
+                    attempts: 0,
+                    last_error: None,
+                    result: Vec::new(),
+                })
+            })
+            .collect::<Result<Vec<_>, SagaError>>()?;
+        let now = now_unix_ms();
+        let fresh = SagaRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            saga_type: saga_type.to_string(),
+            idempotency_key: idempotency_key.to_string(),
+            input,
+            steps,
+            state: SagaState::Pending,
+            epoch: 0,
+            created_unix_ms: now,
+            updated_unix_ms: now,
+            last_error: None,
+        };
+        let (saga, created) = self
+            .store
+            .write(move |ctx| record::insert_or_existing(ctx, fresh))
+            .await?;
+        if created {
+            tracing::info!(saga = %saga.id, saga_type, "saga started");
+        }
+        if saga.state.is_driven() {
+            self.spawn_drive(saga.id.clone());
+        }
+        Ok(saga)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<SagaRecord>, SagaError> {
+        Ok(record::load(&self.store, id)?)
+    }
+
+    pub fn list(&self) -> Result<Vec<SagaRecord>, SagaError> {
+        Ok(record::all(&self.store)?)
+    }
+
+    /// Drives every saga the log says is not finished (after a restart).
+    pub fn resume_all(self: &Arc<Self>) -> Result<usize, StorageError> {
+        let pending: Vec<String> = record::all(&self.store)?
+            .into_iter()
+            .filter(|s| s.state.is_driven())
+            .map(|s| s.id)
+            .collect();
+        for id in &pending {
+            self.spawn_drive(id.clone());
+        }
+        Ok(pending.len())
+    }
+
+    /// Support: drive a stuck saga again (its compensation, or its steps).
+    pub async fn retry(self: &Arc<Self>, id: &str) -> Result<SagaRecord, SagaError> {
+        self.support(id, "retry", |saga| {
+            let failed_forward = saga
+                .steps
+                .iter()
+                .all(|s| matches!(s.state, StepState::Pending | StepState::Done));
+            saga.state = if failed_forward {
+                SagaState::Running
+            } else {
+                SagaState::Compensating
+            };
+        })
+        .await
+    }
+
+    /// Support: undo a stuck saga.
+    pub async fn compensate(self: &Arc<Self>, id: &str) -> Result<SagaRecord, SagaError> {
+        self.support(id, "compensate", |saga| {
+            saga.state = SagaState::Compensating
+        })
+        .await
+    }
+
+    async fn support(
+        self: &Arc<Self>,
+        id: &str,
+        action: &'static str,
+        change: impl FnOnce(&mut SagaRecord),
+    ) -> Result<SagaRecord, SagaError> {
+        let mut saga =
+            record::load(&self.store, id)?.ok_or_else(|| SagaError::NotFound(id.to_string()))?;
+        if saga.state != SagaState::Stuck {
+            return Err(SagaError::WrongState {
+                id: id.to_string(),
+                state: saga.state.as_str(),
+                action,
+                needed: "stuck",
+            });
+        }
+        change(&mut saga);
+        for step in &mut saga.steps {
+            step.attempts = 0;
+        }
+        self.persist(&mut saga).await?;
+        self.spawn_drive(saga.id.clone());
+        Ok(saga)
+    }
+
+    fn spawn_drive(self: &Arc<Self>, id: String) {
+        let fresh = self
+            .driving
+            .lock()
+            .map(|mut d| d.insert(id.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(error) = engine.drive(&id).await {
+                tracing::warn!(saga = %id, error = %error, "saga not driven to the end");
+            }
+            if let Ok(mut driving) = engine.driving.lock() {
+                driving.remove(&id);
+            }
+        });
+    }
+
+    async fn persist(&self, saga: &mut SagaRecord) -> Result<(), StorageError> {
+        saga.updated_unix_ms = now_unix_ms();
+        let copy = saga.clone();
+        self.store.write(move |ctx| record::put(ctx, &copy)).await
+    }
+
+    async fn drive(&self, id: &str) -> Result<(), SagaError> {
+        let mut saga =
+            record::load(&self.store, id)?.ok_or_else(|| SagaError::NotFound(id.to_string()))?;
+        saga.epoch += 1;
+        if saga.state == SagaState::Pending {
+            saga.state = SagaState::Running;
+        }
+        self.persist(&mut saga).await?;
+        if saga.state == SagaState::Running {
+            for index in 0..saga.steps.len() {
+                if saga.steps[index].state != StepState::Pending {
+                    continue;
+                }
+                if let Some(reason) = self.execute(&mut saga, index).await? {
+                    saga.state = SagaState::Compensating;
+                    saga.last_error = Some(reason);
+                    self.persist(&mut saga).await?;
+                    break;
+                }
+            }
+            if saga.state == SagaState::Running {
+                saga.state = SagaState::Committed;
+                self.persist(&mut saga).await?;
+                tracing::info!(saga = %saga.id, "saga committed");
+                return Ok(());
+            }
+        }
+        if saga.state == SagaState::Compensating {
+            for index in (0..saga.steps.len()).rev() {
+                if !matches!(
+                    saga.steps[index].state,
+                    StepState::Done | StepState::Uncertain
+                ) {
+                    continue;
+                }
+                if let Some(reason) = self.undo(&mut saga, index).await? {
+                    saga.state = SagaState::Stuck;
+                    saga.last_error = Some(reason);
+                    self.persist(&mut saga).await?;
+                    tracing::warn!(saga = %saga.id, "saga stuck: support needed");
+                    return Ok(());
+                }
+            }
+            saga.state = SagaState::Compensated;
+            self.persist(&mut saga).await?;
+            tracing::info!(saga = %saga.id, "saga compensated");
+        }
+        Ok(())
+    }
+
+    /// Runs step `index` until it is done (`None`) or cannot be (`Some(reason)`).
+    async fn execute(
+        &self,
+        saga: &mut SagaRecord,
+        index: usize,
+    ) -> Result<Option<String>, SagaError> {
+        let started = Instant::now();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            saga.steps[index].attempts += 1;
+            match self.call(saga, index, StepDirection::Execute).await {
+                StepCall::Done(result) => {
+                    let step = &mut saga.steps[index];
+                    step.state = StepState::Done;
+                    step.result = result;
+                    step.last_error = None;
+                    self.persist(saga).await?;
+                    return Ok(None);
+                }
+                StepCall::Refused(reason) => {
+                    saga.steps[index].last_error = Some(reason.clone());
+                    return Ok(Some(format!(
+                        "step {} refused: {reason}",
+                        saga.steps[index].name
+                    )));
+                }
+                StepCall::Fenced => return Err(SagaError::Fenced(saga.id.clone())),
+                StepCall::Transient(reason) => {
+                    saga.steps[index].last_error = Some(reason.clone());
+                    let left = self.step_timeout.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        // Its answer may have been lost after it applied.
+                        saga.steps[index].state = StepState::Uncertain;
+                        return Ok(Some(format!(
+                            "step {} did not complete within {} s: {reason}",
+                            saga.steps[index].name,
+                            self.step_timeout.as_secs()
+                        )));
+                    }
+                    self.persist(saga).await?;
+                    // The last wait ends at the deadline, not after it.
+                    tokio::time::sleep(backoff.min(left)).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Compensates step `index` until done (`None`) or given up (`Some(reason)`).
+    async fn undo(&self, saga: &mut SagaRecord, index: usize) -> Result<Option<String>, SagaError> {
+        let mut backoff = BACKOFF_MIN;
+        saga.steps[index].attempts = 0;
+        loop {
+            saga.steps[index].attempts += 1;
+            match self.call(saga, index, StepDirection::Compensate).await {
+                StepCall::Done(_) => {
+                    saga.steps[index].state = StepState::Compensated;
+                    saga.steps[index].last_error = None;
+                    self.persist(saga).await?;
+                    return Ok(None);
+                }
+                StepCall::Refused(reason) => {
+                    saga.steps[index].last_error = Some(reason.clone());
+                    return Ok(Some(format!(
+                        "compensation of {} refused: {reason}",
+                        saga.steps[index].name
+                    )));
+                }
+                StepCall::Fenced => return Err(SagaError::Fenced(saga.id.clone())),
+                StepCall::Transient(reason) => {
+                    saga.steps[index].last_error = Some(reason.clone());
+                    if saga.steps[index].attempts >= COMPENSATION_ATTEMPTS_MAX {
+                        return Ok(Some(format!(
+                            "compensation of {} failed {} times: {reason}",
+                            saga.steps[index].name, COMPENSATION_ATTEMPTS_MAX
+                        )));
+                    }
+                    self.persist(saga).await?;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One call of a step, here or on its region's node.
+    async fn call(&self, saga: &SagaRecord, index: usize, direction: StepDirection) -> StepCall {
+        let step = &saga.steps[index];
+        let request = StepRequest {
+            saga_id: saga.id.clone(),
+            saga_type: saga.saga_type.clone(),
+            step: step.name.clone(),
+            direction,
+            epoch: saga.epoch,
+            fields: saga.input.clone(),
+        };
+        if step.region == self.region {
+            return match participant::run_once(
+                &self.store,
+                &self.plugins,
+                &self.jurisdiction,
+                &self.region,
+                request,
+            )
+            .await
+            {
+                Ok(result) => StepCall::Done(result),
+                Err(ParticipantError::Step(StepError::Rejected(reason))) => {
+                    StepCall::Refused(reason)
+                }
+                Err(ParticipantError::Fenced { .. }) => StepCall::Fenced,
+                Err(other) => StepCall::Transient(other.to_string()),
+            };
+        }
+        let wit_fields = fields::to_wit(&saga.input);
+        if let Err(refusal) = self
+            .guard
+            .check_step_message(&saga.saga_type, &step.name, &wit_fields, &step.region)
+            .await
+        {
+            return StepCall::Refused(refusal.to_string());
+        }
+        let fields_json = match serde_json::to_string(&saga.input) {
+            Ok(json) => json,
+            Err(error) => return StepCall::Refused(format!("input not encodable: {error}")),
+        };
+        let call = self.router.run_step(
+            &step.region,
+            RunStepRequest {
+                region: String::new(),
+                saga_id: saga.id.clone(),
+                saga_type: saga.saga_type.clone(),
+                step: step.name.clone(),
+                direction: match direction {
+                    StepDirection::Execute => "execute".into(),
+                    StepDirection::Compensate => "compensate".into(),
+                },
+                epoch: saga.epoch,
+                fields_json,
+            },
+        );
+        match call.await {
+            Ok(reply) => match serde_json::from_str(&reply.fields_json) {
+                Ok(result) => StepCall::Done(result),
+                Err(error) => StepCall::Transient(format!("unreadable step result: {error}")),
+            },
+            Err(ForwardError::Refused {
+                code: tonic::Code::FailedPrecondition,
+                message,
+                ..
+            }) => StepCall::Refused(message),
+            Err(ForwardError::Refused {
+                code: tonic::Code::Aborted,
+                ..
+            }) => StepCall::Fenced,
+            Err(error @ ForwardError::UnknownRegion(_)) => StepCall::Refused(error.to_string()),
+            Err(other) => StepCall::Transient(other.to_string()),
+        }
+    }
+}

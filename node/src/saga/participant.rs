@@ -1,0 +1,226 @@
+//! Running one saga step on the node that owns its data, exactly once.
+//!
+//! A step's effect and the record that it happened (`saga/done/<saga>/<step>/<execute |
+//! compensate>`, holding the step's result) commit together (`SagaStepPlugin::run_step`'s
+//! `also`). A repeated request (an orchestrator retrying after a lost answer) finds the
+//! record and gets the stored result without running the step again; two requests
+//! racing both run the guest, but the second commit finds the first's record and
+//! writes nothing. The newest orchestrator epoch seen per saga is kept in the same
+//! commits (`saga/epoch/<saga>`); a request of an older epoch is refused (fencing).
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use super::fields::{self, Fields};
+use crate::plugins::saga_types::StepInput;
+use crate::plugins::{PluginRegistry, StepDirection, StepError};
+use crate::storage::{StorageError, Store, WriteContext};
+
+/// One step, as an orchestrator asks for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRequest {
+    pub saga_id: String,
+    pub saga_type: String,
+    pub step: String,
+    pub direction: StepDirection,
+    pub epoch: u64,
+    pub fields: Fields,
+}
+
+#[derive(Debug, Error)]
+pub enum ParticipantError {
+    #[error("no saga-step plugin is active for jurisdiction {0}")]
+    NoPlugin(String),
+    #[error(
+        "saga {saga} is driven by a newer orchestrator (epoch {seen} > {given}); request refused"
+    )]
+    Fenced { saga: String, seen: u64, given: u64 },
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn direction_name(direction: StepDirection) -> &'static str {
+    match direction {
+        StepDirection::Execute => "execute",
+        StepDirection::Compensate => "compensate",
+    }
+}
+
+fn done_key(request: &StepRequest) -> String {
+    format!(
+        "saga/done/{}/{}/{}",
+        request.saga_id,
+        request.step,
+        direction_name(request.direction)
+    )
+}
+
+fn epoch_key(saga_id: &str) -> String {
+    format!("saga/epoch/{saga_id}")
+}
+
+fn read_u64(bytes: Option<Vec<u8>>) -> u64 {
+    bytes
+        .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0)
+}
+
+/// Raised inside the step's commit when another run of the same step committed first.
+const ALREADY_DONE: &str = "already done by an earlier request";
+
+/// Runs `request` on this node (region `region`) with the active saga-step plugin of
+/// `jurisdiction`; returns the step's result, from storage if it ran before.
+///
+/// A compensation of a step that never executed here writes only its record: nothing
+/// to undo, and the record bars a late execute of that step (refused).
+pub async fn run_once(
+    store: &Store,
+    plugins: &Arc<PluginRegistry>,
+    jurisdiction: &str,
+    region: &str,
+    request: StepRequest,
+) -> Result<Fields, ParticipantError> {
+    if let Some(result) = check(store, &request)? {
+        return Ok(result);
+    }
+    let opposite = StepRequest {
+        direction: match request.direction {
+            StepDirection::Execute => StepDirection::Compensate,
+            StepDirection::Compensate => StepDirection::Execute,
+        },
+        ..request.clone()
+    };
+    let opposite_done = state(store, &done_key(&opposite))?.is_some();
+    match request.direction {
+        StepDirection::Execute if opposite_done => {
+            return Err(StepError::Rejected(format!(
+                "step {} of saga {} was compensated before it ran",
+                request.step, request.saga_id
+            ))
+            .into());
+        }
+        StepDirection::Compensate if !opposite_done => {
+            return mark_compensated_unrun(store, &request, done_key(&opposite)).await;
+        }
+        _ => {}
+    }
+    let plugin = plugins
+        .saga_steps(jurisdiction)
+        .ok_or_else(|| ParticipantError::NoPlugin(jurisdiction.to_string()))?;
+    let input = StepInput {
+        saga_id: request.saga_id.clone(),
+        step: request.step.clone(),
+        fields: fields::to_wit(&request.fields),
+    };
+    let done = done_key(&request);
+    let barred_by = (request.direction == StepDirection::Execute).then(|| done_key(&opposite));
+    let epoch = epoch_key(&request.saga_id);
+    let given = request.epoch;
+    let record = move |ctx: &mut WriteContext<'_>,
+                       result: &[(String, crate::plugins::wit_values::Value)]|
+          -> Result<(), StepError> {
+        let seen = read_u64(ctx.get_state(&epoch)?);
+        if seen > given {
+            return Err(StepError::Rejected(format!(
+                "fenced: epoch {given} is older than {seen}"
+            )));
+        }
+        if ctx.get_state(&done)?.is_some() {
+            return Err(StepError::Retryable(ALREADY_DONE.into()));
+        }
+        if let Some(compensated) = &barred_by
+            && ctx.get_state(compensated)?.is_some()
+        {
+            return Err(StepError::Rejected(
+                "the step was compensated before it ran".into(),
+            ));
+        }
+        let bytes = serde_json::to_vec(&fields::from_wit(result))
+            .map_err(|e| StepError::Storage(StorageError::Transaction(e.to_string())))?;
+        ctx.put_state(done.clone(), bytes);
+        ctx.put_state(epoch.clone(), given.max(seen).to_be_bytes().to_vec());
+        Ok(())
+    };
+    let outcome = plugin
+        .plugin
+        .run_step(
+            store,
+            region,
+            &input,
+            &request.saga_type,
+            request.direction,
+            record,
+        )
+        .await;
+    match outcome {
+        Ok(result) => Ok(fields::from_wit(&result)),
+        Err(StepError::Retryable(reason)) if reason == ALREADY_DONE => Ok(check(store, &request)?
+            .ok_or_else(|| {
+                StepError::Retryable("step record vanished after a concurrent run".into())
+            })?),
+        Err(StepError::Rejected(reason)) if reason.starts_with("fenced:") => {
+            let seen = read_u64(state(store, &epoch_key(&request.saga_id))?);
+            Err(ParticipantError::Fenced {
+                saga: request.saga_id,
+                seen,
+                given,
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Records a compensation of a step that never executed (and checks, in the same
+/// commit, that the execute did not slip in meanwhile).
+async fn mark_compensated_unrun(
+    store: &Store,
+    request: &StepRequest,
+    execute_key: String,
+) -> Result<Fields, ParticipantError> {
+    let done = done_key(request);
+    let epoch = epoch_key(&request.saga_id);
+    let given = request.epoch;
+    store
+        .write(move |ctx| {
+            if ctx.get_state(&execute_key)?.is_some() {
+                return Err(StepError::Retryable(
+                    "the step executed meanwhile; compensate again".into(),
+                ));
+            }
+            let seen = read_u64(ctx.get_state(&epoch)?);
+            ctx.put_state(done, b"[]".to_vec());
+            ctx.put_state(epoch, given.max(seen).to_be_bytes().to_vec());
+            Ok::<_, StepError>(())
+        })
+        .await?;
+    Ok(Vec::new())
+}
+
+fn state(store: &Store, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    Ok(store
+        .state_with_prefix(key)?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v))
+}
+
+/// The stored result if the step ran before; refuses a request of an older epoch.
+fn check(store: &Store, request: &StepRequest) -> Result<Option<Fields>, ParticipantError> {
+    let seen = read_u64(state(store, &epoch_key(&request.saga_id))?);
+    if seen > request.epoch {
+        return Err(ParticipantError::Fenced {
+            saga: request.saga_id.clone(),
+            seen,
+            given: request.epoch,
+        });
+    }
+    match state(store, &done_key(request))? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            StorageError::Transaction(format!("corrupt step record: {e}"))
+        })?)),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,239 @@
+//! The saga log: one record per saga on the node that started it, in node storage
+//! (`saga/record/<id>`, and `saga/key/<idempotency key>` → id), rewritten in one
+//! commit at every state change. The record is the whole truth of a saga: a restarted
+//! node resumes every saga whose record is not terminal.
+//!
+//! ```text
+//!  pending ──▶ running ──▶ committed
+//!                 │
+//!                 ▼   (a step refused, or failing past its timeout)
+//!           compensating ──▶ compensated
+//!                 │
+//!                 ▼   (a compensation refused, or failing past its attempts)
+//!               stuck   (support: retry → running / compensating)
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::fields::Fields;
+use crate::storage::{StorageError, Store, WriteContext};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaState {
+    Pending,
+    Running,
+    Committed,
+    Compensating,
+    Compensated,
+    Stuck,
+}
+
+impl SagaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Pending => "pending",
+            SagaState::Running => "running",
+            SagaState::Committed => "committed",
+            SagaState::Compensating => "compensating",
+            SagaState::Compensated => "compensated",
+            SagaState::Stuck => "stuck",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            SagaState::Pending,
+            SagaState::Running,
+            SagaState::Committed,
+            SagaState::Compensating,
+            SagaState::Compensated,
+            SagaState::Stuck,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Done for good: nothing will change it again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SagaState::Committed | SagaState::Compensated)
+    }
+
+    /// Whether the orchestrator drives a saga in this state on its own (stuck sagas
+    /// wait for support).
+    pub fn is_driven(self) -> bool {
+        matches!(
+            self,
+            SagaState::Pending | SagaState::Running | SagaState::Compensating
+        )
+    }
+
+    /// The transitions the diagram above allows.
+    pub fn may_become(self, next: SagaState) -> bool {
+        use SagaState::*;
+        matches!(
+            (self, next),
+            (Pending, Running)
+                | (Running, Running)
+                | (Running, Committed)
+                | (Running, Compensating)
+                | (Pending, Compensating)
+                | (Compensating, Compensating)
+                | (Compensating, Compensated)
+                | (Compensating | Running, Stuck)
+                | (Stuck, Running | Compensating)
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Done,
+    /// Its answer was lost (timeout, unreachable): it may have applied, so the saga
+    /// compensates it too (a compensation of a step that never ran is a no-op that
+    /// also bars it from running later).
+    Uncertain,
+    Compensated,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    /// The region whose node runs this step.
+    pub region: String,
+    pub state: StepState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub result: Fields,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SagaRecord {
+    pub id: String,
+    pub saga_type: String,
+    pub idempotency_key: String,
+    pub input: Fields,
+    pub steps: Vec<StepRecord>,
+    pub state: SagaState,
+    /// Raised each time an orchestrator takes the saga up; participants refuse steps
+    /// of an older epoch, so a stale orchestrator cannot act after a newer one began.
+    pub epoch: u64,
+    pub created_unix_ms: u64,
+    pub updated_unix_ms: u64,
+    pub last_error: Option<String>,
+}
+
+impl SagaRecord {
+    /// The step being worked on: the first pending one while running, the last done
+    /// one while compensating.
+    pub fn current_step(&self) -> Option<&StepRecord> {
+        match self.state {
+            SagaState::Compensating | SagaState::Stuck => self
+                .steps
+                .iter()
+                .rev()
+                .find(|s| matches!(s.state, StepState::Done | StepState::Uncertain))
+                .or_else(|| self.steps.iter().find(|s| s.state == StepState::Pending)),
+            _ => self.steps.iter().find(|s| s.state == StepState::Pending),
+        }
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.steps.iter().map(|s| s.attempts).sum()
+    }
+}
+
+fn record_key(id: &str) -> String {
+    format!("saga/record/{id}")
+}
+
+fn idempotency_key(key: &str) -> String {
+    format!("saga/key/{key}")
+}
+
+const RECORD_PREFIX: &str = "saga/record/";
+
+fn encode(record: &SagaRecord) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(record).map_err(|e| StorageError::Transaction(e.to_string()))
+}
+
+fn decode(bytes: &[u8]) -> Result<SagaRecord, StorageError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StorageError::Transaction(format!("corrupt saga record: {e}")))
+}
+
+/// Inside a write: the saga started with `key`, or `record` stored as new. Returns the
+/// saga and whether it was created now.
+pub fn insert_or_existing(
+    ctx: &mut WriteContext<'_>,
+    record: SagaRecord,
+) -> Result<(SagaRecord, bool), StorageError> {
+    let key = idempotency_key(&record.idempotency_key);
+    if let Some(id) = ctx.get_state(&key)? {
+        let id = String::from_utf8_lossy(&id).into_owned();
+        if let Some(bytes) = ctx.get_state(&record_key(&id))? {
+            return Ok((decode(&bytes)?, false));
+        }
+    }
+    ctx.put_state(key, record.id.as_bytes().to_vec());
+    ctx.put_state(record_key(&record.id), encode(&record)?);
+    Ok((record, true))
+}
+
+/// Inside a write: stores `record` as the saga's new state.
+pub fn put(ctx: &mut WriteContext<'_>, record: &SagaRecord) -> Result<(), StorageError> {
+    ctx.put_state(record_key(&record.id), encode(record)?);
+    Ok(())
+}
+
+pub fn load(store: &Store, id: &str) -> Result<Option<SagaRecord>, StorageError> {
+    let key = record_key(id);
+    store
+        .state_with_prefix(&key)?
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, bytes)| decode(&bytes))
+        .transpose()
+}
+
+/// Every saga this node started, oldest first by id order of storage.
+pub fn all(store: &Store) -> Result<Vec<SagaRecord>, StorageError> {
+    store
+        .state_with_prefix(RECORD_PREFIX)?
+        .into_iter()
+        .map(|(_, bytes)| decode(&bytes))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_machine_allows_only_the_documented_moves() {
+        use SagaState::*;
+        assert!(Pending.may_become(Running));
+        assert!(Running.may_become(Committed));
+        assert!(Running.may_become(Compensating));
+        assert!(Compensating.may_become(Compensated));
+        assert!(Compensating.may_become(Stuck));
+        assert!(Stuck.may_become(Compensating));
+        assert!(!Committed.may_become(Compensating), "committed is final");
+        assert!(!Compensated.may_become(Running), "compensated is final");
+        assert!(!Compensating.may_become(Committed), "no way back to commit");
+        assert!(Committed.is_terminal() && Compensated.is_terminal());
+        assert!(!Stuck.is_terminal() && !Stuck.is_driven());
+        for state in [
+            Pending,
+            Running,
+            Committed,
+            Compensating,
+            Compensated,
+            Stuck,
+        ] {
+            assert_eq!(SagaState::parse(state.as_str()), Some(state));
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Cross-region sagas on a three-region mesh, with the bundled `transfer-saga` plugin:
+//! a US → EU transfer commits and moves the money exactly once (the same idempotency key
+//! returns the same saga); a credit the EU refuses compensates the US debit; an
+//! overdraft is refused before anything moves; an orchestrator killed with -9 while a
+//! step is unreachable resumes after restart and commits, and the dead orchestrator's
+//! epoch is fenced off; a participant unreachable past the step timeout makes the saga
+//! compensate.
+
+use std::time::Duration;
+
+use domicile::cli::admin_client::AdminSession;
+use domicile::mesh::certs::dns_name;
+use domicile::mesh::proto::RunStepRequest;
+use domicile::mesh::proto::peer_client::PeerClient;
+use domicile::saga::fields::{Field, Fields};
+use domicile::saga::{SagaRecord, SagaState};
+use domicile_tests::{Mesh, TestNode, column_strings};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
+
+const ACCOUNTS: &str = "CREATE TABLE accounts (
+    id BIGINT PRIMARY KEY, region TEXT NOT NULL, name TEXT NOT NULL,
+    balance DECIMAL(18,2) NOT NULL, currency TEXT NOT NULL
+) WITH (locality = 'regional by row', region_column = 'region', pii = 'name',
+        sensitive = 'balance')";
+
+async fn bank() -> Mesh {
+    let mesh = Mesh::start_with(&REGIONS, "\n[saga]\nstep_timeout_ms = 2000\n").expect("mesh");
+    for node in &mesh.nodes {
+        node.upload_plugin("saga-step", "transfer_saga", 1)
+            .expect("saga plugin");
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(ACCOUNTS).await.expect("accounts");
+    }
+    let accounts = [("us-east", 1001, "100.00"), ("eu-central", 2001, "5.00")];
+    for (region, id, balance) in accounts {
+        let mut writer = mesh.node(region).client("writer").await.expect("login");
+        writer
+            .update(&format!(
+                "INSERT INTO accounts VALUES ({id}, '{region}', 'Holder {id}', {balance}, 'EUR')"
+            ))
+            .await
+            .expect("account");
+    }
+    mesh
+}
+
+async fn admin(node: &TestNode) -> AdminSession {
+    let endpoint = format!("http://{}", node.admin.expect("admin API"));
+    AdminSession::connect(&endpoint, "writer", "writer-pw")
+        .await
+        .expect("admin session")
+}
+
+fn transfer(from: i64, to: i64, to_region: &str, cents: i64) -> Fields {
+    vec![
+        ("from_account".into(), Field::Bigint(from)),
+        ("to_account".into(), Field::Bigint(to)),
+        ("amount".into(), Field::Decimal(cents.to_string(), 2)),
+        ("currency".into(), Field::Text("EUR".into())),
+        ("from_region".into(), Field::Text("us-east".into())),
+        ("to_region".into(), Field::Text(to_region.into())),
+    ]
+}
+
+/// Polls the saga until it is terminal (or stuck), at most `timeout`.
+async fn settled(session: &mut AdminSession, id: &str, timeout: Duration) -> SagaRecord {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let saga = session.saga(id).await.expect("saga");
+        if saga.state.is_terminal() || saga.state == SagaState::Stuck {
+            return saga;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "saga never settled: {saga:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A peer-API client of `to`'s node, authenticated with `from`'s certificate.
+async fn peer_client(mesh: &Mesh, from: &str, to: &str) -> PeerClient<Channel> {
+    let dir = mesh.certs.path();
+    let read = |name: String| std::fs::read(dir.join(name)).expect("cert file");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(
+            read(format!("{from}.pem")),
+            read(format!("{from}.key")),
+        ))
+        .domain_name(dns_name(to));
+    let address = mesh.node(to).peer.expect("peer address");
+    let channel = Endpoint::from_shared(format!("https://{address}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect");
+    PeerClient::new(channel)
+}
+
+async fn balance(node: &TestNode, id: i64) -> String {
+    let mut client = node.client("admin").await.expect("login");
+    let batches = client
+        .query(&format!("SELECT balance FROM accounts WHERE id = {id}"))
+        .await
+        .expect("balance");
+    column_strings(&batches, "balance").join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_commit_once_and_refusals_compensate() {
+    let mesh = bank().await;
+    let us = mesh.node("us-east");
+    let eu = mesh.node("eu-central");
+    let mut session = admin(us).await;
+
+    let started = session
+        .start_saga("transfer", &transfer(1001, 2001, "eu-central", 1000), "k-1")
+        .await
+        .expect("start");
+    let saga = settled(&mut session, &started.id, Duration::from_secs(30)).await;
+    assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
+    assert_eq!(balance(us, 1001).await, "90.00");
+    assert_eq!(balance(eu, 2001).await, "15.00");
+    // The same key is the same saga: no second transfer.
+    let again = session
+        .start_saga("transfer", &transfer(1001, 2001, "eu-central", 1000), "k-1")
+        .await
+        .expect("start again");
+    assert_eq!(again.id, started.id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(balance(us, 1001).await, "90.00");
+    assert_eq!(balance(eu, 2001).await, "15.00");
+
+    // A credit the EU refuses (no such account): the US debit is compensated.
+    let refused = session
+        .start_saga("transfer", &transfer(1001, 2999, "eu-central", 2500), "k-2")
+        .await
+        .expect("start");
+    let saga = settled(&mut session, &refused.id, Duration::from_secs(30)).await;
+    assert_eq!(saga.state, SagaState::Compensated, "{saga:?}");
+    assert!(
+        saga.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("account not found")
+    );
+    assert_eq!(balance(us, 1001).await, "90.00");
+
+    // An overdraft is refused at the debit: nothing moved, nothing to undo.
+    let overdraft = session
+        .start_saga(
+            "transfer",
+            &transfer(1001, 2001, "eu-central", 1_000_000),
+            "k-3",
+        )
+        .await
+        .expect("start");
+    let saga = settled(&mut session, &overdraft.id, Duration::from_secs(30)).await;
+    assert_eq!(saga.state, SagaState::Compensated, "{saga:?}");
+    assert_eq!(balance(us, 1001).await, "90.00");
+    assert_eq!(balance(eu, 2001).await, "15.00");
+
+    // Support sees every saga in SQL.
+    let mut reader = us.client("reader").await.expect("login");
+    let rows = reader
+        .query("SELECT state FROM system.sagas ORDER BY state")
+        .await
+        .expect("system.sagas");
+    assert_eq!(
+        column_strings(&rows, "state"),
+        ["committed", "compensated", "compensated"]
+    );
+    // Step messages were decided by the US policy and audited.
+    let audit = reader
+        .query("SELECT decision FROM system.audit WHERE path = 'saga-step'")
+        .await
+        .expect("audit");
+    assert!(!column_strings(&audit, "decision").is_empty());
+    assert!(
+        column_strings(&audit, "decision")
+            .iter()
+            .all(|d| d == "allow")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_orchestrator_resumes_and_an_unreachable_participant_compensates() {
+    let mut mesh = bank().await;
+    // The EU is unreachable: the debit commits, the credit keeps failing...
+    mesh.cut("us-east", "eu-central");
+    let mut session = admin(mesh.node("us-east")).await;
+    let started = session
+        .start_saga(
+            "transfer",
+            &transfer(1001, 2001, "eu-central", 700),
+            "k-crash",
+        )
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // ...when the orchestrator dies.
+    mesh.kill9("us-east");
+    mesh.heal("us-east", "eu-central");
+    mesh.restart("us-east").expect("restart");
+    let mut session = admin(mesh.node("us-east")).await;
+    let saga = settled(&mut session, &started.id, Duration::from_secs(30)).await;
+    assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
+    assert!(
+        saga.epoch >= 2,
+        "the restarted orchestrator took a new epoch"
+    );
+    assert_eq!(balance(mesh.node("us-east"), 1001).await, "93.00");
+    assert_eq!(balance(mesh.node("eu-central"), 2001).await, "12.00");
+
+    // Fencing: a step request of the dead orchestrator's epoch (1) is refused by the
+    // participant, which has seen the newer one; nothing moves.
+    let stale = RunStepRequest {
+        region: "us-east".into(),
+        saga_id: started.id.clone(),
+        saga_type: "transfer".into(),
+        step: "credit".into(),
+        direction: "compensate".into(),
+        epoch: 1,
+        fields_json: serde_json::to_string(&transfer(1001, 2001, "eu-central", 700)).expect("json"),
+    };
+    let refused = peer_client(&mesh, "us-east", "eu-central")
+        .await
+        .run_step(stale)
+        .await
+        .expect_err("stale epoch refused");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert_eq!(balance(mesh.node("eu-central"), 2001).await, "12.00");
+
+    // The EU stays unreachable past the step timeout (2 s): the saga compensates once
+    // the link is back (the credit's compensation reaches the EU and bars the credit).
+    mesh.cut("us-east", "eu-central");
+    let timed_out = session
+        .start_saga(
+            "transfer",
+            &transfer(1001, 2001, "eu-central", 300),
+            "k-timeout",
+        )
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let during = session.saga(&timed_out.id).await.expect("saga");
+    assert_eq!(during.state, SagaState::Compensating, "{during:?}");
+    mesh.heal("us-east", "eu-central");
+    let saga = settled(&mut session, &timed_out.id, Duration::from_secs(60)).await;
+    assert_eq!(saga.state, SagaState::Compensated, "{saga:?}");
+    assert_eq!(balance(mesh.node("us-east"), 1001).await, "93.00");
+    assert_eq!(balance(mesh.node("eu-central"), 2001).await, "12.00");
+}
