@@ -102,6 +102,34 @@ async fn count(endpoint: &str, user: &str, password: &str, sql: &str) -> Vec<Str
     column_strings(&batches, "n")
 }
 
+/// Accounts each region's example data holds (us-east has a euro account too).
+fn accounts_of(region: &str) -> &'static str {
+    if region == "us-east" { "5" } else { "4" }
+}
+
+/// Accounts of the other two regions, as a region's directory replicates them.
+fn others_of(region: &str) -> &'static str {
+    if region == "us-east" { "8" } else { "9" }
+}
+
+/// Balances of account 1005 (us-east) and 2001 (eu-central).
+async fn balances(us: &str, eu: &str) -> (String, String) {
+    let read = |endpoint: String, id: i64| async move {
+        let mut client = Client::connect(&endpoint, "admin", "admin")
+            .await
+            .expect("login");
+        let batches = client
+            .query(&format!("SELECT balance FROM accounts WHERE id = {id}"))
+            .await
+            .expect("balance");
+        column_strings(&batches, "balance").join(",")
+    };
+    (
+        read(us.to_string(), 1005).await,
+        read(eu.to_string(), 2001).await,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_serves_three_regions_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("dir");
@@ -117,7 +145,11 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
             &format!("SELECT count(*) AS n FROM accounts WHERE region = '{region}'"),
         )
         .await;
-        assert_eq!(homed, ["4"], "{region} holds its own customers");
+        assert_eq!(
+            homed,
+            [accounts_of(region)],
+            "{region} holds its own customers"
+        );
         let all = count(
             endpoint,
             "admin",
@@ -125,7 +157,11 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
             "SELECT count(*) AS n FROM accounts",
         )
         .await;
-        assert_eq!(all, ["4"], "{region} holds no other region's customers");
+        assert_eq!(
+            all,
+            [accounts_of(region)],
+            "{region} holds no other region's customers"
+        );
         let currencies = count(
             endpoint,
             "admin",
@@ -186,8 +222,14 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
             &format!("SELECT count(*) AS n FROM global.accounts WHERE source_region <> '{region}'"),
         )
         .await;
-        assert_eq!(replicated, ["8"], "{region}'s directory");
+        assert_eq!(replicated, [others_of(region)], "{region}'s directory");
     }
+    // The cross-border transfer the demo ran as a saga: committed, money moved once.
+    let (_, eu_endpoint) = &regions[1];
+    assert_eq!(
+        balances(us, eu_endpoint).await,
+        ("475.00".into(), "1225.50".into())
+    );
     let directory = us_admin
         .query("SELECT email, iban FROM global.accounts WHERE id = 2001")
         .await
@@ -208,7 +250,7 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
             "SELECT count(*) AS n FROM accounts",
         )
         .await;
-        assert_eq!(all, ["4"], "{region} after restart");
+        assert_eq!(all, [accounts_of(&region)], "{region} after restart");
         let replicated = count(
             &endpoint,
             "admin",
@@ -216,8 +258,18 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
             "SELECT count(*) AS n FROM global.accounts",
         )
         .await;
-        assert_eq!(replicated, ["8"], "{region}'s directory after restart");
+        assert_eq!(
+            replicated,
+            [others_of(&region)],
+            "{region}'s directory after restart"
+        );
     }
+    // The restarted demo found its transfer by its idempotency key: not paid twice.
+    let regions = endpoints(dir.path());
+    assert_eq!(
+        balances(&regions[0].1, &regions[1].1).await,
+        ("475.00".into(), "1225.50".into())
+    );
     let (status, _) = demo.stop();
     assert!(status.success());
 }

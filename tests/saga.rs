@@ -14,7 +14,7 @@ use domicile::mesh::proto::RunStepRequest;
 use domicile::mesh::proto::peer_client::PeerClient;
 use domicile::saga::fields::{Field, Fields};
 use domicile::saga::{SagaRecord, SagaState};
-use domicile_tests::{Mesh, TestNode, column_strings};
+use domicile_tests::{Mesh, TestNode, column_strings, domicile_binary};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
@@ -164,6 +164,47 @@ async fn transfers_commit_once_and_refusals_compensate() {
     assert_eq!(saga.state, SagaState::Compensated, "{saga:?}");
     assert_eq!(balance(us, 1001).await, "90.00");
     assert_eq!(balance(eu, 2001).await, "15.00");
+
+    // The CLI: the same key through `domicile saga start` is the same saga; `list`
+    // filters by state; `show` names each step and its region.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(domicile_binary())
+            .args(["saga", "--endpoint"])
+            .arg(format!("http://{}", us.admin.expect("admin")))
+            .args(["--user", "writer"])
+            .args(args)
+            .env("DOMICILE_PASSWORD", "writer-pw")
+            .output()
+            .expect("cli runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let printed = cli(&[
+        "start",
+        "transfer",
+        "--from",
+        "1001",
+        "--to",
+        "2001",
+        "--amount",
+        "10.00",
+        "--currency",
+        "EUR",
+        "--from-region",
+        "us-east",
+        "--to-region",
+        "eu-central",
+        "--idempotency-key",
+        "k-1",
+    ]);
+    assert!(printed.starts_with(&started.id), "{printed}");
+    let committed = cli(&["list", "--state", "committed"]);
+    assert_eq!(committed.lines().count(), 1, "{committed}");
+    let shown = cli(&["show", &started.id]);
+    assert!(
+        shown.contains("debit on us-east: done") && shown.contains("credit on eu-central: done"),
+        "{shown}"
+    );
 
     // Support sees every saga in SQL.
     let mut reader = us.client("reader").await.expect("login");

@@ -87,6 +87,13 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Sagas of a node, through its admin API.
+    Saga {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: domicile::cli::saga_cli::SagaCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -251,6 +258,10 @@ fn run() -> anyhow::Result<()> {
             std::process::exit(if ok { 0 } else { 1 });
         }
         Command::Plugin { command } => runtime.block_on(run_plugin_command(command)),
+        Command::Saga { admin, command } => runtime.block_on(async {
+            let mut session = admin_client(&admin).await?;
+            domicile::cli::saga_cli::run(&mut session, command).await
+        }),
         Command::Demo {
             data_dir,
             plugins_dir,

@@ -17,6 +17,7 @@ use super::admin_client::AdminSession;
 use super::sql_shell::{SqlShell, split_statements};
 use crate::config::NodeConfig;
 use crate::plugins::signing;
+use crate::saga::fields::{Field, Fields};
 use crate::server::Node;
 
 /// The demo's regions: (region, jurisdiction, residency policy component).
@@ -308,6 +309,8 @@ pub async fn run(
     std::fs::write(&mesh_path, serde_json::to_vec_pretty(&mesh)?)?;
     print_welcome(&mesh, &mesh_path).await;
     print_directory(&mesh, kafka.as_deref()).await;
+    run_transfer(&mesh).await;
+    println!("\nready; Ctrl-C stops every node cleanly");
 
     crate::server::wait_for_signal().await;
     println!("stopping the mesh");
@@ -454,5 +457,75 @@ async fn print_directory(mesh: &MeshFile, kafka: Option<&str>) {
             .await;
         println!("{}", String::from_utf8_lossy(&out));
     }
-    println!("\nready; Ctrl-C stops every node cleanly");
+}
+
+/// A cross-border transfer as a saga: 25.00 EUR from a US customer's euro account
+/// (1005, us-east) to an EU customer (2001, eu-central). The US node orchestrates; each
+/// step runs on the node that owns its account; the idempotency key makes a restarted
+/// demo find the same saga instead of paying twice.
+async fn run_transfer(mesh: &MeshFile) {
+    let (Some(us), Some(eu)) = (
+        mesh.regions.iter().find(|r| r.region == "us-east"),
+        mesh.regions.iter().find(|r| r.region == "eu-central"),
+    ) else {
+        return;
+    };
+    println!(
+        "\na cross-border transfer as a saga: 25.00 EUR from account 1005 (us-east) to 2001 (eu-central):"
+    );
+    let fields: Fields = vec![
+        ("from_account".into(), Field::Bigint(1005)),
+        ("to_account".into(), Field::Bigint(2001)),
+        ("amount".into(), Field::Decimal("2500".into(), 2)),
+        ("currency".into(), Field::Text("EUR".into())),
+        ("from_region".into(), Field::Text("us-east".into())),
+        ("to_region".into(), Field::Text("eu-central".into())),
+    ];
+    let outcome = async {
+        let mut session = AdminSession::connect(&us.admin, ADMIN.0, ADMIN.1).await?;
+        let started = session
+            .start_saga("transfer", &fields, "demo-transfer-1005-2001")
+            .await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let saga = session.saga(&started.id).await?;
+            if saga.state.is_terminal() || std::time::Instant::now() > deadline {
+                return Ok::<_, anyhow::Error>(saga);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    .await;
+    match outcome {
+        Ok(saga) => println!("  {}", super::saga_cli::summary(&saga)),
+        Err(error) => println!("  (transfer failed: {error:#})"),
+    }
+    for (region, query) in [
+        (
+            us,
+            "SELECT id, saga_type, state, attempts, idempotency_key FROM system.sagas",
+        ),
+        (
+            us,
+            "SELECT id, balance, currency FROM accounts WHERE id = 1005",
+        ),
+        (
+            eu,
+            "SELECT id, balance, currency FROM accounts WHERE id = 2001",
+        ),
+    ] {
+        if let Ok(mut shell) = SqlShell::connect(&region.flight_sql, ADMIN.0, ADMIN.1).await {
+            let mut out = Vec::new();
+            let _ = shell.run(query, &mut out).await;
+            println!(
+                "  on {}: {query}\n{}",
+                region.region,
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+    println!(
+        "  try: DOMICILE_PASSWORD=admin cargo run -p domicile -- saga --endpoint {} --user admin list",
+        us.admin
+    );
 }

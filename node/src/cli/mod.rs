@@ -2,4 +2,5 @@
 
 pub mod admin_client;
 pub mod demo;
+pub mod saga_cli;
 pub mod sql_shell;
