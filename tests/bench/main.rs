@@ -15,6 +15,7 @@ use domicile_tests::{Client, TestNode};
 use futures::TryStreamExt;
 
 mod cdc;
+mod sagas;
 
 struct Options {
     rows: i64,
@@ -28,6 +29,8 @@ struct Options {
     wan: bool,
     /// Measure change data capture: write cost, relay throughput, end-to-end lag.
     cdc: bool,
+    /// Measure cross-region transfers as sagas.
+    sagas: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -39,6 +42,7 @@ fn parse_options() -> anyhow::Result<Options> {
         guard: false,
         wan: false,
         cdc: false,
+        sagas: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -51,9 +55,10 @@ fn parse_options() -> anyhow::Result<Options> {
             "--guard" => options.guard = true,
             "--wan" => options.wan = true,
             "--cdc" => options.cdc = true,
+            "--sagas" => options.sagas = true,
             other => anyhow::bail!(
                 "unknown argument {other} (--rows N --seconds S --postgres URL --seed N \
-                 --guard | --wan | --cdc)"
+                 --guard | --wan | --cdc | --sagas)"
             ),
         }
     }
@@ -447,6 +452,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if options.cdc {
         return cdc::cdc(&options).await;
+    }
+    if options.sagas {
+        return sagas::sagas(&options).await;
     }
     let node = TestNode::start("eu-central")?;
     load_domicile(&node, options.rows).await?;

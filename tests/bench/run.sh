@@ -8,7 +8,9 @@
 # `run.sh --wan [--seconds S]` local and routed reads / writes on a 3-region mesh with the
 # seed scenario's round trips (80, 160, 170 ms) on the links;
 # `run.sh --cdc [--seconds S]` CDC write cost (on vs off), relay events/s, and end-to-end
-# lag (embedded transport, with and without WAN; Kafka via tansu, which must be installed).
+# lag (embedded transport, with and without WAN; Kafka via tansu, which must be installed);
+# `run.sh --sagas [--seconds S]` transfers as sagas (us-east → eu-central), loopback and
+# 80 ms RTT, 1 and 32 clients.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
@@ -24,7 +26,8 @@ fi
 
 cargo build --release -p domicile --bin domicile -p domicile-tests --bin domicile-bench
 
-if [ "${1:-}" = "--guard" ] || [ "${1:-}" = "--wan" ] || [ "${1:-}" = "--cdc" ]; then
+if [ "${1:-}" = "--guard" ] || [ "${1:-}" = "--wan" ] || [ "${1:-}" = "--cdc" ] \
+  || [ "${1:-}" = "--sagas" ]; then
   # Residency guard on vs off, two nodes, same run; no PostgreSQL needed.
   cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
   cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml
