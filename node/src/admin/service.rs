@@ -5,8 +5,8 @@ use tonic::{Request, Response, Status};
 use super::proto::admin_server::Admin;
 use super::proto::{
     ActivatePluginRequest, GetSagaRequest, ListPluginsRequest, ListPluginsResponse, ListSagasReply,
-    ListSagasRequest, PluginInfo, RollbackPluginRequest, SagaReply, StartSagaRequest,
-    UploadPluginRequest,
+    ListSagasRequest, LoginReply, LoginRequest, PluginInfo, RollbackPluginRequest, SagaReply,
+    StartSagaRequest, UploadPluginRequest,
 };
 use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::plugins::{
@@ -87,12 +87,17 @@ impl AdminService {
         saga_reply(&outcome.map_err(saga_status)?)
     }
 
+    /// The caller, from a bearer token (cheap) or Basic credentials (argon2).
     async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let header = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.auth.verify_basic(header).await.map_err(|e| match e {
+        let verified = match header {
+            Some(bearer) if bearer.starts_with("Bearer ") => self.auth.principal(Some(bearer)),
+            basic => self.auth.verify_basic(basic).await,
+        };
+        verified.map_err(|e| match e {
             AuthError::TooManySessions => Status::resource_exhausted(e.to_string()),
             other => Status::unauthenticated(other.to_string()),
         })
@@ -189,6 +194,19 @@ fn upload_status(error: UploadError) -> Status {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginReply>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let (token, principal) = self.auth.handshake(header).await.map_err(|e| match e {
+            AuthError::TooManySessions => Status::resource_exhausted(e.to_string()),
+            other => Status::unauthenticated(other.to_string()),
+        })?;
+        tracing::info!(user = %principal.user, "admin session opened");
+        Ok(Response::new(LoginReply { token }))
+    }
+
     async fn start_saga(
         &self,
         request: Request<StartSagaRequest>,

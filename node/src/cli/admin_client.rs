@@ -11,8 +11,8 @@ use tonic::transport::Channel;
 
 use crate::admin::proto::admin_client::AdminClient;
 use crate::admin::proto::{
-    ActivatePluginRequest, GetSagaRequest, ListPluginsRequest, ListSagasRequest, PluginInfo,
-    RollbackPluginRequest, StartSagaRequest, UploadPluginRequest,
+    ActivatePluginRequest, GetSagaRequest, ListPluginsRequest, ListSagasRequest, LoginRequest,
+    PluginInfo, RollbackPluginRequest, StartSagaRequest, UploadPluginRequest,
 };
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 use crate::plugins::signing;
@@ -35,13 +35,26 @@ impl AdminSession {
             AdminClient::new(channel).max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
         let credentials =
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        let authorization = format!("Basic {credentials}")
-            .parse()
-            .context("credentials are not a valid header")?;
-        Ok(Self {
+        let basic: MetadataValue<tonic::metadata::Ascii> =
+            format!("Basic {credentials}")
+                .parse()
+                .context("credentials are not a valid header")?;
+        let mut session = Self {
             client,
-            authorization,
-        })
+            authorization: basic,
+        };
+        // One password check (argon2, slow on purpose); later calls carry the token.
+        let token = session
+            .client
+            .login(session.request(LoginRequest {}))
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .token;
+        session.authorization = format!("Bearer {token}")
+            .parse()
+            .context("the node returned an invalid token")?;
+        Ok(session)
     }
 
     fn request<T>(&self, body: T) -> Request<T> {
