@@ -30,6 +30,15 @@ pub enum SagaState {
 }
 
 impl SagaState {
+    pub const ALL: [SagaState; 6] = [
+        SagaState::Pending,
+        SagaState::Running,
+        SagaState::Committed,
+        SagaState::Compensating,
+        SagaState::Compensated,
+        SagaState::Stuck,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SagaState::Pending => "pending",
@@ -42,16 +51,7 @@ impl SagaState {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            SagaState::Pending,
-            SagaState::Running,
-            SagaState::Committed,
-            SagaState::Compensating,
-            SagaState::Compensated,
-            SagaState::Stuck,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     /// Done for good: nothing will change it again.
@@ -225,14 +225,7 @@ mod tests {
         assert!(!Compensating.may_become(Committed), "no way back to commit");
         assert!(Committed.is_terminal() && Compensated.is_terminal());
         assert!(!Stuck.is_terminal() && !Stuck.is_driven());
-        for state in [
-            Pending,
-            Running,
-            Committed,
-            Compensating,
-            Compensated,
-            Stuck,
-        ] {
+        for state in SagaState::ALL {
             assert_eq!(SagaState::parse(state.as_str()), Some(state));
         }
     }
