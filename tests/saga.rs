@@ -64,19 +64,16 @@ fn transfer(from: i64, to: i64, to_region: &str, cents: i64) -> Fields {
     ]
 }
 
-/// Polls the saga until it is terminal (or stuck), at most `timeout`.
+/// The saga once terminal (or stuck), waiting on the node's answer, at most `timeout`.
 async fn settled(session: &mut AdminSession, id: &str, timeout: Duration) -> SagaRecord {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let saga = session.saga(id).await.expect("saga");
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let saga = session.saga_settled(id, left).await.expect("saga");
         if saga.state.is_terminal() || saga.state == SagaState::Stuck {
             return saga;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "saga never settled: {saga:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!left.is_zero(), "saga never settled: {saga:?}");
     }
 }
 

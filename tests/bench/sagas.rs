@@ -1,6 +1,7 @@
 //! `domicile-bench --sagas`: cross-region transfers as sagas, on loopback and with the
 //! seed scenario's round trips. Clients start transfers through the us-east node's admin
-//! API (debit in us-east, credit in eu-central) and wait for each to commit; throughput
+//! API (debit in us-east, credit in eu-central) and wait for each to commit (the admin
+//! API answers `GetSaga` when the saga ends); throughput
 //! is committed sagas per second, latency from start request to committed.
 
 use std::time::{Duration, Instant};
@@ -99,14 +100,15 @@ async fn run(endpoint: &str, clients: usize, seconds: u64) -> anyhow::Result<Mea
                 let saga = session
                     .start_saga("transfer", &fields, &format!("bench-{run_id}-{index}-{n}"))
                     .await?;
-                loop {
-                    let state = session.saga(&saga.id).await?.state;
-                    if state == SagaState::Committed {
-                        break;
-                    }
-                    anyhow::ensure!(!state.is_terminal(), "transfer {} ended {state:?}", saga.id);
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                let state = session
+                    .saga_settled(&saga.id, Duration::from_secs(30))
+                    .await?
+                    .state;
+                anyhow::ensure!(
+                    state == SagaState::Committed,
+                    "transfer {} ended {state:?}",
+                    saga.id
+                );
                 latencies.push(started.elapsed());
             }
             Ok(latencies)

@@ -229,10 +229,13 @@ impl Admin for AdminService {
         request: Request<GetSagaRequest>,
     ) -> Result<Response<SagaReply>, Status> {
         self.with_role(&request, Role::Reader).await?;
-        let id = request.into_inner().id;
+        let body = request.into_inner();
+        let id = body.id;
+        let wait = std::time::Duration::from_millis(body.wait_ms.min(30_000));
         let saga = self
             .sagas
-            .get(&id)
+            .wait_settled(&id, wait)
+            .await
             .map_err(saga_status)?
             .ok_or_else(|| Status::not_found(format!("no saga {id}")))?;
         saga_reply(&saga)

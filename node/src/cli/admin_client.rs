@@ -86,7 +86,20 @@ impl AdminSession {
     }
 
     pub async fn saga(&mut self, id: &str) -> anyhow::Result<SagaRecord> {
-        let request = self.request(GetSagaRequest { id: id.to_string() });
+        self.saga_settled(id, std::time::Duration::ZERO).await
+    }
+
+    /// The saga once it ended (committed, compensated, stuck), or as it stands after
+    /// `wait` (at most 30 s).
+    pub async fn saga_settled(
+        &mut self,
+        id: &str,
+        wait: std::time::Duration,
+    ) -> anyhow::Result<SagaRecord> {
+        let request = self.request(GetSagaRequest {
+            id: id.to_string(),
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        });
         let reply = self.client.get_saga(request).await.map_err(status_error)?;
         Ok(serde_json::from_str(&reply.into_inner().saga_json)?)
     }
@@ -111,7 +124,10 @@ impl AdminSession {
 
     /// Support: `retry` or `compensate` a stuck saga.
     pub async fn support_saga(&mut self, id: &str, action: &str) -> anyhow::Result<SagaRecord> {
-        let request = self.request(GetSagaRequest { id: id.to_string() });
+        let request = self.request(GetSagaRequest {
+            id: id.to_string(),
+            wait_ms: 0,
+        });
         let reply = match action {
             "retry" => self.client.retry_saga(request).await,
             _ => self.client.compensate_saga(request).await,

@@ -76,6 +76,8 @@ pub struct SagaEngine {
     step_timeout: Duration,
     /// Sagas a task of this process is driving: never two at once.
     driving: Mutex<HashSet<String>>,
+    /// Bumped after every durable state change, for callers waiting on a saga.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -102,6 +104,32 @@ impl SagaEngine {
             jurisdiction: identity.1.to_string(),
             step_timeout,
             driving: Mutex::new(HashSet::new()),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// The saga once it has ended (committed, compensated or stuck), or as it stands
+    /// when `wait` runs out.
+    pub async fn wait_settled(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<Option<SagaRecord>, SagaError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.changes.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let saga = self.get(id)?;
+            let settled = saga
+                .as_ref()
+                .is_none_or(|s| s.state.is_terminal() || s.state == SagaState::Stuck);
+            if settled
+                || tokio::time::timeout_at(deadline, changes.changed())
+                    .await
+                    .is_err()
+            {
+                return Ok(saga);
+            }
         }
     }
 
@@ -265,7 +293,9 @@ impl SagaEngine {
     async fn persist(&self, saga: &mut SagaRecord) -> Result<(), StorageError> {
         saga.updated_unix_ms = now_unix_ms();
         let copy = saga.clone();
-        self.store.write(move |ctx| record::put(ctx, &copy)).await
+        self.store.write(move |ctx| record::put(ctx, &copy)).await?;
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
     }
 
     async fn drive(&self, id: &str) -> Result<(), SagaError> {
