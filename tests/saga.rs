@@ -227,6 +227,35 @@ async fn transfers_commit_once_and_refusals_compensate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopping_mid_saga_stops_cleanly_and_resumes_it() {
+    let mut mesh = bank().await;
+    mesh.cut("us-east", "eu-central");
+    let mut session = admin(mesh.node("us-east")).await;
+    let started = session
+        .start_saga(
+            "transfer",
+            &transfer(1001, 2001, "eu-central", 100),
+            "k-stop",
+        )
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM while the credit is being retried: the drive ends at its next wait and
+    // storage closes cleanly (no crash recovery at the next start).
+    let status = mesh.stop("us-east").expect("stop");
+    assert!(status.success(), "{status}");
+    let logs = mesh.node("us-east").logs();
+    assert!(logs.contains("storage closed cleanly"), "{logs}");
+    mesh.heal("us-east", "eu-central");
+    mesh.restart("us-east").expect("restart");
+    let mut session = admin(mesh.node("us-east")).await;
+    let saga = settled(&mut session, &started.id, Duration::from_secs(30)).await;
+    assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
+    assert_eq!(balance(mesh.node("us-east"), 1001).await, "99.00");
+    assert_eq!(balance(mesh.node("eu-central"), 2001).await, "6.00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_orchestrator_resumes_and_an_unreachable_participant_compensates() {
     let mut mesh = bank().await;
     // The EU is unreachable: the debit commits, the credit keeps failing...

@@ -54,6 +54,7 @@ pub struct Node {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The CDC relay and replica followers; they stop with `shutdown`.
     background: Vec<tokio::task::JoinHandle<()>>,
+    sagas: Arc<SagaEngine>,
     storage_closed: CloseWatch,
 }
 
@@ -388,6 +389,7 @@ impl Node {
             shutdown,
             storage_closed,
             background,
+            sagas,
         })
     }
 
@@ -401,9 +403,12 @@ impl Node {
             storage_closed,
             engine,
             background,
+            sagas,
             ..
         } = self;
         let _ = shutdown.send(true);
+        sagas.stop(SHUTDOWN_GRACE).await;
+        drop(sagas);
         for task in background {
             // Each ends at its next await once told to stop; a stuck one must not keep
             // the node from stopping.

@@ -111,6 +111,11 @@ impl Mesh {
             .map(|(_, proxy)| proxy)
     }
 
+    /// SIGTERM of `region`'s node: a clean stop; its exit status.
+    pub fn stop(&mut self, region: &str) -> anyhow::Result<std::process::ExitStatus> {
+        self.node_mut(region).stop()
+    }
+
     /// SIGKILL of `region`'s node: a crash.
     pub fn kill9(&mut self, region: &str) {
         self.node_mut(region).kill9();

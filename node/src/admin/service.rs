@@ -160,6 +160,7 @@ fn saga_status(error: SagaError) -> Status {
         SagaError::NoPlugin(_) | SagaError::WrongState { .. } | SagaError::Fenced(_) => {
             Status::failed_precondition(message)
         }
+        SagaError::Stopping(_) => Status::unavailable(message),
         SagaError::UnknownType(_) | SagaError::MissingRegion { .. } | SagaError::BadKey => {
             Status::invalid_argument(message)
         }

@@ -52,6 +52,8 @@ pub enum SagaError {
     },
     #[error("saga {0} is driven by a newer orchestrator epoch")]
     Fenced(String),
+    #[error("the node is stopping; saga {0} resumes at the next start")]
+    Stopping(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -78,6 +80,10 @@ pub struct SagaEngine {
     driving: Mutex<HashSet<String>>,
     /// Bumped after every durable state change, for callers waiting on a saga.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Raised when the node stops: drives end at their next wait, where the log
+    /// already holds their state.
+    stopping: tokio::sync::watch::Sender<bool>,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -105,6 +111,35 @@ impl SagaEngine {
             step_timeout,
             driving: Mutex::new(HashSet::new()),
             changes: tokio::sync::watch::Sender::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+        }
+    }
+
+    /// Stops driving: no new drive starts, running ones end at their next wait (a step
+    /// call in flight finishes first), for at most `grace`. What they did is in the log.
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping.send_replace(true);
+        let mut tasks = match self.tasks.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(_) => return,
+        };
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!("saga drives still running at stop; they resume at the next start");
+        }
+    }
+
+    /// Waits `duration`, or less if the node stops (then `Err`).
+    async fn pause(&self, id: &str, duration: Duration) -> Result<(), SagaError> {
+        let mut stopping = self.stopping.subscribe();
+        if *stopping.borrow_and_update() {
+            return Err(SagaError::Stopping(id.to_string()));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(duration) => Ok(()),
+            _ = stopping.changed() => Err(SagaError::Stopping(id.to_string())),
         }
     }
 
@@ -271,6 +306,9 @@ impl SagaEngine {
     }
 
     fn spawn_drive(self: &Arc<Self>, id: String) {
+        if *self.stopping.borrow() {
+            return;
+        }
         let fresh = self
             .driving
             .lock()
@@ -280,14 +318,22 @@ impl SagaEngine {
             return;
         }
         let engine = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Err(error) = engine.drive(&id).await {
-                tracing::warn!(saga = %id, error = %error, "saga not driven to the end");
+        let drive = async move {
+            match engine.drive(&id).await {
+                Ok(()) | Err(SagaError::Stopping(_)) => {}
+                Err(error) => {
+                    tracing::warn!(saga = %id, error = %error, "saga not driven to the end");
+                }
             }
             if let Ok(mut driving) = engine.driving.lock() {
                 driving.remove(&id);
             }
-        });
+        };
+        if let Ok(mut tasks) = self.tasks.lock() {
+            // Finished drives are reaped as new ones start.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(drive);
+        }
     }
 
     async fn persist(&self, saga: &mut SagaRecord) -> Result<(), StorageError> {
@@ -389,7 +435,7 @@ impl SagaEngine {
                     }
                     self.persist(saga).await?;
                     // The last wait ends at the deadline, not after it.
-                    tokio::time::sleep(backoff.min(left)).await;
+                    self.pause(&saga.id, backoff.min(left)).await?;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
@@ -426,7 +472,7 @@ impl SagaEngine {
                         )));
                     }
                     self.persist(saga).await?;
-                    tokio::time::sleep(backoff).await;
+                    self.pause(&saga.id, backoff).await?;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
