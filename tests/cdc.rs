@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use domicile_tests::{Mesh, TestNode, column_strings, row_count};
+use domicile_tests::{Mesh, TestNode, column_strings, ids, row_count, spawn_acked_writer};
 
 const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
 
@@ -217,24 +217,15 @@ async fn kill9_of_source_or_consumer_mid_stream_loses_no_change() {
     let mut mesh = mesh_with_accounts(&REGIONS).await;
     let endpoint = mesh.node("us-east").endpoint();
     // A writer on us-east, one row per statement, recording what was acknowledged.
-    let writer = tokio::spawn(async move {
-        let mut acked = BTreeSet::new();
-        let Ok(mut client) =
-            domicile_tests::Client::connect(&endpoint, "writer", "writer-pw").await
-        else {
-            return acked;
-        };
-        for id in 10_000..10_400u64 {
-            let sql = insert(id, "us-east", "N", "n@example.com", "X");
-            match client.update(&sql).await {
-                Ok(_) => {
-                    acked.insert(id);
-                }
-                Err(_) => break, // the node died under us
-            }
-        }
-        acked
-    });
+    let writer = spawn_acked_writer(
+        endpoint,
+        (10_000..10_400u64)
+            .map(|id| {
+                let sql = insert(id, "us-east", "N", "n@example.com", "X");
+                (id.to_string(), sql)
+            })
+            .collect(),
+    );
     // Kill the consumer while changes flow, then the source.
     tokio::time::sleep(Duration::from_millis(700)).await;
     mesh.kill9("eu-central");
@@ -247,22 +238,11 @@ async fn kill9_of_source_or_consumer_mid_stream_loses_no_change() {
 
     // The source's rows after recovery: every acknowledged row, maybe a few more
     // (committed, the acknowledgement lost in the crash).
-    let mut us_reader = mesh.node("us-east").client("reader").await.expect("login");
-    let source: BTreeSet<String> = column_strings(
-        &us_reader
-            .query("SELECT id FROM accounts ORDER BY id")
-            .await
-            .expect("source rows"),
-        "id",
-    )
-    .into_iter()
-    .collect();
-    for id in &acked {
-        assert!(
-            source.contains(&id.to_string()),
-            "acknowledged {id} lost at the source"
-        );
-    }
+    let source = ids(mesh.node("us-east"), "SELECT id FROM accounts").await;
+    assert!(
+        acked.is_subset(&source),
+        "acknowledged rows lost at the source"
+    );
     // Both replicas converge to exactly the source's rows.
     for region in ["eu-central", "ap-southeast"] {
         wait_for(

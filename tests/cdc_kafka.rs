@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use domicile_tests::{KafkaBroker, Mesh, TestNode, column_strings, domicile_binary};
+use domicile_tests::{
+    KafkaBroker, Mesh, TestNode, column_strings, domicile_binary, ids, spawn_acked_writer,
+};
 
 const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
 
@@ -139,41 +141,27 @@ async fn kafka_topics_carry_only_redacted_valid_envelopes() {
 
     // kill -9 of the US node while it publishes: nothing acknowledged is lost.
     let endpoint = mesh.node("us-east").endpoint();
-    let writer = tokio::spawn(async move {
-        let mut acked = BTreeSet::new();
-        let Ok(mut client) =
-            domicile_tests::Client::connect(&endpoint, "writer", "writer-pw").await
-        else {
-            return acked;
-        };
-        for id in 100..400u64 {
-            let sql = format!(
-                "INSERT INTO accounts VALUES ({id}, 'us-east', 'N', 'n@example.com', 'X', 1.00, 'USD')"
-            );
-            match client.update(&sql).await {
-                Ok(_) => {
-                    acked.insert(id.to_string());
-                }
-                Err(_) => break,
-            }
-        }
-        acked
-    });
+    let writer = spawn_acked_writer(
+        endpoint,
+        (100..400u64)
+            .map(|id| {
+                let sql = format!(
+                    "INSERT INTO accounts VALUES ({id}, 'us-east', 'N', 'n@example.com', 'X', 1.00, 'USD')"
+                );
+                (id.to_string(), sql)
+            })
+            .collect(),
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     mesh.kill9("us-east");
     let acked = writer.await.expect("writer");
     assert!(acked.len() > 10, "the writer got going: {}", acked.len());
     mesh.restart("us-east").expect("restart");
-    let mut us_reader = mesh.node("us-east").client("reader").await.expect("login");
-    let source: BTreeSet<String> = column_strings(
-        &us_reader
-            .query("SELECT id FROM accounts WHERE id >= 100")
-            .await
-            .expect("source"),
-        "id",
+    let source = ids(
+        mesh.node("us-east"),
+        "SELECT id FROM accounts WHERE id >= 100",
     )
-    .into_iter()
-    .collect();
+    .await;
     assert!(
         acked.is_subset(&source),
         "acknowledged rows lost at the source"

@@ -77,6 +77,20 @@ async fn settled(session: &mut AdminSession, id: &str, timeout: Duration) -> Sag
     }
 }
 
+/// A bank whose us-east ↔ eu-central link is cut, and a transfer of `cents` from 1001
+/// (us-east) to 2001 (eu-central) started half a second ago: debited, credit retrying.
+async fn transfer_while_eu_is_cut_off(cents: i64, key: &str) -> (Mesh, SagaRecord) {
+    let mesh = bank().await;
+    mesh.cut("us-east", "eu-central");
+    let started = admin(mesh.node("us-east"))
+        .await
+        .start_saga("transfer", &transfer(1001, 2001, "eu-central", cents), key)
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (mesh, started)
+}
+
 /// A peer-API client of `to`'s node, authenticated with `from`'s certificate.
 async fn peer_client(mesh: &Mesh, from: &str, to: &str) -> PeerClient<Channel> {
     let dir = mesh.certs.path();
@@ -228,18 +242,7 @@ async fn transfers_commit_once_and_refusals_compensate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopping_mid_saga_stops_cleanly_and_resumes_it() {
-    let mut mesh = bank().await;
-    mesh.cut("us-east", "eu-central");
-    let mut session = admin(mesh.node("us-east")).await;
-    let started = session
-        .start_saga(
-            "transfer",
-            &transfer(1001, 2001, "eu-central", 100),
-            "k-stop",
-        )
-        .await
-        .expect("start");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (mut mesh, started) = transfer_while_eu_is_cut_off(100, "k-stop").await;
     // SIGTERM while the credit is being retried: the drive ends at its next wait and
     // storage closes cleanly (no crash recovery at the next start).
     let status = mesh.stop("us-east").expect("stop");
@@ -257,19 +260,8 @@ async fn a_node_stopping_mid_saga_stops_cleanly_and_resumes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_orchestrator_resumes_and_an_unreachable_participant_compensates() {
-    let mut mesh = bank().await;
     // The EU is unreachable: the debit commits, the credit keeps failing...
-    mesh.cut("us-east", "eu-central");
-    let mut session = admin(mesh.node("us-east")).await;
-    let started = session
-        .start_saga(
-            "transfer",
-            &transfer(1001, 2001, "eu-central", 700),
-            "k-crash",
-        )
-        .await
-        .expect("start");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (mut mesh, started) = transfer_while_eu_is_cut_off(700, "k-crash").await;
     // ...when the orchestrator dies.
     mesh.kill9("us-east");
     mesh.heal("us-east", "eu-central");

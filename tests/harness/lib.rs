@@ -519,6 +519,35 @@ fn status_from_text(text: &str) -> tonic::Status {
     tonic::Status::new(code, text.to_string())
 }
 
+/// Runs `statements` (key, SQL) one by one as `writer` against `endpoint` until one
+/// fails (the node died under it); returns the keys of the acknowledged ones. For
+/// crash tests: every acknowledged write must survive.
+pub fn spawn_acked_writer(
+    endpoint: String,
+    statements: Vec<(String, String)>,
+) -> tokio::task::JoinHandle<std::collections::BTreeSet<String>> {
+    tokio::spawn(async move {
+        let mut acked = std::collections::BTreeSet::new();
+        let Ok(mut client) = Client::connect(&endpoint, "writer", "writer-pw").await else {
+            return acked;
+        };
+        for (key, sql) in statements {
+            if client.update(&sql).await.is_err() {
+                break;
+            }
+            acked.insert(key);
+        }
+        acked
+    })
+}
+
+/// Column `id` of `sql` on `node` (as `reader`), as a set.
+pub async fn ids(node: &TestNode, sql: &str) -> std::collections::BTreeSet<String> {
+    let mut client = node.client("reader").await.expect("login as reader");
+    let batches = client.query(sql).await.expect("ids");
+    column_strings(&batches, "id").into_iter().collect()
+}
+
 /// Column `name` of all batches as strings (arrow's display), for assertions.
 pub fn column_strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
     let mut out = Vec::new();
