@@ -241,6 +241,98 @@ async fn transfers_commit_once_and_refusals_compensate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_starts_sagas_for_writers_once_per_key() {
+    let mesh = bank().await;
+    let us = mesh.node("us-east");
+    let start = |key: &str, to: i64| {
+        format!(
+            "SELECT id, state, idempotency_key FROM start_saga('transfer', '{key}', {{
+                'from_account': 1001, 'to_account': {to}, 'amount': 12.50, 'currency': 'EUR',
+                'from_region': 'us-east', 'to_region': 'eu-central'}})"
+        )
+    };
+    let saga_count = || async {
+        let mut reader = us.client("reader").await.expect("login");
+        let rows = reader
+            .query("SELECT count(*) AS n FROM system.sagas")
+            .await
+            .expect("count");
+        column_strings(&rows, "n").join("")
+    };
+
+    // A reader may look but not start; EXPLAIN plans without starting.
+    let mut reader = us.client("reader").await.expect("login");
+    let refused = reader
+        .query(&start("sql-1", 2001))
+        .await
+        .expect_err("readers cannot start sagas");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+    let mut writer = us.client("writer").await.expect("login");
+    let plan = writer
+        .query(&format!("EXPLAIN {}", start("sql-1", 2001)))
+        .await
+        .expect("explain");
+    assert!(
+        column_strings(&plan, "plan")
+            .join("\n")
+            .contains("StartSagaExec"),
+        "{plan:?}"
+    );
+    assert_eq!(saga_count().await, "0");
+
+    let rows = writer.query(&start("sql-1", 2001)).await.expect("start");
+    let [id] = column_strings(&rows, "id").try_into().expect("one saga");
+    assert_eq!(column_strings(&rows, "idempotency_key"), ["sql-1"]);
+    let saga = settled(&mut admin(us).await, &id, Duration::from_secs(30)).await;
+    assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
+    assert_eq!(
+        saga.input.iter().find(|(name, _)| name == "amount"),
+        Some(&("amount".to_string(), Field::Decimal("1250".into(), 2))),
+        "a decimal literal reaches the steps exactly"
+    );
+    assert_eq!(balance(us, 1001).await, "87.50");
+    assert_eq!(balance(mesh.node("eu-central"), 2001).await, "17.50");
+
+    // The same key is the same saga, whatever else the statement says.
+    let rows = writer.query(&start("sql-1", 2999)).await.expect("again");
+    assert_eq!(column_strings(&rows, "id"), [id.as_str()]);
+    assert_eq!(column_strings(&rows, "state"), ["committed"]);
+    assert_eq!(balance(us, 1001).await, "87.50");
+
+    // Bad calls say what is wrong and start nothing.
+    for (sql, expected) in [
+        (
+            "SELECT * FROM start_saga('transfer', 'sql-2')".to_string(),
+            "three constant arguments",
+        ),
+        (
+            "SELECT * FROM start_saga('transfer', 'sql-2', {'from_account': 1001})".to_string(),
+            "needs input field from_region",
+        ),
+        (
+            "SELECT * FROM start_saga('payroll', 'sql-2', {'a': 1})".to_string(),
+            "saga type payroll is not declared",
+        ),
+        (
+            "SELECT * FROM start_saga('transfer', 'sql-2', {'ids': [1, 2]})".to_string(),
+            "cannot carry",
+        ),
+        (
+            "SELECT * FROM start_saga('transfer', 'sql-2', {'at': random()})".to_string(),
+            "constant",
+        ),
+        (
+            "SELECT * FROM start_saga('transfer', 'sql-2', 42)".to_string(),
+            "must be a struct",
+        ),
+    ] {
+        let error = writer.query(&sql).await.expect_err(&sql);
+        assert!(error.message().contains(expected), "{sql}: {error}");
+    }
+    assert_eq!(saga_count().await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopping_mid_saga_stops_cleanly_and_resumes_it() {
     let (mut mesh, started) = transfer_while_eu_is_cut_off(100, "k-stop").await;
     // SIGTERM while the credit is being retried: the drive ends at its next wait and

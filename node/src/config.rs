@@ -61,6 +61,31 @@ pub struct NodeConfig {
     pub cdc: CdcConfig,
     #[serde(default)]
     pub saga: SagaConfig,
+    #[serde(default)]
+    pub federation: FederationConfig,
+}
+
+/// Queries over `mesh.<table>` (every region's rows).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// How long one region's part of a `mesh` query may take before the region counts
+    /// as unreachable (the query fails, or answers without it if the session allows
+    /// partial results), in milliseconds.
+    #[serde(default = "default_federation_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_federation_timeout_ms(),
+        }
+    }
+}
+
+fn default_federation_timeout_ms() -> u64 {
+    5_000
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cdc;
 pub mod cli;
 pub mod config;
+pub mod federation;
 pub mod flight;
 pub mod limits;
 pub mod mesh;

@@ -17,6 +17,8 @@ use crate::admin::proto::admin_server::AdminServer;
 use crate::auth::{Authenticator, UserRecord};
 use crate::cdc::{CdcStatus, Follower, KafkaFollower, KafkaPublisher, Relay};
 use crate::config::NodeConfig;
+use crate::federation::Federation;
+use crate::federation::peer_flight::PeerFlightSql;
 use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 use crate::mesh::proto::peer_server::PeerServer;
@@ -153,6 +155,20 @@ impl Node {
         };
         let router = Arc::new(router);
         let cdc_status = Arc::new(CdcStatus::default());
+        let federation = Federation::new(
+            &config.region,
+            Arc::clone(&router),
+            Duration::from_millis(config.federation.timeout_ms),
+        );
+        let saga_guard = Arc::clone(&guard);
+        let sagas = Arc::new(SagaEngine::new(
+            store.clone(),
+            Arc::clone(&plugins),
+            Arc::clone(&guard),
+            Arc::clone(&router),
+            (&config.region, &config.jurisdiction),
+            Duration::from_millis(config.saga.step_timeout_ms),
+        ));
         let engine = Arc::new(SqlEngine::new(
             store.clone(),
             Arc::clone(&identity),
@@ -163,17 +179,11 @@ impl Node {
                 peers: Arc::new(peers),
                 router: Arc::clone(&router),
                 cdc: Arc::clone(&cdc_status),
+                sagas: Arc::clone(&sagas),
+                federation: Arc::clone(&federation),
             },
         ));
-        let saga_guard = Arc::clone(&guard);
-        let sagas = Arc::new(SagaEngine::new(
-            store.clone(),
-            Arc::clone(&plugins),
-            Arc::clone(&guard),
-            Arc::clone(&router),
-            (&config.region, &config.jurisdiction),
-            Duration::from_millis(config.saga.step_timeout_ms),
-        ));
+        federation.bind(&engine);
         let resumed = sagas.resume_all().context("cannot read the saga log")?;
         if resumed > 0 {
             tracing::info!(sagas = resumed, "resuming unfinished sagas");
@@ -291,10 +301,17 @@ impl Node {
                     shutdown_signal.clone(),
                 ))
                 .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
+                let legs = FlightServiceServer::new(PeerFlightSql::new(
+                    Arc::clone(&engine),
+                    config.peers.iter().map(|p| p.region.clone()),
+                ))
+                .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
+                .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
                 let router = tonic::transport::Server::builder()
                     .tls_config(tls.server())
                     .context("mesh TLS configuration")?
-                    .add_service(service);
+                    .add_service(service)
+                    .add_service(legs);
                 Some((router, listener))
             }
             _ => None,

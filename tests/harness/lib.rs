@@ -459,6 +459,52 @@ impl Client {
         self.fetch(info).await
     }
 
+    /// Runs a query and returns its rows and the warnings the node sent with them
+    /// (`app_metadata` `{"warnings": [...]}` on the last message).
+    pub async fn query_with_warnings(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<RecordBatch>, Vec<String>), tonic::Status> {
+        use arrow_flight::decode::DecodedPayload;
+        use futures::StreamExt;
+        let info = self
+            .inner
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(to_status)?;
+        let (mut batches, mut warnings) = (Vec::new(), Vec::new());
+        for endpoint in info.endpoint {
+            let ticket = endpoint
+                .ticket
+                .ok_or_else(|| tonic::Status::internal("no ticket"))?;
+            let mut decoder = self
+                .inner
+                .do_get(ticket)
+                .await
+                .map_err(to_status)?
+                .into_inner();
+            while let Some(data) = decoder.next().await {
+                let data = data.map_err(to_status)?;
+                let metadata = data.app_metadata();
+                if !metadata.is_empty() {
+                    let body: serde_json::Value = serde_json::from_slice(&metadata)
+                        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    warnings.extend(
+                        body["warnings"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|w| w.as_str().map(str::to_string)),
+                    );
+                }
+                if let DecodedPayload::RecordBatch(batch) = data.payload {
+                    batches.push(batch);
+                }
+            }
+        }
+        Ok((batches, warnings))
+    }
+
     /// Reads every endpoint of a FlightInfo with DoGet.
     pub async fn fetch(
         &mut self,

@@ -5,4 +5,4 @@ mod principal;
 mod sessions;
 
 pub use principal::{Principal, Role};
-pub use sessions::{AuthError, Authenticator, UserRecord, hash_password};
+pub use sessions::{AuthError, Authenticator, SessionOptions, UserRecord, hash_password};

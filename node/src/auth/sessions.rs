@@ -46,7 +46,37 @@ pub struct UserRecord {
 
 struct Session {
     principal: Principal,
+    options: SessionOptions,
     expires_at: Instant,
+}
+
+/// What a client set for its session with `SET name = value`; each statement of the
+/// session runs with them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// `domicile.mesh_partial_results`: a `mesh.<table>` query answers from the regions
+    /// it reaches, with a warning naming the others, instead of failing.
+    pub mesh_partial_results: bool,
+}
+
+impl SessionOptions {
+    pub const MESH_PARTIAL_RESULTS: &'static str = "domicile.mesh_partial_results";
+
+    /// Sets option `name` from its SQL text value.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        if !name.eq_ignore_ascii_case(Self::MESH_PARTIAL_RESULTS) {
+            return Err(format!(
+                "unknown session option {name} (known: {})",
+                Self::MESH_PARTIAL_RESULTS
+            ));
+        }
+        self.mesh_partial_results = match value.to_ascii_lowercase().as_str() {
+            "true" | "on" | "1" => true,
+            "false" | "off" | "0" => false,
+            other => return Err(format!("{name} is true or false, not {other}")),
+        };
+        Ok(())
+    }
 }
 
 /// Verifies passwords and hands out bearer tokens. Tokens live in memory only: a restart
@@ -126,6 +156,7 @@ impl Authenticator {
             token.clone(),
             Session {
                 principal,
+                options: SessionOptions::default(),
                 expires_at: now + self.token_ttl,
             },
         );
@@ -134,14 +165,42 @@ impl Authenticator {
 
     /// The principal behind `authorization: Bearer <token>`.
     pub fn principal(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        self.with_session(authorization, |session| session.principal.clone())
+    }
+
+    /// The principal behind the token and the options its session set.
+    pub fn session(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Principal, SessionOptions), AuthError> {
+        self.with_session(authorization, |session| {
+            (session.principal.clone(), session.options.clone())
+        })
+    }
+
+    /// Sets a session option for the session behind the token.
+    pub fn set_option(
+        &self,
+        authorization: Option<&str>,
+        name: &str,
+        value: &str,
+    ) -> Result<Result<(), String>, AuthError> {
+        self.with_session(authorization, |session| session.options.set(name, value))
+    }
+
+    fn with_session<T>(
+        &self,
+        authorization: Option<&str>,
+        f: impl FnOnce(&mut Session) -> T,
+    ) -> Result<T, AuthError> {
         let header = authorization.ok_or(AuthError::MissingCredentials)?;
         let token = header
             .strip_prefix("Bearer ")
             .ok_or(AuthError::Malformed)?
             .trim();
         let mut sessions = self.sessions.lock().expect("session lock poisoned");
-        match sessions.get(token) {
-            Some(session) if session.expires_at > Instant::now() => Ok(session.principal.clone()),
+        match sessions.get_mut(token) {
+            Some(session) if session.expires_at > Instant::now() => Ok(f(session)),
             Some(_) => {
                 sessions.remove(token);
                 Err(AuthError::InvalidToken)

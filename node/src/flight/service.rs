@@ -20,8 +20,8 @@ use arrow_flight::sql::{
     TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::metadata::{SQL_INFO, XDBC_TYPES};
 use super::params::read_parameter_rows;
 use super::status::{auth_status, sql_status};
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{Authenticator, Principal, SessionOptions};
 use crate::limits::PREPARED_STATEMENTS_MAX;
 use crate::metrics::Metrics;
 use crate::sql::schemas_for_metadata;
@@ -100,6 +100,32 @@ impl FlightSqlServer {
         self.auth.principal(header).map_err(auth_status)
     }
 
+    /// The caller and the options its session set.
+    fn session<T>(&self, request: &Request<T>) -> Result<(Principal, SessionOptions), Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.auth.session(header).map_err(auth_status)
+    }
+
+    /// `SET name = value` for the caller's session; `None` if `sql` is not a SET.
+    fn set_session_option<T>(&self, request: &Request<T>, sql: &str) -> Option<Result<(), Status>> {
+        let (name, value) = match crate::sql::session_option(sql)? {
+            Ok(assignment) => assignment,
+            Err(error) => return Some(Err(sql_status(error))),
+        };
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        Some(match self.auth.set_option(header, &name, &value) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(Status::invalid_argument(message)),
+            Err(error) => Err(auth_status(error)),
+        })
+    }
+
     fn open_statements(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, OpenStatement>> {
         self.prepared
             .lock()
@@ -151,12 +177,20 @@ impl FlightSqlServer {
         };
         let schema = statement.output_schema();
         let mut total: Option<u64> = None;
+        let mut answered = Vec::new();
         for parameters in runs {
-            let stream = self.execute(statement, parameters).await?;
+            let mut stream = self.execute(statement, parameters).await?;
+            if statement.returns_rows() {
+                while let Some(batch) = stream.next().await {
+                    answered.push(batch.map_err(|e| sql_status(SqlError::from_datafusion(e)))?);
+                }
+                continue;
+            }
             let affected = affected_rows(stream).await?;
             *total.get_or_insert(0) += u64::try_from(affected).unwrap_or(0);
         }
         let batches = match (schema.fields().is_empty(), total) {
+            _ if statement.returns_rows() => answered,
             (false, Some(count)) => vec![
                 RecordBatch::try_new(
                     Arc::clone(&schema),
@@ -166,6 +200,18 @@ impl FlightSqlServer {
             ],
             _ => Vec::new(),
         };
+        self.record_outcome(principal, schema, batches, descriptor)
+    }
+
+    /// Keeps a write's answer for the DoGet that may follow; returns the flight info
+    /// that points to it.
+    fn record_outcome(
+        &self,
+        principal: &Principal,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
         let id = self.next_outcome.fetch_add(1, Ordering::Relaxed);
         {
             let mut outcomes = self.outcomes.lock().expect("outcome lock poisoned");
@@ -227,17 +273,50 @@ impl FlightSqlServer {
 
 /// Streams a result as Flight data, mapping a failure mid-stream to the same status it
 /// would have had before the first batch.
-fn flight_stream(stream: SendableRecordBatchStream) -> DoGetStream {
+///
+/// Warnings the statement collected (a partial `mesh` answer) ride on the last message
+/// (the last batch, or the schema of an empty result) as its `app_metadata`:
+/// `{"warnings": ["...", ...]}`. Every Flight client reads that field or ignores it.
+fn flight_stream(stream: SendableRecordBatchStream, warnings: crate::sql::Warnings) -> DoGetStream {
     let schema = stream.schema();
     let batches =
         stream.map_err(|e| FlightError::Tonic(Box::new(sql_status(SqlError::from_datafusion(e)))));
     let encoded = FlightDataEncoderBuilder::new()
         .with_schema(schema)
-        .build(batches);
-    Box::pin(encoded.map_err(|e| match e {
-        FlightError::Tonic(status) => *status,
-        other => Status::internal(other.to_string()),
-    }))
+        .build(batches)
+        .map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::internal(other.to_string()),
+        });
+    // Each message is held back until the next arrives, so the last can carry them.
+    let with_warnings = futures::stream::unfold(
+        (encoded, None::<FlightData>),
+        move |(mut inner, mut held)| {
+            let warnings = Arc::clone(&warnings);
+            async move {
+                loop {
+                    match inner.next().await {
+                        Some(Ok(data)) => {
+                            if let Some(previous) = held.replace(data) {
+                                return Some((Ok(previous), (inner, held)));
+                            }
+                        }
+                        Some(Err(status)) => return Some((Err(status), (inner, None))),
+                        None => {
+                            let mut last = held.take()?;
+                            let warnings = warnings.lock().map(|w| w.clone()).unwrap_or_default();
+                            if !warnings.is_empty() {
+                                let body = serde_json::json!({ "warnings": warnings });
+                                last.app_metadata = body.to_string().into_bytes().into();
+                            }
+                            return Some((Ok(last), (inner, None)));
+                        }
+                    }
+                }
+            }
+        },
+    );
+    Box::pin(with_warnings)
 }
 
 fn batch_stream(batch: RecordBatch) -> DoGetStream {
@@ -248,7 +327,8 @@ fn batch_stream(batch: RecordBatch) -> DoGetStream {
     Box::pin(stream.map_err(Status::from))
 }
 
-/// Drains a DML/DDL result and returns its row count (0 for DDL).
+/// Drains a DML/DDL result and returns its row count (0 for DDL; the rows answered by a
+/// write that answers with rows, such as `start_saga`).
 async fn affected_rows(mut stream: SendableRecordBatchStream) -> Result<i64, Status> {
     let mut count: i64 = 0;
     while let Some(batch) = stream.next().await {
@@ -261,6 +341,8 @@ async fn affected_rows(mut stream: SendableRecordBatchStream) -> Result<i64, Sta
                 .flatten()
                 .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
                 .sum::<i64>();
+        } else {
+            count += i64::try_from(batch.num_rows()).unwrap_or(i64::MAX);
         }
     }
     Ok(count)
@@ -325,10 +407,20 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let principal = self.principal(&request)?;
+        if let Some(set) = self.set_session_option(&request, &query.query) {
+            set?;
+            let info = self.record_outcome(
+                &self.principal(&request)?,
+                Arc::new(Schema::empty()),
+                Vec::new(),
+                request.into_inner(),
+            )?;
+            return Ok(Response::new(info));
+        }
+        let (principal, options) = self.session(&request)?;
         let statement = self
             .engine
-            .prepare(&principal, &query.query)
+            .prepare_with(&principal, options, &query.query)
             .await
             .map_err(sql_status)?;
         if statement.kind != StatementKind::Query {
@@ -360,13 +452,15 @@ impl FlightSqlService for FlightSqlServer {
             ));
         }
         let sql = utf8(&ticket.statement_handle, "statement handle")?;
-        let statement = self
+        let (principal, options) = self.session(&request)?;
+        let mut statement = self
             .engine
-            .prepare(&principal, &sql)
+            .prepare_with(&principal, options, &sql)
             .await
             .map_err(sql_status)?;
+        let warnings = statement.fresh_warnings();
         let stream = self.execute(&statement, None).await?;
-        Ok(Response::new(flight_stream(stream)))
+        Ok(Response::new(flight_stream(stream, warnings)))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -396,7 +490,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request)?;
-        let (statement, mut parameters) =
+        let (mut statement, mut parameters) =
             self.lookup(&query.prepared_statement_handle, &principal)?;
         if parameters.len() > 1 {
             return Err(Status::invalid_argument(format!(
@@ -404,8 +498,9 @@ impl FlightSqlService for FlightSqlServer {
                 parameters.len()
             )));
         }
+        let warnings = statement.fresh_warnings();
         let stream = self.execute(&statement, parameters.pop()).await?;
-        Ok(Response::new(flight_stream(stream)))
+        Ok(Response::new(flight_stream(stream, warnings)))
     }
 
     async fn do_action_create_prepared_statement(
@@ -413,7 +508,7 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let principal = self.principal(&request)?;
+        let (principal, options) = self.session(&request)?;
         if query.transaction_id.is_some() {
             return Err(Status::unimplemented(
                 "transactions are not supported; omit transaction_id",
@@ -421,7 +516,7 @@ impl FlightSqlService for FlightSqlServer {
         }
         let statement = self
             .engine
-            .prepare(&principal, &query.query)
+            .prepare_with(&principal, options, &query.query)
             .await
             .map_err(sql_status)?;
         let dataset_schema = schema_bytes(&statement.output_schema())?;
@@ -514,17 +609,21 @@ impl FlightSqlService for FlightSqlServer {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let principal = self.principal(&request)?;
         if command.transaction_id.is_some() {
             return Err(Status::unimplemented(
                 "transactions are not supported; omit transaction_id",
             ));
         }
-        let (_, stream) = self
+        if let Some(set) = self.set_session_option(&request, &command.query) {
+            return set.map(|()| 0);
+        }
+        let (principal, options) = self.session(&request)?;
+        let statement = self
             .engine
-            .run(&principal, &command.query)
+            .prepare_with(&principal, options, &command.query)
             .await
             .map_err(sql_status)?;
+        let stream = self.execute(&statement, None).await?;
         affected_rows(stream).await
     }
 

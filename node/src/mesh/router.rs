@@ -43,6 +43,9 @@ pub struct PeerRouter {
     /// Channels without a per-call deadline, for long-lived streams (the follower
     /// detects a dead link by the stream's missing heartbeats instead).
     stream_clients: HashMap<String, PeerClient<Channel>>,
+    /// The same channels, for Flight SQL (federated query legs), whose deadline the
+    /// caller sets.
+    channels: HashMap<String, Channel>,
 }
 
 impl std::fmt::Debug for PeerRouter {
@@ -60,6 +63,7 @@ impl PeerRouter {
             region: region.into(),
             clients: HashMap::new(),
             stream_clients: HashMap::new(),
+            channels: HashMap::new(),
         }
     }
 
@@ -71,22 +75,26 @@ impl PeerRouter {
     ) -> anyhow::Result<Self> {
         let mut clients = HashMap::new();
         let mut stream_clients = HashMap::new();
+        let mut channels = HashMap::new();
         for peer in peers {
             let endpoint = Endpoint::from_shared(format!("https://{}", peer.address))?
                 .tls_config(tls.client(&peer.region))?
                 .connect_timeout(timeout);
             let channel = endpoint.clone().timeout(timeout).connect_lazy();
             clients.insert(peer.region.clone(), PeerClient::new(channel));
+            let undeadlined = endpoint.connect_lazy();
             stream_clients.insert(
                 peer.region.clone(),
-                PeerClient::new(endpoint.connect_lazy())
+                PeerClient::new(undeadlined.clone())
                     .max_decoding_message_size(crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES),
             );
+            channels.insert(peer.region.clone(), undeadlined);
         }
         Ok(Self {
             region: region.into(),
             clients,
             stream_clients,
+            channels,
         })
     }
 
@@ -98,6 +106,11 @@ impl PeerRouter {
     /// its own region: a filter on another region matches nothing here.
     pub fn has_peers(&self) -> bool {
         !self.clients.is_empty()
+    }
+
+    /// A channel to `region`'s node without a per-call deadline.
+    pub(crate) fn channel(&self, region: &str) -> Option<Channel> {
+        self.channels.get(region).cloned()
     }
 
     /// The channel to `region`'s node that forwarded calls use.

@@ -65,6 +65,13 @@ pub struct GuardSession {
     pub principal: Principal,
     pub guard: Arc<ResidencyGuard>,
     pub router: Arc<PeerRouter>,
+    /// A mesh leg (another node's `mesh.<table>` query, or this node's own part of
+    /// one): reads only this node's own partition and never asks another node.
+    pub local_only: bool,
+    /// What the client's session set (`SET ...`).
+    pub options: crate::auth::SessionOptions,
+    /// Where a statement that answers partially says what is missing.
+    pub warnings: crate::sql::Warnings,
 }
 
 /// The outcome of one decision, and the audit entry that records it (`None` when no
@@ -554,17 +561,20 @@ impl ResidencyGuard {
     }
 
     /// May this saga step message (references and amounts) go to `destination`? This
-    /// node's policy decides (`may-send-step`); the decision is audited durably before
-    /// the message leaves. With the guard off, every message may go.
-    pub async fn check_step_message(
+    /// node's policy decides (`may-send-step`). With the guard off, every message may go.
+    ///
+    /// The decision comes with its audit entry, which the caller must make durable
+    /// before the message leaves (the orchestrator writes it in the commit that
+    /// records the saga's progress); `None` when the guard does not enforce.
+    pub fn decide_step_message(
         &self,
         saga_type: &str,
         step: &str,
         fields: &[(String, crate::plugins::residency_types::Value)],
         destination: &str,
-    ) -> Result<(), GuardError> {
+    ) -> (Result<(), GuardError>, Option<AuditEntry>) {
         if self.mode != GuardMode::Enforce {
-            return Ok(());
+            return (Ok(()), None);
         }
         let mut audit = self.entry(
             &Principal::system("saga-orchestrator", &self.region),
@@ -593,8 +603,7 @@ impl ResidencyGuard {
             }
         })();
         finish(&mut audit, &outcome);
-        self.record(audit).await?;
-        outcome
+        (outcome, Some(audit))
     }
 
     /// Appends an entry on its own (a refusal, or a release of rows that wrote no data),

@@ -21,7 +21,7 @@ use super::record::{self, SagaRecord, SagaState, StepRecord, StepState};
 use crate::mesh::proto::RunStepRequest;
 use crate::mesh::{ForwardError, PeerRouter};
 use crate::plugins::{PluginRegistry, StepDirection, StepError};
-use crate::residency::ResidencyGuard;
+use crate::residency::{AuditEntry, ResidencyGuard};
 use crate::storage::{StorageError, Store};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -217,7 +217,8 @@ impl SagaEngine {
             input,
             steps,
             state: SagaState::Pending,
-            epoch: 0,
+            // The drive this start spawns owns epoch 1 (see `drive`).
+            epoch: 1,
             created_unix_ms: now,
             updated_unix_ms: now,
             last_error: None,
@@ -230,7 +231,7 @@ impl SagaEngine {
             tracing::info!(saga = %saga.id, saga_type, "saga started");
         }
         if saga.state.is_driven() {
-            self.spawn_drive(saga.id.clone());
+            self.spawn_drive(saga.id.clone(), created);
         }
         Ok(saga)
     }
@@ -251,7 +252,7 @@ impl SagaEngine {
             .map(|s| s.id)
             .collect();
         for id in &pending {
-            self.spawn_drive(id.clone());
+            self.spawn_drive(id.clone(), false);
         }
         Ok(pending.len())
     }
@@ -301,11 +302,11 @@ impl SagaEngine {
             step.attempts = 0;
         }
         self.persist(&mut saga).await?;
-        self.spawn_drive(saga.id.clone());
+        self.spawn_drive(saga.id.clone(), false);
         Ok(saga)
     }
 
-    fn spawn_drive(self: &Arc<Self>, id: String) {
+    fn spawn_drive(self: &Arc<Self>, id: String, claimed: bool) {
         if *self.stopping.borrow() {
             return;
         }
@@ -319,7 +320,7 @@ impl SagaEngine {
         }
         let engine = Arc::clone(self);
         let drive = async move {
-            match engine.drive(&id).await {
+            match engine.drive(&id, claimed).await {
                 Ok(()) | Err(SagaError::Stopping(_)) => {}
                 Err(error) => {
                     tracing::warn!(saga = %id, error = %error, "saga not driven to the end");
@@ -337,21 +338,46 @@ impl SagaEngine {
     }
 
     async fn persist(&self, saga: &mut SagaRecord) -> Result<(), StorageError> {
+        self.persist_with(saga, None).await
+    }
+
+    /// Writes the saga's state, and `audit` (a step message's residency decision) in
+    /// the same commit.
+    async fn persist_with(
+        &self,
+        saga: &mut SagaRecord,
+        audit: Option<AuditEntry>,
+    ) -> Result<(), StorageError> {
         saga.updated_unix_ms = now_unix_ms();
         let copy = saga.clone();
-        self.store.write(move |ctx| record::put(ctx, &copy)).await?;
+        self.store
+            .write(move |ctx| {
+                if let Some(audit) = audit {
+                    ctx.append_audit(audit.to_bytes());
+                }
+                record::put(ctx, &copy)
+            })
+            .await?;
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
-    async fn drive(&self, id: &str) -> Result<(), SagaError> {
+    /// Drives saga `id` to its end. `claimed`: `start` just recorded it with epoch 1 for
+    /// this drive; otherwise the drive raises the epoch (durably) first.
+    ///
+    /// A step's completion is written with the next commit the saga makes (before a
+    /// message to another region, or at its end), not on its own: a crash in between
+    /// re-runs the step, which answers with its recorded result (exactly once).
+    async fn drive(&self, id: &str, claimed: bool) -> Result<(), SagaError> {
         let mut saga =
             record::load(&self.store, id)?.ok_or_else(|| SagaError::NotFound(id.to_string()))?;
-        saga.epoch += 1;
         if saga.state == SagaState::Pending {
             saga.state = SagaState::Running;
         }
-        self.persist(&mut saga).await?;
+        if !claimed {
+            saga.epoch += 1;
+            self.persist(&mut saga).await?;
+        }
         if saga.state == SagaState::Running {
             for index in 0..saga.steps.len() {
                 if saga.steps[index].state != StepState::Pending {
@@ -404,13 +430,12 @@ impl SagaEngine {
         let mut backoff = BACKOFF_MIN;
         loop {
             saga.steps[index].attempts += 1;
-            match self.call(saga, index, StepDirection::Execute).await {
+            match self.call(saga, index, StepDirection::Execute).await? {
                 StepCall::Done(result) => {
                     let step = &mut saga.steps[index];
                     step.state = StepState::Done;
                     step.result = result;
                     step.last_error = None;
-                    self.persist(saga).await?;
                     return Ok(None);
                 }
                 StepCall::Refused(reason) => {
@@ -448,7 +473,7 @@ impl SagaEngine {
         saga.steps[index].attempts = 0;
         loop {
             saga.steps[index].attempts += 1;
-            match self.call(saga, index, StepDirection::Compensate).await {
+            match self.call(saga, index, StepDirection::Compensate).await? {
                 StepCall::Done(_) => {
                     saga.steps[index].state = StepState::Compensated;
                     saga.steps[index].last_error = None;
@@ -480,7 +505,12 @@ impl SagaEngine {
     }
 
     /// One call of a step, here or on its region's node.
-    async fn call(&self, saga: &SagaRecord, index: usize, direction: StepDirection) -> StepCall {
+    async fn call(
+        &self,
+        saga: &mut SagaRecord,
+        index: usize,
+        direction: StepDirection,
+    ) -> Result<StepCall, StorageError> {
         let step = &saga.steps[index];
         let request = StepRequest {
             saga_id: saga.id.clone(),
@@ -491,34 +521,40 @@ impl SagaEngine {
             fields: saga.input.clone(),
         };
         if step.region == self.region {
-            return match participant::run_once(
-                &self.store,
-                &self.plugins,
-                &self.jurisdiction,
-                &self.region,
-                request,
-            )
-            .await
-            {
-                Ok(result) => StepCall::Done(result),
-                Err(ParticipantError::Step(StepError::Rejected(reason))) => {
-                    StepCall::Refused(reason)
-                }
-                Err(ParticipantError::Fenced { .. }) => StepCall::Fenced,
-                Err(other) => StepCall::Transient(other.to_string()),
-            };
+            return Ok(
+                match participant::run_once(
+                    &self.store,
+                    &self.plugins,
+                    &self.jurisdiction,
+                    &self.region,
+                    request,
+                )
+                .await
+                {
+                    Ok(result) => StepCall::Done(result),
+                    Err(ParticipantError::Step(StepError::Rejected(reason))) => {
+                        StepCall::Refused(reason)
+                    }
+                    Err(ParticipantError::Fenced { .. }) => StepCall::Fenced,
+                    Err(other) => StepCall::Transient(other.to_string()),
+                },
+            );
         }
         let wit_fields = fields::to_wit(&saga.input);
-        if let Err(refusal) = self
-            .guard
-            .check_step_message(&saga.saga_type, &step.name, &wit_fields, &step.region)
-            .await
-        {
-            return StepCall::Refused(refusal.to_string());
+        let (decision, audit) =
+            self.guard
+                .decide_step_message(&saga.saga_type, &step.name, &wit_fields, &step.region);
+        let step = step.clone();
+        // The decision is durable before the message leaves, with the saga's progress.
+        self.persist_with(saga, audit).await?;
+        if let Err(refusal) = decision {
+            return Ok(StepCall::Refused(refusal.to_string()));
         }
         let fields_json = match serde_json::to_string(&saga.input) {
             Ok(json) => json,
-            Err(error) => return StepCall::Refused(format!("input not encodable: {error}")),
+            Err(error) => {
+                return Ok(StepCall::Refused(format!("input not encodable: {error}")));
+            }
         };
         let call = self.router.run_step(
             &step.region,
@@ -535,7 +571,7 @@ impl SagaEngine {
                 fields_json,
             },
         );
-        match call.await {
+        Ok(match call.await {
             Ok(reply) => match serde_json::from_str(&reply.fields_json) {
                 Ok(result) => StepCall::Done(result),
                 Err(error) => StepCall::Transient(format!("unreadable step result: {error}")),
@@ -551,6 +587,6 @@ impl SagaEngine {
             }) => StepCall::Fenced,
             Err(error @ ForwardError::UnknownRegion(_)) => StepCall::Refused(error.to_string()),
             Err(other) => StepCall::Transient(other.to_string()),
-        }
+        })
     }
 }

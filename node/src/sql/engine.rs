@@ -32,7 +32,7 @@ use super::NodeIdentity;
 use super::error::SqlError;
 use super::schemas::{CATALOG_NAME, DomicileCatalog, PUBLIC_SCHEMA};
 use super::system_tables::SystemState;
-use crate::auth::{Principal, Role};
+use crate::auth::{Principal, Role, SessionOptions};
 use crate::catalog::{DdlError, table_def_from_create};
 use crate::limits::SQL_LENGTH_MAX_BYTES;
 use crate::mesh::{PeerMonitor, PeerRouter};
@@ -90,15 +90,29 @@ pub struct PreparedStatement {
     body: Body,
     /// Who prepared it: the residency guard decides for this principal at execution.
     principal: Principal,
+    options: SessionOptions,
+    warnings: super::Warnings,
 }
 
 impl PreparedStatement {
+    /// A fresh warning list for one execution; returns it for reading afterwards.
+    pub fn fresh_warnings(&mut self) -> super::Warnings {
+        self.warnings = super::Warnings::default();
+        Arc::clone(&self.warnings)
+    }
+
     /// Schema of the rows `execute` yields.
     pub fn output_schema(&self) -> SchemaRef {
         match &self.body {
             Body::Plan { plan, .. } => Arc::new(plan.schema().as_arrow().clone()),
             Body::CreateTable(_) | Body::DropTable { .. } => Arc::new(Schema::empty()),
         }
+    }
+
+    /// Whether executing it yields result rows rather than a count of rows written:
+    /// queries, and writes that answer with rows (`SELECT * FROM start_saga(...)`).
+    pub fn returns_rows(&self) -> bool {
+        matches!(&self.body, Body::Plan { plan, .. } if !matches!(plan, LogicalPlan::Dml(_)))
     }
 
     /// Schema of the parameters (`$1`, `$2`, ... or `?`), in order.
@@ -147,6 +161,10 @@ pub struct MeshHandles {
     pub peers: Arc<PeerMonitor>,
     pub router: Arc<PeerRouter>,
     pub cdc: Arc<crate::cdc::CdcStatus>,
+    /// For `start_saga(...)`.
+    pub sagas: Arc<crate::saga::SagaEngine>,
+    /// For `mesh.<table>`.
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 impl SqlEngine {
@@ -158,13 +176,25 @@ impl SqlEngine {
         guard: Arc<ResidencyGuard>,
         mesh: MeshHandles,
     ) -> Self {
-        let MeshHandles { peers, router, cdc } = mesh;
+        let MeshHandles {
+            peers,
+            router,
+            cdc,
+            sagas,
+            federation,
+        } = mesh;
+        // `25.00` is a decimal, as in PostgreSQL: money typed into SQL stays exact.
         let config = SessionConfig::new()
+            .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
             .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(2);
         let context = SessionContext::new_with_config(config);
+        context.register_udtf(
+            super::saga_function::FUNCTION_NAME,
+            Arc::new(super::saga_function::StartSagaFunction { sagas }),
+        );
         let system = SystemState {
             store: store.clone(),
             identity: Arc::clone(&identity),
@@ -172,7 +202,10 @@ impl SqlEngine {
             peers,
             cdc,
         };
-        context.register_catalog(CATALOG_NAME, Arc::new(DomicileCatalog::new(system.clone())));
+        context.register_catalog(
+            CATALOG_NAME,
+            Arc::new(DomicileCatalog::new(system.clone(), federation)),
+        );
         let state = context.state();
         Self {
             _context: context,
@@ -206,6 +239,17 @@ impl SqlEngine {
     pub async fn prepare(
         &self,
         principal: &Principal,
+        sql: &str,
+    ) -> Result<PreparedStatement, SqlError> {
+        self.prepare_with(principal, SessionOptions::default(), sql)
+            .await
+    }
+
+    /// `prepare`, for a session that set `options`.
+    pub async fn prepare_with(
+        &self,
+        principal: &Principal,
+        options: SessionOptions,
         sql: &str,
     ) -> Result<PreparedStatement, SqlError> {
         if sql.len() > SQL_LENGTH_MAX_BYTES {
@@ -251,6 +295,8 @@ impl SqlEngine {
             kind,
             body,
             principal: principal.clone(),
+            options,
+            warnings: super::Warnings::default(),
         })
     }
 
@@ -285,9 +331,28 @@ impl SqlEngine {
         params: Option<ParamValues>,
     ) -> Result<SendableRecordBatchStream, SqlError> {
         let started = Instant::now();
-        let result = self.execute_inner(prepared, params).await;
+        let result = self.execute_inner(prepared, params, false).await;
         self.metrics
             .record_statement(prepared.kind.as_str(), result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// Runs one region's part of a `mesh.<table>` query (this node's, or a peer's over
+    /// the mesh) for `principal`: a query only, over this node's own partitions; the
+    /// egress policy decides what leaves for the principal's home region.
+    pub async fn run_mesh_leg(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<SendableRecordBatchStream, SqlError> {
+        let prepared = self.prepare(principal, sql).await?;
+        if prepared.kind != StatementKind::Query {
+            return Err(SqlError::Unsupported("a mesh leg runs queries only".into()));
+        }
+        let started = Instant::now();
+        let result = self.execute_inner(&prepared, None, true).await;
+        self.metrics
+            .record_statement("mesh-leg", result.is_ok(), started.elapsed());
         result
     }
 
@@ -295,6 +360,7 @@ impl SqlEngine {
         &self,
         prepared: &PreparedStatement,
         params: Option<ParamValues>,
+        local_only: bool,
     ) -> Result<SendableRecordBatchStream, SqlError> {
         match &prepared.body {
             Body::Plan {
@@ -327,6 +393,9 @@ impl SqlEngine {
                     principal: prepared.principal.clone(),
                     guard: Arc::clone(&self.guard),
                     router: Arc::clone(&self.router),
+                    local_only,
+                    options: prepared.options.clone(),
+                    warnings: Arc::clone(&prepared.warnings),
                 };
                 let config = state.config().clone().with_extension(Arc::new(session));
                 let task = Arc::new(TaskContext::from(state).with_session_config(config));
@@ -368,6 +437,9 @@ impl SqlEngine {
             principal,
             guard: Arc::clone(&self.guard),
             router: Arc::clone(&self.router),
+            local_only: false,
+            options: SessionOptions::default(),
+            warnings: super::Warnings::default(),
         };
         let target = super::dml::WriteTarget {
             def,
@@ -412,6 +484,9 @@ impl SqlEngine {
             principal,
             guard: Arc::clone(&self.guard),
             router: Arc::clone(&self.router),
+            local_only: true,
+            options: SessionOptions::default(),
+            warnings: super::Warnings::default(),
         });
         let access = super::pushdown::Access {
             keys,
@@ -558,6 +633,7 @@ fn classify(statement: &DfStatement) -> Result<StatementKind, SqlError> {
 fn classify_ast(statement: &ast::Statement) -> Result<StatementKind, SqlError> {
     use ast::Statement as S;
     match statement {
+        S::Query(_) if calls_start_saga(statement) => Ok(StatementKind::Dml),
         S::Query(_) | S::ShowTables { .. } | S::ShowColumns { .. } | S::ExplainTable { .. } => {
             Ok(StatementKind::Query)
         }
@@ -591,6 +667,58 @@ fn classify_ast(statement: &ast::Statement) -> Result<StatementKind, SqlError> {
             Err(SqlError::Unsupported(format!("statement {verb} ...")))
         }
     }
+}
+
+/// `SET name = value` (a session option) as its name and value text; `None` if `sql`
+/// is not a single SET.
+pub fn session_option(sql: &str) -> Option<Result<(String, String), SqlError>> {
+    use datafusion::sql::sqlparser::parser::Parser;
+    let statements = Parser::parse_sql(&GenericDialect {}, sql).ok()?;
+    let [ast::Statement::Set(set)] = statements.as_slice() else {
+        return None;
+    };
+    let ast::Set::SingleAssignment {
+        variable, values, ..
+    } = set
+    else {
+        return Some(Err(SqlError::Unsupported(
+            "this form of SET; write SET name = value".into(),
+        )));
+    };
+    let value = match values.as_slice() {
+        [ast::Expr::Value(value)] => match &value.value {
+            ast::Value::SingleQuotedString(text) | ast::Value::Number(text, _) => text.clone(),
+            ast::Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        },
+        [ast::Expr::Identifier(ident)] => ident.value.clone(),
+        _ => {
+            return Some(Err(SqlError::Plan("SET takes one constant value".into())));
+        }
+    };
+    Some(Ok((variable.to_string(), value)))
+}
+
+/// Whether the query reads from `start_saga(...)`: it writes, so it needs the writer
+/// role and no EXPLAIN ANALYZE.
+fn calls_start_saga(statement: &ast::Statement) -> bool {
+    let found = ast::visit_relations(statement, |name| {
+        let is_start = name
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .is_some_and(|ident| {
+                ident
+                    .value
+                    .eq_ignore_ascii_case(super::saga_function::FUNCTION_NAME)
+            });
+        if is_start {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    });
+    found.is_break()
 }
 
 /// Refuses UPDATE/DELETE shapes whose filters DataFusion would not hand to the table
@@ -691,7 +819,21 @@ fn number_question_mark_placeholders(sql: &str) -> Result<String, SqlError> {
 
 #[cfg(test)]
 mod tests {
-    use super::number_question_mark_placeholders;
+    use super::{number_question_mark_placeholders, session_option};
+
+    #[test]
+    fn set_statements_become_session_options() {
+        let set = |sql: &str| session_option(sql).map(|r| r.map_err(|e| e.to_string()));
+        assert_eq!(
+            set("SET domicile.mesh_partial_results = true"),
+            Some(Ok(("domicile.mesh_partial_results".into(), "true".into())))
+        );
+        assert_eq!(
+            set("set domicile.mesh_partial_results = 'off'"),
+            Some(Ok(("domicile.mesh_partial_results".into(), "off".into())))
+        );
+        assert_eq!(set("SELECT 1"), None);
+    }
 
     #[test]
     fn question_marks_are_numbered_outside_strings() {

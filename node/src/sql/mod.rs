@@ -7,6 +7,7 @@ mod dml;
 mod engine;
 mod error;
 mod pushdown;
+mod saga_function;
 mod scan;
 mod schemas;
 mod system_tables;
@@ -15,9 +16,13 @@ mod table_provider;
 use std::sync::Arc;
 
 pub use dml::WriteError;
-pub use engine::{MeshHandles, PreparedStatement, SqlEngine, StatementKind};
+pub use engine::{MeshHandles, PreparedStatement, SqlEngine, StatementKind, session_option};
 pub use error::SqlError;
 pub(crate) use schemas::REPLICA_PREFIX;
+
+/// Warnings a statement collected while it ran (e.g. a region a partial `mesh` query
+/// could not reach); the Flight SQL service sends them after the last batch.
+pub type Warnings = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Which cell this node is.
 #[derive(Debug)]

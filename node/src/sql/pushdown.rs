@@ -37,6 +37,24 @@ impl Access {
     }
 }
 
+impl Access {
+    /// The same access, narrowed to partition `region`.
+    pub(crate) fn within(&self, region: &str) -> Access {
+        let partitions = match &self.partitions {
+            None => vec![region.to_string()],
+            Some(partitions) => partitions
+                .iter()
+                .filter(|p| p.as_str() == region)
+                .cloned()
+                .collect(),
+        };
+        Access {
+            keys: self.keys.clone(),
+            partitions: Some(partitions),
+        }
+    }
+}
+
 pub(crate) fn plan_access(def: &TableDef, filters: &[Expr]) -> Access {
     let mut key_values: Vec<Option<Vec<Value>>> = vec![None; def.primary_key.len()];
     let mut partitions: Option<Vec<String>> = match &def.locality {

@@ -126,8 +126,14 @@ impl ExecutionPlan for StorageScanExec {
         }
         let session = guard_session(&context)?;
         let local = session.router.local_region().to_string();
-        let remote: Vec<String> = match &self.access.partitions {
-            Some(partitions) if session.router.has_peers() => partitions
+        // A mesh leg answers for this node's own partition only.
+        let access = if session.local_only {
+            self.access.within(&local)
+        } else {
+            self.access.clone()
+        };
+        let remote: Vec<String> = match &access.partitions {
+            Some(partitions) if session.router.has_peers() && !session.local_only => partitions
                 .iter()
                 .filter(|p| **p != local)
                 .cloned()
@@ -146,7 +152,7 @@ impl ExecutionPlan for StorageScanExec {
         let reader = RowReader {
             def: Arc::clone(&self.def),
             snapshot,
-            access: self.access.clone(),
+            access,
             projection: self.projection.clone(),
             limit: self.limit,
             schema: Arc::clone(&schema),

@@ -19,6 +19,8 @@ pub(crate) const CATALOG_NAME: &str = "domicile";
 pub(crate) const PUBLIC_SCHEMA: &str = "public";
 pub(crate) const SYSTEM_SCHEMA: &str = "system";
 pub(crate) const GLOBAL_SCHEMA: &str = "global";
+/// Every region's rows of a table: `mesh.<table>` (see `federation`).
+pub(crate) const MESH_SCHEMA: &str = "mesh";
 /// Storage name prefix of replica tables: `global.accounts` is `accounts` in `global`.
 /// User tables cannot take such a name (DDL creates only in `public`).
 pub(crate) const REPLICA_PREFIX: &str = "global.";
@@ -28,11 +30,16 @@ pub(crate) struct DomicileCatalog {
     public: Arc<StoredSchema>,
     global: Arc<StoredSchema>,
     system: Arc<SystemSchema>,
+    mesh: Arc<crate::federation::MeshSchema>,
 }
 
 impl DomicileCatalog {
-    pub(crate) fn new(system: SystemState) -> Self {
+    pub(crate) fn new(system: SystemState, federation: Arc<crate::federation::Federation>) -> Self {
         Self {
+            mesh: Arc::new(crate::federation::MeshSchema {
+                store: system.store.clone(),
+                federation,
+            }),
             public: Arc::new(StoredSchema {
                 store: system.store.clone(),
                 identity: Arc::clone(&system.identity),
@@ -54,6 +61,7 @@ impl CatalogProvider for DomicileCatalog {
             PUBLIC_SCHEMA.to_string(),
             GLOBAL_SCHEMA.to_string(),
             SYSTEM_SCHEMA.to_string(),
+            MESH_SCHEMA.to_string(),
         ]
     }
 
@@ -62,6 +70,7 @@ impl CatalogProvider for DomicileCatalog {
             PUBLIC_SCHEMA => Some(Arc::clone(&self.public) as Arc<dyn SchemaProvider>),
             GLOBAL_SCHEMA => Some(Arc::clone(&self.global) as Arc<dyn SchemaProvider>),
             SYSTEM_SCHEMA => Some(Arc::clone(&self.system) as Arc<dyn SchemaProvider>),
+            MESH_SCHEMA => Some(Arc::clone(&self.mesh) as Arc<dyn SchemaProvider>),
             _ => None,
         }
     }

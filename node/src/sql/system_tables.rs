@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 
@@ -46,7 +46,10 @@ pub(crate) fn system_table(
         "audit" => audit(&state.store)?,
         "nodes" => nodes(&state.identity, &state.peers, &state.cdc)?,
         "cdc" => cdc(&state.store, &state.cdc)?,
-        "sagas" => sagas(&state.store)?,
+        "sagas" => saga_batch(
+            &crate::saga::record::all(&state.store)
+                .map_err(|e| DataFusionError::External(e.into()))?,
+        )?,
         _ => return Ok(None),
     };
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -392,26 +395,34 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Resul
     )
 }
 
-/// The sagas this node started: where each stands, for support.
-fn sagas(store: &Store) -> Result<RecordBatch> {
-    let sagas = crate::saga::record::all(store).map_err(|e| DataFusionError::External(e.into()))?;
+/// Columns of `system.sagas` (and of what `start_saga` answers).
+pub(crate) fn saga_schema() -> SchemaRef {
+    Arc::new(Schema::new(saga_columns()))
+}
+
+fn saga_columns() -> Vec<Field> {
+    vec![
+        text("id"),
+        text("saga_type"),
+        text("state"),
+        nullable_text("current_step"),
+        nullable_text("current_region"),
+        Field::new("attempts", DataType::UInt32, false),
+        nullable_text("last_error"),
+        Field::new("age_ms", DataType::UInt64, false),
+        Field::new("epoch", DataType::UInt64, false),
+        text("idempotency_key"),
+    ]
+}
+
+/// Sagas of this node: where each stands, for support.
+pub(crate) fn saga_batch(sagas: &[crate::saga::SagaRecord]) -> Result<RecordBatch> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let current = |s: &crate::saga::SagaRecord| s.current_step().cloned();
     batch(
-        vec![
-            text("id"),
-            text("saga_type"),
-            text("state"),
-            nullable_text("current_step"),
-            nullable_text("current_region"),
-            Field::new("attempts", DataType::UInt32, false),
-            nullable_text("last_error"),
-            Field::new("age_ms", DataType::UInt64, false),
-            Field::new("epoch", DataType::UInt64, false),
-            text("idempotency_key"),
-        ],
+        saga_columns(),
         vec![
             Arc::new(StringArray::from_iter_values(
                 sagas.iter().map(|s| s.id.as_str()),

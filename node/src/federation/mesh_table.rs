@@ -1,0 +1,416 @@
+//! Schema `mesh`: every user table of this node, read across all regions. A scan has
+//! one partition per region; each runs that region's leg (pushed-down projection,
+//! filters, limit) and tags its rows with `mesh_region`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::TryStreamExt;
+
+use super::leg_sql::{can_push, leg_sql};
+use super::remote::{self, LegError};
+use super::{Federation, REGION_COLUMN};
+use crate::catalog::{Locality, TableDef};
+use crate::residency::GuardSession;
+use crate::sql::arrow_convert::table_schema;
+use crate::storage::Store;
+
+/// Schema `mesh` of catalog `domicile`.
+#[derive(Debug)]
+pub struct MeshSchema {
+    pub(crate) store: Store,
+    pub(crate) federation: Arc<Federation>,
+}
+
+impl MeshSchema {
+    fn def(&self, name: &str) -> Option<Arc<TableDef>> {
+        self.store
+            .table(name)
+            .filter(|def| def.locality != Locality::Replica && !name.contains('.'))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for MeshSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.store
+            .tables()
+            .iter()
+            .filter(|def| def.locality != Locality::Replica && !def.name.contains('.'))
+            .map(|def| def.name.clone())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self.def(name).map(|def| {
+            Arc::new(MeshTable::new(def, Arc::clone(&self.federation))) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.def(name).is_some()
+    }
+}
+
+#[derive(Debug)]
+struct MeshTable {
+    def: Arc<TableDef>,
+    /// The table's own columns (what a leg reads).
+    table_schema: SchemaRef,
+    /// The table's columns and `mesh_region`.
+    schema: SchemaRef,
+    federation: Arc<Federation>,
+}
+
+impl MeshTable {
+    fn new(def: Arc<TableDef>, federation: Arc<Federation>) -> Self {
+        let table_schema = table_schema(&def);
+        let mut fields: Vec<Field> = table_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(REGION_COLUMN, DataType::Utf8, false));
+        Self {
+            def,
+            table_schema,
+            schema: Arc::new(Schema::new(fields)),
+            federation,
+        }
+    }
+}
+
+/// The regions a filter on `mesh_region` allows (`= 'r'`, `IN (...)`, `... OR ...`),
+/// if it is one.
+fn region_filter(filter: &Expr) -> Option<Vec<String>> {
+    let (column, values) = match filter {
+        Expr::BinaryExpr(binary) if binary.op == datafusion::logical_expr::Operator::Or => {
+            let mut regions = region_filter(&binary.left)?;
+            regions.extend(region_filter(&binary.right)?);
+            return Some(regions);
+        }
+        Expr::BinaryExpr(binary) if binary.op == datafusion::logical_expr::Operator::Eq => {
+            match (binary.left.as_ref(), binary.right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
+                    (c, vec![v.clone()])
+                }
+                _ => return None,
+            }
+        }
+        Expr::InList(list) if !list.negated => match list.expr.as_ref() {
+            Expr::Column(c) => (
+                c,
+                list.list
+                    .iter()
+                    .map(|e| match e {
+                        Expr::Literal(v, _) => Some(v.clone()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    if column.name != REGION_COLUMN {
+        return None;
+    }
+    values
+        .into_iter()
+        .map(|v| match v {
+            datafusion::common::ScalarValue::Utf8(Some(s))
+            | datafusion::common::ScalarValue::Utf8View(Some(s))
+            | datafusion::common::ScalarValue::LargeUtf8(Some(s)) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl TableProvider for MeshTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|filter| {
+                if can_push(filter) {
+                    // The region's node applies it exactly.
+                    TableProviderFilterPushDown::Exact
+                } else if region_filter(filter).is_some() {
+                    // Chooses the regions asked; checked again here.
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let width = self.table_schema.fields().len();
+        let projection: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..=width).collect(),
+        };
+        // What each leg reads: the projected table columns, or (for `count(*)` and
+        // the like) the first key column, dropped again here.
+        let mut leg_columns: Vec<usize> =
+            projection.iter().copied().filter(|&i| i < width).collect();
+        leg_columns.dedup();
+        if leg_columns.is_empty() {
+            leg_columns.push(self.def.primary_key.first().copied().unwrap_or(0));
+        }
+        let mut regions = self.federation.regions();
+        let mut pushed = Vec::new();
+        for filter in filters {
+            if can_push(filter) {
+                pushed.push(filter.clone());
+            } else if let Some(allowed) = region_filter(filter) {
+                regions.retain(|r| allowed.contains(r));
+            }
+        }
+        let sql = leg_sql(
+            &self.def.name,
+            Arc::clone(&self.table_schema),
+            &leg_columns,
+            &pushed,
+            limit,
+        )?;
+        let schema = Arc::new(self.schema.project(&projection)?);
+        // Where each output column comes from: a leg column, or the region tag.
+        let sources = projection
+            .iter()
+            .map(|&i| leg_columns.iter().position(|&c| c == i))
+            .collect();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(regions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Arc::new(MeshScanExec {
+            table: self.def.name.clone(),
+            sql,
+            regions,
+            sources,
+            schema,
+            federation: Arc::clone(&self.federation),
+            properties,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct MeshScanExec {
+    table: String,
+    /// The leg every region runs.
+    sql: String,
+    regions: Vec<String>,
+    /// Per output column: `Some(i)`, leg column `i`; `None`, `mesh_region`.
+    sources: Vec<Option<usize>>,
+    schema: SchemaRef,
+    federation: Arc<Federation>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for MeshScanExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MeshScanExec: table={}, regions=[{}], leg={}",
+            self.table,
+            self.regions.join(", "),
+            self.sql
+        )
+    }
+}
+
+impl MeshScanExec {
+    /// A leg's batch with the output's columns: its own, and the region tag.
+    fn tag(&self, batch: &RecordBatch, region: &str) -> Result<RecordBatch> {
+        let tag: ArrayRef = Arc::new(StringArray::from(vec![region; batch.num_rows()]));
+        let columns = self
+            .sources
+            .iter()
+            .map(|source| match source {
+                Some(i) => batch.columns().get(*i).cloned().ok_or_else(|| {
+                    DataFusionError::Execution(format!(
+                        "region {region} answered without column {i}"
+                    ))
+                }),
+                None => Ok(Arc::clone(&tag)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options =
+            arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+impl ExecutionPlan for MeshScanExec {
+    fn name(&self) -> &str {
+        "MeshScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "MeshScanExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let session = context
+            .session_config()
+            .get_extension::<GuardSession>()
+            .ok_or_else(|| DataFusionError::Internal("no guard session".into()))?;
+        if session.local_only {
+            return Err(DataFusionError::Plan(
+                "a mesh leg cannot itself read mesh tables".into(),
+            ));
+        }
+        let Some(region) = self.regions.get(partition).cloned() else {
+            // No region left after the region filter: nothing to read.
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(&self.schema),
+                futures::stream::empty(),
+            )));
+        };
+        let federation = Arc::clone(&self.federation);
+        let sql = self.sql.clone();
+        let this = MeshScanExec {
+            table: self.table.clone(),
+            sql: String::new(),
+            regions: Vec::new(),
+            sources: self.sources.clone(),
+            schema: Arc::clone(&self.schema),
+            federation: Arc::clone(&self.federation),
+            properties: Arc::clone(&self.properties),
+        };
+        let leg = async move {
+            let timeout = federation.timeout;
+            let answer =
+                tokio::time::timeout(timeout, run_leg(&federation, &session, &region, sql))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(LegError::Timeout {
+                            region: region.clone(),
+                            timeout_ms: timeout.as_millis(),
+                        })
+                    });
+            let batches = match answer {
+                Ok(batches) => batches,
+                Err(error) if session.options.mesh_partial_results => {
+                    tracing::warn!(region = %region, table = %this.table, error = %error, "mesh query answered without a region");
+                    if let Ok(mut warnings) = session.warnings.lock() {
+                        warnings.push(format!("partial result: {error}"));
+                    }
+                    Vec::new()
+                }
+                Err(error) => {
+                    return Err(DataFusionError::External(
+                        format!(
+                            "{error} (SET {} = true to answer from the regions that can)",
+                            crate::auth::SessionOptions::MESH_PARTIAL_RESULTS
+                        )
+                        .into(),
+                    ));
+                }
+            };
+            batches
+                .iter()
+                .map(|batch| this.tag(batch, &region))
+                .collect::<Result<Vec<_>>>()
+        };
+        let stream = futures::stream::once(leg)
+            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}
+
+/// One region's answer: this node's own leg in process, another's over the mesh.
+async fn run_leg(
+    federation: &Federation,
+    session: &GuardSession,
+    region: &str,
+    sql: String,
+) -> Result<Vec<RecordBatch>, LegError> {
+    if region == federation.region {
+        let engine = federation
+            .engine()
+            .ok_or_else(|| LegError::failed(region, "the node is stopping"))?;
+        let stream = engine
+            .run_mesh_leg(&session.principal, &sql)
+            .await
+            .map_err(|e| LegError::failed(region, e))?;
+        return stream
+            .try_collect()
+            .await
+            .map_err(|e| LegError::failed(region, e));
+    }
+    remote::run(&federation.router, region, &session.principal, sql).await
+}

@@ -1,0 +1,81 @@
+//! Federated queries: `SELECT ... FROM mesh.<table>` on any node reads `<table>` on every
+//! region's node and unions the answers, each row tagged with the region that gave it
+//! (`mesh_region`).
+//!
+//! Each region's part (a "leg") is a query DataFusion's unparser writes from the
+//! pushed-down projection, filters and limit (`leg_sql`), run by that region's node on
+//! its own partition only, as the asking user, through its own residency guard: the
+//! policy of the region that holds the rows decides what leaves for the asking node's
+//! region. Remote legs travel as Flight SQL over the mesh's mutual TLS (`peer_flight`
+//! serves them); this node's own leg runs in process. An unreachable region fails the
+//! query, naming it, unless the session set `domicile.mesh_partial_results`.
+
+mod leg_sql;
+mod mesh_table;
+pub mod peer_flight;
+mod remote;
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+pub use mesh_table::MeshSchema;
+
+use crate::mesh::PeerRouter;
+use crate::sql::SqlEngine;
+
+/// The column naming the region each `mesh.<table>` row came from.
+pub const REGION_COLUMN: &str = "mesh_region";
+
+/// Header names of a leg request between nodes: the asking user and role (the region
+/// is the caller's certificate's).
+pub(crate) const USER_HEADER: &str = "x-domicile-user";
+pub(crate) const ROLE_HEADER: &str = "x-domicile-role";
+
+/// What a `mesh.<table>` scan needs: the regions, the way to their nodes, and this
+/// node's engine for its own leg.
+pub struct Federation {
+    region: String,
+    router: Arc<PeerRouter>,
+    /// Longest a leg may take, first batch to last.
+    timeout: Duration,
+    /// Set once the engine exists (it holds the catalog that holds this).
+    engine: OnceLock<Weak<SqlEngine>>,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("region", &self.region)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Federation {
+    pub fn new(region: &str, router: Arc<PeerRouter>, timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            region: region.to_string(),
+            router,
+            timeout,
+            engine: OnceLock::new(),
+        })
+    }
+
+    /// Connects this node's own leg to the engine.
+    pub fn bind(&self, engine: &Arc<SqlEngine>) {
+        let _ = self.engine.set(Arc::downgrade(engine));
+    }
+
+    /// Every region of the mesh, in name order.
+    fn regions(&self) -> Vec<String> {
+        let mut regions = self.router.peer_regions();
+        regions.push(self.region.clone());
+        regions.sort();
+        regions.dedup();
+        regions
+    }
+
+    fn engine(&self) -> Option<Arc<SqlEngine>> {
+        self.engine.get().and_then(Weak::upgrade)
+    }
+}

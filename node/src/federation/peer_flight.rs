@@ -1,0 +1,139 @@
+//! Flight SQL for other regions' nodes, on the mesh listener (mutual TLS): the legs of
+//! their `mesh.<table>` queries. Only `CommandStatementQuery` and its `DoGet`; the
+//! caller's region is its certificate's, the user and role those it vouches for. The
+//! rows leave for the caller's region, so this node's policy decides for that region.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+};
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{ROLE_HEADER, USER_HEADER};
+use crate::auth::{Principal, Role};
+use crate::flight::sql_status;
+use crate::mesh::certs;
+use crate::sql::{SqlEngine, SqlError};
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
+
+pub struct PeerFlightSql {
+    engine: Arc<SqlEngine>,
+    peers: Vec<String>,
+}
+
+impl PeerFlightSql {
+    pub fn new(engine: Arc<SqlEngine>, peers: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            engine,
+            peers: peers.into_iter().collect(),
+        }
+    }
+
+    /// The user a peer asks for, homed (for this node's policy) in the peer's region.
+    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("mesh calls need a client certificate"))?;
+        let region = certs
+            .first()
+            .and_then(|c| certs::region_of(c.as_ref()))
+            .filter(|region| self.peers.contains(region))
+            .ok_or_else(|| Status::permission_denied("the caller is not a peer of this node"))?;
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .ok_or_else(|| Status::invalid_argument(format!("a mesh leg needs {name}")))
+        };
+        let role = Role::parse(&header(ROLE_HEADER)?)
+            .ok_or_else(|| Status::invalid_argument("a mesh leg names an unknown role"))?;
+        Ok(Principal {
+            user: header(USER_HEADER)?,
+            role,
+            home_region: region,
+            compliance: Vec::new(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for PeerFlightSql {
+    type FlightService = PeerFlightSql;
+
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        Err(Status::unimplemented(
+            "mesh legs authenticate with the mesh certificate, not a handshake",
+        ))
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let principal = self.principal(&request)?;
+        let statement = self
+            .engine
+            .prepare(&principal, &query.query)
+            .await
+            .map_err(sql_status)?;
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(&statement.output_schema())
+            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(request.into_inner())
+            .with_ordered(true);
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let principal = self.principal(&request)?;
+        let sql = std::str::from_utf8(&ticket.statement_handle)
+            .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8"))?;
+        let stream = self
+            .engine
+            .run_mesh_leg(&principal, sql)
+            .await
+            .map_err(sql_status)?;
+        let schema = stream.schema();
+        let batches = stream
+            .map_err(|e| FlightError::Tonic(Box::new(sql_status(SqlError::from_datafusion(e)))));
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches);
+        let stream: DoGetStream = Box::pin(encoded.map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::internal(other.to_string()),
+        }));
+        Ok(Response::new(stream))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
