@@ -101,3 +101,24 @@ def test_bad_sql_and_roles_give_clear_errors_and_the_node_keeps_serving(node):
         assert "lacks role admin" in str(error.value)
         cur.execute("SELECT 41 + 1")
         assert cur.fetchone() == (42,)
+
+
+def test_session_options_and_mesh_tables(node):
+    """DB-API prepares every statement, SET included; a mesh table on a node without peers
+    answers for its own region."""
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE shops (id BIGINT PRIMARY KEY, region TEXT NOT NULL, volume BIGINT NOT NULL) "
+            "WITH (locality = 'regional by row', region_column = 'region')"
+        )
+        cur.execute("INSERT INTO shops VALUES (1, 'eu-central', 10), (2, 'eu-central', 32)")
+        cur.execute("SET domicile.mesh_partial_results = true")
+        cur.execute("SELECT mesh_region, count(*), sum(volume) FROM mesh.shops GROUP BY mesh_region")
+        assert cur.fetchall() == [("eu-central", 2, 42)]
+        with pytest.raises(adbc_driver_manager.Error, match="true or false"):
+            cur.execute("SET domicile.mesh_partial_results = perhaps")
+        with pytest.raises(adbc_driver_manager.Error, match="unknown session option"):
+            cur.execute("SET search_path = public")
+        # Money literals are exact decimals.
+        cur.execute("SELECT 0.10 + 0.20 AS total")
+        assert cur.fetchone() == (decimal.Decimal("0.30"),)

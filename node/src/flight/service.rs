@@ -109,17 +109,19 @@ impl FlightSqlServer {
         self.auth.session(header).map_err(auth_status)
     }
 
-    /// `SET name = value` for the caller's session; `None` if `sql` is not a SET.
-    fn set_session_option<T>(&self, request: &Request<T>, sql: &str) -> Option<Result<(), Status>> {
-        let (name, value) = match crate::sql::session_option(sql)? {
-            Ok(assignment) => assignment,
-            Err(error) => return Some(Err(sql_status(error))),
-        };
+    /// Applies a `SET name = value` statement to the caller's session; `None` if the
+    /// statement is not one.
+    fn apply_session_statement<T>(
+        &self,
+        request: &Request<T>,
+        statement: &PreparedStatement,
+    ) -> Option<Result<(), Status>> {
+        let (name, value) = statement.session_assignment()?;
         let header = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        Some(match self.auth.set_option(header, &name, &value) {
+        Some(match self.auth.set_option(header, name, value) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(Status::invalid_argument(message)),
             Err(error) => Err(auth_status(error)),
@@ -407,22 +409,22 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        if let Some(set) = self.set_session_option(&request, &query.query) {
-            set?;
-            let info = self.record_outcome(
-                &self.principal(&request)?,
-                Arc::new(Schema::empty()),
-                Vec::new(),
-                request.into_inner(),
-            )?;
-            return Ok(Response::new(info));
-        }
         let (principal, options) = self.session(&request)?;
         let statement = self
             .engine
             .prepare_with(&principal, options, &query.query)
             .await
             .map_err(sql_status)?;
+        if let Some(applied) = self.apply_session_statement(&request, &statement) {
+            applied?;
+            let info = self.record_outcome(
+                &principal,
+                Arc::new(Schema::empty()),
+                Vec::new(),
+                request.into_inner(),
+            )?;
+            return Ok(Response::new(info));
+        }
         if statement.kind != StatementKind::Query {
             let info = self
                 .execute_write_now(&principal, &statement, Vec::new(), request.into_inner())
@@ -470,6 +472,16 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(&request)?;
         let (statement, parameters) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        if let Some(applied) = self.apply_session_statement(&request, &statement) {
+            applied?;
+            let info = self.record_outcome(
+                &principal,
+                Arc::new(Schema::empty()),
+                Vec::new(),
+                request.into_inner(),
+            )?;
+            return Ok(Response::new(info));
+        }
         if statement.kind != StatementKind::Query {
             let info = self
                 .execute_write_now(&principal, &statement, parameters, request.into_inner())
@@ -587,6 +599,9 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<i64, Status> {
         let principal = self.principal(&request)?;
         let (statement, bound) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        if let Some(applied) = self.apply_session_statement(&request, &statement) {
+            return applied.map(|()| 0);
+        }
         let mut rows = read_parameter_rows(request.into_inner()).await?;
         if rows.is_empty() {
             rows = bound;
@@ -614,15 +629,15 @@ impl FlightSqlService for FlightSqlServer {
                 "transactions are not supported; omit transaction_id",
             ));
         }
-        if let Some(set) = self.set_session_option(&request, &command.query) {
-            return set.map(|()| 0);
-        }
         let (principal, options) = self.session(&request)?;
         let statement = self
             .engine
             .prepare_with(&principal, options, &command.query)
             .await
             .map_err(sql_status)?;
+        if let Some(applied) = self.apply_session_statement(&request, &statement) {
+            return applied.map(|()| 0);
+        }
         let stream = self.execute(&statement, None).await?;
         affected_rows(stream).await
     }

@@ -47,12 +47,14 @@ pub enum StatementKind {
     Query,
     Dml,
     Ddl,
+    /// `SET name = value`: changes the client's session, applied by the Flight service.
+    Session,
 }
 
 impl StatementKind {
     pub fn needed_role(self) -> Role {
         match self {
-            StatementKind::Query => Role::Reader,
+            StatementKind::Query | StatementKind::Session => Role::Reader,
             StatementKind::Dml => Role::Writer,
             StatementKind::Ddl => Role::Admin,
         }
@@ -63,6 +65,7 @@ impl StatementKind {
             StatementKind::Query => "query",
             StatementKind::Dml => "dml",
             StatementKind::Ddl => "ddl",
+            StatementKind::Session => "session",
         }
     }
 }
@@ -80,6 +83,10 @@ enum Body {
         name: String,
         if_exists: bool,
     },
+    SetOption {
+        name: String,
+        value: String,
+    },
 }
 
 /// A parsed, authorised and planned statement; execute it any number of times with
@@ -95,6 +102,14 @@ pub struct PreparedStatement {
 }
 
 impl PreparedStatement {
+    /// For `SET name = value`: the session option it sets.
+    pub fn session_assignment(&self) -> Option<(&str, &str)> {
+        match &self.body {
+            Body::SetOption { name, value } => Some((name, value)),
+            _ => None,
+        }
+    }
+
     /// A fresh warning list for one execution; returns it for reading afterwards.
     pub fn fresh_warnings(&mut self) -> super::Warnings {
         self.warnings = super::Warnings::default();
@@ -105,7 +120,9 @@ impl PreparedStatement {
     pub fn output_schema(&self) -> SchemaRef {
         match &self.body {
             Body::Plan { plan, .. } => Arc::new(plan.schema().as_arrow().clone()),
-            Body::CreateTable(_) | Body::DropTable { .. } => Arc::new(Schema::empty()),
+            Body::CreateTable(_) | Body::DropTable { .. } | Body::SetOption { .. } => {
+                Arc::new(Schema::empty())
+            }
         }
     }
 
@@ -257,6 +274,20 @@ impl SqlEngine {
                 "statement of {} bytes exceeds sql_length_max_bytes = {SQL_LENGTH_MAX_BYTES}",
                 sql.len()
             )));
+        }
+        if let Some(assignment) = session_option(sql) {
+            let (name, value) = assignment?;
+            // Refuse an unknown option or value now, not when it is applied.
+            SessionOptions::default()
+                .set(&name, &value)
+                .map_err(SqlError::Plan)?;
+            return Ok(PreparedStatement {
+                kind: StatementKind::Session,
+                body: Body::SetOption { name, value },
+                principal: principal.clone(),
+                options,
+                warnings: super::Warnings::default(),
+            });
         }
         let sql = number_question_mark_placeholders(sql)?;
         let state = &self.state;
@@ -412,6 +443,9 @@ impl SqlEngine {
                 self.drop_table(name, *if_exists).await?;
                 Ok(empty_stream())
             }
+            Body::SetOption { .. } => Err(SqlError::Unsupported(
+                "SET changes a client session; send it over Flight SQL".into(),
+            )),
         }
     }
 
