@@ -13,6 +13,8 @@ use domicile_tests::{Client, column_strings, domicile_binary, wasm_dir};
 struct Demo {
     child: Child,
     output: std::sync::mpsc::Receiver<String>,
+    /// What it printed before "ready;".
+    startup: Vec<String>,
 }
 
 impl Demo {
@@ -33,8 +35,12 @@ impl Demo {
                 let _ = sender.send(line);
             }
         });
-        let demo = Demo { child, output };
-        demo.wait_for("ready;", Duration::from_secs(120));
+        let mut demo = Demo {
+            child,
+            output,
+            startup: Vec::new(),
+        };
+        demo.startup = demo.wait_for("ready;", Duration::from_secs(120));
         demo
     }
 
@@ -192,6 +198,24 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // The federated query it printed: every region answered, EU names masked.
+    let federated: Vec<&String> = demo
+        .startup
+        .iter()
+        .skip_while(|line| !line.contains("a federated metadata query"))
+        .take_while(|line| !line.contains("a cross-border transfer"))
+        .collect();
+    let table = federated
+        .iter()
+        .map(|l| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for region in ["us-east", "eu-central", "ap-southeast"] {
+        assert!(table.contains(&format!("| {region}")), "{table}");
+    }
+    assert!(table.contains("*****opez"), "{table}");
+    assert!(!table.contains("Lopez"), "{table}");
+
     let (_, eu) = &regions[1];
     let mut analyst = Client::connect(eu, "analyst-apac", "analyst")
         .await

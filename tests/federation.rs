@@ -65,6 +65,35 @@ async fn mesh_tables_answer_from_every_region_through_each_regions_policy() {
         assert_eq!(column_strings(&rows, "total"), ["55", "1000", "390"]);
     }
 
+    // The counts and sums are computed by each region (partial aggregates), combined
+    // here.
+    let plan = ap.query(&format!("EXPLAIN {sql}")).await.expect("explain");
+    let plan = column_strings(&plan, "plan").join("\n");
+    assert!(
+        plan.contains(r#"leg=SELECT count(1) AS p0, sum(merchants."volume") AS p1 FROM merchants"#),
+        "{plan}"
+    );
+    let rows = ap
+        .query(
+            "SELECT category, count(*) AS n, min(volume) AS low, max(volume) AS high \
+             FROM mesh.merchants WHERE volume > 50 GROUP BY category ORDER BY category",
+        )
+        .await
+        .expect("grouped across regions");
+    assert_eq!(
+        column_strings(&rows, "category"),
+        ["food", "retail", "travel"]
+    );
+    assert_eq!(column_strings(&rows, "n"), ["1", "3", "1"]);
+    assert_eq!(column_strings(&rows, "low"), ["55", "100", "300"]);
+    assert_eq!(column_strings(&rows, "high"), ["55", "700", "300"]);
+    let empty = ap
+        .query("SELECT count(*) AS n, sum(volume) AS total FROM mesh.merchants WHERE volume < 0")
+        .await
+        .expect("nothing matches");
+    assert_eq!(column_strings(&empty, "n"), ["0"]);
+    assert_eq!(column_strings(&empty, "total"), [""]);
+
     // Filters and the limit travel to the regions as SQL; a region filter picks the
     // regions asked.
     let plan = ap

@@ -57,6 +57,7 @@ fn accounts_def(id: u32) -> TableDef {
         },
         next_column_id: 4,
         cdc: false,
+        cache_ttl_ms: None,
     }
 }
 

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
 use crate::auth::{Authenticator, UserRecord};
+use crate::cache::NodeCache;
 use crate::cdc::{CdcStatus, Follower, KafkaFollower, KafkaPublisher, Relay};
 use crate::config::NodeConfig;
 use crate::federation::Federation;
@@ -57,6 +58,7 @@ pub struct Node {
     /// The CDC relay and replica followers; they stop with `shutdown`.
     background: Vec<tokio::task::JoinHandle<()>>,
     sagas: Arc<SagaEngine>,
+    cache: Arc<NodeCache>,
     storage_closed: CloseWatch,
 }
 
@@ -79,6 +81,12 @@ impl Node {
         let database: PathBuf = config.data_dir.join("domicile.redb");
         let store = Store::open(&database)
             .with_context(|| format!("cannot open storage at {}", database.display()))?;
+        let cache = NodeCache::open(&config.data_dir.join("cache"), config.cache.clone())
+            .await
+            .context("cannot open the cache")?;
+        if cache.caches_local_rows() {
+            store.attach_row_cache(Arc::clone(&cache) as Arc<dyn crate::storage::RowCache>);
+        }
 
         let users: HashMap<String, UserRecord> = config
             .users
@@ -159,6 +167,8 @@ impl Node {
             &config.region,
             Arc::clone(&router),
             Duration::from_millis(config.federation.timeout_ms),
+            Some(Arc::clone(&cache)),
+            Arc::clone(&guard),
         );
         let saga_guard = Arc::clone(&guard);
         let sagas = Arc::new(SagaEngine::new(
@@ -339,6 +349,7 @@ impl Node {
             store,
             plugins: Arc::clone(engine.plugins()),
             cdc: cdc_status,
+            cache: Arc::clone(&cache),
         };
         let serve = tokio::spawn(async move {
             let flight = tonic::transport::Server::builder()
@@ -407,6 +418,7 @@ impl Node {
             storage_closed,
             background,
             sagas,
+            cache,
         })
     }
 
@@ -421,6 +433,7 @@ impl Node {
             engine,
             background,
             sagas,
+            cache,
             ..
         } = self;
         let _ = shutdown.send(true);
@@ -442,6 +455,8 @@ impl Node {
             }
         };
         drop(engine);
+        cache.close().await;
+        drop(cache);
         let closed = tokio::task::spawn_blocking(move || storage_closed.wait(STORAGE_CLOSE_GRACE))
             .await
             .unwrap_or(false);

@@ -15,6 +15,7 @@ use domicile_tests::{Client, TestNode};
 use futures::TryStreamExt;
 
 mod cdc;
+mod federation;
 mod sagas;
 
 struct Options {
@@ -31,6 +32,8 @@ struct Options {
     cdc: bool,
     /// Measure cross-region transfers as sagas.
     sagas: bool,
+    /// Measure federated queries over the WAN (cold, cached) and the local row cache.
+    federation: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -43,6 +46,7 @@ fn parse_options() -> anyhow::Result<Options> {
         wan: false,
         cdc: false,
         sagas: false,
+        federation: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -56,9 +60,10 @@ fn parse_options() -> anyhow::Result<Options> {
             "--wan" => options.wan = true,
             "--cdc" => options.cdc = true,
             "--sagas" => options.sagas = true,
+            "--federation" => options.federation = true,
             other => anyhow::bail!(
                 "unknown argument {other} (--rows N --seconds S --postgres URL --seed N \
-                 --guard | --wan | --cdc | --sagas)"
+                 --guard | --wan | --cdc | --sagas | --federation)"
             ),
         }
     }
@@ -455,6 +460,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if options.sagas {
         return sagas::sagas(&options).await;
+    }
+    if options.federation {
+        return federation::federation(&options).await;
     }
     let node = TestNode::start("eu-central")?;
     load_domicile(&node, options.rows).await?;

@@ -10,7 +10,9 @@
 # `run.sh --cdc [--seconds S]` CDC write cost (on vs off), relay events/s, and end-to-end
 # lag (embedded transport, with and without WAN; Kafka via tansu, which must be installed);
 # `run.sh --sagas [--seconds S]` transfers as sagas (us-east → eu-central), loopback and
-# 80 ms RTT, 1 and 32 clients.
+# 80 ms RTT, 1 and 32 clients;
+# `run.sh --federation [--seconds S]` federated queries over the simulated WAN, cold and
+# cached, and local point reads with the row cache on and off.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
@@ -27,7 +29,7 @@ fi
 cargo build --release -p domicile --bin domicile -p domicile-tests --bin domicile-bench
 
 if [ "${1:-}" = "--guard" ] || [ "${1:-}" = "--wan" ] || [ "${1:-}" = "--cdc" ] \
-  || [ "${1:-}" = "--sagas" ]; then
+  || [ "${1:-}" = "--sagas" ] || [ "${1:-}" = "--federation" ]; then
   # Residency guard on vs off, two nodes, same run; no PostgreSQL needed.
   cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
   cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml

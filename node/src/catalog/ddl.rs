@@ -12,7 +12,8 @@
 //!     region_column = 'home_region', -- default 'region'
 //!     pii = 'name, email, iban',     -- columns of class pii
 //!     sensitive = 'balance',         -- columns of class sensitive; the rest are public
-//!     cdc = 'on'                     -- capture changes for the other regions (default off)
+//!     cdc = 'on',                    -- capture changes for the other regions (default off)
+//!     cache_ttl_ms = '5000'          -- other regions' answers cached this long (0: never)
 //! );
 //! ```
 
@@ -196,6 +197,7 @@ pub fn table_def_from_create(
         locality,
         next_column_id,
         cdc: options.cdc,
+        cache_ttl_ms: options.cache_ttl_ms,
     };
     def.validate().map_err(DdlError::Invalid)?;
     Ok(def)
@@ -312,6 +314,7 @@ struct TableOptions {
     pii: Vec<String>,
     sensitive: Vec<String>,
     cdc: bool,
+    cache_ttl_ms: Option<u64>,
 }
 
 impl TableOptions {
@@ -344,10 +347,17 @@ impl TableOptions {
                         }
                     }
                 }
+                "cache_ttl_ms" => {
+                    parsed.cache_ttl_ms = Some(text.trim().parse().map_err(|_| {
+                        DdlError::Invalid(format!(
+                            "cache_ttl_ms = '{text}': expected milliseconds (0: never cached)"
+                        ))
+                    })?);
+                }
                 other => {
                     return Err(DdlError::Unsupported(format!(
                         "table option {other} (known: locality, region_column, region, pii, \
-                         sensitive, cdc)"
+                         sensitive, cdc, cache_ttl_ms)"
                     )));
                 }
             }

@@ -127,6 +127,11 @@ pub struct TableDef {
     /// published, redacted, to the other regions.
     #[serde(default)]
     pub cdc: bool,
+    /// How long other regions' answers about this table (`mesh` query legs) may be
+    /// served from this node's cache, in ms; `None`: the node's `cache.remote_ttl_ms`,
+    /// `Some(0)`: never cached.
+    #[serde(default)]
+    pub cache_ttl_ms: Option<u64>,
 }
 
 impl TableDef {

@@ -205,6 +205,7 @@ fn replica_def(ctx: &mut WriteContext<'_>, change: &Change) -> Result<Arc<TableD
                     locality: Locality::Replica,
                     next_column_id,
                     cdc: false,
+                    cache_ttl_ms: None,
                 })
             };
             ctx.create_table(build)?.map_err(refused)

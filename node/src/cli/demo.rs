@@ -309,6 +309,7 @@ pub async fn run(
     std::fs::write(&mesh_path, serde_json::to_vec_pretty(&mesh)?)?;
     print_welcome(&mesh, &mesh_path).await;
     print_directory(&mesh, kafka.as_deref()).await;
+    print_federated(&mesh).await;
     run_transfer(&mesh).await;
     println!("\nready; Ctrl-C stops every node cleanly");
 
@@ -456,6 +457,36 @@ async fn print_directory(mesh: &MeshFile, kafka: Option<&str>) {
             )
             .await;
         println!("{}", String::from_utf8_lossy(&out));
+    }
+}
+
+/// A federated metadata query: the analyst on ap-southeast asks every region's node at
+/// once (`mesh.<table>`); each region's policy decides what leaves for ap-southeast.
+async fn print_federated(mesh: &MeshFile) {
+    let Some(ap) = mesh.regions.iter().find(|r| r.region == "ap-southeast") else {
+        return;
+    };
+    let Ok(mut shell) = SqlShell::connect(&ap.flight_sql, ANALYST.0, ANALYST.1).await else {
+        return;
+    };
+    println!(
+        "\na federated metadata query on ap-southeast ({}): every region's node answers its part, \
+         live, as its policy allows:",
+        ANALYST.0
+    );
+    let queries = [
+        "SELECT mesh_region, state, count(*) AS transfers FROM mesh.transfers \
+         GROUP BY mesh_region, state ORDER BY mesh_region, state",
+        "SELECT mesh_region, id, name, currency FROM mesh.accounts \
+         WHERE mesh_region <> 'ap-southeast' AND currency = 'EUR' ORDER BY id LIMIT 3",
+    ];
+    for query in queries {
+        println!("  {query}");
+        let mut out = Vec::new();
+        match shell.run(query, &mut out).await {
+            Ok(_) => println!("{}", String::from_utf8_lossy(&out)),
+            Err(error) => println!("  (failed: {error:#})"),
+        }
     }
 }
 

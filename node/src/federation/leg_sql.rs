@@ -28,7 +28,7 @@ pub(crate) fn can_push(filter: &Expr) -> bool {
 
 /// The filter with its columns unqualified: the leg reads the table under its own
 /// name, not as `mesh.<table>`.
-fn unqualified(filter: &Expr) -> Expr {
+pub(super) fn unqualified(filter: &Expr) -> Expr {
     filter
         .clone()
         .transform(|e| match e {

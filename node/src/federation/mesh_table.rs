@@ -22,6 +22,7 @@ use datafusion::physical_plan::{
 };
 use futures::TryStreamExt;
 
+use super::leg_cache;
 use super::leg_sql::{can_push, leg_sql};
 use super::remote::{self, LegError};
 use super::{Federation, REGION_COLUMN};
@@ -68,13 +69,13 @@ impl SchemaProvider for MeshSchema {
 }
 
 #[derive(Debug)]
-struct MeshTable {
-    def: Arc<TableDef>,
+pub(super) struct MeshTable {
+    pub(super) def: Arc<TableDef>,
     /// The table's own columns (what a leg reads).
-    table_schema: SchemaRef,
+    pub(super) table_schema: SchemaRef,
     /// The table's columns and `mesh_region`.
     schema: SchemaRef,
-    federation: Arc<Federation>,
+    pub(super) federation: Arc<Federation>,
 }
 
 impl MeshTable {
@@ -213,27 +214,29 @@ impl TableProvider for MeshTable {
             .iter()
             .map(|&i| leg_columns.iter().position(|&c| c == i))
             .collect();
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(regions.len().max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        Ok(Arc::new(MeshScanExec {
-            table: self.def.name.clone(),
-            sql,
+        let leg_schema = Arc::new(self.table_schema.project(&leg_columns)?);
+        Ok(Arc::new(MeshScanExec::new(
+            Arc::clone(&self.def),
+            Arc::clone(&self.federation),
+            Leg {
+                def: Arc::clone(&self.def),
+                columns: leg_columns,
+                schema: leg_schema,
+                sql,
+            },
             regions,
-            sources,
-            schema,
-            federation: Arc::clone(&self.federation),
-            properties,
-        }))
+            (sources, schema),
+        )))
     }
 }
 
 #[derive(Debug)]
-struct MeshScanExec {
+pub(super) struct MeshScanExec {
     table: String,
+    def: Arc<TableDef>,
+    /// The table columns each leg reads, and their schema.
+    leg_columns: Vec<usize>,
+    leg_schema: SchemaRef,
     /// The leg every region runs.
     sql: String,
     regions: Vec<String>,
@@ -257,6 +260,36 @@ impl DisplayAs for MeshScanExec {
 }
 
 impl MeshScanExec {
+    /// A scan that asks `regions` the `leg`; `output` says where each output column
+    /// comes from (a leg column, or `None`: the region tag) and the output schema.
+    pub(super) fn new(
+        def: Arc<TableDef>,
+        federation: Arc<Federation>,
+        leg: Leg,
+        regions: Vec<String>,
+        output: (Vec<Option<usize>>, SchemaRef),
+    ) -> Self {
+        let (sources, schema) = output;
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(regions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            table: def.name.clone(),
+            def,
+            leg_columns: leg.columns,
+            leg_schema: leg.schema,
+            sql: leg.sql,
+            regions,
+            sources,
+            schema,
+            federation,
+            properties,
+        }
+    }
+
     /// A leg's batch with the output's columns: its own, and the region tag.
     fn tag(&self, batch: &RecordBatch, region: &str) -> Result<RecordBatch> {
         let tag: ArrayRef = Arc::new(StringArray::from(vec![region; batch.num_rows()]));
@@ -338,8 +371,17 @@ impl ExecutionPlan for MeshScanExec {
         };
         let federation = Arc::clone(&self.federation);
         let sql = self.sql.clone();
+        let question = Leg {
+            def: Arc::clone(&self.def),
+            columns: self.leg_columns.clone(),
+            schema: Arc::clone(&self.leg_schema),
+            sql,
+        };
         let this = MeshScanExec {
             table: self.table.clone(),
+            def: Arc::clone(&self.def),
+            leg_columns: Vec::new(),
+            leg_schema: Arc::clone(&self.leg_schema),
             sql: String::new(),
             regions: Vec::new(),
             sources: self.sources.clone(),
@@ -350,7 +392,7 @@ impl ExecutionPlan for MeshScanExec {
         let leg = async move {
             let timeout = federation.timeout;
             let answer =
-                tokio::time::timeout(timeout, run_leg(&federation, &session, &region, sql))
+                tokio::time::timeout(timeout, run_leg(&federation, &session, &region, question))
                     .await
                     .unwrap_or_else(|_| {
                         Err(LegError::Timeout {
@@ -392,13 +434,29 @@ impl ExecutionPlan for MeshScanExec {
     }
 }
 
-/// One region's answer: this node's own leg in process, another's over the mesh.
+/// What every region is asked: `sql`, answering `schema`, whose first columns are the
+/// table's `columns` (what the residency policy sees when the answer is cached).
+pub(super) struct Leg {
+    pub(super) def: Arc<TableDef>,
+    pub(super) columns: Vec<usize>,
+    pub(super) schema: SchemaRef,
+    pub(super) sql: String,
+}
+
+/// One region's answer: this node's own leg in process, another's from the cache or
+/// over the mesh.
 async fn run_leg(
-    federation: &Federation,
+    federation: &Arc<Federation>,
     session: &GuardSession,
     region: &str,
-    sql: String,
+    leg: Leg,
 ) -> Result<Vec<RecordBatch>, LegError> {
+    let Leg {
+        def,
+        columns,
+        schema,
+        sql,
+    } = leg;
     if region == federation.region {
         let engine = federation
             .engine()
@@ -412,5 +470,19 @@ async fn run_leg(
             .await
             .map_err(|e| LegError::failed(region, e));
     }
-    remote::run(&federation.router, region, &session.principal, sql).await
+    let key = leg_cache::key(region, &session.principal, &federation.region, &sql);
+    if let Some(batches) = leg_cache::cached(federation, &key).await {
+        return Ok(batches);
+    }
+    let batches = remote::run(&federation.router, region, &session.principal, sql).await?;
+    leg_cache::keep(
+        federation,
+        &session.principal,
+        &def,
+        &columns,
+        region,
+        key,
+        (schema, &batches),
+    );
+    Ok(batches)
 }

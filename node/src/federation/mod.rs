@@ -10,6 +10,8 @@
 //! serves them); this node's own leg runs in process. An unreachable region fails the
 //! query, naming it, unless the session set `domicile.mesh_partial_results`.
 
+mod aggregate_pushdown;
+mod leg_cache;
 mod leg_sql;
 mod mesh_table;
 pub mod peer_flight;
@@ -18,9 +20,12 @@ mod remote;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+pub use aggregate_pushdown::MeshAggregatePushdown;
 pub use mesh_table::MeshSchema;
 
+use crate::cache::NodeCache;
 use crate::mesh::PeerRouter;
+use crate::residency::ResidencyGuard;
 use crate::sql::SqlEngine;
 
 /// The column naming the region each `mesh.<table>` row came from.
@@ -38,6 +43,10 @@ pub struct Federation {
     router: Arc<PeerRouter>,
     /// Longest a leg may take, first batch to last.
     timeout: Duration,
+    /// Where other regions' answers are kept for their TTL, if the node caches.
+    cache: Option<Arc<NodeCache>>,
+    /// Decides whether an answer may be kept here.
+    guard: Arc<ResidencyGuard>,
     /// Set once the engine exists (it holds the catalog that holds this).
     engine: OnceLock<Weak<SqlEngine>>,
 }
@@ -52,11 +61,19 @@ impl std::fmt::Debug for Federation {
 }
 
 impl Federation {
-    pub fn new(region: &str, router: Arc<PeerRouter>, timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        region: &str,
+        router: Arc<PeerRouter>,
+        timeout: Duration,
+        cache: Option<Arc<NodeCache>>,
+        guard: Arc<ResidencyGuard>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             region: region.to_string(),
             router,
             timeout,
+            cache,
+            guard,
             engine: OnceLock::new(),
         })
     }
@@ -73,6 +90,10 @@ impl Federation {
         regions.sort();
         regions.dedup();
         regions
+    }
+
+    pub fn cache(&self) -> Option<&Arc<NodeCache>> {
+        self.cache.as_ref()
     }
 
     fn engine(&self) -> Option<Arc<SqlEngine>> {

@@ -55,6 +55,65 @@ pub struct Metrics {
     plugin_timeouts: Family<PluginLabels, Gauge>,
     plugin_call_micros: Family<PluginLabels, Gauge>,
     cdc: CdcGauges,
+    cache: CacheGauges,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    kind: &'static str,
+}
+
+/// The hybrid cache's counters, copied in at scrape time.
+#[derive(Default)]
+struct CacheGauges {
+    hits: Family<CacheLabels, Gauge>,
+    misses: Family<CacheLabels, Gauge>,
+    inserts: Family<CacheLabels, Gauge>,
+    refused: Family<CacheLabels, Gauge>,
+    expired: Family<CacheLabels, Gauge>,
+    evictions: Gauge,
+    memory_used_bytes: Gauge,
+}
+
+impl CacheGauges {
+    fn register(&self, registry: &mut Registry) {
+        let families: [(&str, &str, &Family<CacheLabels, Gauge>); 5] = [
+            (
+                "cache_hits",
+                "cache lookups answered, by kind of entry",
+                &self.hits,
+            ),
+            (
+                "cache_misses",
+                "cache lookups not answered, by kind of entry",
+                &self.misses,
+            ),
+            ("cache_inserts", "entries cached, by kind", &self.inserts),
+            (
+                "cache_refused",
+                "answers the residency policy did not let this node cache",
+                &self.refused,
+            ),
+            (
+                "cache_expired",
+                "entries found past their TTL (or from an earlier process), by kind",
+                &self.expired,
+            ),
+        ];
+        for (name, help, family) in families {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "cache_evictions",
+            "entries evicted from the memory tier",
+            self.evictions.clone(),
+        );
+        registry.register(
+            "cache_memory_used_bytes",
+            "bytes held by the memory tier",
+            self.memory_used_bytes.clone(),
+        );
+    }
 }
 
 /// CDC state, copied in at scrape time.
@@ -205,8 +264,11 @@ impl Metrics {
         );
         let cdc = CdcGauges::default();
         cdc.register(&mut registry);
+        let cache = CacheGauges::default();
+        cache.register(&mut registry);
         Self {
             cdc,
+            cache,
             plugin_calls,
             plugin_errors,
             plugin_timeouts,
@@ -310,6 +372,38 @@ impl Metrics {
                 .replica_apply_latency_ms
                 .get_or_create(&labels)
                 .set(clamp(replica.last_apply_latency_ms));
+        }
+    }
+
+    /// Copies the cache's counters into gauges just before a scrape.
+    pub fn observe_cache(&self, reports: &[crate::cache::CacheReport]) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let gauges = &self.cache;
+        for report in reports {
+            let labels = CacheLabels {
+                kind: report.kind.as_str(),
+            };
+            gauges.hits.get_or_create(&labels).set(clamp(report.hits));
+            gauges
+                .misses
+                .get_or_create(&labels)
+                .set(clamp(report.misses));
+            gauges
+                .inserts
+                .get_or_create(&labels)
+                .set(clamp(report.inserts));
+            gauges
+                .refused
+                .get_or_create(&labels)
+                .set(clamp(report.refused));
+            gauges
+                .expired
+                .get_or_create(&labels)
+                .set(clamp(report.expired));
+            gauges.evictions.set(clamp(report.evictions));
+            gauges
+                .memory_used_bytes
+                .set(clamp(report.memory_used_bytes));
         }
     }
 

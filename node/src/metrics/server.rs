@@ -19,6 +19,7 @@ pub struct MetricsState {
     pub store: Store,
     pub plugins: Arc<PluginRegistry>,
     pub cdc: Arc<CdcStatus>,
+    pub cache: Arc<crate::cache::NodeCache>,
 }
 
 /// Serves `GET /metrics` on `listener` until the future is dropped.
@@ -43,6 +44,7 @@ async fn scrape(State(state): State<MetricsState>) -> impl IntoResponse {
         .and_then(Result::ok)
         .unwrap_or_default();
     state.metrics.observe_cdc(&state.cdc, &backlog);
+    state.metrics.observe_cache(&state.cache.report());
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.encode(),

@@ -19,6 +19,8 @@ pub enum AuditPath {
     SagaStep,
     /// A support action (e.g. retrying or compensating a stuck saga).
     Support,
+    /// Another region's answer kept in this node's cache.
+    Cache,
 }
 
 impl AuditPath {
@@ -30,6 +32,7 @@ impl AuditPath {
             AuditPath::Replication => "replication",
             AuditPath::SagaStep => "saga-step",
             AuditPath::Support => "support",
+            AuditPath::Cache => "cache",
         }
     }
 }

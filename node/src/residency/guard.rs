@@ -316,6 +316,71 @@ impl ResidencyGuard {
         Ok(())
     }
 
+    /// May these rows of `def` (only `columns`, as another region released them to
+    /// this node), homed in `home`, be kept in this node's cache (memory and disk)?
+    /// This node's policy decides (`may-store`); a decision that would alter the rows
+    /// counts as a refusal (the cache keeps answers whole or not at all).
+    pub fn check_cache(
+        &self,
+        principal: &Principal,
+        def: &TableDef,
+        columns: &[usize],
+        rows: &[Vec<Value>],
+        home: &str,
+    ) -> Verdict {
+        if !self.governs(def) || rows.is_empty() {
+            return Verdict::none();
+        }
+        let mut projected = def.clone();
+        projected.columns = columns.iter().map(|&i| def.columns[i].clone()).collect();
+        let names: Vec<String> = projected.columns.iter().map(|c| c.name.clone()).collect();
+        let mut audit = self.entry(
+            principal,
+            AuditPath::Cache,
+            &def.name,
+            names,
+            &self.region,
+            rows.len(),
+        );
+        audit.source_region = home.to_string();
+        let outcome = (|| {
+            let policy = self.policy()?;
+            audit.plugin = Some(plugin_ref(&policy));
+            for chunk in rows.chunks(POLICY_BATCH_ROWS_MAX) {
+                let batch = RowBatch {
+                    table: wit_values::table(&projected),
+                    regions: vec![self.region.to_string(), home.to_string()],
+                    home_regions: vec![1; chunk.len()],
+                    rows: chunk
+                        .iter()
+                        .map(|r| wit_values::row_to_wit(&projected, r))
+                        .collect(),
+                };
+                let decision = policy
+                    .plugin
+                    .may_store(&batch, 0)
+                    .map_err(|e| self.failed(e))?;
+                for row in 0..chunk.len() {
+                    let decision = effective(&decision, row);
+                    if let Some(refusal) = self.denied(decision) {
+                        return Err(refusal);
+                    }
+                    if let Decision::AllowWith(actions) = decision
+                        && actions.iter().any(|a| *a != ColumnAction::Keep)
+                    {
+                        return Err(GuardError::AlteredStore(self.jurisdiction.clone()));
+                    }
+                }
+            }
+            Ok(())
+        })();
+        finish(&mut audit, &outcome);
+        Verdict {
+            outcome,
+            audit: Some(audit),
+        }
+    }
+
     /// Whether rows of `def` returned to `principal` need a decision: they would leave
     /// this region.
     pub fn decides_egress(&self, principal: &Principal, def: &TableDef) -> bool {

@@ -208,6 +208,7 @@ impl SqlEngine {
             .with_information_schema(true)
             .with_target_partitions(2);
         let context = SessionContext::new_with_config(config);
+        context.add_optimizer_rule(Arc::new(crate::federation::MeshAggregatePushdown));
         context.register_udtf(
             super::saga_function::FUNCTION_NAME,
             Arc::new(super::saga_function::StartSagaFunction { sagas }),
@@ -218,6 +219,7 @@ impl SqlEngine {
             plugins,
             peers,
             cdc,
+            cache: federation.cache().cloned(),
         };
         context.register_catalog(
             CATALOG_NAME,

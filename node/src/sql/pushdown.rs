@@ -201,6 +201,7 @@ mod tests {
             },
             next_column_id: 3,
             cdc: false,
+            cache_ttl_ms: None,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
 pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &[
-    "tables", "columns", "node", "nodes", "cdc", "sagas", "plugins", "audit",
+    "tables", "columns", "node", "nodes", "cdc", "sagas", "plugins", "audit", "cache",
 ];
 
 /// What system tables describe.
@@ -32,6 +32,7 @@ pub(crate) struct SystemState {
     pub(crate) plugins: Arc<PluginRegistry>,
     pub(crate) peers: Arc<PeerMonitor>,
     pub(crate) cdc: Arc<crate::cdc::CdcStatus>,
+    pub(crate) cache: Option<Arc<crate::cache::NodeCache>>,
 }
 
 pub(crate) fn system_table(
@@ -46,6 +47,7 @@ pub(crate) fn system_table(
         "audit" => audit(&state.store)?,
         "nodes" => nodes(&state.identity, &state.peers, &state.cdc)?,
         "cdc" => cdc(&state.store, &state.cdc)?,
+        "cache" => cache(state.cache.as_deref())?,
         "sagas" => saga_batch(
             &crate::saga::record::all(&state.store)
                 .map_err(|e| DataFusionError::External(e.into()))?,
@@ -391,6 +393,43 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Resul
             Arc::new(UInt64Array::from(applied)),
             Arc::new(UInt64Array::from(lag)),
             Arc::new(StringArray::from(replica_errors)),
+        ],
+    )
+}
+
+/// The hybrid cache: per kind of entry, what it served and kept.
+fn cache(cache: Option<&crate::cache::NodeCache>) -> Result<RecordBatch> {
+    let reports = cache.map(|c| c.report()).unwrap_or_default();
+    let count = |name: &str| Field::new(name, DataType::UInt64, false);
+    let column = |f: fn(&crate::cache::CacheReport) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(reports.iter().map(f)))
+    };
+    batch(
+        vec![
+            text("kind"),
+            count("hits"),
+            count("misses"),
+            count("inserts"),
+            count("refused"),
+            count("expired"),
+            count("evictions"),
+            count("memory_used_bytes"),
+            count("memory_capacity_bytes"),
+            count("disk_capacity_bytes"),
+        ],
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                reports.iter().map(|r| r.kind.as_str()),
+            )),
+            column(|r| r.hits),
+            column(|r| r.misses),
+            column(|r| r.inserts),
+            column(|r| r.refused),
+            column(|r| r.expired),
+            column(|r| r.evictions),
+            column(|r| r.memory_used_bytes),
+            column(|r| r.memory_capacity_bytes),
+            column(|r| r.disk_capacity_bytes),
         ],
     )
 }

@@ -266,6 +266,7 @@ mod tests {
             locality: Locality::Global,
             next_column_id: columns.iter().map(|c| c.0 + 1).max().unwrap_or(0),
             cdc: false,
+            cache_ttl_ms: None,
         }
     }
 

@@ -15,16 +15,20 @@ use crate::catalog::{TableDef, TableId};
 pub struct Snapshot {
     rows: Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     counters: Arc<StoreCounters>,
+    /// The row cache and its epoch when this view opened.
+    cache: Option<(Arc<dyn super::RowCache>, u64)>,
 }
 
 impl Snapshot {
     pub(super) fn new(
         rows: ReadOnlyTable<&'static [u8], &'static [u8]>,
         counters: Arc<StoreCounters>,
+        cache: Option<(Arc<dyn super::RowCache>, u64)>,
     ) -> Self {
         Self {
             rows: Arc::new(rows),
             counters,
+            cache,
         }
     }
 
@@ -37,10 +41,18 @@ impl Snapshot {
         projection: &[usize],
     ) -> Result<Option<Vec<Value>>, StorageError> {
         let key = key_codec::row_key(def.id, partition, primary_key);
+        if let Some((cache, _)) = &self.cache
+            && let Some(bytes) = cache.get(&key)
+        {
+            return Ok(Some(RowDecoder::new(def, projection).decode(&bytes)?));
+        }
         let Some(bytes) = self.rows.get(key.as_slice())? else {
             return Ok(None);
         };
         self.counters.rows_read.fetch_add(1, Ordering::Relaxed);
+        if let Some((cache, epoch)) = &self.cache {
+            cache.fill(&key, bytes.value(), *epoch);
+        }
         Ok(Some(
             RowDecoder::new(def, projection).decode(bytes.value())?,
         ))

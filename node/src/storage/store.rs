@@ -42,6 +42,8 @@ pub(super) struct StoreCounters {
     pub(super) statements_committed: AtomicU64,
     pub(super) outbox_head: watch::Sender<u64>,
     pub(super) stream_head: watch::Sender<u64>,
+    /// The cache of committed rows, once the node attached one.
+    pub(super) row_cache: std::sync::OnceLock<Arc<dyn super::RowCache>>,
 }
 
 /// A node's durable store: open it once and share it (it is cheap to clone).
@@ -69,6 +71,7 @@ impl Store {
             statements_committed: AtomicU64::new(0),
             outbox_head: watch::Sender::new(change_log::change_head(&db)?),
             stream_head: watch::Sender::new(stream_head),
+            row_cache: std::sync::OnceLock::new(),
         });
         let writer = Writer::start(Arc::clone(&db), Arc::clone(&catalog), Arc::clone(&counters))?;
         Ok(Self {
@@ -89,9 +92,21 @@ impl Store {
 
     /// A consistent read view of everything committed so far.
     pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        // The cache's epoch is read before the view opens (see `RowCache`).
+        let cache = self
+            .counters
+            .row_cache
+            .get()
+            .map(|cache| (Arc::clone(cache), cache.epoch()));
         let txn = self.db.begin_read()?;
         let rows = txn.open_table(ROWS)?;
-        Ok(Snapshot::new(rows, Arc::clone(&self.counters)))
+        Ok(Snapshot::new(rows, Arc::clone(&self.counters), cache))
+    }
+
+    /// Point reads of snapshots consult `cache` from now on; commits invalidate it.
+    /// Attached once, at start.
+    pub fn attach_row_cache(&self, cache: Arc<dyn super::RowCache>) {
+        let _ = self.counters.row_cache.set(cache);
     }
 
     /// Runs `statement` as part of the next group commit and returns its result once the

@@ -49,6 +49,8 @@ pub struct WriteContext<'txn> {
     pub(super) stream: Table<'txn, u64, &'static [u8]>,
     /// Staged row keys of CDC tables, and those tables as the statement saw them.
     pub(super) cdc_keys: BTreeMap<Vec<u8>, TableId>,
+    /// Every row key this batch changed, for the row cache once the commit is visible.
+    pub(super) changed_row_keys: Vec<Vec<u8>>,
     pub(super) cdc_defs: HashMap<TableId, TableDef>,
     pub(super) staged_stream: Vec<(u64, Vec<u8>)>,
     /// Outbox events up to and including this sequence number are removed.
@@ -358,6 +360,7 @@ impl WriteContext<'_> {
                     self.rows.remove(key.as_slice())?;
                 }
             }
+            self.changed_row_keys.push(key);
         }
         for (key, value) in std::mem::take(&mut self.staged_state) {
             match value {

@@ -187,6 +187,7 @@ fn commit_batch(
     let mut catalog_changes: Vec<CatalogChange> = Vec::new();
     let mut poison: Option<StorageError> = None;
     let mut heads: (Option<u64>, Option<u64>) = (None, None);
+    let mut changed_row_keys: Vec<Vec<u8>> = Vec::new();
     let outcome = (|| -> Result<(), StorageError> {
         let mut ctx = WriteContext {
             rows: txn.open_table(ROWS)?,
@@ -204,6 +205,7 @@ fn commit_batch(
             outbox: txn.open_table(super::change_log::OUTBOX)?,
             stream: txn.open_table(super::change_log::CHANGE_STREAM)?,
             cdc_keys: Default::default(),
+            changed_row_keys: Vec::new(),
             cdc_defs: Default::default(),
             staged_stream: Vec::new(),
             staged_outbox_removal: None,
@@ -236,6 +238,7 @@ fn commit_batch(
         }
         carry_over.extend(statements);
         heads = (ctx.outbox_head, ctx.stream_head);
+        changed_row_keys = std::mem::take(&mut ctx.changed_row_keys);
         Ok(())
     })();
 
@@ -265,6 +268,10 @@ fn commit_batch(
             }
         }
         drop(cache);
+        // Before any writer hears "committed": a read after that never sees the old row.
+        if let Some(row_cache) = counters.row_cache.get() {
+            row_cache.committed(&changed_row_keys);
+        }
         // Waiters (the CDC relay, stream subscribers) learn of new entries only once
         // they are durable.
         if let Some(head) = heads.0 {
