@@ -113,7 +113,7 @@ async fn wan_queries(options: &Options) -> anyhow::Result<()> {
 async fn local_point_reads(options: &Options) -> anyhow::Result<()> {
     let cached = TestNode::start("eu-central")?;
     let uncached =
-        TestNode::start_with("eu-central", "\n[cache]\nlocal_rows = false\n", |_| Ok(()))?;
+        TestNode::start_with_policy("eu-central", "\n[cache]\nlocal_rows = false\n", None)?;
     load_domicile(&cached, options.rows).await?;
     load_domicile(&uncached, options.rows).await?;
     println!();

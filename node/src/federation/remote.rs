@@ -1,11 +1,14 @@
-//! A leg on another region's node: Flight SQL (`CommandStatementQuery`, then `DoGet`)
-//! over the mesh channel to that node, whose certificate-checked peer listener serves
+//! A leg on another region's node: Flight SQL `DoGet` of a statement ticket over the
+//! mesh channel to that node, whose certificate-checked peer listener serves
 //! it (`peer_flight`). The asking user travels in headers; the region is proven by this
 //! node's certificate.
 
 use arrow::array::RecordBatch;
+use arrow_flight::Ticket;
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use futures::TryStreamExt;
+use prost::Message;
 use thiserror::Error;
 
 use super::{ROLE_HEADER, USER_HEADER};
@@ -44,26 +47,19 @@ pub(crate) async fn run(
     let mut client = FlightSqlServiceClient::new(channel);
     client.set_header(USER_HEADER, principal.user.clone());
     client.set_header(ROLE_HEADER, principal.role.to_string());
-    let info = client
-        .execute(sql, None)
+    // One round trip: the statement ticket `PeerFlightSql` hands out for a query is the
+    // query itself, so the leg goes straight to DoGet instead of GetFlightInfo first.
+    let ticket = TicketStatementQuery {
+        statement_handle: sql.into_bytes().into(),
+    };
+    let stream = client
+        .do_get(Ticket::new(ticket.as_any().encode_to_vec()))
         .await
         .map_err(|e| LegError::failed(region, status_text(e)))?;
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let ticket = endpoint
-            .ticket
-            .ok_or_else(|| LegError::failed(region, "an endpoint without a ticket"))?;
-        let stream = client
-            .do_get(ticket)
-            .await
-            .map_err(|e| LegError::failed(region, status_text(e)))?;
-        let mut part: Vec<RecordBatch> = stream
-            .try_collect()
-            .await
-            .map_err(|e| LegError::failed(region, status_text(e)))?;
-        batches.append(&mut part);
-    }
-    Ok(batches)
+    stream
+        .try_collect()
+        .await
+        .map_err(|e| LegError::failed(region, status_text(e)))
 }
 
 /// The peer's own message, without the transport's wrapping.

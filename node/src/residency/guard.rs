@@ -301,16 +301,23 @@ impl ResidencyGuard {
                 None => policy.plugin.may_store(&batch, 0),
             }
             .map_err(|e| self.failed(e))?;
-            for row in 0..chunk.len() {
-                let decision = effective(&decision, row);
-                if let Some(refusal) = self.denied(decision) {
-                    return Err(refusal);
-                }
-                if let Decision::AllowWith(actions) = decision
-                    && actions.iter().any(|a| *a != ColumnAction::Keep)
-                {
-                    return Err(GuardError::AlteredStore(self.jurisdiction.clone()));
-                }
+            self.require_unaltered(&decision, chunk.len())?;
+        }
+        Ok(())
+    }
+
+    /// Rows are stored (or cached) as they are or not at all: a denial, or an allowance
+    /// that would change a column, refuses the whole write.
+    fn require_unaltered(&self, decision: &BatchDecision, rows: usize) -> Result<(), GuardError> {
+        for row in 0..rows {
+            let decision = effective(decision, row);
+            if let Some(refusal) = self.denied(decision) {
+                return Err(refusal);
+            }
+            if let Decision::AllowWith(actions) = decision
+                && actions.iter().any(|a| *a != ColumnAction::Keep)
+            {
+                return Err(GuardError::AlteredStore(self.jurisdiction.clone()));
             }
         }
         Ok(())
@@ -360,17 +367,7 @@ impl ResidencyGuard {
                     .plugin
                     .may_store(&batch, 0)
                     .map_err(|e| self.failed(e))?;
-                for row in 0..chunk.len() {
-                    let decision = effective(&decision, row);
-                    if let Some(refusal) = self.denied(decision) {
-                        return Err(refusal);
-                    }
-                    if let Decision::AllowWith(actions) = decision
-                        && actions.iter().any(|a| *a != ColumnAction::Keep)
-                    {
-                        return Err(GuardError::AlteredStore(self.jurisdiction.clone()));
-                    }
-                }
+                self.require_unaltered(&decision, chunk.len())?;
             }
             Ok(())
         })();

@@ -459,17 +459,7 @@ impl DisplayAs for MutationExec {
 }
 
 impl ExecutionPlan for MutationExec {
-    fn name(&self) -> &str {
-        "MutationExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
+    crate::sql::leaf_exec::leaf_exec_methods!("MutationExec");
 
     fn apply_expressions(
         &self,
@@ -483,29 +473,12 @@ impl ExecutionPlan for MutationExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "MutationExec has no children".into(),
-            ))
-        }
-    }
-
     fn execute(
         &self,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "MutationExec has no partition {partition}"
-            )));
-        }
+        crate::sql::leaf_exec::only_partition_zero("MutationExec", partition)?;
         let session = guard_session(&context)?;
         let target = self.target.clone();
         let access = self.access.clone();

@@ -6,6 +6,7 @@ pub mod arrow_convert;
 mod dml;
 mod engine;
 mod error;
+pub(crate) mod leaf_exec;
 mod pushdown;
 mod saga_function;
 mod scan;

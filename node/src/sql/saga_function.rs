@@ -21,7 +21,6 @@ use arrow::array::{RecordBatch, StructArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
@@ -29,7 +28,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -230,48 +229,14 @@ impl DisplayAs for StartSagaExec {
 }
 
 impl ExecutionPlan for StartSagaExec {
-    fn name(&self) -> &str {
-        "StartSagaExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "StartSagaExec has no children".into(),
-            ))
-        }
-    }
+    crate::sql::leaf_exec::leaf_exec_methods!("StartSagaExec", no_expressions);
 
     fn execute(
         &self,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "StartSagaExec has no partition {partition}"
-            )));
-        }
+        crate::sql::leaf_exec::only_partition_zero("StartSagaExec", partition)?;
         let session = guard_session(&context)?;
         if !session.principal.may(Role::Writer) {
             return Err(DataFusionError::External(
