@@ -28,6 +28,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Attempts of one compensation before the saga is left `stuck` for support.
 pub const COMPENSATION_ATTEMPTS_MAX: u32 = 30;
+/// State changes kept for slow waiters (`wait_settled`); one that falls further behind
+/// reads the log instead.
+const CHANGES_BUFFERED: usize = 4096;
 /// Longest idempotency key accepted, in bytes.
 pub const IDEMPOTENCY_KEY_MAX_BYTES: usize = 200;
 
@@ -78,8 +81,8 @@ pub struct SagaEngine {
     step_timeout: Duration,
     /// Sagas a task of this process is driving: never two at once.
     driving: Mutex<HashSet<String>>,
-    /// Bumped after every durable state change, for callers waiting on a saga.
-    changes: tokio::sync::watch::Sender<u64>,
+    /// Every durable state change (saga id, new state), for callers waiting on a saga.
+    changes: tokio::sync::broadcast::Sender<(Arc<str>, SagaState)>,
     /// Raised when the node stops: drives end at their next wait, where the log
     /// already holds their state.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -110,7 +113,7 @@ impl SagaEngine {
             jurisdiction: identity.1.to_string(),
             step_timeout,
             driving: Mutex::new(HashSet::new()),
-            changes: tokio::sync::watch::Sender::new(0),
+            changes: tokio::sync::broadcast::Sender::new(CHANGES_BUFFERED),
             stopping: tokio::sync::watch::Sender::new(false),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         }
@@ -150,20 +153,31 @@ impl SagaEngine {
         id: &str,
         wait: Duration,
     ) -> Result<Option<SagaRecord>, SagaError> {
+        let settled = |state: SagaState| state.is_terminal() || state == SagaState::Stuck;
         let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before reading, so no change between the two is missed.
         let mut changes = self.changes.subscribe();
+        let saga = self.get(id)?;
+        if saga.as_ref().is_none_or(|s| settled(s.state)) {
+            return Ok(saga);
+        }
         loop {
-            changes.borrow_and_update();
-            let saga = self.get(id)?;
-            let settled = saga
-                .as_ref()
-                .is_none_or(|s| s.state.is_terminal() || s.state == SagaState::Stuck);
-            if settled
-                || tokio::time::timeout_at(deadline, changes.changed())
-                    .await
-                    .is_err()
-            {
-                return Ok(saga);
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                // Only this saga's end is worth a read of the log.
+                Ok(Ok((changed, state))) if &*changed == id && settled(state) => {
+                    return self.get(id);
+                }
+                Ok(Ok(_)) => {}
+                // Missed some changes: the log says where it stands.
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    let saga = self.get(id)?;
+                    if saga.as_ref().is_none_or(|s| settled(s.state)) {
+                        return Ok(saga);
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => {
+                    return self.get(id);
+                }
             }
         }
     }
@@ -358,7 +372,8 @@ impl SagaEngine {
                 record::put(ctx, &copy)
             })
             .await?;
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        // No receiver (nobody waiting) is not an error.
+        let _ = self.changes.send((Arc::from(saga.id.as_str()), saga.state));
         Ok(())
     }
 
