@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::Transformed;
@@ -33,7 +33,7 @@ use datafusion::sql::unparser::Unparser;
 
 use super::leg_sql::{can_push, unqualified};
 use super::mesh_table::{Leg, MeshScanExec, MeshTable};
-use super::{Federation, REGION_COLUMN};
+use super::{Federation, REGION_COLUMN, with_region_tag};
 use crate::catalog::TableDef;
 
 #[derive(Debug, Default)]
@@ -234,18 +234,12 @@ struct MeshAggregateTable {
 
 impl MeshAggregateTable {
     fn new(def: Arc<TableDef>, federation: Arc<Federation>, leg: Leg) -> Self {
-        let mut fields: Vec<Field> = leg
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(REGION_COLUMN, DataType::Utf8, false));
+        let schema = with_region_tag(&leg.schema);
         Self {
             def,
             federation,
             leg,
-            schema: Arc::new(Schema::new(fields)),
+            schema,
         }
     }
 }

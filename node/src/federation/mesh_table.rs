@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, Session};
 use datafusion::datasource::{TableProvider, TableType};
@@ -24,7 +24,7 @@ use futures::TryStreamExt;
 use super::leg_cache;
 use super::leg_sql::{can_push, leg_sql};
 use super::remote::{self, LegError};
-use super::{Federation, REGION_COLUMN};
+use super::{Federation, REGION_COLUMN, with_region_tag};
 use crate::catalog::{Locality, TableDef};
 use crate::residency::GuardSession;
 use crate::sql::arrow_convert::table_schema;
@@ -80,16 +80,11 @@ pub(super) struct MeshTable {
 impl MeshTable {
     fn new(def: Arc<TableDef>, federation: Arc<Federation>) -> Self {
         let table_schema = table_schema(&def);
-        let mut fields: Vec<Field> = table_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(REGION_COLUMN, DataType::Utf8, false));
+        let schema = with_region_tag(&table_schema);
         Self {
             def,
             table_schema,
-            schema: Arc::new(Schema::new(fields)),
+            schema,
             federation,
         }
     }

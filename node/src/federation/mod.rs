@@ -31,6 +31,18 @@ use crate::sql::SqlEngine;
 /// The column naming the region each `mesh.<table>` row came from.
 pub const REGION_COLUMN: &str = "mesh_region";
 
+/// `schema` with the `mesh_region` tag appended: what a mesh scan answers.
+fn with_region_tag(schema: &arrow::datatypes::Schema) -> arrow::datatypes::SchemaRef {
+    let mut fields: Vec<arrow::datatypes::Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(arrow::datatypes::Field::new(
+        REGION_COLUMN,
+        arrow::datatypes::DataType::Utf8,
+        false,
+    ));
+    Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
 /// Header names of a leg request between nodes: the asking user and role (the region
 /// is the caller's certificate's).
 pub(crate) const USER_HEADER: &str = "x-domicile-user";

@@ -205,6 +205,15 @@ impl FlightSqlServer {
         self.record_outcome(principal, schema, batches, descriptor)
     }
 
+    /// An answer without rows (a `SET`), kept for the DoGet that may follow.
+    fn empty_outcome(
+        &self,
+        principal: &Principal,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        self.record_outcome(principal, Arc::new(Schema::empty()), Vec::new(), descriptor)
+    }
+
     /// Keeps a write's answer for the DoGet that may follow; returns the flight info
     /// that points to it.
     fn record_outcome(
@@ -417,12 +426,7 @@ impl FlightSqlService for FlightSqlServer {
             .map_err(sql_status)?;
         if let Some(applied) = self.apply_session_statement(&request, &statement) {
             applied?;
-            let info = self.record_outcome(
-                &principal,
-                Arc::new(Schema::empty()),
-                Vec::new(),
-                request.into_inner(),
-            )?;
+            let info = self.empty_outcome(&principal, request.into_inner())?;
             return Ok(Response::new(info));
         }
         if statement.kind != StatementKind::Query {
@@ -474,12 +478,7 @@ impl FlightSqlService for FlightSqlServer {
         let (statement, parameters) = self.lookup(&query.prepared_statement_handle, &principal)?;
         if let Some(applied) = self.apply_session_statement(&request, &statement) {
             applied?;
-            let info = self.record_outcome(
-                &principal,
-                Arc::new(Schema::empty()),
-                Vec::new(),
-                request.into_inner(),
-            )?;
+            let info = self.empty_outcome(&principal, request.into_inner())?;
             return Ok(Response::new(info));
         }
         if statement.kind != StatementKind::Query {
