@@ -148,6 +148,13 @@ fn info(record: PluginRecord, active: bool) -> PluginInfo {
     }
 }
 
+/// The longest a saga call waits for the saga to end.
+const SAGA_WAIT_MAX_MS: u64 = 30_000;
+
+fn wait_limit(wait_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(wait_ms.min(SAGA_WAIT_MAX_MS))
+}
+
 fn saga_reply(saga: &SagaRecord) -> Result<Response<SagaReply>, Status> {
     serde_json::to_string(saga)
         .map(|saga_json| Response::new(SagaReply { saga_json }))
@@ -222,7 +229,16 @@ impl Admin for AdminService {
             .await
             .map_err(saga_status)?;
         tracing::info!(user = %principal.user, saga = %saga.id, "saga start requested");
-        saga_reply(&saga)
+        if body.wait_ms == 0 {
+            return saga_reply(&saga);
+        }
+        // Recorded already: a failed or expired wait still answers with the saga.
+        let settled = self
+            .sagas
+            .wait_settled(&saga.id, wait_limit(body.wait_ms))
+            .await
+            .map_err(saga_status)?;
+        saga_reply(settled.as_ref().unwrap_or(&saga))
     }
 
     async fn get_saga(
@@ -232,10 +248,9 @@ impl Admin for AdminService {
         self.with_role(&request, Role::Reader).await?;
         let body = request.into_inner();
         let id = body.id;
-        let wait = std::time::Duration::from_millis(body.wait_ms.min(30_000));
         let saga = self
             .sagas
-            .wait_settled(&id, wait)
+            .wait_settled(&id, wait_limit(body.wait_ms))
             .await
             .map_err(saga_status)?
             .ok_or_else(|| Status::not_found(format!("no saga {id}")))?;

@@ -72,10 +72,29 @@ impl AdminSession {
         fields: &Fields,
         idempotency_key: &str,
     ) -> anyhow::Result<SagaRecord> {
+        self.start_saga_settled(
+            saga_type,
+            fields,
+            idempotency_key,
+            std::time::Duration::ZERO,
+        )
+        .await
+    }
+
+    /// Starts a saga and answers once it ended, or as it stands after `wait` (at most
+    /// 30 s): one call where start + `saga_settled` are two.
+    pub async fn start_saga_settled(
+        &mut self,
+        saga_type: &str,
+        fields: &Fields,
+        idempotency_key: &str,
+        wait: std::time::Duration,
+    ) -> anyhow::Result<SagaRecord> {
         let request = self.request(StartSagaRequest {
             saga_type: saga_type.to_string(),
             fields_json: serde_json::to_string(fields)?,
             idempotency_key: idempotency_key.to_string(),
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         });
         let reply = self
             .client

@@ -514,17 +514,14 @@ async fn run_transfer(mesh: &MeshFile) {
     ];
     let outcome = async {
         let mut session = AdminSession::connect(&us.admin, ADMIN.0, ADMIN.1).await?;
-        let started = session
-            .start_saga("transfer", &fields, "demo-transfer-1005-2001")
-            .await?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let saga = session.saga(&started.id).await?;
-            if saga.state.is_terminal() || std::time::Instant::now() > deadline {
-                return Ok::<_, anyhow::Error>(saga);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        session
+            .start_saga_settled(
+                "transfer",
+                &fields,
+                "demo-transfer-1005-2001",
+                std::time::Duration::from_secs(30),
+            )
+            .await
     }
     .await;
     match outcome {

@@ -31,6 +31,10 @@ pub enum SagaCommand {
         to_region: String,
         #[arg(long)]
         idempotency_key: String,
+        /// Wait up to this many milliseconds (at most 30 000) for the saga to end and
+        /// print how it ended; 0 prints it as recorded.
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
     },
     /// This node's sagas, e.g. `--state stuck`.
     List {
@@ -119,6 +123,7 @@ pub async fn run(session: &mut AdminSession, command: SagaCommand) -> anyhow::Re
             from_region,
             to_region,
             idempotency_key,
+            wait_ms,
         } => {
             let fields: Fields = vec![
                 ("from_account".into(), Field::Bigint(from)),
@@ -129,7 +134,12 @@ pub async fn run(session: &mut AdminSession, command: SagaCommand) -> anyhow::Re
                 ("to_region".into(), Field::Text(to_region)),
             ];
             let saga = session
-                .start_saga(&saga_type, &fields, &idempotency_key)
+                .start_saga_settled(
+                    &saga_type,
+                    &fields,
+                    &idempotency_key,
+                    std::time::Duration::from_millis(wait_ms),
+                )
                 .await?;
             println!("{}", summary(&saga));
         }
