@@ -13,6 +13,7 @@ use domicile::mesh::certs::dns_name;
 use domicile::mesh::proto::RunStepRequest;
 use domicile::mesh::proto::peer_client::PeerClient;
 use domicile::saga::fields::{Field, Fields};
+use domicile::saga::record::StepState;
 use domicile::saga::{SagaRecord, SagaState};
 use domicile_tests::{Mesh, TestNode, column_strings, domicile_binary};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -176,6 +177,28 @@ async fn transfers_commit_once_and_refusals_compensate() {
     assert_eq!(balance(us, 1001).await, "90.00");
     assert_eq!(balance(eu, 2001).await, "15.00");
 
+    // A credit message the US policy refuses (it would carry an e-mail address),
+    // decided before the debit ran and recorded by the debit's commit: the debit is
+    // undone and nothing reaches the EU. Started and awaited in one call.
+    let mut personal = transfer(1001, 2001, "eu-central", 500);
+    personal.push((
+        "holder_email".into(),
+        Field::Text("someone@example.com".into()),
+    ));
+    let saga = session
+        .start_saga_settled("transfer", &personal, "k-4", Duration::from_secs(30))
+        .await
+        .expect("start and wait");
+    assert_eq!(saga.state, SagaState::Compensated, "{saga:?}");
+    assert!(
+        saga.last_error.as_deref().unwrap_or("").contains("CPRA"),
+        "{saga:?}"
+    );
+    assert_eq!(saga.steps[0].state, StepState::Compensated, "{saga:?}");
+    assert_eq!(saga.steps[1].attempts, 1, "{saga:?}");
+    assert_eq!(balance(us, 1001).await, "90.00");
+    assert_eq!(balance(eu, 2001).await, "15.00");
+
     // The CLI: the same key through `domicile saga start` is the same saga; `list`
     // filters by state; `show` names each step and its region.
     let cli = |args: &[&str]| {
@@ -190,27 +213,36 @@ async fn transfers_commit_once_and_refusals_compensate() {
         assert!(output.status.success(), "{output:?}");
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    let printed = cli(&[
-        "start",
-        "transfer",
-        "--from",
-        "1001",
-        "--to",
-        "2001",
-        "--amount",
-        "10.00",
-        "--currency",
-        "EUR",
-        "--from-region",
-        "us-east",
-        "--to-region",
-        "eu-central",
-        "--idempotency-key",
-        "k-1",
-    ]);
+    let start = |key: &str, amount: &str, more: &[&str]| {
+        let mut args = vec![
+            "start",
+            "transfer",
+            "--from",
+            "1001",
+            "--to",
+            "2001",
+            "--amount",
+            amount,
+            "--currency",
+            "EUR",
+            "--from-region",
+            "us-east",
+            "--to-region",
+            "eu-central",
+            "--idempotency-key",
+            key,
+        ];
+        args.extend_from_slice(more);
+        cli(&args)
+    };
+    let printed = start("k-1", "10.00", &[]);
     assert!(printed.starts_with(&started.id), "{printed}");
     let committed = cli(&["list", "--state", "committed"]);
     assert_eq!(committed.lines().count(), 1, "{committed}");
+    // `--wait-ms` prints how the saga ended.
+    let waited = start("k-5", "1.00", &["--wait-ms", "30000"]);
+    assert!(waited.contains(" committed "), "{waited}");
+    assert_eq!(balance(us, 1001).await, "89.00");
     let shown = cli(&["show", &started.id]);
     assert!(
         shown.contains("debit on us-east: done") && shown.contains("credit on eu-central: done"),
@@ -225,18 +257,23 @@ async fn transfers_commit_once_and_refusals_compensate() {
         .expect("system.sagas");
     assert_eq!(
         column_strings(&rows, "state"),
-        ["committed", "compensated", "compensated"]
+        [
+            "committed",
+            "committed",
+            "compensated",
+            "compensated",
+            "compensated"
+        ]
     );
-    // Step messages were decided by the US policy and audited.
+    // Every step message was decided by the US policy and audited once: the credits
+    // of k-1, k-2 and k-5 went, k-4's was refused, k-3 stopped at its debit.
     let audit = reader
-        .query("SELECT decision FROM system.audit WHERE path = 'saga-step'")
+        .query("SELECT decision FROM system.audit WHERE path = 'saga-step' ORDER BY decision")
         .await
         .expect("audit");
-    assert!(!column_strings(&audit, "decision").is_empty());
-    assert!(
-        column_strings(&audit, "decision")
-            .iter()
-            .all(|d| d == "allow")
+    assert_eq!(
+        column_strings(&audit, "decision"),
+        ["allow", "allow", "allow", "deny"]
     );
 }
 

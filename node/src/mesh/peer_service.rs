@@ -106,11 +106,12 @@ impl Peer for PeerService {
             &identity.jurisdiction,
             &identity.region,
             step,
+            None,
         )
         .await;
         tracing::info!(orchestrator = %caller, saga = %saga, step = %name, ok = outcome.is_ok(), "saga step run for a peer");
         let result = outcome.map_err(participant_status)?;
-        let fields_json = serde_json::to_string(&result)
+        let fields_json = serde_json::to_string(&result.result)
             .map_err(|e| Status::internal(format!("cannot encode the step result: {e}")))?;
         Ok(Response::new(RunStepReply { fields_json }))
     }

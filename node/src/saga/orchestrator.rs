@@ -61,6 +61,14 @@ pub enum SagaError {
     Storage(#[from] StorageError),
 }
 
+/// The message of step `index` to another region, decided before the local step ahead
+/// of it ran, and made durable (audit entry and the saga's progress) by that step's
+/// commit: the message may leave without a commit of its own.
+struct DecidedAhead {
+    index: usize,
+    refusal: Option<String>,
+}
+
 /// How one call of a step ended.
 enum StepCall {
     Done(Fields),
@@ -87,6 +95,28 @@ pub struct SagaEngine {
     /// already holds their state.
     stopping: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+/// A time-ordered id (UUIDv7, 74 random bits). The sagas in flight, whose records
+/// and step records are rewritten at every step, then sit together at the end of the
+/// log's key range: a group commit dirties a few storage pages, not one per saga.
+fn new_saga_id(now_unix_ms: u64) -> String {
+    let random = uuid::Uuid::new_v4().into_bytes();
+    // Bytes 6 and 8 of a v4 id carry its version and variant, not randomness.
+    let mut tail = [0u8; 10];
+    tail[..6].copy_from_slice(&random[..6]);
+    tail[6..].copy_from_slice(&random[9..13]);
+    uuid::Builder::from_unix_timestamp_millis(now_unix_ms, &tail)
+        .into_uuid()
+        .to_string()
+}
+
+/// Step `index` done with `result`, as `execute` records it.
+fn mark_done(saga: &mut SagaRecord, index: usize, result: Fields) {
+    let step = &mut saga.steps[index];
+    step.state = StepState::Done;
+    step.result = result;
+    step.last_error = None;
 }
 
 fn now_unix_ms() -> u64 {
@@ -225,7 +255,7 @@ impl SagaEngine {
             .collect::<Result<Vec<_>, SagaError>>()?;
         let now = now_unix_ms();
         let fresh = SagaRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: new_saga_id(now),
             saga_type: saga_type.to_string(),
             idempotency_key: idempotency_key.to_string(),
             input,
@@ -244,8 +274,10 @@ impl SagaEngine {
         if created {
             tracing::info!(saga = %saga.id, saga_type, "saga started");
         }
-        if saga.state.is_driven() {
-            self.spawn_drive(saga.id.clone(), created);
+        if created {
+            self.spawn_drive(saga.id.clone(), Some(saga.clone()));
+        } else if saga.state.is_driven() {
+            self.spawn_drive(saga.id.clone(), None);
         }
         Ok(saga)
     }
@@ -266,7 +298,7 @@ impl SagaEngine {
             .map(|s| s.id)
             .collect();
         for id in &pending {
-            self.spawn_drive(id.clone(), false);
+            self.spawn_drive(id.clone(), None);
         }
         Ok(pending.len())
     }
@@ -316,11 +348,11 @@ impl SagaEngine {
             step.attempts = 0;
         }
         self.persist(&mut saga).await?;
-        self.spawn_drive(saga.id.clone(), false);
+        self.spawn_drive(saga.id.clone(), None);
         Ok(saga)
     }
 
-    fn spawn_drive(self: &Arc<Self>, id: String, claimed: bool) {
+    fn spawn_drive(self: &Arc<Self>, id: String, claimed: Option<SagaRecord>) {
         if *self.stopping.borrow() {
             return;
         }
@@ -377,28 +409,36 @@ impl SagaEngine {
         Ok(())
     }
 
-    /// Drives saga `id` to its end. `claimed`: `start` just recorded it with epoch 1 for
-    /// this drive; otherwise the drive raises the epoch (durably) first.
+    /// Drives saga `id` to its end. `claimed`: the record `start` just wrote with epoch 1
+    /// for this drive; otherwise the drive reads the log and raises the epoch (durably)
+    /// first.
     ///
-    /// A step's completion is written with the next commit the saga makes (before a
-    /// message to another region, or at its end), not on its own: a crash in between
-    /// re-runs the step, which answers with its recorded result (exactly once).
-    async fn drive(&self, id: &str, claimed: bool) -> Result<(), SagaError> {
-        let mut saga =
-            record::load(&self.store, id)?.ok_or_else(|| SagaError::NotFound(id.to_string()))?;
+    /// A step's completion reaches the saga record with the next commit the saga makes,
+    /// not on its own: a crash in between re-runs the step, which answers with its
+    /// recorded result (exactly once). A step run here whose next step runs elsewhere
+    /// writes that record itself, in its own commit, with the next message's residency
+    /// decision (`decide_ahead`), so the message leaves without another commit.
+    async fn drive(&self, id: &str, claimed: Option<SagaRecord>) -> Result<(), SagaError> {
+        let mut saga = match claimed {
+            Some(saga) => saga,
+            None => {
+                let mut saga = record::load(&self.store, id)?
+                    .ok_or_else(|| SagaError::NotFound(id.to_string()))?;
+                saga.epoch += 1;
+                self.persist(&mut saga).await?;
+                saga
+            }
+        };
         if saga.state == SagaState::Pending {
             saga.state = SagaState::Running;
         }
-        if !claimed {
-            saga.epoch += 1;
-            self.persist(&mut saga).await?;
-        }
         if saga.state == SagaState::Running {
+            let mut ahead = None;
             for index in 0..saga.steps.len() {
                 if saga.steps[index].state != StepState::Pending {
                     continue;
                 }
-                if let Some(reason) = self.execute(&mut saga, index).await? {
+                if let Some(reason) = self.execute(&mut saga, index, &mut ahead).await? {
                     saga.state = SagaState::Compensating;
                     saga.last_error = Some(reason);
                     self.persist(&mut saga).await?;
@@ -440,17 +480,18 @@ impl SagaEngine {
         &self,
         saga: &mut SagaRecord,
         index: usize,
+        ahead: &mut Option<DecidedAhead>,
     ) -> Result<Option<String>, SagaError> {
         let started = Instant::now();
         let mut backoff = BACKOFF_MIN;
         loop {
             saga.steps[index].attempts += 1;
-            match self.call(saga, index, StepDirection::Execute).await? {
+            match self
+                .call(saga, index, StepDirection::Execute, ahead)
+                .await?
+            {
                 StepCall::Done(result) => {
-                    let step = &mut saga.steps[index];
-                    step.state = StepState::Done;
-                    step.result = result;
-                    step.last_error = None;
+                    mark_done(saga, index, result);
                     return Ok(None);
                 }
                 StepCall::Refused(reason) => {
@@ -488,7 +529,10 @@ impl SagaEngine {
         saga.steps[index].attempts = 0;
         loop {
             saga.steps[index].attempts += 1;
-            match self.call(saga, index, StepDirection::Compensate).await? {
+            match self
+                .call(saga, index, StepDirection::Compensate, &mut None)
+                .await?
+            {
                 StepCall::Done(_) => {
                     saga.steps[index].state = StepState::Compensated;
                     saga.steps[index].last_error = None;
@@ -519,12 +563,53 @@ impl SagaEngine {
         }
     }
 
-    /// One call of a step, here or on its region's node.
+    /// Decides now the message of the step after `index` if that step runs in another
+    /// region, and returns it with what the commit of step `index` (run here) must also
+    /// write so that the message may leave at once: its audit entry and the saga's
+    /// progress (step `index` done, the next one's attempt counted), as `execute` will
+    /// have it in memory then.
+    fn decide_ahead(
+        &self,
+        saga: &SagaRecord,
+        index: usize,
+    ) -> Option<(DecidedAhead, participant::Progress)> {
+        let next = saga.steps.get(index + 1)?;
+        if next.region == self.region || next.state != StepState::Pending {
+            return None;
+        }
+        let (decision, audit) = self.guard.decide_step_message(
+            &saga.saga_type,
+            &next.name,
+            &fields::to_wit(&saga.input),
+            &next.region,
+        );
+        let before = saga.clone();
+        let progress: participant::Progress = Arc::new(move |ctx, result| {
+            let mut saga = before.clone();
+            mark_done(&mut saga, index, result.clone());
+            saga.steps[index + 1].attempts += 1;
+            saga.updated_unix_ms = now_unix_ms();
+            if let Some(audit) = &audit {
+                ctx.append_audit(audit.to_bytes());
+            }
+            record::put(ctx, &saga)
+        });
+        let ahead = DecidedAhead {
+            index: index + 1,
+            refusal: decision.err().map(|refusal| refusal.to_string()),
+        };
+        Some((ahead, progress))
+    }
+
+    /// One call of a step, here or on its region's node. `ahead`: a message decided
+    /// and made durable by the local step before (taken if it is this call's), or
+    /// where this call, a local step, leaves the next one's.
     async fn call(
         &self,
         saga: &mut SagaRecord,
         index: usize,
         direction: StepDirection,
+        ahead: &mut Option<DecidedAhead>,
     ) -> Result<StepCall, StorageError> {
         let step = &saga.steps[index];
         let request = StepRequest {
@@ -536,6 +621,11 @@ impl SagaEngine {
             fields: saga.input.clone(),
         };
         if step.region == self.region {
+            let decided = match direction {
+                StepDirection::Execute => self.decide_ahead(saga, index),
+                StepDirection::Compensate => None,
+            };
+            let (decided, progress) = decided.unzip();
             return Ok(
                 match participant::run_once(
                     &self.store,
@@ -543,10 +633,16 @@ impl SagaEngine {
                     &self.jurisdiction,
                     &self.region,
                     request,
+                    progress,
                 )
                 .await
                 {
-                    Ok(result) => StepCall::Done(result),
+                    Ok(done) => {
+                        // Found done by an earlier run: nothing was written now, so the
+                        // next message is decided (and made durable) when it goes.
+                        *ahead = decided.filter(|_| done.recorded_now);
+                        StepCall::Done(done.result)
+                    }
                     Err(ParticipantError::Step(StepError::Rejected(reason))) => {
                         StepCall::Refused(reason)
                     }
@@ -555,15 +651,26 @@ impl SagaEngine {
                 },
             );
         }
-        let wit_fields = fields::to_wit(&saga.input);
-        let (decision, audit) =
-            self.guard
-                .decide_step_message(&saga.saga_type, &step.name, &wit_fields, &step.region);
         let step = step.clone();
-        // The decision is durable before the message leaves, with the saga's progress.
-        self.persist_with(saga, audit).await?;
-        if let Err(refusal) = decision {
-            return Ok(StepCall::Refused(refusal.to_string()));
+        // The decision is durable before the message leaves, with the saga's progress:
+        // written by the local step before it, or now.
+        let refusal = match ahead.take() {
+            Some(decided) if decided.index == index && direction == StepDirection::Execute => {
+                decided.refusal
+            }
+            _ => {
+                let (decision, audit) = self.guard.decide_step_message(
+                    &saga.saga_type,
+                    &step.name,
+                    &fields::to_wit(&saga.input),
+                    &step.region,
+                );
+                self.persist_with(saga, audit).await?;
+                decision.err().map(|refusal| refusal.to_string())
+            }
+        };
+        if let Some(refusal) = refusal {
+            return Ok(StepCall::Refused(refusal));
         }
         let fields_json = match serde_json::to_string(&saga.input) {
             Ok(json) => json,
@@ -603,5 +710,25 @@ impl SagaEngine {
             Err(error @ ForwardError::UnknownRegion(_)) => StepCall::Refused(error.to_string()),
             Err(other) => StepCall::Transient(other.to_string()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saga_ids_are_time_ordered_and_unique() {
+        let earlier = new_saga_id(1_700_000_000_000);
+        let later = new_saga_id(1_700_000_000_001);
+        assert!(earlier < later, "{earlier} !< {later}");
+        let parsed = uuid::Uuid::parse_str(&earlier).expect("a uuid");
+        assert_eq!(parsed.get_version_num(), 7);
+        let same_ms: HashSet<String> = (0..1000).map(|_| new_saga_id(1_700_000_000_000)).collect();
+        assert_eq!(
+            same_ms.len(),
+            1000,
+            "random bits differ within a millisecond"
+        );
     }
 }

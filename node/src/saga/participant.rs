@@ -68,11 +68,35 @@ fn read_u64(bytes: Option<Vec<u8>>) -> u64 {
         .unwrap_or(0)
 }
 
+/// More to write in the commit that records a step, given its result: the
+/// orchestrator's saga record when the step runs on its own node (one commit where two
+/// were).
+pub type Progress =
+    Arc<dyn Fn(&mut WriteContext<'_>, &Fields) -> Result<(), StorageError> + Send + Sync>;
+
+/// A step's result, and whether this call's commit recorded it (and wrote its
+/// `Progress`) or an earlier run had (nothing written now).
+#[derive(Debug)]
+pub struct StepDone {
+    pub result: Fields,
+    pub recorded_now: bool,
+}
+
+impl StepDone {
+    fn earlier(result: Fields) -> Self {
+        Self {
+            result,
+            recorded_now: false,
+        }
+    }
+}
+
 /// Raised inside the step's commit when another run of the same step committed first.
 const ALREADY_DONE: &str = "already done by an earlier request";
 
 /// Runs `request` on this node (region `region`) with the active saga-step plugin of
 /// `jurisdiction`; returns the step's result, from storage if it ran before.
+/// `progress` is written in the commit that records the step, if this call's does.
 ///
 /// A compensation of a step that never executed here writes only its record: nothing
 /// to undo, and the record bars a late execute of that step (refused).
@@ -82,10 +106,8 @@ pub async fn run_once(
     jurisdiction: &str,
     region: &str,
     request: StepRequest,
-) -> Result<Fields, ParticipantError> {
-    if let Some(result) = check(store, &request)? {
-        return Ok(result);
-    }
+    progress: Option<Progress>,
+) -> Result<StepDone, ParticipantError> {
     let opposite = StepRequest {
         direction: match request.direction {
             StepDirection::Execute => StepDirection::Compensate,
@@ -93,7 +115,10 @@ pub async fn run_once(
         },
         ..request.clone()
     };
-    let opposite_done = state(store, &done_key(&opposite))?.is_some();
+    let (recorded, opposite_done) = check(store, &request, &done_key(&opposite))?;
+    if let Some(result) = recorded {
+        return Ok(StepDone::earlier(result));
+    }
     match request.direction {
         StepDirection::Execute if opposite_done => {
             return Err(StepError::Rejected(format!(
@@ -103,7 +128,9 @@ pub async fn run_once(
             .into());
         }
         StepDirection::Compensate if !opposite_done => {
-            return mark_compensated_unrun(store, &request, done_key(&opposite)).await;
+            return mark_compensated_unrun(store, &request, done_key(&opposite))
+                .await
+                .map(StepDone::earlier);
         }
         _ => {}
     }
@@ -138,10 +165,14 @@ pub async fn run_once(
                 "the step was compensated before it ran".into(),
             ));
         }
-        let bytes = serde_json::to_vec(&fields::from_wit(result))
+        let result = fields::from_wit(result);
+        let bytes = serde_json::to_vec(&result)
             .map_err(|e| StepError::Storage(StorageError::Transaction(e.to_string())))?;
         ctx.put_state(done.clone(), bytes);
         ctx.put_state(epoch.clone(), given.max(seen).to_be_bytes().to_vec());
+        if let Some(progress) = &progress {
+            progress(ctx, &result).map_err(StepError::Storage)?;
+        }
         Ok(())
     };
     let outcome = plugin
@@ -156,13 +187,19 @@ pub async fn run_once(
         )
         .await;
     match outcome {
-        Ok(result) => Ok(fields::from_wit(&result)),
-        Err(StepError::Retryable(reason)) if reason == ALREADY_DONE => Ok(check(store, &request)?
-            .ok_or_else(|| {
+        Ok(result) => Ok(StepDone {
+            result: fields::from_wit(&result),
+            recorded_now: true,
+        }),
+        Err(StepError::Retryable(reason)) if reason == ALREADY_DONE => {
+            let (recorded, _) = check(store, &request, &done_key(&opposite))?;
+            Ok(StepDone::earlier(recorded.ok_or_else(|| {
                 StepError::Retryable("step record vanished after a concurrent run".into())
-            })?),
+            })?))
+        }
         Err(StepError::Rejected(reason)) if reason.starts_with("fenced:") => {
-            let seen = read_u64(state(store, &epoch_key(&request.saga_id))?);
+            let [epoch] = store.state_values([epoch_key(&request.saga_id).as_str()])?;
+            let seen = read_u64(epoch);
             Err(ParticipantError::Fenced {
                 saga: request.saga_id,
                 seen,
@@ -199,17 +236,19 @@ async fn mark_compensated_unrun(
     Ok(Vec::new())
 }
 
-fn state(store: &Store, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-    Ok(store
-        .state_with_prefix(key)?
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v))
-}
-
-/// The stored result if the step ran before; refuses a request of an older epoch.
-fn check(store: &Store, request: &StepRequest) -> Result<Option<Fields>, ParticipantError> {
-    let seen = read_u64(state(store, &epoch_key(&request.saga_id))?);
+/// The stored result if the step ran before, and whether the opposite direction
+/// (`opposite_key`) was recorded, in one snapshot; refuses a request of an older epoch.
+fn check(
+    store: &Store,
+    request: &StepRequest,
+    opposite_key: &str,
+) -> Result<(Option<Fields>, bool), ParticipantError> {
+    let [epoch, done, opposite] = store.state_values([
+        epoch_key(&request.saga_id).as_str(),
+        done_key(request).as_str(),
+        opposite_key,
+    ])?;
+    let seen = read_u64(epoch);
     if seen > request.epoch {
         return Err(ParticipantError::Fenced {
             saga: request.saga_id.clone(),
@@ -217,10 +256,12 @@ fn check(store: &Store, request: &StepRequest) -> Result<Option<Fields>, Partici
             given: request.epoch,
         });
     }
-    match state(store, &done_key(request))? {
-        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
-            StorageError::Transaction(format!("corrupt step record: {e}"))
-        })?)),
-        None => Ok(None),
-    }
+    let done = match done {
+        Some(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .map_err(|e| StorageError::Transaction(format!("corrupt step record: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok((done, opposite.is_some()))
 }

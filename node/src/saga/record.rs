@@ -189,13 +189,8 @@ pub fn put(ctx: &mut WriteContext<'_>, record: &SagaRecord) -> Result<(), Storag
 }
 
 pub fn load(store: &Store, id: &str) -> Result<Option<SagaRecord>, StorageError> {
-    let key = record_key(id);
-    store
-        .state_with_prefix(&key)?
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, bytes)| decode(&bytes))
-        .transpose()
+    let [bytes] = store.state_values([record_key(id).as_str()])?;
+    bytes.map(|bytes| decode(&bytes)).transpose()
 }
 
 /// Every saga this node started, oldest first by id order of storage.

@@ -124,6 +124,20 @@ impl Store {
         self.writer.submit(statement).await
     }
 
+    /// The committed node-state records of `keys`, read in one snapshot (`None`: absent).
+    pub fn state_values<const N: usize>(
+        &self,
+        keys: [&str; N],
+    ) -> Result<[Option<Vec<u8>>; N], StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(NODE_STATE)?;
+        let mut out = [const { None }; N];
+        for (slot, key) in out.iter_mut().zip(keys) {
+            *slot = table.get(key)?.map(|value| value.value().to_vec());
+        }
+        Ok(out)
+    }
+
     /// Committed node-state records whose key starts with `prefix`, in key order.
     pub fn state_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let txn = self.db.begin_read()?;
@@ -307,4 +321,29 @@ fn load_catalog(db: &Database) -> Result<CatalogCache, StorageError> {
         cache.by_name.insert(name, Arc::new(def));
     }
     Ok(cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn state_values_reads_exactly_the_keys_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("node.redb")).expect("store");
+        store
+            .write(|ctx| {
+                ctx.put_state("saga/x".into(), b"1".to_vec());
+                ctx.put_state("saga/x/y".into(), b"2".to_vec());
+                Ok::<_, StorageError>(())
+            })
+            .await
+            .expect("write");
+        let [x, prefix, missing] = store
+            .state_values(["saga/x", "saga/", "saga/z"])
+            .expect("read");
+        assert_eq!(x.as_deref(), Some(&b"1"[..]));
+        assert_eq!(prefix, None, "a prefix of stored keys is not a key");
+        assert_eq!(missing, None);
+    }
 }
