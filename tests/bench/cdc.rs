@@ -16,7 +16,7 @@ use anyhow::Context;
 use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
 use domicile_tests::{Client, KafkaBroker, Mesh, TestNode};
 
-use super::{Measurement, Options, ms};
+use super::{Measurement, Options, ms, versus_cells};
 
 const TABLE: &str = "(id BIGINT PRIMARY KEY, region TEXT NOT NULL, name TEXT, email TEXT, \
                      balance DECIMAL(18,2) NOT NULL)";
@@ -61,16 +61,7 @@ async fn write_cost(options: &Options) -> anyhow::Result<()> {
     for clients in [1usize, 8] {
         let with = inserts(&node, "with_cdc", clients, options.seconds).await?;
         let without = inserts(&node, "without_cdc", clients, options.seconds).await?;
-        println!(
-            "| {clients} | {:.3} / {:.3} | {:.0} | {:.3} / {:.3} | {:.0} | {:.2}x |",
-            ms(with.percentile(0.5)),
-            ms(with.percentile(0.99)),
-            with.throughput(),
-            ms(without.percentile(0.5)),
-            ms(without.percentile(0.99)),
-            without.throughput(),
-            with.throughput() / without.throughput()
-        );
+        println!("| {clients} | {} |", versus_cells(&with, &without));
     }
     Ok(())
 }

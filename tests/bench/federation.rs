@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use domicile_tests::{Mesh, TestNode};
 
-use super::{Measurement, Options, Workload, domicile_workload, load_domicile, ms};
+use super::{Measurement, Options, Workload, domicile_workload, load_domicile, ms, versus_cells};
 
 const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
 
@@ -127,15 +127,9 @@ async fn local_point_reads(options: &Options) -> anyhow::Result<()> {
         let on = domicile_workload(&cached, Workload::PointSelect, clients, options).await?;
         let off = domicile_workload(&uncached, Workload::PointSelect, clients, options).await?;
         println!(
-            "| {} rows | {clients} | {:.3} / {:.3} | {:.0} | {:.3} / {:.3} | {:.0} | {:.2}x |",
+            "| {} rows | {clients} | {} |",
             options.rows,
-            ms(on.percentile(0.5)),
-            ms(on.percentile(0.99)),
-            on.throughput(),
-            ms(off.percentile(0.5)),
-            ms(off.percentile(0.99)),
-            off.throughput(),
-            on.throughput() / off.throughput(),
+            versus_cells(&on, &off)
         );
     }
     Ok(())

@@ -247,16 +247,7 @@ async fn guard_overhead(options: &Options) -> anyhow::Result<()> {
     for (label, user, workload) in cases {
         let with = domicile_workload_as(&on, user, workload, 1, options).await?;
         let without = domicile_workload_as(&off, user, workload, 1, options).await?;
-        println!(
-            "| {label} | {:.3} / {:.3} | {:.0} | {:.3} / {:.3} | {:.0} | {:.2}x |",
-            ms(with.percentile(0.5)),
-            ms(with.percentile(0.99)),
-            with.throughput(),
-            ms(without.percentile(0.5)),
-            ms(without.percentile(0.99)),
-            without.throughput(),
-            with.throughput() / without.throughput(),
-        );
+        println!("| {label} | {} |", versus_cells(&with, &without));
     }
     Ok(())
 }
@@ -502,6 +493,21 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The cells of an "on vs off" row: p50 / p99 ms and ops/s of each, and the ratio of
+/// their throughputs.
+fn versus_cells(on: &Measurement, off: &Measurement) -> String {
+    format!(
+        "{:.3} / {:.3} | {:.0} | {:.3} / {:.3} | {:.0} | {:.2}x",
+        ms(on.percentile(0.5)),
+        ms(on.percentile(0.99)),
+        on.throughput(),
+        ms(off.percentile(0.5)),
+        ms(off.percentile(0.99)),
+        off.throughput(),
+        on.throughput() / off.throughput(),
+    )
 }
 
 fn print_row(workload: Workload, clients: usize, system: &str, m: &Measurement) {
