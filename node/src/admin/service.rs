@@ -228,7 +228,7 @@ impl Admin for AdminService {
             .start(&body.saga_type, input, &body.idempotency_key)
             .await
             .map_err(saga_status)?;
-        tracing::info!(user = %principal.user, saga = %saga.id, "saga start requested");
+        tracing::info!(user = %principal.user, saga = %saga.id, saga_type = %saga.saga_type, "saga start requested");
         if body.wait_ms == 0 {
             return saga_reply(&saga);
         }

@@ -109,7 +109,15 @@ impl Peer for PeerService {
             None,
         )
         .await;
-        tracing::info!(orchestrator = %caller, saga = %saga, step = %name, ok = outcome.is_ok(), "saga step run for a peer");
+        // Per step, so debug when it went through; a failure is worth a line at info.
+        match &outcome {
+            Ok(_) => {
+                tracing::debug!(orchestrator = %caller, saga = %saga, step = %name, "saga step run for a peer")
+            }
+            Err(error) => {
+                tracing::info!(orchestrator = %caller, saga = %saga, step = %name, error = %error, "saga step for a peer failed")
+            }
+        }
         let result = outcome.map_err(participant_status)?;
         let fields_json = serde_json::to_string(&result.result)
             .map_err(|e| Status::internal(format!("cannot encode the step result: {e}")))?;

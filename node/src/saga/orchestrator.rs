@@ -272,7 +272,8 @@ impl SagaEngine {
             .write(move |ctx| record::insert_or_existing(ctx, fresh))
             .await?;
         if created {
-            tracing::info!(saga = %saga.id, saga_type, "saga started");
+            // The start path (admin API, SQL) logs the request with its user at info.
+            tracing::debug!(saga = %saga.id, saga_type, "saga started");
         }
         if created {
             self.spawn_drive(saga.id.clone(), Some(saga.clone()));
@@ -448,7 +449,9 @@ impl SagaEngine {
             if saga.state == SagaState::Running {
                 saga.state = SagaState::Committed;
                 self.persist(&mut saga).await?;
-                tracing::info!(saga = %saga.id, "saga committed");
+                // The usual end: debug (per saga); compensations and stuck sagas are
+                // logged at info and warn.
+                tracing::debug!(saga = %saga.id, "saga committed");
                 return Ok(());
             }
         }

@@ -260,7 +260,7 @@ impl ExecutionPlan for StartSagaExec {
                 )
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            tracing::info!(user = %user, saga = %saga.id, "saga start requested from SQL");
+            tracing::info!(user = %user, saga = %saga.id, saga_type = %saga.saga_type, "saga start requested from SQL");
             let batch: RecordBatch = saga_batch(std::slice::from_ref(&saga))?;
             match projection {
                 Some(projection) => Ok(batch.project(&projection)?),
