@@ -111,6 +111,12 @@ async fn worker(
         // The orchestrating node may be down: retry with the same key a few times.
         for _ in 0..5 {
             let started = match session(&mesh, orchestrator).await {
+                // Every other transfer waits for its end: its saga is recorded by
+                // the first step's commit when that step runs on the orchestrator.
+                Ok(mut s) if n % 2 == 0 => s
+                    .start_saga_settled("transfer", &fields, &key, Duration::from_secs(1))
+                    .await
+                    .map(|_| ()),
                 Ok(mut s) => s.start_saga("transfer", &fields, &key).await.map(|_| ()),
                 Err(e) => Err(e),
             };

@@ -249,6 +249,67 @@ async fn transfers_commit_once_and_refusals_compensate() {
         "{shown}"
     );
 
+    // A caller who waits gets the saga recorded by its first step's commit. An
+    // overdraft refused there is recorded all the same, with one attempt, and
+    // compensated; nothing moved.
+    let wait = Duration::from_secs(30);
+    let overdraft = transfer(1001, 2001, "eu-central", 1_000_000);
+    let saga = session
+        .start_saga_settled("transfer", &overdraft, "k-6", wait)
+        .await
+        .expect("start and wait");
+    assert_eq!(saga.state, SagaState::Compensated, "{saga:?}");
+    assert_eq!(saga.steps[0].attempts, 1, "{saga:?}");
+    assert_eq!(saga.steps[0].state, StepState::Pending, "{saga:?}");
+    assert!(
+        saga.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("insufficient funds"),
+        "{saga:?}"
+    );
+    // The same key, waited for again, is the same saga (k-5 committed above).
+    let again = session
+        .start_saga_settled(
+            "transfer",
+            &transfer(1001, 2001, "eu-central", 100),
+            "k-5",
+            wait,
+        )
+        .await
+        .expect("start k-5 again");
+    assert_eq!(again.state, SagaState::Committed, "{again:?}");
+    // Eight callers with one key at once: each runs the debit, one commit records the
+    // saga, the others' commits are called off; all get that saga, the money moves once.
+    let endpoint = format!("http://{}", us.admin.expect("admin API"));
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                AdminSession::connect(&endpoint, "writer", "writer-pw")
+                    .await
+                    .expect("admin session")
+                    .start_saga_settled(
+                        "transfer",
+                        &transfer(1001, 2001, "eu-central", 100),
+                        "k-7",
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .expect("racing start")
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for start in racing {
+        let saga = start.await.expect("task");
+        assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
+        ids.insert(saga.id);
+    }
+    assert_eq!(ids.len(), 1, "one saga per key: {ids:?}");
+    assert_eq!(balance(us, 1001).await, "88.00");
+    assert_eq!(balance(eu, 2001).await, "17.00");
+
     // Support sees every saga in SQL.
     let mut reader = us.client("reader").await.expect("login");
     let rows = reader
@@ -260,20 +321,23 @@ async fn transfers_commit_once_and_refusals_compensate() {
         [
             "committed",
             "committed",
+            "committed",
+            "compensated",
             "compensated",
             "compensated",
             "compensated"
         ]
     );
     // Every step message was decided by the US policy and audited once: the credits
-    // of k-1, k-2 and k-5 went, k-4's was refused, k-3 stopped at its debit.
+    // of k-1, k-2, k-5 and k-7 went (k-7's racing starts decided it eight times, one
+    // commit kept its entry), k-4's was refused, k-3 and k-6 stopped at their debit.
     let audit = reader
         .query("SELECT decision FROM system.audit WHERE path = 'saga-step' ORDER BY decision")
         .await
         .expect("audit");
     assert_eq!(
         column_strings(&audit, "decision"),
-        ["allow", "allow", "allow", "deny"]
+        ["allow", "allow", "allow", "allow", "deny"]
     );
 }
 

@@ -32,6 +32,13 @@ struct Options {
     cdc: bool,
     /// Measure cross-region transfers as sagas.
     sagas: bool,
+    /// How many times each many-client saga measurement runs (runs on one machine
+    /// spread by several percent; the median of a few says more than one).
+    runs: usize,
+    /// Sagas on loopback only (skip the simulated WAN).
+    loopback_only: bool,
+    /// Client counts of the many-client saga measurements (besides one client).
+    saga_clients: Vec<usize>,
     /// Measure federated queries over the WAN (cold, cached) and the local row cache.
     federation: bool,
 }
@@ -46,6 +53,9 @@ fn parse_options() -> anyhow::Result<Options> {
         wan: false,
         cdc: false,
         sagas: false,
+        runs: 1,
+        loopback_only: false,
+        saga_clients: vec![32],
         federation: false,
     };
     let mut args = std::env::args().skip(1);
@@ -60,10 +70,18 @@ fn parse_options() -> anyhow::Result<Options> {
             "--wan" => options.wan = true,
             "--cdc" => options.cdc = true,
             "--sagas" => options.sagas = true,
+            "--runs" => options.runs = value()?.parse::<usize>()?.max(1),
+            "--loopback-only" => options.loopback_only = true,
+            "--clients" => {
+                options.saga_clients = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()?;
+            }
             "--federation" => options.federation = true,
             other => anyhow::bail!(
                 "unknown argument {other} (--rows N --seconds S --postgres URL --seed N \
-                 --guard | --wan | --cdc | --sagas | --federation)"
+                 --guard | --wan | --cdc | --sagas [--runs N --loopback-only --clients N,M] | --federation)"
             ),
         }
     }

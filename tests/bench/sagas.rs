@@ -26,10 +26,15 @@ pub(crate) async fn sagas(options: &Options) -> anyhow::Result<()> {
     println!(
         "| link us-east ↔ eu-central | clients | committed/s | p50 ms | p99 ms \
          | us-east commits per saga | us-east statements per commit \
-         | eu-central commits per saga |"
+         | eu-central commits per saga | writer busy us-east / eu-central | us-east commit ms |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for rtt in [None, Some(Duration::from_millis(80))] {
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let links: &[Option<Duration>] = if options.loopback_only {
+        &[None]
+    } else {
+        &[None, Some(Duration::from_millis(80))]
+    };
+    for &rtt in links {
         let mesh = Mesh::start(&["us-east", "eu-central"])?;
         if let Some(rtt) = rtt {
             mesh.set_rtt("us-east", "eu-central", rtt);
@@ -61,16 +66,26 @@ pub(crate) async fn sagas(options: &Options) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("no admin"))?
         );
         let (us, eu) = (mesh.node("us-east"), mesh.node("eu-central"));
-        for clients in [1usize, 32] {
-            let (us_before, eu_before) = (commits(us).await?, commits(eu).await?);
+        let cells = std::iter::once(1usize).chain(
+            options
+                .saga_clients
+                .iter()
+                .flat_map(|&clients| std::iter::repeat_n(clients, options.runs)),
+        );
+        let mut many: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+        for clients in cells {
+            let (us_before, eu_before) = (writer(us).await?, writer(eu).await?);
+            let started = Instant::now();
             let m = run(&endpoint, clients, options.seconds).await?;
-            let (us_after, eu_after) = (commits(us).await?, commits(eu).await?);
+            let wall_us = started.elapsed().as_micros().max(1) as f64;
+            let (us_work, eu_work) = (
+                writer(us).await?.since(&us_before),
+                writer(eu).await?.since(&eu_before),
+            );
             let sagas = m.latencies.len().max(1) as f64;
-            let us_commits = us_after.0.saturating_sub(us_before.0) as f64;
-            let us_statements = us_after.1.saturating_sub(us_before.1) as f64;
-            let eu_commits = eu_after.0.saturating_sub(eu_before.0) as f64;
             println!(
-                "| {} | {clients} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} |",
+                "| {} | {clients} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} \
+                 | {:.0} % / {:.0} % | {:.2} |",
                 rtt.map_or("loopback".to_string(), |r| format!(
                     "{} ms RTT",
                     r.as_millis()
@@ -78,30 +93,70 @@ pub(crate) async fn sagas(options: &Options) -> anyhow::Result<()> {
                 m.throughput(),
                 ms(m.percentile(0.5)),
                 ms(m.percentile(0.99)),
-                us_commits / sagas,
-                us_statements / us_commits.max(1.0),
-                eu_commits / sagas,
+                us_work.commits / sagas,
+                us_work.statements / us_work.commits.max(1.0),
+                eu_work.commits / sagas,
+                100.0 * us_work.busy_us / wall_us,
+                100.0 * eu_work.busy_us / wall_us,
+                us_work.commit_us / us_work.commits.max(1.0) / 1000.0,
+            );
+            if clients > 1 {
+                many.entry(clients).or_default().push(m.throughput());
+            }
+        }
+        for (clients, mut runs) in many.into_iter().filter(|(_, runs)| runs.len() > 1) {
+            runs.sort_by(f64::total_cmp);
+            println!(
+                "median of {} runs at {clients} clients: {:.0}/s (min {:.0}, max {:.0})",
+                runs.len(),
+                runs[runs.len() / 2],
+                runs[0],
+                runs[runs.len() - 1]
             );
         }
     }
     Ok(())
 }
 
-/// The node's fsync'd commits and the statements they carried, since it started
-/// (`system.node`): group commit shares one commit among concurrent statements.
-async fn commits(node: &TestNode) -> anyhow::Result<(u64, u64)> {
+/// What a node's storage writer did since it started (`system.node`): fsync'd commits,
+/// the statements they carried (group commit shares one commit among concurrent
+/// statements), and the time it was busy, and committing, in microseconds.
+struct WriterWork {
+    commits: f64,
+    statements: f64,
+    busy_us: f64,
+    commit_us: f64,
+}
+
+impl WriterWork {
+    fn since(&self, before: &WriterWork) -> WriterWork {
+        WriterWork {
+            commits: self.commits - before.commits,
+            statements: self.statements - before.statements,
+            busy_us: self.busy_us - before.busy_us,
+            commit_us: self.commit_us - before.commit_us,
+        }
+    }
+}
+
+async fn writer(node: &TestNode) -> anyhow::Result<WriterWork> {
     let mut client = node.client("admin").await?;
     let batches = client
-        .query("SELECT commits, statements_committed FROM system.node")
+        .query("SELECT commits, statements_committed, writer_busy_us, commit_us FROM system.node")
         .await?;
-    let read = |column: &str| -> anyhow::Result<u64> {
+    let read = |column: &str| -> anyhow::Result<f64> {
         column_strings(&batches, column)
             .first()
             .ok_or_else(|| anyhow::anyhow!("system.node has no row"))?
             .parse()
             .map_err(|e| anyhow::anyhow!("{column}: {e}"))
     };
-    Ok((read("commits")?, read("statements_committed")?))
+    Ok(WriterWork {
+        commits: read("commits")?,
+        statements: read("statements_committed")?,
+        busy_us: read("writer_busy_us")?,
+        commit_us: read("commit_us")?,
+    })
 }
 
 async fn run(endpoint: &str, clients: usize, seconds: u64) -> anyhow::Result<Measurement> {

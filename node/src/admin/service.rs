@@ -223,22 +223,20 @@ impl Admin for AdminService {
         let body = request.into_inner();
         let input = serde_json::from_str(&body.fields_json)
             .map_err(|e| Status::invalid_argument(format!("fields_json: {e}")))?;
+        // With a wait, the answer comes when the saga ended, or as it stands when the
+        // wait ran out.
         let saga = self
             .sagas
-            .start(&body.saga_type, input, &body.idempotency_key)
+            .start(
+                &body.saga_type,
+                input,
+                &body.idempotency_key,
+                wait_limit(body.wait_ms),
+            )
             .await
             .map_err(saga_status)?;
         tracing::info!(user = %principal.user, saga = %saga.id, saga_type = %saga.saga_type, "saga start requested");
-        if body.wait_ms == 0 {
-            return saga_reply(&saga);
-        }
-        // Recorded already: a failed or expired wait still answers with the saga.
-        let settled = self
-            .sagas
-            .wait_settled(&saga.id, wait_limit(body.wait_ms))
-            .await
-            .map_err(saga_status)?;
-        saga_reply(settled.as_ref().unwrap_or(&saga))
+        saga_reply(&saga)
     }
 
     async fn get_saga(

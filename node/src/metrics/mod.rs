@@ -50,6 +50,8 @@ pub struct Metrics {
     storage_commits: Gauge,
     storage_statements_committed: Gauge,
     storage_rows_read: Gauge,
+    storage_writer_busy_us: Gauge,
+    storage_commit_us: Gauge,
     plugin_calls: Family<PluginLabels, Gauge>,
     plugin_errors: Family<PluginLabels, Gauge>,
     plugin_timeouts: Family<PluginLabels, Gauge>,
@@ -238,6 +240,19 @@ impl Metrics {
             "rows decoded from storage since start",
             storage_rows_read.clone(),
         );
+        let storage_writer_busy_us = Gauge::default();
+        registry.register(
+            "storage_writer_busy_microseconds",
+            "time the single storage writer spent on batches since start (its rate near \
+             1 s/s: writes are bound by the writer)",
+            storage_writer_busy_us.clone(),
+        );
+        let storage_commit_us = Gauge::default();
+        registry.register(
+            "storage_commit_microseconds",
+            "of the writer's busy time, the part spent committing (page writes, fsync)",
+            storage_commit_us.clone(),
+        );
         let plugin_calls = Family::<PluginLabels, Gauge>::default();
         registry.register(
             "plugin_calls",
@@ -280,6 +295,8 @@ impl Metrics {
             storage_commits,
             storage_statements_committed,
             storage_rows_read,
+            storage_writer_busy_us,
+            storage_commit_us,
         }
     }
 
@@ -303,13 +320,20 @@ impl Metrics {
     }
 
     /// Copies storage counters into gauges just before a scrape.
-    pub fn observe_storage(&self, commits: u64, statements: u64, rows_read: u64) {
-        self.storage_commits
-            .set(i64::try_from(commits).unwrap_or(i64::MAX));
-        self.storage_statements_committed
-            .set(i64::try_from(statements).unwrap_or(i64::MAX));
-        self.storage_rows_read
-            .set(i64::try_from(rows_read).unwrap_or(i64::MAX));
+    pub fn observe_storage(&self, store: &crate::storage::Store) {
+        let gauges = [
+            (&self.storage_commits, store.commits()),
+            (
+                &self.storage_statements_committed,
+                store.statements_committed(),
+            ),
+            (&self.storage_rows_read, store.rows_read()),
+            (&self.storage_writer_busy_us, store.writer_busy_us()),
+            (&self.storage_commit_us, store.commit_us()),
+        ];
+        for (gauge, value) in gauges {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
     }
 
     /// Copies the active plugins' call statistics into gauges just before a scrape.

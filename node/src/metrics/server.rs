@@ -31,11 +31,7 @@ pub async fn serve_metrics(listener: TcpListener, state: MetricsState) -> std::i
 }
 
 async fn scrape(State(state): State<MetricsState>) -> impl IntoResponse {
-    state.metrics.observe_storage(
-        state.store.commits(),
-        state.store.statements_committed(),
-        state.store.rows_read(),
-    );
+    state.metrics.observe_storage(&state.store);
     state.metrics.observe_plugins(&state.plugins);
     let store = state.store.clone();
     let backlog = tokio::task::spawn_blocking(move || store.outbox_backlog())

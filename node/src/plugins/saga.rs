@@ -56,6 +56,10 @@ pub enum StepError {
     /// Rows the step read kept changing under it; retry later.
     #[error("step lost {STEP_CONFLICT_ATTEMPTS} commit races in a row; retry later")]
     Conflict,
+    /// What the caller writes with the step (`run_step`'s `also`) found the step no
+    /// longer wanted, and called the commit off: nothing was written.
+    #[error("step called off by its caller: {0}")]
+    Withdrawn(String),
     #[error(transparent)]
     Plugin(#[from] CallError),
     #[error(transparent)]

@@ -111,6 +111,31 @@ fn new_saga_id(now_unix_ms: u64) -> String {
         .to_string()
 }
 
+/// Ended, or waiting for support: nothing changes it on its own any more.
+fn is_settled(state: SagaState) -> bool {
+    state.is_terminal() || state == SagaState::Stuck
+}
+
+/// Why a saga compensates when its step `step` was refused.
+fn refused(step: &str, reason: &str) -> String {
+    format!("step {step} refused: {reason}")
+}
+
+/// The request for step `index` of `saga` in `direction`.
+fn step_request(saga: &SagaRecord, index: usize, direction: StepDirection) -> StepRequest {
+    StepRequest {
+        saga_id: saga.id.clone(),
+        saga_type: saga.saga_type.clone(),
+        step: saga.steps[index].name.clone(),
+        direction,
+        epoch: saga.epoch,
+        fields: saga.input.clone(),
+    }
+}
+
+/// A saga to drive as `start` left it: its record and the message it decided ahead.
+type Claimed = (SagaRecord, Option<DecidedAhead>);
+
 /// Step `index` done with `result`, as `execute` records it.
 fn mark_done(saga: &mut SagaRecord, index: usize, result: Fields) {
     let step = &mut saga.steps[index];
@@ -183,25 +208,24 @@ impl SagaEngine {
         id: &str,
         wait: Duration,
     ) -> Result<Option<SagaRecord>, SagaError> {
-        let settled = |state: SagaState| state.is_terminal() || state == SagaState::Stuck;
         let deadline = tokio::time::Instant::now() + wait;
         // Subscribed before reading, so no change between the two is missed.
         let mut changes = self.changes.subscribe();
         let saga = self.get(id)?;
-        if saga.as_ref().is_none_or(|s| settled(s.state)) {
+        if saga.as_ref().is_none_or(|s| is_settled(s.state)) {
             return Ok(saga);
         }
         loop {
             match tokio::time::timeout_at(deadline, changes.recv()).await {
                 // Only this saga's end is worth a read of the log.
-                Ok(Ok((changed, state))) if &*changed == id && settled(state) => {
+                Ok(Ok((changed, state))) if &*changed == id && is_settled(state) => {
                     return self.get(id);
                 }
                 Ok(Ok(_)) => {}
                 // Missed some changes: the log says where it stands.
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
                     let saga = self.get(id)?;
-                    if saga.as_ref().is_none_or(|s| settled(s.state)) {
+                    if saga.as_ref().is_none_or(|s| is_settled(s.state)) {
                         return Ok(saga);
                     }
                 }
@@ -212,10 +236,42 @@ impl SagaEngine {
         }
     }
 
-    /// Records a new saga (durably, before answering) and starts driving it; the same
-    /// idempotency key returns the saga it started first, whatever the input.
+    /// Records a new saga (durably, before answering) and drives it; the same
+    /// idempotency key returns the saga it started first, whatever the input. With a
+    /// `wait`, answers once the saga has ended, or as it stands when the wait runs out.
+    ///
+    /// A caller who waits needs no answer before the first step: when that step runs
+    /// here, its commit records the saga too (as Temporal's eager workflow start hands
+    /// the first task over with the start), one commit less on the way to the answer.
     pub async fn start(
         self: &Arc<Self>,
+        saga_type: &str,
+        input: Fields,
+        idempotency_key: &str,
+        wait: Duration,
+    ) -> Result<SagaRecord, SagaError> {
+        let fresh = self.fresh_record(saga_type, input, idempotency_key)?;
+        let eager = !wait.is_zero()
+            && fresh
+                .steps
+                .first()
+                .is_some_and(|step| step.region == self.region);
+        let saga = if !eager {
+            self.record_and_drive(fresh).await?
+        } else if let Some(existing) = record::by_key(&self.store, idempotency_key)? {
+            self.adopt(existing)
+        } else {
+            self.start_eagerly(fresh).await?
+        };
+        if wait.is_zero() || is_settled(saga.state) {
+            return Ok(saga);
+        }
+        Ok(self.wait_settled(&saga.id, wait).await?.unwrap_or(saga))
+    }
+
+    /// A new saga of `saga_type`, its steps placed by the active plugin's declaration.
+    fn fresh_record(
+        &self,
         saga_type: &str,
         input: Fields,
         idempotency_key: &str,
@@ -254,7 +310,7 @@ impl SagaEngine {
             })
             .collect::<Result<Vec<_>, SagaError>>()?;
         let now = now_unix_ms();
-        let fresh = SagaRecord {
+        Ok(SagaRecord {
             id: new_saga_id(now),
             saga_type: saga_type.to_string(),
             idempotency_key: idempotency_key.to_string(),
@@ -266,21 +322,78 @@ impl SagaEngine {
             created_unix_ms: now,
             updated_unix_ms: now,
             last_error: None,
-        };
+        })
+    }
+
+    /// Writes `saga` unless its idempotency key started one already, and drives
+    /// whichever it is.
+    async fn record_and_drive(self: &Arc<Self>, saga: SagaRecord) -> Result<SagaRecord, SagaError> {
         let (saga, created) = self
             .store
-            .write(move |ctx| record::insert_or_existing(ctx, fresh))
+            .write(move |ctx| record::insert_or_existing(ctx, saga))
             .await?;
-        if created {
-            // The start path (admin API, SQL) logs the request with its user at info.
-            tracing::debug!(saga = %saga.id, saga_type, "saga started");
+        if !created {
+            return Ok(self.adopt(saga));
         }
-        if created {
-            self.spawn_drive(saga.id.clone(), Some(saga.clone()));
-        } else if saga.state.is_driven() {
+        // The start path (admin API, SQL) logs the request with its user at info.
+        tracing::debug!(saga = %saga.id, saga_type = %saga.saga_type, "saga started");
+        self.announce(&saga);
+        self.spawn_drive(saga.id.clone(), Some((saga.clone(), None)));
+        Ok(saga)
+    }
+
+    /// An existing saga asked for again: driven on if it is not finished and no task
+    /// drives it (after a restart that had not resumed it yet, say).
+    fn adopt(self: &Arc<Self>, saga: SagaRecord) -> SagaRecord {
+        if saga.state.is_driven() {
             self.spawn_drive(saga.id.clone(), None);
         }
-        Ok(saga)
+        saga
+    }
+
+    /// Runs the first step (here) of `fresh`, with the saga's record, its idempotency
+    /// key and the next step's message decision in the step's commit, then drives the
+    /// rest. Until that commit the saga exists nowhere, so no other drive can hold it;
+    /// if the key was taken meanwhile, the commit is called off and the first saga is
+    /// answered. A first step that is refused or fails is recorded as such, and the saga
+    /// goes on as if started the usual way (compensated, or the step retried).
+    async fn start_eagerly(self: &Arc<Self>, fresh: SagaRecord) -> Result<SagaRecord, SagaError> {
+        let mut saga = fresh.clone();
+        saga.state = SagaState::Running;
+        saga.steps[0].attempts = 1;
+        let (ahead, progress) = self.progress_of(&saga, 0, true);
+        let outcome = participant::run_once(
+            &self.store,
+            &self.plugins,
+            &self.jurisdiction,
+            &self.region,
+            step_request(&saga, 0, StepDirection::Execute),
+            progress,
+        )
+        .await;
+        match outcome {
+            Ok(done) if done.recorded_now => {
+                tracing::debug!(saga = %saga.id, saga_type = %saga.saga_type, "saga started with its first step");
+                mark_done(&mut saga, 0, done.result);
+                self.announce(&saga);
+                self.spawn_drive(saga.id.clone(), Some((saga.clone(), ahead)));
+                return Ok(saga);
+            }
+            Err(ParticipantError::Step(StepError::Withdrawn(_))) => {
+                return self.record_and_drive(fresh).await;
+            }
+            Err(ParticipantError::Step(StepError::Rejected(reason))) => {
+                saga.last_error = Some(refused(&saga.steps[0].name, &reason));
+                saga.steps[0].last_error = Some(reason);
+                saga.state = SagaState::Compensating;
+            }
+            // Not done: a transient failure (a fresh saga cannot be fenced or found
+            // done earlier); the drive retries the step.
+            Ok(_) => {}
+            Err(error) => saga.steps[0].last_error = Some(error.to_string()),
+        }
+        saga.updated_unix_ms = now_unix_ms();
+        self.record_and_drive(saga).await
     }
 
     pub fn get(&self, id: &str) -> Result<Option<SagaRecord>, SagaError> {
@@ -353,7 +466,7 @@ impl SagaEngine {
         Ok(saga)
     }
 
-    fn spawn_drive(self: &Arc<Self>, id: String, claimed: Option<SagaRecord>) {
+    fn spawn_drive(self: &Arc<Self>, id: String, claimed: Option<Claimed>) {
         if *self.stopping.borrow() {
             return;
         }
@@ -405,36 +518,40 @@ impl SagaEngine {
                 record::put(ctx, &copy)
             })
             .await?;
-        // No receiver (nobody waiting) is not an error.
-        let _ = self.changes.send((Arc::from(saga.id.as_str()), saga.state));
+        self.announce(saga);
         Ok(())
     }
 
+    /// Tells waiters (`wait_settled`) that `saga`'s durable state changed.
+    fn announce(&self, saga: &SagaRecord) {
+        // No receiver (nobody waiting) is not an error.
+        let _ = self.changes.send((Arc::from(saga.id.as_str()), saga.state));
+    }
+
     /// Drives saga `id` to its end. `claimed`: the record `start` just wrote with epoch 1
-    /// for this drive; otherwise the drive reads the log and raises the epoch (durably)
-    /// first.
+    /// for this drive, and the next message if it decided it ahead; otherwise the drive
+    /// reads the log and raises the epoch (durably) first.
     ///
     /// A step's completion reaches the saga record with the next commit the saga makes,
     /// not on its own: a crash in between re-runs the step, which answers with its
     /// recorded result (exactly once). A step run here whose next step runs elsewhere
     /// writes that record itself, in its own commit, with the next message's residency
     /// decision (`decide_ahead`), so the message leaves without another commit.
-    async fn drive(&self, id: &str, claimed: Option<SagaRecord>) -> Result<(), SagaError> {
-        let mut saga = match claimed {
-            Some(saga) => saga,
+    async fn drive(&self, id: &str, claimed: Option<Claimed>) -> Result<(), SagaError> {
+        let (mut saga, mut ahead) = match claimed {
+            Some(claimed) => claimed,
             None => {
                 let mut saga = record::load(&self.store, id)?
                     .ok_or_else(|| SagaError::NotFound(id.to_string()))?;
                 saga.epoch += 1;
                 self.persist(&mut saga).await?;
-                saga
+                (saga, None)
             }
         };
         if saga.state == SagaState::Pending {
             saga.state = SagaState::Running;
         }
         if saga.state == SagaState::Running {
-            let mut ahead = None;
             for index in 0..saga.steps.len() {
                 if saga.steps[index].state != StepState::Pending {
                     continue;
@@ -499,10 +616,7 @@ impl SagaEngine {
                 }
                 StepCall::Refused(reason) => {
                     saga.steps[index].last_error = Some(reason.clone());
-                    return Ok(Some(format!(
-                        "step {} refused: {reason}",
-                        saga.steps[index].name
-                    )));
+                    return Ok(Some(refused(&saga.steps[index].name, &reason)));
                 }
                 StepCall::Fenced => return Err(SagaError::Fenced(saga.id.clone())),
                 StepCall::Transient(reason) => {
@@ -566,42 +680,67 @@ impl SagaEngine {
         }
     }
 
-    /// Decides now the message of the step after `index` if that step runs in another
-    /// region, and returns it with what the commit of step `index` (run here) must also
-    /// write so that the message may leave at once: its audit entry and the saga's
-    /// progress (step `index` done, the next one's attempt counted), as `execute` will
-    /// have it in memory then.
-    fn decide_ahead(
+    /// What the commit of step `index`, run here, writes besides the step, and the
+    /// message it decides ahead. If the step after it runs in another region, that
+    /// message is decided now, and the commit writes its audit entry and the saga's
+    /// progress (step `index` done, the next one's attempt counted, as `execute` will
+    /// have it in memory then): the message may leave at once. For a saga not recorded
+    /// yet (`new`, see `start_eagerly`), the commit records it with its idempotency key,
+    /// unless the key was taken meanwhile (`StepError::Withdrawn`: nothing is written).
+    fn progress_of(
         &self,
         saga: &SagaRecord,
         index: usize,
-    ) -> Option<(DecidedAhead, participant::Progress)> {
-        let next = saga.steps.get(index + 1)?;
-        if next.region == self.region || next.state != StepState::Pending {
-            return None;
-        }
-        let (decision, audit) = self.guard.decide_step_message(
-            &saga.saga_type,
-            &next.name,
-            &fields::to_wit(&saga.input),
-            &next.region,
-        );
+        new: bool,
+    ) -> (Option<DecidedAhead>, Option<participant::Progress>) {
+        let next = saga
+            .steps
+            .get(index + 1)
+            .filter(|next| next.region != self.region && next.state == StepState::Pending);
+        let decided = next.map(|next| {
+            self.guard.decide_step_message(
+                &saga.saga_type,
+                &next.name,
+                &fields::to_wit(&saga.input),
+                &next.region,
+            )
+        });
+        let (ahead, audit) = match decided {
+            Some((decision, audit)) => (
+                Some(DecidedAhead {
+                    index: index + 1,
+                    refusal: decision.err().map(|refusal| refusal.to_string()),
+                }),
+                audit,
+            ),
+            None if new => (None, None),
+            None => return (None, None),
+        };
+        let counts_next = ahead.is_some();
         let before = saga.clone();
         let progress: participant::Progress = Arc::new(move |ctx, result| {
             let mut saga = before.clone();
             mark_done(&mut saga, index, result.clone());
-            saga.steps[index + 1].attempts += 1;
+            if counts_next {
+                saga.steps[index + 1].attempts += 1;
+            }
             saga.updated_unix_ms = now_unix_ms();
+            if new {
+                if !record::insert_new(ctx, &saga)? {
+                    return Err(StepError::Withdrawn(
+                        "another start with the same idempotency key recorded its saga first"
+                            .into(),
+                    ));
+                }
+            } else {
+                record::put(ctx, &saga)?;
+            }
             if let Some(audit) = &audit {
                 ctx.append_audit(audit.to_bytes());
             }
-            record::put(ctx, &saga)
+            Ok(())
         });
-        let ahead = DecidedAhead {
-            index: index + 1,
-            refusal: decision.err().map(|refusal| refusal.to_string()),
-        };
-        Some((ahead, progress))
+        (ahead, Some(progress))
     }
 
     /// One call of a step, here or on its region's node. `ahead`: a message decided
@@ -615,20 +754,12 @@ impl SagaEngine {
         ahead: &mut Option<DecidedAhead>,
     ) -> Result<StepCall, StorageError> {
         let step = &saga.steps[index];
-        let request = StepRequest {
-            saga_id: saga.id.clone(),
-            saga_type: saga.saga_type.clone(),
-            step: step.name.clone(),
-            direction,
-            epoch: saga.epoch,
-            fields: saga.input.clone(),
-        };
+        let request = step_request(saga, index, direction);
         if step.region == self.region {
-            let decided = match direction {
-                StepDirection::Execute => self.decide_ahead(saga, index),
-                StepDirection::Compensate => None,
+            let (decided, progress) = match direction {
+                StepDirection::Execute => self.progress_of(saga, index, false),
+                StepDirection::Compensate => (None, None),
             };
-            let (decided, progress) = decided.unzip();
             return Ok(
                 match participant::run_once(
                     &self.store,

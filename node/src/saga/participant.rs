@@ -70,9 +70,10 @@ fn read_u64(bytes: Option<Vec<u8>>) -> u64 {
 
 /// More to write in the commit that records a step, given its result: the
 /// orchestrator's saga record when the step runs on its own node (one commit where two
-/// were).
+/// were). An error calls the whole commit off, the step's writes included
+/// (`StepError::Withdrawn` when the saga itself is no longer wanted).
 pub type Progress =
-    Arc<dyn Fn(&mut WriteContext<'_>, &Fields) -> Result<(), StorageError> + Send + Sync>;
+    Arc<dyn Fn(&mut WriteContext<'_>, &Fields) -> Result<(), StepError> + Send + Sync>;
 
 /// A step's result, and whether this call's commit recorded it (and wrote its
 /// `Progress`) or an earlier run had (nothing written now).
@@ -171,7 +172,7 @@ pub async fn run_once(
         ctx.put_state(done.clone(), bytes);
         ctx.put_state(epoch.clone(), given.max(seen).to_be_bytes().to_vec());
         if let Some(progress) = &progress {
-            progress(ctx, &result).map_err(StepError::Storage)?;
+            progress(ctx, &result)?;
         }
         Ok(())
     };

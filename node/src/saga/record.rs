@@ -170,16 +170,48 @@ pub fn insert_or_existing(
     ctx: &mut WriteContext<'_>,
     record: SagaRecord,
 ) -> Result<(SagaRecord, bool), StorageError> {
-    let key = idempotency_key(&record.idempotency_key);
-    if let Some(id) = ctx.get_state(&key)? {
-        let id = String::from_utf8_lossy(&id).into_owned();
-        if let Some(bytes) = ctx.get_state(&record_key(&id))? {
-            return Ok((decode(&bytes)?, false));
-        }
+    if let Some(existing) = by_key_in(ctx, &record.idempotency_key)? {
+        return Ok((existing, false));
     }
-    ctx.put_state(key, record.id.as_bytes().to_vec());
-    ctx.put_state(record_key(&record.id), encode(&record)?);
+    insert_unchecked(ctx, &record)?;
     Ok((record, true))
+}
+
+/// Inside a write: stores `record` as a new saga with its idempotency key, unless a
+/// saga holds that key already (then writes nothing and returns `false`).
+pub fn insert_new(ctx: &mut WriteContext<'_>, record: &SagaRecord) -> Result<bool, StorageError> {
+    if by_key_in(ctx, &record.idempotency_key)?.is_some() {
+        return Ok(false);
+    }
+    insert_unchecked(ctx, record)?;
+    Ok(true)
+}
+
+fn insert_unchecked(ctx: &mut WriteContext<'_>, record: &SagaRecord) -> Result<(), StorageError> {
+    ctx.put_state(
+        idempotency_key(&record.idempotency_key),
+        record.id.as_bytes().to_vec(),
+    );
+    put(ctx, record)
+}
+
+fn by_key_in(ctx: &mut WriteContext<'_>, key: &str) -> Result<Option<SagaRecord>, StorageError> {
+    let Some(id) = ctx.get_state(&idempotency_key(key))? else {
+        return Ok(None);
+    };
+    let id = String::from_utf8_lossy(&id).into_owned();
+    ctx.get_state(&record_key(&id))?
+        .map(|bytes| decode(&bytes))
+        .transpose()
+}
+
+/// The saga started with idempotency key `key`, if any.
+pub fn by_key(store: &Store, key: &str) -> Result<Option<SagaRecord>, StorageError> {
+    let [id] = store.state_values([idempotency_key(key).as_str()])?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    load(store, &String::from_utf8_lossy(&id))
 }
 
 /// Inside a write: stores `record` as the saga's new state.

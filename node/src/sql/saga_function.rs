@@ -257,6 +257,7 @@ impl ExecutionPlan for StartSagaExec {
                     &request.saga_type,
                     request.input.clone(),
                     &request.idempotency_key,
+                    std::time::Duration::ZERO,
                 )
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;

@@ -182,6 +182,8 @@ fn node(store: &Store, identity: &NodeIdentity) -> Result<RecordBatch> {
             Field::new("rows_read", DataType::UInt64, false),
             Field::new("commits", DataType::UInt64, false),
             Field::new("statements_committed", DataType::UInt64, false),
+            Field::new("writer_busy_us", DataType::UInt64, false),
+            Field::new("commit_us", DataType::UInt64, false),
         ],
         vec![
             Arc::new(StringArray::from(vec![identity.region.to_string()])),
@@ -192,6 +194,8 @@ fn node(store: &Store, identity: &NodeIdentity) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from(vec![store.rows_read()])),
             Arc::new(UInt64Array::from(vec![store.commits()])),
             Arc::new(UInt64Array::from(vec![store.statements_committed()])),
+            Arc::new(UInt64Array::from(vec![store.writer_busy_us()])),
+            Arc::new(UInt64Array::from(vec![store.commit_us()])),
         ],
     )
 }

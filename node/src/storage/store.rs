@@ -40,6 +40,11 @@ pub(super) struct StoreCounters {
     pub(super) rows_read: AtomicU64,
     pub(super) commits: AtomicU64,
     pub(super) statements_committed: AtomicU64,
+    /// Time the writer spent on batches (running statements and committing) and, of
+    /// that, in redb's commit (page writes and fsync), in microseconds: how close the
+    /// single writer is to saturation, and what bounds it.
+    pub(super) writer_busy_us: AtomicU64,
+    pub(super) commit_us: AtomicU64,
     pub(super) outbox_head: watch::Sender<u64>,
     pub(super) stream_head: watch::Sender<u64>,
     /// The cache of committed rows, once the node attached one.
@@ -69,6 +74,8 @@ impl Store {
             rows_read: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             statements_committed: AtomicU64::new(0),
+            writer_busy_us: AtomicU64::new(0),
+            commit_us: AtomicU64::new(0),
             outbox_head: watch::Sender::new(change_log::change_head(&db)?),
             stream_head: watch::Sender::new(stream_head),
             row_cache: std::sync::OnceLock::new(),
@@ -225,6 +232,16 @@ impl Store {
 
     pub fn statements_committed(&self) -> u64 {
         self.counters.statements_committed.load(Ordering::Relaxed)
+    }
+
+    /// Microseconds the writer has been busy since start (statements and commits).
+    pub fn writer_busy_us(&self) -> u64 {
+        self.counters.writer_busy_us.load(Ordering::Relaxed)
+    }
+
+    /// Microseconds of that spent committing (page writes and fsync).
+    pub fn commit_us(&self) -> u64 {
+        self.counters.commit_us.load(Ordering::Relaxed)
     }
 
     fn catalog_read(&self) -> std::sync::RwLockReadGuard<'_, CatalogCache> {

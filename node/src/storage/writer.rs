@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
@@ -165,6 +166,7 @@ fn commit_batch(
     batch: Vec<Box<dyn QueuedStatement>>,
     carry_over: &mut VecDeque<Box<dyn QueuedStatement>>,
 ) {
+    let started = Instant::now();
     let mut txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(error) => {
@@ -247,7 +249,14 @@ fn commit_batch(
             let _ = txn.abort();
             Err(error)
         }
-        (Ok(()), None) => txn.commit().map_err(StorageError::from),
+        (Ok(()), None) => {
+            let committing = Instant::now();
+            let committed = txn.commit().map_err(StorageError::from);
+            counters
+                .commit_us
+                .fetch_add(micros(committing.elapsed()), Ordering::Relaxed);
+            committed
+        }
     };
     if result.is_ok() {
         counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -281,7 +290,14 @@ fn commit_batch(
             counters.stream_head.send_replace(head);
         }
     }
+    counters
+        .writer_busy_us
+        .fetch_add(micros(started.elapsed()), Ordering::Relaxed);
     for finish in finishes {
         finish(result.clone());
     }
+}
+
+fn micros(elapsed: std::time::Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
