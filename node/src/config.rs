@@ -65,6 +65,31 @@ pub struct NodeConfig {
     pub federation: FederationConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// The storage writer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Under contention, how long a group commit may wait for more statements before it
+    /// fsyncs, in microseconds (only when the previous commit carried several and fewer
+    /// are waiting; a lone writer never waits). 0 turns the wait off.
+    #[serde(default = "default_commit_window_us")]
+    pub commit_window_us: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            commit_window_us: default_commit_window_us(),
+        }
+    }
+}
+
+fn default_commit_window_us() -> u64 {
+    crate::limits::COMMIT_WINDOW_DEFAULT_US
 }
 
 /// The hybrid cache (memory + disk under `<data_dir>/cache`).
@@ -458,6 +483,15 @@ impl NodeConfig {
                 "must list host:port pairs separated by commas",
             ));
         }
+        if self.storage.commit_window_us > crate::limits::COMMIT_WINDOW_MAX_US {
+            return Err(invalid(
+                "storage.commit_window_us",
+                format!(
+                    "must be at most {} (COMMIT_WINDOW_MAX_US); a commit waits no longer",
+                    crate::limits::COMMIT_WINDOW_MAX_US
+                ),
+            ));
+        }
         if self.saga.step_timeout_ms == 0 {
             return Err(invalid("saga.step_timeout_ms", "must be at least 1"));
         }
@@ -523,6 +557,7 @@ home_region = "eu-central"
     fn a_good_config_loads_with_defaults() {
         let config = load(GOOD).expect("valid");
         assert_eq!(config.auth.token_ttl_secs, 3600);
+        assert_eq!(config.storage.commit_window_us, 200);
         assert_eq!(config.users[0].role(), Role::Writer);
         assert!(config.data_dir.ends_with("data") && config.data_dir.is_absolute());
     }
@@ -561,6 +596,10 @@ home_region = "eu-central"
             (
                 format!("{GOOD}\n[plugins]\ncall_deadline_ms = 0\n"),
                 "plugins.call_deadline_ms",
+            ),
+            (
+                format!("{GOOD}\n[storage]\ncommit_window_us = 60000\n"),
+                "storage.commit_window_us",
             ),
             (
                 GOOD.replace(

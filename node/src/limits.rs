@@ -12,6 +12,10 @@ pub const CELL_SIZE_MAX_BYTES: usize = 1 << 20;
 pub const STATEMENT_ROWS_MAX: usize = 100_000;
 /// Most statements folded into one fsync'd storage commit (group commit).
 pub const COMMIT_BATCH_STATEMENTS_MAX: usize = 256;
+/// How long a contended group commit waits for more statements by default, and at
+/// most (`storage.commit_window_us`), in microseconds.
+pub const COMMIT_WINDOW_DEFAULT_US: u64 = 200;
+pub const COMMIT_WINDOW_MAX_US: u64 = 10_000;
 /// Queue of statements waiting for the storage writer.
 pub const WRITE_QUEUE_STATEMENTS_MAX: usize = 4096;
 /// Rows per Arrow batch produced by a table scan.

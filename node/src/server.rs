@@ -79,7 +79,8 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
         let database: PathBuf = config.data_dir.join("domicile.redb");
-        let store = Store::open(&database)
+        let commit_window = std::time::Duration::from_micros(config.storage.commit_window_us);
+        let store = Store::open_with_window(&database, commit_window)
             .with_context(|| format!("cannot open storage at {}", database.display()))?;
         let cache = NodeCache::open(&config.data_dir.join("cache"), config.cache.clone())
             .await

@@ -39,6 +39,8 @@ struct Options {
     loopback_only: bool,
     /// Client counts of the many-client saga measurements (besides one client).
     saga_clients: Vec<usize>,
+    /// Storage commit windows to measure sagas with (`None`: the node's default).
+    commit_windows_us: Vec<Option<u64>>,
     /// Measure federated queries over the WAN (cold, cached) and the local row cache.
     federation: bool,
 }
@@ -56,6 +58,7 @@ fn parse_options() -> anyhow::Result<Options> {
         runs: 1,
         loopback_only: false,
         saga_clients: vec![32],
+        commit_windows_us: vec![None],
         federation: false,
     };
     let mut args = std::env::args().skip(1);
@@ -72,6 +75,12 @@ fn parse_options() -> anyhow::Result<Options> {
             "--sagas" => options.sagas = true,
             "--runs" => options.runs = value()?.parse::<usize>()?.max(1),
             "--loopback-only" => options.loopback_only = true,
+            "--commit-window-us" => {
+                options.commit_windows_us = value()?
+                    .split(',')
+                    .map(|us| us.trim().parse::<u64>().map(Some))
+                    .collect::<Result<_, _>>()?;
+            }
             "--clients" => {
                 options.saga_clients = value()?
                     .split(',')
@@ -81,7 +90,7 @@ fn parse_options() -> anyhow::Result<Options> {
             "--federation" => options.federation = true,
             other => anyhow::bail!(
                 "unknown argument {other} (--rows N --seconds S --postgres URL --seed N \
-                 --guard | --wan | --cdc | --sagas [--runs N --loopback-only --clients N,M] | --federation)"
+                 --guard | --wan | --cdc | --sagas [--runs N --loopback-only --clients N,M --commit-window-us A,B] | --federation)"
             ),
         }
     }

@@ -9,9 +9,10 @@
 # seed scenario's round trips (80, 160, 170 ms) on the links;
 # `run.sh --cdc [--seconds S]` CDC write cost (on vs off), relay events/s, and end-to-end
 # lag (embedded transport, with and without WAN; Kafka via tansu, which must be installed);
-# `run.sh --sagas [--seconds S] [--runs N] [--loopback-only] [--clients 32,64]` transfers
-# as sagas (us-east → eu-central), loopback and 80 ms RTT, 1 and 32 (or the given) clients,
-# each many-client run N times, with the median;
+# `run.sh --sagas [--seconds S] [--runs N] [--loopback-only] [--clients 32,64]
+# [--commit-window-us 0,200]` transfers as sagas (us-east → eu-central), loopback and 80 ms
+# RTT, 1 and 32 (or the given) clients, each many-client run N times, with the median; with
+# each given storage commit window (default: the node's);
 # `run.sh --federation [--seconds S]` federated queries over the simulated WAN, cold and
 # cached, and local point reads with the row cache on and off.
 set -euo pipefail

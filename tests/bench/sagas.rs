@@ -24,18 +24,29 @@ const ACCOUNTS_PER_REGION: i64 = 1000;
 pub(crate) async fn sagas(options: &Options) -> anyhow::Result<()> {
     println!();
     println!(
-        "| link us-east ↔ eu-central | clients | committed/s | p50 ms | p99 ms \
+        "| link us-east ↔ eu-central | commit window µs | clients | committed/s | p50 ms | p99 ms \
          | us-east commits per saga | us-east statements per commit \
-         | eu-central commits per saga | writer busy us-east / eu-central | us-east commit ms |"
+         | eu-central commits per saga | writer busy us-east / eu-central | us-east commit ms \
+         | CPU ms per saga us-east / eu-central |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let links: &[Option<Duration>] = if options.loopback_only {
         &[None]
     } else {
         &[None, Some(Duration::from_millis(80))]
     };
-    for &rtt in links {
-        let mesh = Mesh::start(&["us-east", "eu-central"])?;
+    let cases = links.iter().flat_map(|&rtt| {
+        options
+            .commit_windows_us
+            .iter()
+            .map(move |&window| (rtt, window))
+    });
+    for (rtt, window) in cases {
+        // The node's default window unless one is given.
+        let storage = window.map_or(String::new(), |us| {
+            format!("\n[storage]\ncommit_window_us = {us}\n")
+        });
+        let mesh = Mesh::start_with(&["us-east", "eu-central"], &storage)?;
         if let Some(rtt) = rtt {
             mesh.set_rtt("us-east", "eu-central", rtt);
         }
@@ -75,21 +86,32 @@ pub(crate) async fn sagas(options: &Options) -> anyhow::Result<()> {
         let mut many: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
         for clients in cells {
             let (us_before, eu_before) = (writer(us).await?, writer(eu).await?);
+            let cpu_before = (us.cpu_seconds(), eu.cpu_seconds());
             let started = Instant::now();
             let m = run(&endpoint, clients, options.seconds).await?;
             let wall_us = started.elapsed().as_micros().max(1) as f64;
+            let cpu_ms = |before: Option<f64>, node: &TestNode| -> String {
+                match (before, node.cpu_seconds()) {
+                    (Some(before), Some(after)) => format!(
+                        "{:.2}",
+                        (after - before) * 1000.0 / m.latencies.len().max(1) as f64
+                    ),
+                    _ => "-".into(),
+                }
+            };
             let (us_work, eu_work) = (
                 writer(us).await?.since(&us_before),
                 writer(eu).await?.since(&eu_before),
             );
             let sagas = m.latencies.len().max(1) as f64;
             println!(
-                "| {} | {clients} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} \
-                 | {:.0} % / {:.0} % | {:.2} |",
+                "| {} | {} | {clients} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} \
+                 | {:.0} % / {:.0} % | {:.2} | {} / {} |",
                 rtt.map_or("loopback".to_string(), |r| format!(
                     "{} ms RTT",
                     r.as_millis()
                 )),
+                window.map_or("default".to_string(), |us| us.to_string()),
                 m.throughput(),
                 ms(m.percentile(0.5)),
                 ms(m.percentile(0.99)),
@@ -99,6 +121,8 @@ pub(crate) async fn sagas(options: &Options) -> anyhow::Result<()> {
                 100.0 * us_work.busy_us / wall_us,
                 100.0 * eu_work.busy_us / wall_us,
                 us_work.commit_us / us_work.commits.max(1.0) / 1000.0,
+                cpu_ms(cpu_before.0, us),
+                cpu_ms(cpu_before.1, eu),
             );
             if clients > 1 {
                 many.entry(clients).or_default().push(m.throughput());
@@ -107,8 +131,10 @@ pub(crate) async fn sagas(options: &Options) -> anyhow::Result<()> {
         for (clients, mut runs) in many.into_iter().filter(|(_, runs)| runs.len() > 1) {
             runs.sort_by(f64::total_cmp);
             println!(
-                "median of {} runs at {clients} clients: {:.0}/s (min {:.0}, max {:.0})",
+                "median of {} runs at {clients} clients, commit window {}: {:.0}/s \
+                 (min {:.0}, max {:.0})",
                 runs.len(),
+                window.map_or("default".to_string(), |us| format!("{us} µs")),
                 runs[runs.len() / 2],
                 runs[0],
                 runs[runs.len() - 1]

@@ -378,6 +378,20 @@ impl TestNode {
         format!("http://{}", self.flight_sql)
     }
 
+    /// CPU time (user + system, all threads) the running node process has used, from
+    /// `/proc` (Linux; `None` elsewhere or when it is not running). Benchmarks divide it
+    /// by the work done: unlike throughput, it does not move with the disk's latency.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14
+        // and 15 of the line, in clock ticks (USER_HZ, 100 on Linux).
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    }
+
     /// All log output of every start of this node.
     pub fn logs(&self) -> String {
         let mut out = String::new();

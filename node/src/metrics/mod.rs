@@ -52,6 +52,7 @@ pub struct Metrics {
     storage_rows_read: Gauge,
     storage_writer_busy_us: Gauge,
     storage_commit_us: Gauge,
+    storage_commit_waits: Gauge,
     plugin_calls: Family<PluginLabels, Gauge>,
     plugin_errors: Family<PluginLabels, Gauge>,
     plugin_timeouts: Family<PluginLabels, Gauge>,
@@ -253,6 +254,12 @@ impl Metrics {
             "of the writer's busy time, the part spent committing (page writes, fsync)",
             storage_commit_us.clone(),
         );
+        let storage_commit_waits = Gauge::default();
+        registry.register(
+            "storage_commit_waits",
+            "group commits that waited for more statements (storage.commit_window_us)",
+            storage_commit_waits.clone(),
+        );
         let plugin_calls = Family::<PluginLabels, Gauge>::default();
         registry.register(
             "plugin_calls",
@@ -297,6 +304,7 @@ impl Metrics {
             storage_rows_read,
             storage_writer_busy_us,
             storage_commit_us,
+            storage_commit_waits,
         }
     }
 
@@ -330,6 +338,7 @@ impl Metrics {
             (&self.storage_rows_read, store.rows_read()),
             (&self.storage_writer_busy_us, store.writer_busy_us()),
             (&self.storage_commit_us, store.commit_us()),
+            (&self.storage_commit_waits, store.commit_waits()),
         ];
         for (gauge, value) in gauges {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));

@@ -184,6 +184,7 @@ fn node(store: &Store, identity: &NodeIdentity) -> Result<RecordBatch> {
             Field::new("statements_committed", DataType::UInt64, false),
             Field::new("writer_busy_us", DataType::UInt64, false),
             Field::new("commit_us", DataType::UInt64, false),
+            Field::new("commit_waits", DataType::UInt64, false),
         ],
         vec![
             Arc::new(StringArray::from(vec![identity.region.to_string()])),
@@ -196,6 +197,7 @@ fn node(store: &Store, identity: &NodeIdentity) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from(vec![store.statements_committed()])),
             Arc::new(UInt64Array::from(vec![store.writer_busy_us()])),
             Arc::new(UInt64Array::from(vec![store.commit_us()])),
+            Arc::new(UInt64Array::from(vec![store.commit_waits()])),
         ],
     )
 }

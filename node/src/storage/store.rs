@@ -45,6 +45,8 @@ pub(super) struct StoreCounters {
     /// single writer is to saturation, and what bounds it.
     pub(super) writer_busy_us: AtomicU64,
     pub(super) commit_us: AtomicU64,
+    /// Batches that waited for more statements (`storage.commit_window_us`).
+    pub(super) commit_waits: AtomicU64,
     pub(super) outbox_head: watch::Sender<u64>,
     pub(super) stream_head: watch::Sender<u64>,
     /// The cache of committed rows, once the node attached one.
@@ -61,9 +63,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`, loads the catalog and starts the writer.
-    /// After a crash redb recovers to the last durable commit here.
+    /// Opens (or creates) the database at `path`, loads the catalog and starts the writer
+    /// with the default commit window. After a crash redb recovers to the last durable
+    /// commit here.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with_window(
+            path,
+            std::time::Duration::from_micros(crate::limits::COMMIT_WINDOW_DEFAULT_US),
+        )
+    }
+
+    /// `open`, with the writer's commit window (`storage.commit_window_us`).
+    pub fn open_with_window(
+        path: &Path,
+        commit_window: std::time::Duration,
+    ) -> Result<Self, StorageError> {
         let db = Arc::new(DatabaseHandle {
             db: Some(Database::create(path)?),
             closed: Arc::new(AtomicBool::new(false)),
@@ -76,11 +90,17 @@ impl Store {
             statements_committed: AtomicU64::new(0),
             writer_busy_us: AtomicU64::new(0),
             commit_us: AtomicU64::new(0),
+            commit_waits: AtomicU64::new(0),
             outbox_head: watch::Sender::new(change_log::change_head(&db)?),
             stream_head: watch::Sender::new(stream_head),
             row_cache: std::sync::OnceLock::new(),
         });
-        let writer = Writer::start(Arc::clone(&db), Arc::clone(&catalog), Arc::clone(&counters))?;
+        let writer = Writer::start(
+            Arc::clone(&db),
+            Arc::clone(&catalog),
+            Arc::clone(&counters),
+            commit_window,
+        )?;
         Ok(Self {
             db,
             catalog,
@@ -244,6 +264,11 @@ impl Store {
         self.counters.commit_us.load(Ordering::Relaxed)
     }
 
+    /// Group commits that waited for more statements (the commit window).
+    pub fn commit_waits(&self) -> u64 {
+        self.counters.commit_waits.load(Ordering::Relaxed)
+    }
+
     fn catalog_read(&self) -> std::sync::RwLockReadGuard<'_, CatalogCache> {
         // A poisoned lock means a writer panicked mid-update: the in-memory catalog can
         // no longer be trusted, and continuing would serve wrong schemas.
@@ -362,5 +387,67 @@ mod tests {
         assert_eq!(x.as_deref(), Some(&b"1"[..]));
         assert_eq!(prefix, None, "a prefix of stored keys is not a key");
         assert_eq!(missing, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_contended_commit_waits_for_siblings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let window = std::time::Duration::from_millis(10);
+        let store = Store::open_with_window(&dir.path().join("node.redb"), window).expect("store");
+        let put = |store: &Store, key: String| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |ctx| {
+                        ctx.put_state(key, b"v".to_vec());
+                        Ok::<_, StorageError>(())
+                    })
+                    .await
+                    .expect("write")
+            }
+        };
+        for i in 0..20 {
+            put(&store, format!("lone/{i}")).await;
+        }
+        assert_eq!(store.commits(), 20);
+        assert_eq!(store.commit_waits(), 0, "a lone writer never waits");
+
+        let burst: Vec<_> = (0..64).map(|i| put(&store, format!("burst/{i}"))).collect();
+        futures::future::join_all(burst).await;
+        assert_eq!(store.statements_committed(), 84);
+        assert!(store.commits() < 84, "concurrent statements share commits");
+
+        // Five statements queued while the writer is held: the next batch carries all
+        // five. The lone statement after it finds fewer waiting than that, so it gives
+        // them the window; the one after that is alone again and does not wait.
+        let (running, is_running) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |ctx| {
+                        let _ = running.send(());
+                        let _ = released.recv();
+                        ctx.put_state("held".into(), b"v".to_vec());
+                        Ok::<_, StorageError>(())
+                    })
+                    .await
+            }
+        });
+        is_running.await.expect("the held statement runs");
+        let queued: Vec<_> = (0..5)
+            .map(|i| tokio::spawn(put(&store, format!("queued/{i}"))))
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        release.send(()).expect("release");
+        held.await.expect("task").expect("held write");
+        for put in queued {
+            put.await.expect("task");
+        }
+        let before = store.commit_waits();
+        put(&store, "after/1".into()).await;
+        put(&store, "after/2".into()).await;
+        assert_eq!(store.commit_waits() - before, 1);
     }
 }
