@@ -1,7 +1,9 @@
 //! The bank test (after Jepsen's): 300 accounts over three regions, concurrent random
 //! cross-region transfers as sagas while a nemesis kills nodes with -9 and restarts
 //! them, cuts and heals links and adds latency; then everything heals and the sagas
-//! settle. Checks: every saga terminal; total money constant; no negative balance;
+//! settle. Every other transfer is started with a wait, so its saga is recorded by its
+//! first step's own commit (eager start) and that path faces the nemesis too. Checks:
+//! every saga terminal; total money constant; no negative balance;
 //! every balance equals its opening balance plus the committed transfers exactly (so
 //! no step applied twice, and no compensation missing).
 //!
