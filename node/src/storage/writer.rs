@@ -13,8 +13,9 @@
 //! several statements and fewer are waiting now, the writer gives the others up to the
 //! window to arrive, and goes as soon as as many are there. A commit costs about the
 //! same whether it carries four statements or eight (its pages and its fsync are
-//! shared), so under load fewer, fuller commits do more. A lone writer never waits:
-//! its previous batch was one statement.
+//! shared), so under load the same work takes fewer fsyncs (measured: about a fifth
+//! fewer in the saga bench, at the same throughput). A lone writer never waits: its
+//! previous batch was one statement.
 //!
 //! Serial execution is what makes `UPDATE t SET x = x - 10` lose no update: a statement
 //! reads the effects of every statement queued before it.
