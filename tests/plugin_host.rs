@@ -110,7 +110,7 @@ fn the_eu_policy_decides_as_its_readme_says() {
         fields: vec![("iban".into(), Value::Text("DE89370400440532013000".into()))],
     };
     assert!(matches!(
-        policy.may_send_step(&payload, "us-east", "eu-central"),
+        futures::executor::block_on(policy.may_send_step(&payload, "us-east", "eu-central")),
         Ok(Decision::Deny(_))
     ));
 }
@@ -404,5 +404,78 @@ fn printing_and_waiting_guests_under_a_current_thread_runtime() {
             .enable_all()
             .build()
             .expect("runtime")
+    });
+}
+
+/// The saga path awaits its policy calls on the caller's worker thread, where a guest
+/// runs on a fiber. On a current-thread runtime (one thread for everything), an
+/// infinite loop must still let other tasks run (the guest yields at every epoch tick)
+/// and stop at the deadline; a panicking or waiting guest fails closed.
+#[test]
+fn awaited_calls_share_their_thread_and_fail_closed() {
+    let deadline = Duration::from_millis(300);
+    let sandbox = PluginRuntime::new(PluginLimits {
+        call_deadline: deadline,
+        ..PluginLimits::default()
+    })
+    .expect("engine");
+    let looping =
+        ResidencyPolicyPlugin::load(&sandbox, &wasm("guest_infinite_loop")).expect("loop loads");
+    let trap = ResidencyPolicyPlugin::load(&sandbox, &wasm("guest_trap")).expect("trap loads");
+    let sleeper =
+        ResidencyPolicyPlugin::load(&sandbox, &wasm("guest_sleeper")).expect("sleeper loads");
+    let payload = StepPayload {
+        saga_type: "transfer-saga".into(),
+        step: "credit".into(),
+        fields: vec![("amount".into(), Value::Text("10.00".into()))],
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                loop {
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        let error = looping
+            .may_send_step(&payload, "us-east", "eu-central")
+            .await
+            .expect_err("an infinite loop has no answer");
+        let took = started.elapsed();
+        let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(error, CallError::Timeout { deadline_ms: 300 });
+        assert!(took >= deadline, "stopped before its deadline: {took:?}");
+        assert!(took < Duration::from_secs(5), "not stopped: {took:?}");
+        // Without yields the ticker would not run once while the guest spins.
+        assert!(
+            during >= 10,
+            "the one thread ran other tasks only {during} times during a {took:?} call"
+        );
+        assert_eq!(looping.stats().snapshot().timeouts, 1);
+
+        let error = trap
+            .may_send_step(&payload, "us-east", "eu-central")
+            .await
+            .expect_err("a panic is no answer");
+        assert!(matches!(error, CallError::Trap(_)), "{error:?}");
+        let error = sleeper
+            .may_send_step(&payload, "us-east", "eu-central")
+            .await
+            .expect_err("a wait is refused");
+        assert!(
+            matches!(&error, CallError::Trap(text) if text.contains("may not wait")),
+            "{error:?}"
+        );
+        ticker.abort();
     });
 }

@@ -8,13 +8,14 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use wasmtime::component::HasSelf;
 
-use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime};
+use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime, blocking};
 
 mod bindings {
     wasmtime::component::bindgen!({
         world: "cdc-redactor",
         path: "../wit",
         with: { "domicile:plugin/types": crate::plugins::residency::bindings::domicile::plugin::types },
+        exports: { default: async },
     });
 }
 
@@ -76,9 +77,10 @@ impl RedactorPlugin {
             secret: Arc::from(secret),
             stats: CallStats::default(),
         };
-        plugin
-            .runtime
-            .instantiate_trial(|s| plugin.pre.instantiate(s))?;
+        let pre = &plugin.pre;
+        plugin.runtime.instantiate_trial(|mut s| async move {
+            pre.instantiate_async(&mut s).await.map(drop)
+        })?;
         Ok(plugin)
     }
 
@@ -89,14 +91,17 @@ impl RedactorPlugin {
     /// Redacts a batch. The answer is checked: one entry per input event, and every
     /// remaining event's values match the returned columns.
     pub fn redact(&self, batch: &EventBatch) -> Result<RedactedBatch, CallError> {
-        let mut store = self.runtime.store();
-        store.data_mut().hmac_secret = Arc::clone(&self.secret);
-        let answer = self.runtime.call(
-            &self.stats,
-            &mut store,
-            |s| self.pre.instantiate(s),
-            |instance, s| instance.domicile_plugin_redactor().call_redact(s, batch),
-        )?;
+        let answer = blocking(async {
+            let mut store = self.runtime.store();
+            store.data_mut().hmac_secret = Arc::clone(&self.secret);
+            let instance = self.pre.instantiate_async(&mut store).await;
+            let instance = self
+                .runtime
+                .instantiated(&self.stats, &mut store, instance)?;
+            let call = instance.domicile_plugin_redactor();
+            let call = call.call_redact(&mut store, batch);
+            self.runtime.run(&self.stats, call).await
+        })?;
         let redacted = answer.map_err(|reason| {
             self.stats.record_rejected_answer();
             CallError::Trap(format!("redactor refused the batch: {reason}"))

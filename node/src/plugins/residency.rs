@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::limits::DENIAL_REASON_MAX_BYTES;
-use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime};
+use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime, blocking};
 
 /// Generates the shared `types` interface too; the other worlds' bindings reuse it
 /// (`with`), so a value or column is one Rust type whichever plugin it goes to.
@@ -12,6 +12,7 @@ pub(super) mod bindings {
         world: "residency-policy",
         path: "../wit",
         additional_derives: [PartialEq],
+        exports: { default: async },
     });
 }
 
@@ -56,23 +57,23 @@ impl ResidencyPolicyPlugin {
             runtime: Arc::clone(runtime),
             pre,
         };
-        plugin
-            .runtime
-            .instantiate_trial(|s| plugin.pre.instantiate(s))?;
+        let pre = &plugin.pre;
+        plugin.runtime.instantiate_trial(|mut s| async move {
+            pre.instantiate_async(&mut s).await.map(drop)
+        })?;
         Ok(plugin)
     }
 
-    fn call<T: Send>(
+    /// A fresh instance in a fresh store, deadline armed for the call.
+    async fn instance(
         &self,
-        run: impl FnOnce(
-            &bindings::ResidencyPolicy,
-            &mut wasmtime::Store<HostState>,
-        ) -> wasmtime::Result<T>
-        + Send,
-    ) -> Result<T, CallError> {
+    ) -> Result<(bindings::ResidencyPolicy, wasmtime::Store<HostState>), CallError> {
         let mut store = self.runtime.store();
-        self.runtime
-            .call(&self.stats, &mut store, |s| self.pre.instantiate(s), run)
+        let instance = self.pre.instantiate_async(&mut store).await;
+        let instance = self
+            .runtime
+            .instantiated(&self.stats, &mut store, instance)?;
+        Ok((instance, store))
     }
 
     /// Calls, errors, timeouts and time spent since this version was loaded.
@@ -82,9 +83,11 @@ impl ResidencyPolicyPlugin {
 
     /// (a) May these rows be stored in `regions[target]`?
     pub fn may_store(&self, batch: &RowBatch, target: u16) -> Result<BatchDecision, CallError> {
-        let decision = self.call(|i, s| {
-            i.domicile_plugin_residency()
-                .call_may_store(s, batch, target)
+        let decision = blocking(async {
+            let (i, mut s) = self.instance().await?;
+            let call = i.domicile_plugin_residency();
+            let call = call.call_may_store(&mut s, batch, target);
+            self.runtime.run(&self.stats, call).await
         })?;
         check_batch_decision(&decision, batch)
             .inspect_err(|_| self.stats.record_rejected_answer())?;
@@ -98,26 +101,29 @@ impl ResidencyPolicyPlugin {
         destination: u16,
         why: Purpose,
     ) -> Result<BatchDecision, CallError> {
-        let decision = self.call(|i, s| {
-            i.domicile_plugin_residency()
-                .call_may_leave(s, batch, destination, why)
+        let decision = blocking(async {
+            let (i, mut s) = self.instance().await?;
+            let call = i.domicile_plugin_residency();
+            let call = call.call_may_leave(&mut s, batch, destination, why);
+            self.runtime.run(&self.stats, call).await
         })?;
         check_batch_decision(&decision, batch)
             .inspect_err(|_| self.stats.record_rejected_answer())?;
         Ok(decision)
     }
 
-    /// (c) May a saga step payload go from `source` to `destination`?
-    pub fn may_send_step(
+    /// (c) May a saga step payload go from `source` to `destination`? Awaited on the
+    /// caller's worker thread (the orchestrator asks before every step message).
+    pub async fn may_send_step(
         &self,
         payload: &StepPayload,
         source: &str,
         destination: &str,
     ) -> Result<Decision, CallError> {
-        let decision = self.call(|i, s| {
-            i.domicile_plugin_residency()
-                .call_may_send_step(s, payload, source, destination)
-        })?;
+        let (i, mut s) = self.instance().await?;
+        let call = i.domicile_plugin_residency();
+        let call = call.call_may_send_step(&mut s, payload, source, destination);
+        let decision = self.runtime.run(&self.stats, call).await?;
         check_decision(&decision, None).inspect_err(|_| self.stats.record_rejected_answer())?;
         Ok(decision)
     }

@@ -1,12 +1,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder, Trap,
+    StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
@@ -20,11 +20,6 @@ const INSTANTIATION_DEADLINE: Duration = Duration::from_millis(100);
 /// instance ends; bounds the resident memory of idle slots.
 const MEMORY_KEEP_RESIDENT_BYTES: usize = 1 << 20;
 const TABLE_KEEP_RESIDENT_BYTES: usize = 64 << 10;
-
-fn deadline_ticks(deadline: Duration) -> u64 {
-    let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1);
-    u64::try_from(ticks).unwrap_or(u64::MAX)
-}
 
 /// Which world a plugin implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,6 +124,9 @@ pub(super) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
+    /// When the running instantiation or call is interrupted (checked at every epoch
+    /// tick; until then the guest yields to the executor at each tick).
+    deadline: Instant,
 }
 
 impl WasiView for HostState {
@@ -257,7 +255,7 @@ impl PluginRuntime {
     ) -> Result<InstancePre<HostState>, LoadError> {
         let component = self.compile(bytes)?;
         let mut linker = Linker::new(&self.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| forbid_waiting(&mut linker))
             .and_then(|()| add_imports(&mut linker))
             .map_err(|e| LoadError::Instantiation(format!("{e:#}")))?;
@@ -295,63 +293,34 @@ impl PluginRuntime {
                 wasi,
                 table: ResourceTable::new(),
                 limits,
+                deadline: Instant::now() + INSTANTIATION_DEADLINE.max(self.limits.call_deadline),
             },
         );
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(deadline_ticks(
-            INSTANTIATION_DEADLINE.max(self.limits.call_deadline),
-        ));
+        // At every tick: past the deadline the guest traps (`Trap::Interrupt`);
+        // before it, the guest's fiber yields, so a long call shares its worker thread
+        // with the node's other tasks instead of holding it for the whole deadline.
+        store.epoch_deadline_callback(|store| {
+            Ok(if Instant::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         store
     }
 
-    /// Arms the call deadline; instantiation ran under its own.
-    fn arm_call_deadline(&self, store: &mut Store<HostState>) {
-        store.set_epoch_deadline(deadline_ticks(self.limits.call_deadline));
-    }
-
-    /// One sandboxed call: instantiates a fresh instance in `store`, arms the deadline,
-    /// runs `run`, and records the outcome in `stats`. Every failure comes back
-    /// classified, for the caller to fail closed on.
-    ///
-    /// The guest never runs on an async runtime's worker thread: WASI's synchronous
-    /// bindings (a guest writing to stderr, e.g. its panic message) block on a Tokio
-    /// runtime, which panics there. Under a multi-threaded runtime the call runs in
-    /// `block_in_place`; under a current-thread runtime (tests, tools) on a scoped thread.
-    pub(super) fn call<I, T>(
+    /// Classifies the outcome of instantiating a call's fresh instance in `store`
+    /// (a failure is counted in `stats`), and arms the call deadline: instantiation ran
+    /// under its own.
+    pub(super) fn instantiated<I>(
         &self,
         stats: &CallStats,
         store: &mut Store<HostState>,
-        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<I> + Send,
-        run: impl FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<T> + Send,
-    ) -> Result<T, CallError>
-    where
-        T: Send,
-    {
-        off_async_workers(|| self.call_here(stats, store, instantiate, run))
-    }
-
-    /// Instantiates once to prove a component starts (its start-up code runs under the
-    /// instantiation deadline), off async workers like every call.
-    pub(super) fn instantiate_trial<I>(
-        &self,
-        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<I> + Send,
-    ) -> Result<(), LoadError> {
-        let mut store = self.store();
-        off_async_workers(|| {
-            instantiate(&mut store)
-                .map(drop)
-                .map_err(|e| LoadError::Instantiation(format!("{e:#}")))
-        })
-    }
-
-    fn call_here<I, T>(
-        &self,
-        stats: &CallStats,
-        store: &mut Store<HostState>,
-        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<I>,
-        run: impl FnOnce(&I, &mut Store<HostState>) -> wasmtime::Result<T>,
-    ) -> Result<T, CallError> {
-        let instance = instantiate(store).map_err(|e| {
+        instance: wasmtime::Result<I>,
+    ) -> Result<I, CallError> {
+        let instance = instance.map_err(|e| {
             let error = match self.classify(&e) {
                 CallError::Trap(text) => CallError::Instantiation(text),
                 other => other,
@@ -359,11 +328,33 @@ impl PluginRuntime {
             stats.record(Duration::ZERO, Some(&error));
             error
         })?;
-        self.arm_call_deadline(store);
-        let started = std::time::Instant::now();
-        let result = run(&instance, store).map_err(|e| self.classify(&e));
+        store.data_mut().deadline = Instant::now() + self.limits.call_deadline;
+        Ok(instance)
+    }
+
+    /// Runs one call of an instantiated guest and records its outcome in `stats`. Every
+    /// failure comes back classified, for the caller to fail closed on.
+    pub(super) async fn run<T>(
+        &self,
+        stats: &CallStats,
+        call: impl Future<Output = wasmtime::Result<T>>,
+    ) -> Result<T, CallError> {
+        let started = Instant::now();
+        let result = call.await.map_err(|e| self.classify(&e));
         stats.record(started.elapsed(), result.as_ref().err());
         result
+    }
+
+    /// Instantiates once to prove a component starts (its start-up code runs under the
+    /// instantiation deadline).
+    pub(super) fn instantiate_trial<F>(
+        &self,
+        instantiate: impl FnOnce(Store<HostState>) -> F,
+    ) -> Result<(), LoadError>
+    where
+        F: Future<Output = wasmtime::Result<()>> + Send,
+    {
+        blocking(instantiate(self.store())).map_err(|e| LoadError::Instantiation(format!("{e:#}")))
     }
 
     /// Sorts a wasmtime error from a call into what callers need to know.
@@ -387,7 +378,23 @@ impl PluginRuntime {
     }
 }
 
-/// Runs `f` where blocking is allowed (see [`PluginRuntime::call`]).
+/// Waits for a plugin call from synchronous code. The call's fiber runs right here: in
+/// `block_in_place` on a multi-threaded runtime's worker (other tasks move to another
+/// thread meanwhile), on a scoped thread under a current-thread runtime (tests, tools).
+/// Async callers (saga steps and their messages) await the call instead, and keep their
+/// worker thread.
+pub(super) fn blocking<F>(call: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    off_async_workers(move || match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(call),
+        Err(_) => futures::executor::block_on(call),
+    })
+}
+
+/// Runs `f` where blocking is allowed (see [`blocking`]).
 pub(super) fn off_async_workers<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {

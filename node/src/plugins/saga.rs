@@ -7,7 +7,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use wasmtime::component::HasSelf;
 
-use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime};
+use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime, blocking};
 use super::saga_host::{StepCommitError, StepTransaction};
 use crate::storage::{StorageError, Store, WriteContext};
 
@@ -16,6 +16,7 @@ pub(super) mod bindings {
         world: "saga-step",
         path: "../wit",
         with: { "domicile:plugin/types": crate::plugins::residency::bindings::domicile::plugin::types },
+        exports: { default: async },
     });
 }
 
@@ -104,15 +105,15 @@ impl SagaStepPlugin {
             detail: format!("{e:#}"),
         })?;
         let stats = CallStats::default();
-        let mut store = runtime.store();
-        let saga_types = runtime
-            .call(
-                &stats,
-                &mut store,
-                |s| pre.instantiate(s),
-                |instance, s| instance.domicile_plugin_saga().call_describe(s),
-            )
-            .map_err(|e| LoadError::Instantiation(format!("describe failed: {e}")))?;
+        let saga_types = blocking(async {
+            let mut store = runtime.store();
+            let instance = pre.instantiate_async(&mut store).await;
+            let instance = runtime.instantiated(&stats, &mut store, instance)?;
+            let call = instance.domicile_plugin_saga();
+            let call = call.call_describe(&mut store);
+            runtime.run(&stats, call).await
+        })
+        .map_err(|e| LoadError::Instantiation(format!("describe failed: {e}")))?;
         for saga_type in &saga_types {
             if saga_type.name.is_empty() || saga_type.steps.is_empty() {
                 return Err(LoadError::Instantiation(
@@ -182,7 +183,7 @@ impl SagaStepPlugin {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let transaction = StepTransaction::new(store.snapshot()?, Arc::clone(&region), tables);
-            let (result, transaction) = self.call_step(input, direction, transaction)?;
+            let (result, transaction) = self.call_step(input, direction, transaction).await?;
             let also = also.clone();
             let staged_result = result.clone();
             let committed = store
@@ -201,7 +202,8 @@ impl SagaStepPlugin {
     }
 
     /// Runs the guest with `transaction` open; returns its result and what it staged.
-    fn call_step(
+    /// The guest runs on this task's worker thread (see `PluginRuntime::run`).
+    async fn call_step(
         &self,
         input: &StepInput,
         direction: StepDirection,
@@ -209,20 +211,22 @@ impl SagaStepPlugin {
     ) -> Result<(Vec<(String, Value)>, StepTransaction), StepError> {
         let mut store = self.runtime.store();
         store.data_mut().step = Some(transaction);
-        let answer = self.runtime.call(
-            &self.stats,
-            &mut store,
-            |s| self.pre.instantiate(s),
-            |instance, s| {
-                let saga = instance.domicile_plugin_saga();
-                match direction {
-                    StepDirection::Execute => saga.call_execute(s, input),
-                    StepDirection::Compensate => saga
-                        .call_compensate(s, input)
-                        .map(|r| r.map(|()| Vec::new())),
-                }
-            },
-        )?;
+        let instance = self.pre.instantiate_async(&mut store).await;
+        let instance = self
+            .runtime
+            .instantiated(&self.stats, &mut store, instance)?;
+        let saga = instance.domicile_plugin_saga();
+        let answer = match direction {
+            StepDirection::Execute => {
+                let call = saga.call_execute(&mut store, input);
+                self.runtime.run(&self.stats, call).await?
+            }
+            StepDirection::Compensate => {
+                let call = saga.call_compensate(&mut store, input);
+                let answer = self.runtime.run(&self.stats, call).await?;
+                answer.map(|()| Vec::new())
+            }
+        };
         let transaction = store
             .data_mut()
             .step

@@ -628,7 +628,7 @@ impl ResidencyGuard {
     /// The decision comes with its audit entry, which the caller must make durable
     /// before the message leaves (the orchestrator writes it in the commit that
     /// records the saga's progress); `None` when the guard does not enforce.
-    pub fn decide_step_message(
+    pub async fn decide_step_message(
         &self,
         saga_type: &str,
         step: &str,
@@ -647,7 +647,7 @@ impl ResidencyGuard {
             1,
         );
         audit.table = format!("{saga_type}/{step}");
-        let outcome = (|| {
+        let outcome = async {
             let policy = self.policy()?;
             audit.plugin = Some(plugin_ref(&policy));
             let payload = crate::plugins::residency_types::StepPayload {
@@ -658,12 +658,14 @@ impl ResidencyGuard {
             let decision = policy
                 .plugin
                 .may_send_step(&payload, &self.region, destination)
+                .await
                 .map_err(|e| self.failed(e))?;
             match self.denied(&decision) {
                 Some(refusal) => Err(refusal),
                 None => Ok(()),
             }
-        })();
+        }
+        .await;
         finish(&mut audit, &outcome);
         (outcome, Some(audit))
     }

@@ -361,7 +361,7 @@ impl SagaEngine {
         let mut saga = fresh.clone();
         saga.state = SagaState::Running;
         saga.steps[0].attempts = 1;
-        let (ahead, progress) = self.progress_of(&saga, 0, true);
+        let (ahead, progress) = self.progress_of(&saga, 0, true).await;
         let outcome = participant::run_once(
             &self.store,
             &self.plugins,
@@ -687,7 +687,7 @@ impl SagaEngine {
     /// have it in memory then): the message may leave at once. For a saga not recorded
     /// yet (`new`, see `start_eagerly`), the commit records it with its idempotency key,
     /// unless the key was taken meanwhile (`StepError::Withdrawn`: nothing is written).
-    fn progress_of(
+    async fn progress_of(
         &self,
         saga: &SagaRecord,
         index: usize,
@@ -697,14 +697,19 @@ impl SagaEngine {
             .steps
             .get(index + 1)
             .filter(|next| next.region != self.region && next.state == StepState::Pending);
-        let decided = next.map(|next| {
-            self.guard.decide_step_message(
-                &saga.saga_type,
-                &next.name,
-                &fields::to_wit(&saga.input),
-                &next.region,
-            )
-        });
+        let decided = match next {
+            Some(next) => Some(
+                self.guard
+                    .decide_step_message(
+                        &saga.saga_type,
+                        &next.name,
+                        &fields::to_wit(&saga.input),
+                        &next.region,
+                    )
+                    .await,
+            ),
+            None => None,
+        };
         let (ahead, audit) = match decided {
             Some((decision, audit)) => (
                 Some(DecidedAhead {
@@ -757,7 +762,7 @@ impl SagaEngine {
         let request = step_request(saga, index, direction);
         if step.region == self.region {
             let (decided, progress) = match direction {
-                StepDirection::Execute => self.progress_of(saga, index, false),
+                StepDirection::Execute => self.progress_of(saga, index, false).await,
                 StepDirection::Compensate => (None, None),
             };
             return Ok(
@@ -793,12 +798,15 @@ impl SagaEngine {
                 decided.refusal
             }
             _ => {
-                let (decision, audit) = self.guard.decide_step_message(
-                    &saga.saga_type,
-                    &step.name,
-                    &fields::to_wit(&saga.input),
-                    &step.region,
-                );
+                let (decision, audit) = self
+                    .guard
+                    .decide_step_message(
+                        &saga.saga_type,
+                        &step.name,
+                        &fields::to_wit(&saga.input),
+                        &step.region,
+                    )
+                    .await;
                 self.persist_with(saga, audit).await?;
                 decision.err().map(|refusal| refusal.to_string())
             }

@@ -1,4 +1,4 @@
-//! Sleeps for an hour in may-store: a wait the epoch deadline cannot interrupt (the host
+//! Sleeps for an hour in may-store and may-send-step: a wait the epoch deadline cannot interrupt (the host
 //! would be blocked, not the guest), so the host must refuse to wait at all.
 use domicile_sdk_wasm::residency::*;
 struct Hostile;
@@ -11,6 +11,7 @@ impl Guest for Hostile {
         allow_all()
     }
     fn may_send_step(_: StepPayload, _: String, _: String) -> Decision {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
         Decision::Allow
     }
 }
