@@ -107,6 +107,7 @@ impl Peer for PeerService {
             &identity.region,
             step,
             None,
+            false,
         )
         .await;
         // Per step, so debug when it went through; a failure is worth a line at info.

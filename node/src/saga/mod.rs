@@ -5,7 +5,8 @@
 //! `record` is the durable saga log and its state machine; `orchestrator` drives sagas
 //! (retries, timeouts, compensation, resume after a crash, epochs); `participant` runs
 //! one step exactly once on the node that owns its data (here, or for a peer through
-//! the mesh's `RunStep`); `fields` is how inputs and results are stored and carried.
+//! the mesh's `RunStep`); `fields` is how inputs and results are stored and carried;
+//! `waiters` hands a settled saga to the callers waiting for it.
 //! The steps themselves come from the jurisdiction's saga-step plugin
 //! (`plugins::SagaStepPlugin`).
 
@@ -13,6 +14,7 @@ pub mod fields;
 mod orchestrator;
 pub mod participant;
 pub mod record;
+mod waiters;
 
 pub use orchestrator::{
     COMPENSATION_ATTEMPTS_MAX, IDEMPOTENCY_KEY_MAX_BYTES, SagaEngine, SagaError,

@@ -18,6 +18,7 @@ use thiserror::Error;
 use super::fields::{self, Fields};
 use super::participant::{self, ParticipantError, StepRequest};
 use super::record::{self, SagaRecord, SagaState, StepRecord, StepState};
+use super::waiters::{SettledWaiters, Waiter};
 use crate::mesh::proto::RunStepRequest;
 use crate::mesh::{ForwardError, PeerRouter};
 use crate::plugins::{PluginRegistry, StepDirection, StepError};
@@ -28,9 +29,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Attempts of one compensation before the saga is left `stuck` for support.
 pub const COMPENSATION_ATTEMPTS_MAX: u32 = 30;
-/// State changes kept for slow waiters (`wait_settled`); one that falls further behind
-/// reads the log instead.
-const CHANGES_BUFFERED: usize = 4096;
 /// Longest idempotency key accepted, in bytes.
 pub const IDEMPOTENCY_KEY_MAX_BYTES: usize = 200;
 
@@ -90,7 +88,8 @@ pub struct SagaEngine {
     /// Sagas a task of this process is driving: never two at once.
     driving: Mutex<HashSet<String>>,
     /// Every durable state change (saga id, new state), for callers waiting on a saga.
-    changes: tokio::sync::broadcast::Sender<(Arc<str>, SagaState)>,
+    /// Callers waiting for sagas to settle (`wait_settled`).
+    settled: SettledWaiters,
     /// Raised when the node stops: drives end at their next wait, where the log
     /// already holds their state.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -168,7 +167,7 @@ impl SagaEngine {
             jurisdiction: identity.1.to_string(),
             step_timeout,
             driving: Mutex::new(HashSet::new()),
-            changes: tokio::sync::broadcast::Sender::new(CHANGES_BUFFERED),
+            settled: SettledWaiters::default(),
             stopping: tokio::sync::watch::Sender::new(false),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         }
@@ -208,31 +207,26 @@ impl SagaEngine {
         id: &str,
         wait: Duration,
     ) -> Result<Option<SagaRecord>, SagaError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        // Subscribed before reading, so no change between the two is missed.
-        let mut changes = self.changes.subscribe();
+        // Registered before reading, so an end between the two is not missed.
+        let waiter = self.settled.watch(id);
         let saga = self.get(id)?;
         if saga.as_ref().is_none_or(|s| is_settled(s.state)) {
             return Ok(saga);
         }
-        loop {
-            match tokio::time::timeout_at(deadline, changes.recv()).await {
-                // Only this saga's end is worth a read of the log.
-                Ok(Ok((changed, state))) if &*changed == id && is_settled(state) => {
-                    return self.get(id);
-                }
-                Ok(Ok(_)) => {}
-                // Missed some changes: the log says where it stands.
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                    let saga = self.get(id)?;
-                    if saga.as_ref().is_none_or(|s| is_settled(s.state)) {
-                        return Ok(saga);
-                    }
-                }
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => {
-                    return self.get(id);
-                }
-            }
+        Ok(self.settled_or_read(waiter, wait).await?.or(saga))
+    }
+
+    /// The saga `waiter` waits for, as it settled; or as the log has it when `wait`
+    /// runs out or the node stops first.
+    async fn settled_or_read(
+        &self,
+        waiter: Waiter<'_>,
+        wait: Duration,
+    ) -> Result<Option<SagaRecord>, SagaError> {
+        let id = waiter.id().to_string();
+        match waiter.settled(wait, self.stopping.subscribe()).await {
+            Some(saga) => Ok(Some(saga)),
+            None => self.get(&id),
         }
     }
 
@@ -251,22 +245,32 @@ impl SagaEngine {
         wait: Duration,
     ) -> Result<SagaRecord, SagaError> {
         let fresh = self.fresh_record(saga_type, input, idempotency_key)?;
-        let eager = !wait.is_zero()
-            && fresh
-                .steps
-                .first()
-                .is_some_and(|step| step.region == self.region);
-        let saga = if !eager {
-            self.record_and_drive(fresh).await?
-        } else if let Some(existing) = record::by_key(&self.store, idempotency_key)? {
-            self.adopt(existing)
-        } else {
+        if wait.is_zero() {
+            return self.record_and_drive(fresh).await;
+        }
+        // Watched before it exists, so its end cannot be missed and needs no read of
+        // the log. A start whose key started another saga waits for that one instead.
+        let waiter = self.settled.watch(&fresh.id);
+        let fresh_id = fresh.id.clone();
+        let saga = if fresh
+            .steps
+            .first()
+            .is_some_and(|step| step.region == self.region)
+        {
+            // A duplicate key runs the first step's body in vain: its commit is
+            // called off (see `start_eagerly`). No read of the key first.
             self.start_eagerly(fresh).await?
+        } else {
+            self.record_and_drive(fresh).await?
         };
-        if wait.is_zero() || is_settled(saga.state) {
+        if is_settled(saga.state) {
             return Ok(saga);
         }
-        Ok(self.wait_settled(&saga.id, wait).await?.unwrap_or(saga))
+        if saga.id != fresh_id {
+            drop(waiter);
+            return Ok(self.wait_settled(&saga.id, wait).await?.unwrap_or(saga));
+        }
+        Ok(self.settled_or_read(waiter, wait).await?.unwrap_or(saga))
     }
 
     /// A new saga of `saga_type`, its steps placed by the active plugin's declaration.
@@ -369,6 +373,7 @@ impl SagaEngine {
             &self.region,
             step_request(&saga, 0, StepDirection::Execute),
             progress,
+            true,
         )
         .await;
         match outcome {
@@ -522,10 +527,11 @@ impl SagaEngine {
         Ok(())
     }
 
-    /// Tells waiters (`wait_settled`) that `saga`'s durable state changed.
+    /// Tells the callers waiting for `saga` (`wait_settled`), if this write settled it.
     fn announce(&self, saga: &SagaRecord) {
-        // No receiver (nobody waiting) is not an error.
-        let _ = self.changes.send((Arc::from(saga.id.as_str()), saga.state));
+        if is_settled(saga.state) {
+            self.settled.settled(saga);
+        }
     }
 
     /// Drives saga `id` to its end. `claimed`: the record `start` just wrote with epoch 1
@@ -773,6 +779,7 @@ impl SagaEngine {
                     &self.region,
                     request,
                     progress,
+                    false,
                 )
                 .await
                 {

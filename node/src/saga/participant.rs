@@ -98,6 +98,7 @@ const ALREADY_DONE: &str = "already done by an earlier request";
 /// Runs `request` on this node (region `region`) with the active saga-step plugin of
 /// `jurisdiction`; returns the step's result, from storage if it ran before.
 /// `progress` is written in the commit that records the step, if this call's does.
+/// `saga_is_new`: the caller minted the saga id just now (see `start_eagerly`).
 ///
 /// A compensation of a step that never executed here writes only its record: nothing
 /// to undo, and the record bars a late execute of that step (refused).
@@ -108,6 +109,7 @@ pub async fn run_once(
     region: &str,
     request: StepRequest,
     progress: Option<Progress>,
+    saga_is_new: bool,
 ) -> Result<StepDone, ParticipantError> {
     let opposite = StepRequest {
         direction: match request.direction {
@@ -116,24 +118,28 @@ pub async fn run_once(
         },
         ..request.clone()
     };
-    let (recorded, opposite_done) = check(store, &request, &done_key(&opposite))?;
-    if let Some(result) = recorded {
-        return Ok(StepDone::earlier(result));
-    }
-    match request.direction {
-        StepDirection::Execute if opposite_done => {
-            return Err(StepError::Rejected(format!(
-                "step {} of saga {} was compensated before it ran",
-                request.step, request.saga_id
-            ))
-            .into());
+    // The first execute of a saga minted by this very call (an eager start) has
+    // nothing to look up: no node has seen the saga yet. The commit checks anyway.
+    if !(saga_is_new && request.direction == StepDirection::Execute) {
+        let (recorded, opposite_done) = check(store, &request, &done_key(&opposite))?;
+        if let Some(result) = recorded {
+            return Ok(StepDone::earlier(result));
         }
-        StepDirection::Compensate if !opposite_done => {
-            return mark_compensated_unrun(store, &request, done_key(&opposite))
-                .await
-                .map(StepDone::earlier);
+        match request.direction {
+            StepDirection::Execute if opposite_done => {
+                return Err(StepError::Rejected(format!(
+                    "step {} of saga {} was compensated before it ran",
+                    request.step, request.saga_id
+                ))
+                .into());
+            }
+            StepDirection::Compensate if !opposite_done => {
+                return mark_compensated_unrun(store, &request, done_key(&opposite))
+                    .await
+                    .map(StepDone::earlier);
+            }
+            _ => {}
         }
-        _ => {}
     }
     let plugin = plugins
         .saga_steps(jurisdiction)

@@ -205,15 +205,6 @@ fn by_key_in(ctx: &mut WriteContext<'_>, key: &str) -> Result<Option<SagaRecord>
         .transpose()
 }
 
-/// The saga started with idempotency key `key`, if any.
-pub fn by_key(store: &Store, key: &str) -> Result<Option<SagaRecord>, StorageError> {
-    let [id] = store.state_values([idempotency_key(key).as_str()])?;
-    let Some(id) = id else {
-        return Ok(None);
-    };
-    load(store, &String::from_utf8_lossy(&id))
-}
-
 /// Inside a write: stores `record` as the saga's new state.
 pub fn put(ctx: &mut WriteContext<'_>, record: &SagaRecord) -> Result<(), StorageError> {
     ctx.put_state(record_key(&record.id), encode(record)?);
