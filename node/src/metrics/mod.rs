@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 pub use server::{MetricsState, serve_metrics};
 
@@ -200,14 +200,20 @@ impl Default for Metrics {
     }
 }
 
+/// Registers a new metric and returns the handle the node updates.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("domicile");
-        let statements = Family::<StatementLabels, Counter>::default();
-        registry.register(
+        let statements: Family<StatementLabels, Counter> = registered(
+            &mut registry,
             "statements",
             "SQL statements executed, by kind and outcome",
-            statements.clone(),
         );
         let statement_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -217,29 +223,25 @@ impl Metrics {
             "Time to plan and start executing a statement (streams continue after)",
             statement_seconds.clone(),
         );
-        let rpcs = Family::<RpcLabels, Counter>::default();
-        registry.register(
+        let rpcs: Family<RpcLabels, Counter> = registered(
+            &mut registry,
             "flight_rpcs",
             "Flight SQL calls by method and gRPC code",
-            rpcs.clone(),
         );
-        let storage_commits = Gauge::default();
-        registry.register(
+        let storage_commits: Gauge = registered(
+            &mut registry,
             "storage_commits",
             "fsync'd storage commits since start",
-            storage_commits.clone(),
         );
-        let storage_statements_committed = Gauge::default();
-        registry.register(
+        let storage_statements_committed: Gauge = registered(
+            &mut registry,
             "storage_statements_committed",
             "statements made durable since start (commits < statements under group commit)",
-            storage_statements_committed.clone(),
         );
-        let storage_rows_read = Gauge::default();
-        registry.register(
+        let storage_rows_read: Gauge = registered(
+            &mut registry,
             "storage_rows_read",
             "rows decoded from storage since start",
-            storage_rows_read.clone(),
         );
         let storage_writer_busy_us = Gauge::default();
         registry.register(
@@ -248,41 +250,35 @@ impl Metrics {
              1 s/s: writes are bound by the writer)",
             storage_writer_busy_us.clone(),
         );
-        let storage_commit_us = Gauge::default();
-        registry.register(
+        let storage_commit_us: Gauge = registered(
+            &mut registry,
             "storage_commit_microseconds",
             "of the writer's busy time, the part spent committing (page writes, fsync)",
-            storage_commit_us.clone(),
         );
-        let storage_commit_waits = Gauge::default();
-        registry.register(
+        let storage_commit_waits: Gauge = registered(
+            &mut registry,
             "storage_commit_waits",
             "group commits that waited for more statements (storage.commit_window_us)",
-            storage_commit_waits.clone(),
         );
-        let plugin_calls = Family::<PluginLabels, Gauge>::default();
-        registry.register(
+        let plugin_calls: Family<PluginLabels, Gauge> = registered(
+            &mut registry,
             "plugin_calls",
             "calls of each active plugin version since it loaded",
-            plugin_calls.clone(),
         );
-        let plugin_errors = Family::<PluginLabels, Gauge>::default();
-        registry.register(
+        let plugin_errors: Family<PluginLabels, Gauge> = registered(
+            &mut registry,
             "plugin_errors",
             "failed calls (fail closed), timeouts included",
-            plugin_errors.clone(),
         );
-        let plugin_timeouts = Family::<PluginLabels, Gauge>::default();
-        registry.register(
+        let plugin_timeouts: Family<PluginLabels, Gauge> = registered(
+            &mut registry,
             "plugin_timeouts",
             "calls stopped at their deadline",
-            plugin_timeouts.clone(),
         );
-        let plugin_call_micros = Family::<PluginLabels, Gauge>::default();
-        registry.register(
+        let plugin_call_micros: Family<PluginLabels, Gauge> = registered(
+            &mut registry,
             "plugin_call_micros",
             "total time spent in calls, microseconds",
-            plugin_call_micros.clone(),
         );
         let cdc = CdcGauges::default();
         cdc.register(&mut registry);
