@@ -58,3 +58,6 @@ cargo test --workspace --doc
 
 step "Python ADBC Flight SQL tests"
 DOMICILE_BIN="$CARGO_TARGET_DIR/debug/domicile" "$venv/bin/python" -m pytest -q tests/python
+
+step "the README's main command, verbatim, in a fresh clone (CARGO_TARGET_DIR unset)"
+tests/first_run.sh "$venv/bin/python"

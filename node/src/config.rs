@@ -22,6 +22,31 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// The hex key in `path`, bounded before it is read.
+fn read_public_key_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(PUBLIC_KEY_FILE_SIZE_MAX_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| {
+            format!(
+                "cannot read {}: {e} (make it with `domicile plugin keygen --jurisdiction J \
+                 --out KEY`, which writes KEY.pub)",
+                path.display()
+            )
+        })?;
+    if text.len() as u64 > PUBLIC_KEY_FILE_SIZE_MAX_BYTES {
+        return Err(format!(
+            "{} is larger than {PUBLIC_KEY_FILE_SIZE_MAX_BYTES} bytes: not a public key",
+            path.display()
+        ));
+    }
+    Ok(text.trim().to_string())
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -246,9 +271,17 @@ fn default_component_size_max_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct TrustedKeyConfig {
     pub jurisdiction: String,
-    /// ed25519 public key, hex (from `domicile plugin keygen`).
+    /// ed25519 public key, hex (from `domicile plugin keygen`). Either this or
+    /// `public_key_file`; after `NodeConfig::load` it always holds the key.
+    #[serde(default)]
     pub public_key: String,
+    /// A file holding the hex public key (`domicile plugin keygen --out K` writes
+    /// `K.pub`), relative to the config file's folder; read once, at load.
+    pub public_key_file: Option<PathBuf>,
 }
+
+/// A public key file holds 64 hex digits and a newline; anything longer is not one.
+const PUBLIC_KEY_FILE_SIZE_MAX_BYTES: u64 = 4096;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -380,11 +413,30 @@ impl NodeConfig {
                 }
             };
             resolve(&mut config.data_dir);
+            for key in &mut config.trusted_keys {
+                if let Some(file) = &mut key.public_key_file {
+                    resolve(file);
+                }
+            }
             if let Some(mesh) = &mut config.mesh {
                 resolve(&mut mesh.ca_cert);
                 resolve(&mut mesh.cert);
                 resolve(&mut mesh.key);
             }
+        }
+        for (index, key) in config.trusted_keys.iter_mut().enumerate() {
+            let Some(file) = &key.public_key_file else {
+                continue;
+            };
+            if !key.public_key.is_empty() {
+                return Err(invalid(
+                    format!("trusted_keys[{index}]"),
+                    "give public_key or public_key_file, not both",
+                ));
+            }
+            key.public_key = read_public_key_file(file).map_err(|message| {
+                invalid(format!("trusted_keys[{index}].public_key_file"), message)
+            })?;
         }
         Ok(config)
     }

@@ -45,7 +45,7 @@ enum Command {
     },
     /// Run SQL against a node over Flight SQL.
     Sql {
-        /// e.g. http://127.0.0.1:50051
+        /// e.g. grpc://127.0.0.1:50051 (http:// and grpc+tls:// work too)
         #[arg(long)]
         endpoint: String,
         #[arg(long)]
@@ -67,8 +67,9 @@ enum Command {
         /// is started again as it is.
         #[arg(long, default_value = "domicile-demo")]
         data_dir: PathBuf,
-        /// The bundled plugin components (default: $DOMICILE_PLUGINS_DIR, else
-        /// $CARGO_TARGET_DIR or ./target, /wasm32-wasip2/release).
+        /// The bundled plugin components. Default: built from `plugins/` when run in a
+        /// checkout, then the first of $DOMICILE_PLUGINS_DIR, $CARGO_TARGET_DIR,
+        /// plugins/target, target (each /wasm32-wasip2/release) that holds them.
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
         /// Carry change events through these Kafka brokers (`host:port,...`) instead of
@@ -156,7 +157,7 @@ enum AuditCommand {
 /// Where and as whom to reach a node's admin API.
 #[derive(clap::Args)]
 struct AdminArgs {
-    /// e.g. http://127.0.0.1:50052
+    /// e.g. grpc://127.0.0.1:50052
     #[arg(long)]
     endpoint: String,
     #[arg(long)]
@@ -168,8 +169,9 @@ struct AdminArgs {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Make an ed25519 key pair: the secret goes to FILE (mode 0600), the public key is
-    /// printed as a `trusted_keys` config entry.
+    /// Make an ed25519 key pair: the secret goes to FILE (mode 0600), the public key to
+    /// FILE.pub (for `trusted_keys.public_key_file`) and is printed as a `trusted_keys`
+    /// config entry.
     Keygen {
         #[arg(long)]
         jurisdiction: String,
@@ -273,17 +275,19 @@ fn run() -> anyhow::Result<()> {
             plugins_dir,
             kafka,
         } => {
+            let plugins_dir = domicile::cli::bundled_plugins::locate(plugins_dir)?;
             std::fs::create_dir_all(&data_dir)?;
             let log = std::fs::File::create(data_dir.join("demo.log"))?;
+            println!(
+                "starting us-east, eu-central and ap-southeast (log: {}) ...",
+                data_dir.join("demo.log").display()
+            );
             tracing_subscriber::fmt()
-                .with_env_filter(
-                    EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?,
-                )
+                .with_env_filter(log_filter(DEFAULT_LOG_LEVEL)?)
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(log))
                 .try_init()
                 .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))?;
-            let plugins_dir = plugins_dir.unwrap_or_else(domicile::cli::demo::default_plugins_dir);
             runtime.block_on(domicile::cli::demo::run(data_dir, plugins_dir, kafka))
         }
         Command::Certs { command } => make_certs(command),
@@ -501,28 +505,79 @@ async fn run_node(
     let metrics = node.listening.metrics.map_or_else(off, |a| a.to_string());
     let admin = node.listening.admin.map_or_else(off, |a| a.to_string());
     let peer = node.listening.peer.map_or_else(off, |a| a.to_string());
-    println!(
-        "listening flight_sql={} admin={admin} metrics={metrics} peer={peer}",
-        node.listening.flight_sql
+    // Written, not `println!`: a supervisor that reads the first line and closes the
+    // pipe must not make the node panic on the lines after it (EPIPE).
+    let mut banner = format!(
+        "listening flight_sql={} admin={admin} metrics={metrics} peer={peer}\n\
+         domicile node {} ({})\n  flight sql  grpc://{}\n",
+        node.listening.flight_sql, config.region, config.jurisdiction, node.listening.flight_sql
     );
-    println!("domicile node {} ({})", config.region, config.jurisdiction);
-    println!("  flight sql  grpc://{}", node.listening.flight_sql);
     if let Some(address) = node.listening.admin {
-        println!("  admin       grpc://{address}");
+        banner.push_str(&format!("  admin       grpc://{address}\n"));
     }
     if let Some(address) = node.listening.metrics {
-        println!("  metrics     http://{address}/metrics");
+        banner.push_str(&format!("  metrics     http://{address}/metrics\n"));
     }
-    println!("  data dir    {}", config.data_dir.display());
+    banner.push_str(&format!("  data dir    {}\n", config.data_dir.display()));
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        if stdout
+            .write_all(banner.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            tracing::warn!("stdout is closed; the node goes on without its banner");
+        }
+    }
     tracing::info!(region = %config.region, flight_sql = %node.listening.flight_sql, "node started");
     node.run_until_signal().await
 }
 
+/// The demo's log level; a node's comes from `logging.level`.
+const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Libraries whose INFO lines are about their own internals (foyer reports every
+/// engine it opens and recovers; wasmtime and cranelift their compilations): at `info`
+/// they would outnumber the node's own lines, so they start at `warn`. A level that
+/// names them (`foyer=info`) or `RUST_LOG` overrides this.
+const QUIET_LIBRARIES: [&str; 6] = [
+    "foyer",
+    "foyer_memory",
+    "foyer_storage",
+    "wasmtime",
+    "cranelift_codegen",
+    "h2",
+];
+
+/// `RUST_LOG` if set, else `level` with the noisy libraries at `warn` unless `level`
+/// names them itself.
+fn log_filter(level: &str) -> anyhow::Result<EnvFilter> {
+    if let Ok(filter) = EnvFilter::try_from_default_env() {
+        return Ok(filter);
+    }
+    let mut directives = level.to_string();
+    for library in QUIET_LIBRARIES {
+        if !level.contains(library) {
+            directives.push_str(&format!(",{library}=warn"));
+        }
+    }
+    Ok(EnvFilter::try_new(directives)?)
+}
+
+/// Where `plugin keygen --out KEY` writes the public key: `KEY.pub`.
+fn public_key_path(secret: &Path) -> PathBuf {
+    let mut name = secret.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
 fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.logging.level))?;
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(&config.logging.level)?)
+        // Colour codes only for a person watching a terminal, never in a redirected log.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.logging.format {
         LogFormat::Human => builder.init(),
@@ -613,7 +668,14 @@ async fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Keygen { jurisdiction, out } => {
             let (secret, public) = signing::generate_key_pair();
             write_secret(&out, &secret)?;
-            println!("# secret key written to {}", out.display());
+            let public_path = public_key_path(&out);
+            std::fs::write(&public_path, format!("{public}\n"))
+                .with_context(|| format!("cannot write {}", public_path.display()))?;
+            println!(
+                "# secret key written to {}, public key to {} (public_key_file)",
+                out.display(),
+                public_path.display()
+            );
             println!(
                 "[[trusted_keys]]\njurisdiction = \"{jurisdiction}\"\npublic_key = \"{public}\""
             );

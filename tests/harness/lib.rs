@@ -455,9 +455,10 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(endpoint.to_string())?
-            .connect()
-            .await?;
+        // Stock clients' spelling (`grpc://`, as the node and the demo print it) is
+        // accepted too.
+        let endpoint = domicile::cli::endpoint::channel_uri(endpoint)?;
+        let channel = Endpoint::from_shared(endpoint)?.connect().await?;
         let mut inner = FlightSqlServiceClient::new(channel);
         inner.handshake(user, password).await?;
         Ok(Self { inner })

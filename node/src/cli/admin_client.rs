@@ -26,7 +26,7 @@ pub struct AdminSession {
 
 impl AdminSession {
     pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(endpoint.to_string())
+        let channel = Channel::from_shared(super::endpoint::channel_uri(endpoint)?)
             .with_context(|| format!("invalid endpoint {endpoint}"))?
             .connect()
             .await

@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::admin_client::AdminSession;
+use super::endpoint::grpc_url;
 use super::sql_shell::{SqlShell, split_statements};
 use crate::config::NodeConfig;
 use crate::plugins::signing;
@@ -32,6 +33,7 @@ const ADMIN: (&str, &str) = ("admin", "admin");
 /// A reader homed in ap-southeast, present on every node: what a region may see of
 /// another region's data is what this user gets.
 const ANALYST: (&str, &str) = ("analyst-apac", "analyst");
+const ANALYST_HOME: &str = "ap-southeast";
 
 const SCHEMA: &str = include_str!("../../../examples/payments/schema.sql");
 const DATA: [(&str, &str); 3] = [
@@ -49,49 +51,57 @@ const DATA: [(&str, &str); 3] = [
     ),
 ];
 
-/// What scripts need to reach the demo: written to `DIR/mesh.json`.
+/// What scripts need to reach the demo: written to `DIR/mesh.json`. Everything a
+/// script needs is in each region's entry, so it never has to combine two parts.
 #[derive(Serialize)]
 pub struct MeshFile {
     pub regions: Vec<RegionEntry>,
-    pub users: Vec<UserEntry>,
 }
 
+/// One region's node as a client reaches it.
 #[derive(Serialize)]
 pub struct RegionEntry {
     pub region: String,
     pub jurisdiction: String,
+    /// Flight SQL endpoint as stock clients take it (`grpc://127.0.0.1:PORT`).
     pub flight_sql: String,
+    /// Admin gRPC endpoint (`grpc://...`) for `domicile plugin|saga --endpoint`.
     pub admin: String,
     pub data_dir: PathBuf,
+    /// The users this node knows, as it sees them.
+    pub users: Vec<UserEntry>,
 }
 
+/// A login valid on one node (demo credentials: loopback only).
 #[derive(Serialize)]
 pub struct UserEntry {
     pub name: String,
     pub password: String,
     pub role: String,
-    /// `null`: homed in the region of the node it connects to.
-    pub home_region: Option<String>,
+    /// The region of the user's own data as this node sees it: which rows are "theirs"
+    /// and which policy decides what other regions' rows they see.
+    pub home_region: String,
 }
 
-/// Where the bundled plugin components are, if the caller did not say.
-pub fn default_plugins_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("DOMICILE_PLUGINS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    PathBuf::from(target).join("wasm32-wasip2").join("release")
+fn users_of(region: &str) -> Vec<UserEntry> {
+    vec![
+        UserEntry {
+            name: ADMIN.0.into(),
+            password: ADMIN.1.into(),
+            role: "admin".into(),
+            home_region: region.into(),
+        },
+        UserEntry {
+            name: ANALYST.0.into(),
+            password: ANALYST.1.into(),
+            role: "reader".into(),
+            home_region: ANALYST_HOME.into(),
+        },
+    ]
 }
 
-fn component(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(format!("{name}.wasm"));
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: build the bundled plugins first with\n  cargo build --release \
-         --target wasm32-wasip2 --manifest-path plugins/Cargo.toml\n(or pass --plugins-dir)",
-        path.display()
-    );
-    Ok(path)
+fn component(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.wasm"))
 }
 
 struct RegionSetup<'a> {
@@ -123,7 +133,7 @@ fn node_config(setup: &RegionSetup<'_>) -> String {
          [[users]]\nname = \"{admin}\"\npassword_hash = \"{admin_hash}\"\nroles = [\"admin\"]\n\
          home_region = \"{region}\"\ncompliance = [\"{jurisdiction}\"]\n\n\
          [[users]]\nname = \"{analyst}\"\npassword_hash = \"{analyst_hash}\"\nroles = [\"reader\"]\n\
-         home_region = \"ap-southeast\"\n\n\
+         home_region = \"{analyst_home}\"\n\n\
          [[trusted_keys]]\njurisdiction = \"{jurisdiction}\"\npublic_key = \"{public_key}\"\n",
         data = dir.join("data").display(),
         ca = certs.join("ca.pem").display(),
@@ -133,6 +143,7 @@ fn node_config(setup: &RegionSetup<'_>) -> String {
         admin_hash = hash(ADMIN.1),
         analyst = ANALYST.0,
         analyst_hash = hash(ANALYST.1),
+        analyst_home = ANALYST_HOME,
     )
 }
 
@@ -217,14 +228,14 @@ async fn upload_plugins(
     key: &Path,
     plugins_dir: &Path,
 ) -> anyhow::Result<()> {
-    let mut client = AdminSession::connect(&format!("http://{admin}"), ADMIN.0, ADMIN.1).await?;
+    let mut client = AdminSession::connect(&grpc_url(admin), ADMIN.0, ADMIN.1).await?;
     for (kind, name) in [
         ("residency-policy", policy),
         ("cdc-redactor", "pii_redactor"),
         ("saga-step", "transfer_saga"),
     ] {
         client
-            .upload(jurisdiction, kind, 1, key, &component(plugins_dir, name)?)
+            .upload(jurisdiction, kind, 1, key, &component(plugins_dir, name))
             .await
             .with_context(|| format!("upload {name} to {jurisdiction}"))?;
     }
@@ -267,7 +278,7 @@ pub async fn run(
         let node = Node::start_with_peer_listener(&config, peer_listener)
             .await
             .with_context(|| format!("{region} failed to start"))?;
-        let flight = format!("http://{}", node.listening.flight_sql);
+        let flight = grpc_url(node.listening.flight_sql);
         let admin = node.listening.admin.context("admin API not listening")?;
         if fresh {
             upload_plugins(admin, jurisdiction, policy, &key, &plugins_dir).await?;
@@ -283,28 +294,13 @@ pub async fn run(
             region: region.into(),
             jurisdiction: jurisdiction.into(),
             flight_sql: flight,
-            admin: format!("http://{admin}"),
+            admin: grpc_url(admin),
             data_dir: config.data_dir.clone(),
+            users: users_of(region),
         });
         nodes.push(node);
     }
-    let mesh = MeshFile {
-        regions: entries,
-        users: vec![
-            UserEntry {
-                name: ADMIN.0.into(),
-                password: ADMIN.1.into(),
-                role: "admin".into(),
-                home_region: None,
-            },
-            UserEntry {
-                name: ANALYST.0.into(),
-                password: ANALYST.1.into(),
-                role: "reader".into(),
-                home_region: Some("ap-southeast".into()),
-            },
-        ],
-    };
+    let mesh = MeshFile { regions: entries };
     let mesh_path = data_dir.join("mesh.json");
     std::fs::write(&mesh_path, serde_json::to_vec_pretty(&mesh)?)?;
     print_welcome(&mesh, &mesh_path).await;
@@ -383,7 +379,7 @@ async fn print_welcome(mesh: &MeshFile, mesh_path: &Path) {
         println!("  import adbc_driver_flightsql.dbapi as flightsql");
         println!(
             "  conn = flightsql.connect(\"{}\", db_kwargs={{\"username\": \"admin\", \"password\": \"admin\"}})",
-            eu.flight_sql.replace("http://", "grpc://")
+            eu.flight_sql
         );
         println!(
             "  cur = conn.cursor(); cur.execute(\"SELECT region, count(*) FROM accounts GROUP BY region\"); print(cur.fetchall())"

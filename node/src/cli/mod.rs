@@ -1,6 +1,8 @@
 //! Command-line front ends that are clients of a node, not the node itself.
 
 pub mod admin_client;
+pub mod bundled_plugins;
 pub mod demo;
+pub mod endpoint;
 pub mod saga_cli;
 pub mod sql_shell;

@@ -21,7 +21,7 @@ pub struct SqlShell {
 
 impl SqlShell {
     pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
+        let channel = Endpoint::from_shared(super::endpoint::channel_uri(endpoint)?)
             .with_context(|| format!("invalid endpoint {endpoint}"))?
             .connect()
             .await
