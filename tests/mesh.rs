@@ -259,7 +259,7 @@ async fn a_write_on_the_wrong_node_lands_at_home_and_nowhere_else() {
         .query("SELECT principal, decision, destination_region FROM system.audit WHERE path = 'query-result'")
         .await
         .expect("EU audit");
-    assert_eq!(column_strings(&decided, "principal")[0], "writer");
+    assert_eq!(column_strings(&decided, "principal")[0], "writer@us-east");
     assert_eq!(column_strings(&decided, "decision")[0], "allow-with");
     assert_eq!(column_strings(&decided, "destination_region")[0], "us-east");
 

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod plugins;
+pub mod redact_text;
 pub mod residency;
 pub mod saga;
 pub mod server;

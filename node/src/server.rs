@@ -82,9 +82,16 @@ impl Node {
         let commit_window = std::time::Duration::from_micros(config.storage.commit_window_us);
         let store = Store::open_with_window(&database, commit_window)
             .with_context(|| format!("cannot open storage at {}", database.display()))?;
-        let cache = NodeCache::open(&config.data_dir.join("cache"), config.cache.clone())
+        let node_secret = keyed_hash_secret::load_or_create(&store)
             .await
-            .context("cannot open the cache")?;
+            .context("cannot load the keyed-hash secret")?;
+        let cache = NodeCache::open(
+            &config.data_dir.join("cache"),
+            config.cache.clone(),
+            &node_secret,
+        )
+        .await
+        .context("cannot open the cache")?;
         if cache.caches_local_rows() {
             store.attach_row_cache(Arc::clone(&cache) as Arc<dyn crate::storage::RowCache>);
         }
@@ -309,6 +316,7 @@ impl Node {
                     config.region.clone(),
                     config.peers.iter().map(|p| p.region.clone()),
                     Arc::clone(&engine),
+                    Arc::clone(&sagas),
                     shutdown_signal.clone(),
                 ))
                 .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);

@@ -159,6 +159,35 @@ impl Mesh {
             .for_each(|proxy| proxy.set_one_way_latency(rtt / 2));
     }
 
+    /// A raw gRPC channel to `server_region`'s peer listener holding the certificate of
+    /// `cert_region`, for tests that play a dishonest peer: everything such a client
+    /// sends is what any holder of that certificate could send.
+    pub async fn peer_channel(
+        &self,
+        cert_region: &str,
+        server_region: &str,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let dir = self.certs.path();
+        let read = |name: String| std::fs::read(dir.join(&name)).with_context(|| name);
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem".into())?))
+            .identity(Identity::from_pem(
+                read(format!("{cert_region}.pem"))?,
+                read(format!("{cert_region}.key"))?,
+            ))
+            .domain_name(domicile::mesh::certs::dns_name(server_region));
+        let address = self
+            .node(server_region)
+            .peer
+            .with_context(|| format!("{server_region} has no peer listener"))?;
+        Ok(Endpoint::from_shared(format!("https://{address}"))?
+            .tls_config(tls)?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await?)
+    }
+
     pub fn node(&self, region: &str) -> &TestNode {
         self.nodes
             .iter()

@@ -82,7 +82,7 @@ impl AdminService {
         self.guard
             .record(entry)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::internal(crate::redact_text::shown(&e)))?;
         tracing::info!(user = %principal.user, saga = %id, action, ok = outcome.is_ok(), "saga support action");
         saga_reply(&outcome.map_err(saga_status)?)
     }
@@ -162,7 +162,7 @@ fn saga_reply(saga: &SagaRecord) -> Result<Response<SagaReply>, Status> {
 }
 
 fn saga_status(error: SagaError) -> Status {
-    let message = error.to_string();
+    let message = crate::redact_text::shown(&error);
     match error {
         SagaError::NoPlugin(_) | SagaError::WrongState { .. } | SagaError::Fenced(_) => {
             Status::failed_precondition(message)
@@ -178,7 +178,7 @@ fn saga_status(error: SagaError) -> Status {
 
 /// The one mapping from registry errors to gRPC status.
 fn upload_status(error: UploadError) -> Status {
-    let message = error.to_string();
+    let message = crate::redact_text::shown(&error);
     match error {
         UploadError::Unsigned
         | UploadError::BadSignature(_)
@@ -221,8 +221,9 @@ impl Admin for AdminService {
     ) -> Result<Response<SagaReply>, Status> {
         let principal = self.with_role(&request, Role::Writer).await?;
         let body = request.into_inner();
-        let input = serde_json::from_str(&body.fields_json)
-            .map_err(|e| Status::invalid_argument(format!("fields_json: {e}")))?;
+        let input = serde_json::from_str(&body.fields_json).map_err(|e| {
+            Status::invalid_argument(format!("fields_json: {}", crate::redact_text::shown(&e)))
+        })?;
         // With a wait, the answer comes when the saga ended, or as it stands when the
         // wait ran out.
         let saga = self
@@ -277,7 +278,7 @@ impl Admin for AdminService {
             .filter(|s| wanted.is_none_or(|w| s.state == w))
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::internal(crate::redact_text::shown(&e)))?;
         Ok(Response::new(ListSagasReply { sagas_json }))
     }
 

@@ -76,6 +76,16 @@ pub struct CacheReport {
     pub disk_capacity_bytes: u64,
 }
 
+/// The cache's own key, derived from the node's secret with a label of its own, so the
+/// redactors' keyed hash and the cache's never share a key.
+fn derive_key_secret(node_secret: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(node_secret)
+        .expect("HMAC takes a key of any length");
+    mac.update(b"domicile cache keys v1");
+    mac.finalize().into_bytes().into()
+}
+
 struct Evictions(Arc<AtomicU64>);
 
 impl EventListener for Evictions {
@@ -100,6 +110,9 @@ pub struct NodeCache {
     evictions: Arc<AtomicU64>,
     config: CacheConfig,
     hasher: std::collections::hash_map::RandomState,
+    /// Keys remote results under HMAC-SHA256(this, key): a leg's key holds its SQL, and
+    /// a literal in a filter (an e-mail) must not reach `data_dir/cache` in clear.
+    remote_key_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for NodeCache {
@@ -112,7 +125,13 @@ impl std::fmt::Debug for NodeCache {
 
 impl NodeCache {
     /// Opens the cache under `dir` (created if missing), recovering disk entries.
-    pub async fn open(dir: &Path, config: CacheConfig) -> Result<Arc<Self>, CacheError> {
+    /// `node_secret` (the node's keyed-hash secret, at least 32 bytes) keys the hash that
+    /// remote results are stored under; a node with another secret finds none of them.
+    pub async fn open(
+        dir: &Path,
+        config: CacheConfig,
+        node_secret: &[u8],
+    ) -> Result<Arc<Self>, CacheError> {
         let failed = |message: String| CacheError::Open {
             path: dir.display().to_string(),
             message,
@@ -149,7 +168,17 @@ impl NodeCache {
             evictions,
             config,
             hasher: std::collections::hash_map::RandomState::new(),
+            remote_key_secret: derive_key_secret(node_secret),
         }))
+    }
+
+    /// What a remote result is stored under: a keyed hash of `key`, never `key`.
+    fn remote_cache_key(&self, key: &[u8]) -> Vec<u8> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.remote_key_secret)
+            .expect("HMAC takes a key of any length");
+        mac.update(key);
+        entry::cache_key(EntryKind::RemoteResult, &mac.finalize().into_bytes())
     }
 
     /// Writes what memory holds of remote results to disk and stops the cache.
@@ -182,7 +211,7 @@ impl NodeCache {
 
     /// A remote result cached under `key`, unless expired.
     pub async fn remote_get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let cache_key = entry::cache_key(EntryKind::RemoteResult, key);
+        let cache_key = self.remote_cache_key(key);
         let found = match self.hybrid.get(&cache_key).await {
             Ok(found) => found,
             Err(error) => {
@@ -218,8 +247,7 @@ impl NodeCache {
         let expires =
             now_unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let value = Entry::encode(EntryKind::RemoteResult, expires, 0, payload);
-        self.hybrid
-            .insert(entry::cache_key(EntryKind::RemoteResult, key), value);
+        self.hybrid.insert(self.remote_cache_key(key), value);
         self.remote.inserts.fetch_add(1, Ordering::Relaxed);
     }
 

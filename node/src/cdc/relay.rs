@@ -92,7 +92,7 @@ impl Relay {
                     None
                 }
                 Err(hold) => {
-                    let reason = hold.to_string();
+                    let reason = crate::redact_text::shown(&hold);
                     if held.as_deref() != Some(reason.as_str()) {
                         tracing::warn!(reason = %reason, "CDC relay holding change events");
                     }

@@ -105,6 +105,10 @@ fn pushed_down(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     // Aggregates: the partial each region computes, and how to combine it.
     let mut partials: Vec<Expr> = Vec::new();
     let mut combines: Vec<Combine> = Vec::new();
+    // A partial is computed from its argument: `max(email)` is an e-mail, `sum(balance)`
+    // is as sensitive as a balance. The cache decision sees only the group columns, so
+    // an answer is cacheable only when every argument is `public`.
+    let mut arguments_public = true;
     for (index, expr) in aggregate.aggr_expr.iter().enumerate() {
         let expr = match expr {
             Expr::Alias(alias) => alias.expr.as_ref(),
@@ -122,6 +126,8 @@ fn pushed_down(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         }
         let argument = match params.args.as_slice() {
             [Expr::Column(c)] if c.name != REGION_COLUMN => {
+                let class = def.column_index(&c.name).map(|i| def.columns[i].class);
+                arguments_public &= class == Some(crate::catalog::DataClass::Public);
                 Expr::Column(Column::new_unqualified(&c.name))
             }
             [Expr::Literal(value, _)] if func.name() == "count" && !value.is_null() => lit(1_i64),
@@ -164,6 +170,7 @@ fn pushed_down(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
             columns: group_positions,
             schema: Arc::clone(&leg_schema),
             sql,
+            cacheable: arguments_public,
         },
     );
     // Here: the same groups over the partials, then the original names and types.
@@ -279,6 +286,7 @@ impl TableProvider for MeshAggregateTable {
                 columns: self.leg.columns.clone(),
                 schema: Arc::clone(&self.leg.schema),
                 sql: self.leg.sql.clone(),
+                cacheable: self.leg.cacheable,
             },
             self.federation.regions(),
             (sources, schema),

@@ -23,6 +23,7 @@ pub(super) fn key(region: &str, principal: &Principal, asking: &str, sql: &str) 
         region,
         &principal.user,
         &principal.role.to_string(),
+        &principal.home_region, // the answering policy decides for it too
         asking,
         sql,
     ]

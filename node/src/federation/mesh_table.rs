@@ -217,6 +217,7 @@ impl TableProvider for MeshTable {
                 columns: leg_columns,
                 schema: leg_schema,
                 sql,
+                cacheable: true,
             },
             regions,
             (sources, schema),
@@ -233,6 +234,8 @@ pub(super) struct MeshScanExec {
     leg_schema: SchemaRef,
     /// The leg every region runs.
     sql: String,
+    /// See [`Leg::cacheable`].
+    cacheable: bool,
     regions: Vec<String>,
     /// Per output column: `Some(i)`, leg column `i`; `None`, `mesh_region`.
     sources: Vec<Option<usize>>,
@@ -276,6 +279,7 @@ impl MeshScanExec {
             leg_columns: leg.columns,
             leg_schema: leg.schema,
             sql: leg.sql,
+            cacheable: leg.cacheable,
             regions,
             sources,
             schema,
@@ -326,6 +330,11 @@ impl ExecutionPlan for MeshScanExec {
                 "a mesh leg cannot itself read mesh tables".into(),
             ));
         }
+        if session.copies {
+            return Err(DataFusionError::Plan(crate::residency::copy_refused(
+                &format!("mesh.{}", self.table),
+            )));
+        }
         let Some(region) = self.regions.get(partition).cloned() else {
             // No region left after the region filter: nothing to read.
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -340,6 +349,7 @@ impl ExecutionPlan for MeshScanExec {
             columns: self.leg_columns.clone(),
             schema: Arc::clone(&self.leg_schema),
             sql,
+            cacheable: self.cacheable,
         };
         let this = MeshScanExec {
             table: self.table.clone(),
@@ -347,6 +357,7 @@ impl ExecutionPlan for MeshScanExec {
             leg_columns: Vec::new(),
             leg_schema: Arc::clone(&self.leg_schema),
             sql: String::new(),
+            cacheable: self.cacheable,
             regions: Vec::new(),
             sources: self.sources.clone(),
             schema: Arc::clone(&self.schema),
@@ -405,6 +416,9 @@ pub(super) struct Leg {
     pub(super) columns: Vec<usize>,
     pub(super) schema: SchemaRef,
     pub(super) sql: String,
+    /// Whether `columns` are all the answer is computed from, so the cache decision on
+    /// them covers it (false for aggregates over non-`public` columns: never cached).
+    pub(super) cacheable: bool,
 }
 
 /// One region's answer: this node's own leg in process, another's from the cache or
@@ -420,13 +434,14 @@ async fn run_leg(
         columns,
         schema,
         sql,
+        cacheable,
     } = leg;
     if region == federation.region {
         let engine = federation
             .engine()
             .ok_or_else(|| LegError::failed(region, "the node is stopping"))?;
         let stream = engine
-            .run_mesh_leg(&session.principal, &sql)
+            .run_mesh_leg(&session.principal, &sql, None)
             .await
             .map_err(|e| LegError::failed(region, e))?;
         return stream
@@ -435,10 +450,13 @@ async fn run_leg(
             .map_err(|e| LegError::failed(region, e));
     }
     let key = leg_cache::key(region, &session.principal, &federation.region, &sql);
-    if let Some(batches) = leg_cache::cached(federation, &key).await {
+    if cacheable && let Some(batches) = leg_cache::cached(federation, &key).await {
         return Ok(batches);
     }
     let batches = remote::run(&federation.router, region, &session.principal, sql).await?;
+    if !cacheable {
+        return Ok(batches);
+    }
     leg_cache::keep(
         federation,
         &session.principal,

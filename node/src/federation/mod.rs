@@ -47,6 +47,9 @@ fn with_region_tag(schema: &arrow::datatypes::Schema) -> arrow::datatypes::Schem
 /// is the caller's certificate's).
 pub(crate) const USER_HEADER: &str = "x-domicile-user";
 pub(crate) const ROLE_HEADER: &str = "x-domicile-role";
+/// The asking user's (claimed) home region; the answering node decides for it too
+/// when it is not the caller's region.
+pub(crate) const HOME_REGION_HEADER: &str = "x-domicile-home-region";
 
 /// What a `mesh.<table>` scan needs: the regions, the way to their nodes, and this
 /// node's engine for its own leg.

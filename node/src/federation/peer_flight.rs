@@ -18,7 +18,7 @@ use futures::{Stream, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ROLE_HEADER, USER_HEADER};
+use super::{HOME_REGION_HEADER, ROLE_HEADER, USER_HEADER};
 use crate::auth::{Principal, Role};
 use crate::flight::sql_status;
 use crate::mesh::certs;
@@ -39,8 +39,10 @@ impl PeerFlightSql {
         }
     }
 
-    /// The user a peer asks for, homed (for this node's policy) in the peer's region.
-    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+    /// The user a peer asks for and the peer's region (its certificate's). The user is
+    /// capped at reader and named `user@<region>`; its claimed home region (header,
+    /// the peer's region if absent) is decided for as well as the peer's region.
+    fn principal<T>(&self, request: &Request<T>) -> Result<(Principal, String), Status> {
         let certs = request
             .peer_certs()
             .ok_or_else(|| Status::unauthenticated("mesh calls need a client certificate"))?;
@@ -59,12 +61,17 @@ impl PeerFlightSql {
         };
         let role = Role::parse(&header(ROLE_HEADER)?)
             .ok_or_else(|| Status::invalid_argument("a mesh leg names an unknown role"))?;
-        Ok(Principal {
-            user: header(USER_HEADER)?,
-            role,
-            home_region: region,
+        let home_region = header(HOME_REGION_HEADER)
+            .ok()
+            .filter(|home| !home.is_empty())
+            .unwrap_or_else(|| region.clone());
+        let principal = Principal {
+            user: format!("{}@{region}", header(USER_HEADER)?),
+            role: role.min(Role::Reader),
+            home_region,
             compliance: Vec::new(),
-        })
+        };
+        Ok((principal, region))
     }
 }
 
@@ -89,7 +96,7 @@ impl FlightSqlService for PeerFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let principal = self.principal(&request)?;
+        let (principal, _) = self.principal(&request)?;
         let statement = self
             .engine
             .prepare(&principal, &query.query)
@@ -114,12 +121,12 @@ impl FlightSqlService for PeerFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let principal = self.principal(&request)?;
+        let (principal, caller) = self.principal(&request)?;
         let sql = std::str::from_utf8(&ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8"))?;
         let stream = self
             .engine
-            .run_mesh_leg(&principal, sql)
+            .run_mesh_leg(&principal, sql, Some(caller.as_str()))
             .await
             .map_err(sql_status)?;
         let schema = stream.schema();

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use prost::Message;
 use thiserror::Error;
 
-use super::{ROLE_HEADER, USER_HEADER};
+use super::{HOME_REGION_HEADER, ROLE_HEADER, USER_HEADER};
 use crate::auth::Principal;
 use crate::mesh::PeerRouter;
 
@@ -29,7 +29,11 @@ impl LegError {
     pub(crate) fn failed(region: &str, error: impl std::fmt::Display) -> Self {
         LegError::Failed {
             region: region.to_string(),
-            message: error.to_string(),
+            // A leg's error may be DataFusion's, quoting a value it failed on.
+            message: crate::redact_text::withhold_values(
+                &error.to_string(),
+                crate::redact_text::Origin::Engine,
+            ),
         }
     }
 }
@@ -47,6 +51,7 @@ pub(crate) async fn run(
     let mut client = FlightSqlServiceClient::new(channel);
     client.set_header(USER_HEADER, principal.user.clone());
     client.set_header(ROLE_HEADER, principal.role.to_string());
+    client.set_header(HOME_REGION_HEADER, principal.home_region.clone());
     // One round trip: the statement ticket `PeerFlightSql` hands out for a query is the
     // query itself, so the leg goes straight to DoGet instead of GetFlightInfo first.
     let ticket = TicketStatementQuery {

@@ -1,16 +1,31 @@
 //! The one place where errors become gRPC statuses. Every variant is matched explicitly
-//! so a new error kind cannot silently become `Internal`.
+//! so a new error kind cannot silently become `Internal`. Every text raised while rows
+//! are read or written passes `redact_text::shown`: no stored value leaves in a status.
 
 use tonic::Status;
 
 use crate::auth::AuthError;
 use crate::mesh::ForwardError;
+use crate::redact_text::shown;
 use crate::residency::GuardError;
 use crate::sql::{SqlError, WriteError};
 use crate::storage::StorageError;
 
 pub(crate) fn sql_status(error: SqlError) -> Status {
-    let message = error.to_string();
+    // Errors raised before any row is read quote only the statement and the catalog
+    // (an unknown table's name is what the client typed): shown as they are. Everything
+    // raised while rows are read or written passes the sanitizer.
+    let message = match &error {
+        SqlError::Parse(_)
+        | SqlError::Plan(_)
+        | SqlError::Unsupported(_)
+        | SqlError::PermissionDenied { .. }
+        | SqlError::NotFound(_)
+        | SqlError::AlreadyExists(_)
+        | SqlError::TooLarge(_)
+        | SqlError::Ddl(_) => error.to_string(),
+        _ => shown(&error),
+    };
     match error {
         SqlError::Parse(_) | SqlError::Plan(_) | SqlError::Ddl(_) | SqlError::Execution(_) => {
             Status::invalid_argument(message)
@@ -44,7 +59,7 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
 }
 
 fn forward_status(error: ForwardError) -> Status {
-    let message = error.to_string();
+    let message = shown(&error);
     match error {
         ForwardError::Unreachable { .. } => Status::unavailable(message),
         ForwardError::UnknownRegion(_) => Status::failed_precondition(message),
@@ -54,7 +69,7 @@ fn forward_status(error: ForwardError) -> Status {
 }
 
 fn residency_status(error: GuardError) -> Status {
-    let message = error.to_string();
+    let message = shown(&error);
     match error {
         GuardError::Denied { .. } | GuardError::AlteredStore(_) => {
             Status::permission_denied(message)
@@ -68,7 +83,7 @@ fn residency_status(error: GuardError) -> Status {
 }
 
 fn storage_status(error: StorageError) -> Status {
-    let message = error.to_string();
+    let message = shown(&error);
     match error {
         StorageError::Overloaded(_) | StorageError::WriterStopped => Status::unavailable(message),
         StorageError::Open(_)
@@ -84,7 +99,7 @@ fn storage_status(error: StorageError) -> Status {
 }
 
 pub(crate) fn auth_status(error: AuthError) -> Status {
-    let message = error.to_string();
+    let message = shown(&error);
     match error {
         AuthError::MissingCredentials
         | AuthError::Malformed

@@ -107,7 +107,7 @@ impl PeerMonitor {
                         }
                         Err(error) => {
                             if status.reachable {
-                                tracing::warn!(peer = %status.region, error = %error.message(), "peer unreachable");
+                                tracing::warn!(peer = %status.region, error = %crate::redact_text::shown(&error.message()), "peer unreachable");
                             }
                             status.reachable = false;
                             status.last_error = Some(describe(&error));
@@ -137,7 +137,7 @@ fn describe(status: &tonic::Status) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text
+    crate::redact_text::shown(&text)
 }
 
 impl Drop for PeerMonitor {

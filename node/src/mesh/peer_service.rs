@@ -10,21 +10,25 @@ use tonic::{Request, Response, Status};
 use super::certs;
 use super::proto::peer_server::Peer;
 use super::proto::{
-    ChangeBatch, ForwardedPrincipal, InsertRowsReply, InsertRowsRequest, PingReply, PingRequest,
-    RunStepReply, RunStepRequest, ScanRowsReply, ScanRowsRequest, StreamChangesRequest,
+    ChangeBatch, ForwardedPrincipal, GetSagaStepReply, GetSagaStepRequest, InsertRowsReply,
+    InsertRowsRequest, PingReply, PingRequest, RunStepReply, RunStepRequest, ScanRowsReply,
+    ScanRowsRequest, StreamChangesRequest,
 };
 use super::router::{decode as decode_ipc, encode_all};
 use crate::auth::{Principal, Role};
 use crate::flight::sql_status;
 use crate::plugins::{StepDirection, StepError};
+use crate::saga::SagaEngine;
 use crate::saga::fields::Fields;
-use crate::saga::participant::{self, ParticipantError, StepRequest};
+use crate::saga::participant::{ParticipantError, StepRequest};
 use crate::sql::SqlEngine;
 
 pub struct PeerService {
     region: String,
     peers: HashSet<String>,
     engine: Arc<SqlEngine>,
+    /// Runs the steps peers ask for, and answers for the sagas this node orchestrates.
+    sagas: Arc<SagaEngine>,
     /// Ends long-lived change streams when the node stops.
     shutdown: watch::Receiver<bool>,
 }
@@ -34,12 +38,14 @@ impl PeerService {
         region: String,
         peers: impl IntoIterator<Item = String>,
         engine: Arc<SqlEngine>,
+        sagas: Arc<SagaEngine>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             region,
             peers: peers.into_iter().collect(),
             engine,
+            sagas,
             shutdown,
         }
     }
@@ -88,8 +94,14 @@ impl Peer for PeerService {
                 )));
             }
         };
-        let fields: Fields = serde_json::from_str(&body.fields_json)
-            .map_err(|e| Status::invalid_argument(format!("fields are not saga fields: {e}")))?;
+        // The saga, step, direction, input and epoch are checked against the
+        // orchestrator's log (`SagaEngine::run_for_peer`); only the region is proven here.
+        let fields: Fields = serde_json::from_str(&body.fields_json).map_err(|e| {
+            Status::invalid_argument(format!(
+                "fields are not saga fields: {}",
+                crate::redact_text::shown(&e)
+            ))
+        })?;
         let step = StepRequest {
             saga_id: body.saga_id,
             saga_type: body.saga_type,
@@ -97,32 +109,46 @@ impl Peer for PeerService {
             direction,
             epoch: body.epoch,
             fields,
+            orchestrator: None,
         };
         let (saga, name) = (step.saga_id.clone(), step.step.clone());
-        let identity = self.engine.identity();
-        let outcome = participant::run_once(
-            self.engine.store(),
-            self.engine.plugins(),
-            &identity.jurisdiction,
-            &identity.region,
-            step,
-            None,
-            false,
-        )
-        .await;
+        let outcome = self.sagas.run_for_peer(&caller, step).await;
         // Per step, so debug when it went through; a failure is worth a line at info.
         match &outcome {
             Ok(_) => {
                 tracing::debug!(orchestrator = %caller, saga = %saga, step = %name, "saga step run for a peer")
             }
             Err(error) => {
-                tracing::info!(orchestrator = %caller, saga = %saga, step = %name, error = %error, "saga step for a peer failed")
+                tracing::info!(orchestrator = %caller, saga = %saga, step = %name, error = %crate::redact_text::shown(&error), "saga step for a peer failed")
             }
         }
         let result = outcome.map_err(participant_status)?;
-        let fields_json = serde_json::to_string(&result.result)
+        let fields_json = serde_json::to_string(&result)
             .map_err(|e| Status::internal(format!("cannot encode the step result: {e}")))?;
         Ok(Response::new(RunStepReply { fields_json }))
+    }
+
+    async fn get_saga_step(
+        &self,
+        request: Request<GetSagaStepRequest>,
+    ) -> Result<Response<GetSagaStepReply>, Status> {
+        let claimed = request.get_ref().region.clone();
+        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
+            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
+        })?;
+        let asked = request.into_inner();
+        match self.sagas.step_for_peer(&caller, &asked) {
+            Ok(Some(epoch)) => Ok(Response::new(GetSagaStepReply { epoch })),
+            Ok(None) => {
+                tracing::warn!(participant = %caller, saga = %asked.saga_id, step = %asked.step, "a peer asked about a saga step this node did not send");
+                Err(Status::not_found(
+                    "this node's saga log holds no such step for your region",
+                ))
+            }
+            Err(error) => Err(Status::unavailable(format!(
+                "cannot read the saga log: {error}"
+            ))),
+        }
     }
 
     async fn stream_changes(
@@ -163,13 +189,16 @@ impl Peer for PeerService {
             tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
         })?;
         let body = request.into_inner();
-        let principal = principal(body.principal)?;
+        let principal = principal(body.principal, &caller, Role::Writer)?;
         let batches = decode_ipc(&body.arrow_ipc).map_err(|e| {
-            Status::invalid_argument(format!("rows are not an Arrow IPC stream: {e}"))
+            Status::invalid_argument(format!(
+                "rows are not an Arrow IPC stream: {}",
+                crate::redact_text::shown(&e)
+            ))
         })?;
         let count = self
             .engine
-            .insert_forwarded(principal, &body.table, batches)
+            .insert_forwarded(principal, &body.table, batches, &caller)
             .await
             .map_err(sql_status)?;
         tracing::info!(from = %caller, table = %body.table, rows = count, "stored rows forwarded by a peer");
@@ -181,22 +210,25 @@ impl Peer for PeerService {
         request: Request<ScanRowsRequest>,
     ) -> Result<Response<ScanRowsReply>, Status> {
         let claimed = request.get_ref().region.clone();
-        self.caller(&request, &claimed).inspect_err(|refusal| {
+        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
             tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
         })?;
         let body = request.into_inner();
-        let principal = principal(body.principal)?;
+        let principal = principal(body.principal, &caller, Role::Reader)?;
         let keys = if body.keys_ipc.is_empty() {
             None
         } else {
             Some(decode_ipc(&body.keys_ipc).map_err(|e| {
-                Status::invalid_argument(format!("keys are not an Arrow IPC stream: {e}"))
+                Status::invalid_argument(format!(
+                    "keys are not an Arrow IPC stream: {}",
+                    crate::redact_text::shown(&e)
+                ))
             })?)
         };
         let limit = usize::try_from(body.limit).ok().filter(|l| *l > 0);
         let (schema, batches) = self
             .engine
-            .scan_forwarded(principal, &body.table, &body.columns, keys, limit)
+            .scan_forwarded(principal, &body.table, &body.columns, keys, limit, &caller)
             .await
             .map_err(sql_status)?;
         let arrow_ipc = encode_all(&schema, &batches)
@@ -208,24 +240,39 @@ impl Peer for PeerService {
 /// Rejected → FAILED_PRECONDITION (compensate), fenced → ABORTED (stop), the rest →
 /// UNAVAILABLE (retry).
 fn participant_status(error: ParticipantError) -> Status {
-    let message = error.to_string();
+    let message = crate::redact_text::shown(&error);
     match error {
         ParticipantError::Step(StepError::Rejected(_)) => Status::failed_precondition(message),
         ParticipantError::Fenced { .. } => Status::aborted(message),
+        ParticipantError::Foreign { .. } | ParticipantError::Unverified { .. } => {
+            Status::permission_denied(message)
+        }
         _ => Status::unavailable(message),
     }
 }
 
-/// The client a peer calls for; trusted because the peer is authenticated.
-fn principal(forwarded: Option<ForwardedPrincipal>) -> Result<Principal, Status> {
+/// The client a peer (of region `caller`, its certificate's) calls for. Only vouched
+/// for by the peer, so: never more than `cap` (never admin), named `user@<caller>` in
+/// audit entries, and its claimed home region only adds a destination to decide for
+/// (the rows go to `caller` in any case; an empty claim counts as `caller`).
+fn principal(
+    forwarded: Option<ForwardedPrincipal>,
+    caller: &str,
+    cap: Role,
+) -> Result<Principal, Status> {
     let forwarded =
         forwarded.ok_or_else(|| Status::invalid_argument("the call names no principal"))?;
     let role = Role::parse(&forwarded.role)
         .ok_or_else(|| Status::invalid_argument("forwarded principal has an unknown role"))?;
+    let home_region = if forwarded.home_region.is_empty() {
+        caller.to_string()
+    } else {
+        forwarded.home_region
+    };
     Ok(Principal {
-        user: forwarded.user,
-        role,
-        home_region: forwarded.home_region,
+        user: format!("{}@{caller}", forwarded.user),
+        role: role.min(cap),
+        home_region,
         compliance: Vec::new(),
     })
 }

@@ -9,8 +9,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::proto::peer_client::PeerClient;
 use super::proto::{
-    ChangeBatch, ForwardedPrincipal, InsertRowsRequest, RunStepReply, RunStepRequest,
-    ScanRowsRequest, StreamChangesRequest,
+    ChangeBatch, ForwardedPrincipal, GetSagaStepReply, GetSagaStepRequest, InsertRowsRequest,
+    RunStepReply, RunStepRequest, ScanRowsRequest, StreamChangesRequest,
 };
 use super::tls::MeshTls;
 use crate::auth::Principal;
@@ -157,7 +157,7 @@ impl PeerRouter {
         decode(&reply.into_inner().arrow_ipc).map_err(|e| ForwardError::Refused {
             region: home.into(),
             code: tonic::Code::Internal,
-            message: format!("unreadable rows: {e}"),
+            message: format!("unreadable rows: {}", crate::redact_text::shown(&e)),
         })
     }
 
@@ -170,6 +170,24 @@ impl PeerRouter {
         let mut client = self.client(region)?;
         client
             .run_step(RunStepRequest {
+                region: self.region.clone(),
+                ..request
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| classify(region, status))
+    }
+
+    /// Asks `region`'s node, the orchestrator of a saga, whether its log holds a step
+    /// (dialed at its configured address; its certificate must name `region`).
+    pub async fn get_saga_step(
+        &self,
+        region: &str,
+        request: GetSagaStepRequest,
+    ) -> Result<GetSagaStepReply, ForwardError> {
+        let mut client = self.client(region)?;
+        client
+            .get_saga_step(GetSagaStepRequest {
                 region: self.region.clone(),
                 ..request
             })
@@ -250,13 +268,13 @@ fn classify(home: &str, status: tonic::Status) -> ForwardError {
     if transport {
         ForwardError::Unreachable {
             region: home.into(),
-            detail: status.message().into(),
+            detail: crate::redact_text::shown(&status.message()),
         }
     } else {
         ForwardError::Refused {
             region: home.into(),
             code: status.code(),
-            message: status.message().into(),
+            message: crate::redact_text::shown(&status.message()),
         }
     }
 }

@@ -29,5 +29,5 @@ pub use redactor::{RedactorPlugin, redactor_types};
 pub use registry::{Active, PluginRecord, PluginRegistry, PluginUpload, UploadError};
 pub use residency::{ResidencyPolicyPlugin, residency_types};
 pub use runtime::{CallError, CallStats, CallStatsSnapshot, LoadError, PluginKind, PluginRuntime};
-pub use saga::{SagaStepPlugin, StepDirection, StepError, saga_types};
+pub use saga::{SagaStepPlugin, StagedStep, StepDirection, StepError, StepGate, saga_types};
 pub use saga_host::{StepCommitError, StepTransaction};

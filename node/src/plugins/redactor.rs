@@ -104,7 +104,13 @@ impl RedactorPlugin {
         })?;
         let redacted = answer.map_err(|reason| {
             self.stats.record_rejected_answer();
-            CallError::Trap(format!("redactor refused the batch: {reason}"))
+            CallError::Trap(format!(
+                "redactor refused the batch: {}",
+                crate::redact_text::withhold_values(
+                    &reason,
+                    crate::redact_text::Origin::Plugin { seen: &[] }
+                )
+            ))
         })?;
         check_redacted(&redacted, batch).inspect_err(|_| self.stats.record_rejected_answer())?;
         Ok(redacted)

@@ -374,7 +374,11 @@ impl PluginRuntime {
                 memory_max_bytes: self.limits.memory_max_bytes,
             };
         }
-        CallError::Trap(text)
+        // A guest's panic message is its own text and may cite what it was given.
+        CallError::Trap(crate::redact_text::withhold_values(
+            &text,
+            crate::redact_text::Origin::Plugin { seen: &[] },
+        ))
     }
 }
 

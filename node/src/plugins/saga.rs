@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use thiserror::Error;
 use wasmtime::component::HasSelf;
 
 use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime, blocking};
 use super::saga_host::{StepCommitError, StepTransaction};
+use crate::catalog::TableDef;
+use crate::redact_text::{Origin, withhold_values};
 use crate::storage::{StorageError, Store, WriteContext};
 
 pub(super) mod bindings {
@@ -75,6 +78,19 @@ impl From<StepCommitError> for StepError {
         }
     }
 }
+
+/// What one attempt of a step staged and answered, for the decisions taken before it
+/// commits: the rows it would store, by table, and its result.
+pub struct StagedStep {
+    pub puts: Vec<(Arc<TableDef>, Vec<Vec<crate::storage::Value>>)>,
+    pub result: Vec<(String, Value)>,
+}
+
+/// Decides on a step attempt before its commit (residency: `may-store`, and the reply's
+/// `may-send-step`); returns audit entry bodies that commit with the step. An error
+/// calls the commit off: nothing is written.
+pub type StepGate =
+    Arc<dyn Fn(StagedStep) -> BoxFuture<'static, Result<Vec<Vec<u8>>, StepError>> + Send + Sync>;
 
 /// One loaded version of a saga-step plugin.
 pub struct SagaStepPlugin {
@@ -161,6 +177,32 @@ impl SagaStepPlugin {
             + Send
             + 'static,
     {
+        self.run_step_gated(store, region, input, saga_type, direction, None, also)
+            .await
+    }
+
+    /// [`Self::run_step`], with `gate` deciding on each attempt's staged rows and result
+    /// before its commit (its audit entries commit with the step).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "run_step's arguments and the gate"
+    )]
+    pub async fn run_step_gated<F>(
+        &self,
+        store: &Store,
+        region: &str,
+        input: &StepInput,
+        saga_type: &str,
+        direction: StepDirection,
+        gate: Option<StepGate>,
+        also: F,
+    ) -> Result<Vec<(String, Value)>, StepError>
+    where
+        F: Fn(&mut WriteContext<'_>, &[(String, Value)]) -> Result<(), StepError>
+            + Clone
+            + Send
+            + 'static,
+    {
         let descriptor = self
             .saga_types
             .iter()
@@ -184,11 +226,24 @@ impl SagaStepPlugin {
                 .collect::<Result<Vec<_>, _>>()?;
             let transaction = StepTransaction::new(store.snapshot()?, Arc::clone(&region), tables);
             let (result, transaction) = self.call_step(input, direction, transaction).await?;
+            let audits = match &gate {
+                Some(gate) => {
+                    let staged = StagedStep {
+                        puts: transaction.staged_puts(),
+                        result: result.clone(),
+                    };
+                    gate(staged).await?
+                }
+                None => Vec::new(),
+            };
             let also = also.clone();
             let staged_result = result.clone();
             let committed = store
                 .write(move |ctx| {
                     transaction.apply(ctx)?;
+                    for body in audits {
+                        ctx.append_audit(body);
+                    }
                     also(ctx, &staged_result)
                 })
                 .await;
@@ -234,8 +289,19 @@ impl SagaStepPlugin {
             .ok_or_else(|| StepError::Retryable("step transaction lost".into()))?;
         match answer {
             Ok(result) => Ok((result, transaction)),
-            Err(StepFailure::Rejected(reason)) => Err(StepError::Rejected(reason)),
-            Err(StepFailure::Retryable(reason)) => Err(StepError::Retryable(reason)),
+            Err(StepFailure::Rejected(reason)) => {
+                Err(StepError::Rejected(guest_text(&reason, &transaction)))
+            }
+            Err(StepFailure::Retryable(reason)) => {
+                Err(StepError::Retryable(guest_text(&reason, &transaction)))
+            }
         }
     }
+}
+
+/// A guest's failure text without the values its step read or staged: it goes to the
+/// orchestrator, `system.sagas.last_error` and logs, possibly in another region.
+fn guest_text(reason: &str, transaction: &StepTransaction) -> String {
+    let seen = transaction.shown_values();
+    withhold_values(reason, Origin::Plugin { seen: &seen })
 }

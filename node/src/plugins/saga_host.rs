@@ -88,6 +88,32 @@ impl StepTransaction {
         self.writes.len()
     }
 
+    /// Every value the step read or staged, as a guest might print it.
+    pub(crate) fn shown_values(&self) -> Vec<String> {
+        let read = self.reads.iter().map(|r| (&r.table, &r.row));
+        let staged = self.writes.iter().map(|w| (&w.table, &w.row));
+        let mut shown = Vec::new();
+        for (table, row) in read.chain(staged) {
+            for (value, column) in row.iter().flatten().zip(&table.columns) {
+                shown.extend(crate::redact_text::renderings(value, column.column_type));
+            }
+        }
+        shown
+    }
+
+    /// The rows this attempt would store, by table (a delete stores nothing).
+    pub(crate) fn staged_puts(&self) -> Vec<(Arc<TableDef>, Vec<Vec<storage::Value>>)> {
+        let mut out: Vec<(Arc<TableDef>, Vec<Vec<storage::Value>>)> = Vec::new();
+        for write in &self.writes {
+            let Some(row) = &write.row else { continue };
+            match out.iter_mut().find(|(def, _)| def.id == write.table.id) {
+                Some((_, rows)) => rows.push(row.clone()),
+                None => out.push((Arc::clone(&write.table), vec![row.clone()])),
+            }
+        }
+        out
+    }
+
     fn table(&self, name: &str) -> Result<Arc<TableDef>, String> {
         self.tables
             .get(name)

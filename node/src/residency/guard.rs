@@ -72,6 +72,34 @@ pub struct GuardSession {
     pub options: crate::auth::SessionOptions,
     /// Where a statement that answers partially says what is missing.
     pub warnings: crate::sql::Warnings,
+    /// For a peer's call (`ScanRows`, `InsertRows`, a mesh leg): the caller's region,
+    /// from its certificate. The rows go there, whatever home the peer claims.
+    pub via_region: Option<String>,
+    /// The statement stores what it reads (INSERT ... SELECT): rows released for
+    /// display are not rows this node may keep, so its reads never cross to another
+    /// node (a routed partition is refused) and never read `mesh.*` or `global.*`.
+    pub copies: bool,
+}
+
+/// Why a read that feeds a write is refused: names the source, never a value.
+pub fn copy_refused(source: &str) -> String {
+    format!(
+        "INSERT ... SELECT may copy only rows stored on this node: {source} holds rows          released for display under their home region's policy, not for storage here          (write them at their home node, or read them with SELECT)"
+    )
+}
+
+impl GuardSession {
+    /// Every region released rows reach: the principal's (claimed) home region and,
+    /// for a peer's call, the caller's certificate region.
+    pub fn destinations(&self) -> Vec<&str> {
+        let mut regions = vec![self.principal.home_region.as_str()];
+        if let Some(via) = self.via_region.as_deref()
+            && via != self.principal.home_region.as_str()
+        {
+            regions.push(via);
+        }
+        regions
+    }
 }
 
 /// The outcome of one decision, and the audit entry that records it (`None` when no
@@ -216,7 +244,7 @@ impl ResidencyGuard {
             Decision::Deny(denial) => Some(GuardError::Denied {
                 jurisdiction: self.jurisdiction.clone(),
                 code: denial.code,
-                reason: denial.reason.clone(),
+                reason: policy_reason(&denial.reason),
             }),
             _ => None,
         }
@@ -378,44 +406,57 @@ impl ResidencyGuard {
         }
     }
 
-    /// Whether rows of `def` returned to `principal` need a decision: they would leave
-    /// this region.
-    pub fn decides_egress(&self, principal: &Principal, def: &TableDef) -> bool {
-        self.governs(def) && *principal.home_region != *self.region
+    /// Whether rows of `def` released to `destinations` need a decision: one of them is
+    /// not this region.
+    pub fn decides_egress(&self, destinations: &[&str], def: &TableDef) -> bool {
+        self.governs(def) && destinations.iter().any(|d| *d != &*self.region)
     }
 
-    /// Rows of `def` (projected to `projection`) about to be returned to `principal`.
-    /// If the principal is homed elsewhere, the policy decides for the principal's
-    /// region; removed and masked columns are changed in place (removed → NULL: a
-    /// result's schema is fixed when the query is planned).
+    /// Rows of `def` (projected to `projection`) about to be released for `principal`
+    /// to `destinations`. The policy decides for each one other than this region, each
+    /// time on the rows as stored; all decisions are applied (removed → NULL, masked),
+    /// so the strictest action wins, and a row any destination refuses refuses the
+    /// release. Returns the outcome and one audit entry per region decided.
     pub fn check_egress(
         &self,
         principal: &Principal,
+        destinations: &[&str],
         def: &TableDef,
         projection: &[usize],
         rows: &mut [Vec<Value>],
-    ) -> Verdict {
-        if !self.decides_egress(principal, def) || rows.is_empty() {
-            return Verdict::none();
+    ) -> (Result<(), GuardError>, Vec<AuditEntry>) {
+        let mut away: Vec<&str> = Vec::new();
+        for destination in destinations {
+            if *destination != &*self.region && !away.contains(destination) {
+                away.push(*destination);
+            }
+        }
+        if !self.governs(def) || away.is_empty() || rows.is_empty() {
+            return (Ok(()), Vec::new());
         }
         let columns: Vec<String> = projection
             .iter()
             .map(|&i| def.columns[i].name.clone())
             .collect();
-        let mut audit = self.entry(
-            principal,
-            AuditPath::QueryResult,
-            &def.name,
-            columns.clone(),
-            &principal.home_region,
-            rows.len(),
-        );
-        let outcome = self.decide_egress(def, projection, &columns, principal, rows, &mut audit);
-        finish(&mut audit, &outcome);
-        Verdict {
-            outcome,
-            audit: Some(audit),
+        let mut audits: Vec<AuditEntry> = away
+            .iter()
+            .map(|to| {
+                let columns = columns.clone();
+                self.entry(
+                    principal,
+                    AuditPath::QueryResult,
+                    &def.name,
+                    columns,
+                    to,
+                    rows.len(),
+                )
+            })
+            .collect();
+        let outcome = self.decide_egress(def, projection, &columns, &away, rows, &mut audits);
+        for audit in &mut audits {
+            finish(audit, &outcome);
         }
+        (outcome, audits)
     }
 
     fn decide_egress(
@@ -423,32 +464,43 @@ impl ResidencyGuard {
         def: &TableDef,
         projection: &[usize],
         columns: &[String],
-        principal: &Principal,
+        destinations: &[&str],
         rows: &mut [Vec<Value>],
-        audit: &mut AuditEntry,
+        audits: &mut [AuditEntry],
     ) -> Result<(), GuardError> {
         let policy = self.policy()?;
-        audit.plugin = Some(plugin_ref(&policy));
-        let mut changed = Vec::new();
-        for chunk in rows.chunks_mut(POLICY_BATCH_ROWS_MAX) {
-            self.release_chunk(
-                &policy,
-                def,
-                projection,
-                columns,
-                principal,
-                chunk,
-                &mut changed,
-            )?;
+        for audit in audits.iter_mut() {
+            audit.plugin = Some(plugin_ref(&policy));
         }
-        if !changed.is_empty() {
-            audit.decision = "allow-with".into();
-            audit.reason = Some(changed.join("; "));
+        let mut changed = vec![Vec::new(); destinations.len()];
+        for chunk in rows.chunks_mut(POLICY_BATCH_ROWS_MAX) {
+            // Every destination decides on the rows as stored, not as another left them.
+            let stored = chunk.to_vec();
+            for (destination, changed) in destinations.iter().zip(&mut changed) {
+                self.release_chunk(
+                    &policy,
+                    def,
+                    projection,
+                    columns,
+                    destination,
+                    &stored,
+                    chunk,
+                    changed,
+                )?;
+            }
+        }
+        for (audit, changed) in audits.iter_mut().zip(changed) {
+            if !changed.is_empty() {
+                audit.decision = "allow-with".into();
+                audit.reason = Some(changed.join("; "));
+            }
         }
         Ok(())
     }
 
-    /// Decides one policy call's worth of rows and applies the column actions.
+    /// Decides one policy call's worth of rows (`stored`) for `destination` and applies
+    /// the column actions to `rows` (the same rows, as earlier decisions left them):
+    /// removal and masking only ever add up, so the strictest action wins.
     #[expect(
         clippy::too_many_arguments,
         reason = "one call's whole context, all borrowed"
@@ -459,7 +511,8 @@ impl ResidencyGuard {
         def: &TableDef,
         projection: &[usize],
         columns: &[String],
-        principal: &Principal,
+        destination: &str,
+        stored: &[Vec<Value>],
         rows: &mut [Vec<Value>],
         changed: &mut Vec<String>,
     ) -> Result<(), GuardError> {
@@ -469,9 +522,9 @@ impl ResidencyGuard {
                 name: def.name.clone(),
                 columns: projected.iter().map(|c| wit_values::column(c)).collect(),
             },
-            regions: vec![self.region.to_string(), principal.home_region.clone()],
-            home_regions: vec![0; rows.len()],
-            rows: rows
+            regions: vec![self.region.to_string(), destination.to_string()],
+            home_regions: vec![0; stored.len()],
+            rows: stored
                 .iter()
                 .map(|row| {
                     row.iter()
@@ -492,7 +545,7 @@ impl ResidencyGuard {
                     return Err(GuardError::Denied {
                         jurisdiction: self.jurisdiction.clone(),
                         code: denial.code,
-                        reason: denial.reason.clone(),
+                        reason: policy_reason(&denial.reason),
                     });
                 }
                 Decision::AllowWith(actions) => {
@@ -575,7 +628,7 @@ impl ResidencyGuard {
                         Decision::Allow => {}
                         Decision::Deny(denial) => {
                             *verdict = None;
-                            refusal.get_or_insert_with(|| denial.reason.clone());
+                            refusal.get_or_insert_with(|| policy_reason(&denial.reason));
                         }
                         Decision::AllowWith(actions) if actions.len() != columns.len() => {
                             return Err(self.failed(CallError::InvalidOutput(format!(
@@ -711,6 +764,13 @@ fn plugin_ref(active: &Active<ResidencyPolicyPlugin>) -> PluginRef {
     }
 }
 
+/// A policy's reason for a denial, as texts that leave the node (statuses, the audit
+/// log, `system.cdc`) may carry it.
+fn policy_reason(reason: &str) -> String {
+    use crate::redact_text::{Origin, withhold_values};
+    withhold_values(reason, Origin::Plugin { seen: &[] })
+}
+
 /// Fills in the decision and reason of `audit` from `outcome` (an `allow-with` set by
 /// the decision itself is kept).
 fn finish(audit: &mut AuditEntry, outcome: &Result<(), GuardError>) {
@@ -719,7 +779,7 @@ fn finish(audit: &mut AuditEntry, outcome: &Result<(), GuardError>) {
         Ok(()) => audit.decision = "allow".into(),
         Err(error) => {
             audit.decision = "deny".into();
-            audit.reason = Some(error.to_string());
+            audit.reason = Some(crate::redact_text::shown(error));
         }
     }
 }

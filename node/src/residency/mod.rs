@@ -13,4 +13,6 @@ pub mod leak_scan;
 
 pub use audit_entry::{AuditEntry, AuditPath, PluginRef};
 pub(crate) use guard::mask_text;
-pub use guard::{GuardError, GuardMode, GuardSession, ReplicationVerdict, ResidencyGuard};
+pub use guard::{
+    GuardError, GuardMode, GuardSession, ReplicationVerdict, ResidencyGuard, copy_refused,
+};

@@ -25,6 +25,13 @@ pub enum Field {
     Uuid(String),
 }
 
+/// SHA-256 of `fields` as `RunStepRequest.fields_json` carries them: how a participant
+/// and the orchestrator compare a step's input without sending it again.
+pub fn digest(fields: &Fields) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(serde_json::to_vec(fields).unwrap_or_default()).to_vec()
+}
+
 impl From<&Value> for Field {
     fn from(value: &Value) -> Self {
         match value {

@@ -19,9 +19,9 @@ use super::fields::{self, Fields};
 use super::participant::{self, ParticipantError, StepRequest};
 use super::record::{self, SagaRecord, SagaState, StepRecord, StepState};
 use super::waiters::{SettledWaiters, Waiter};
-use crate::mesh::proto::RunStepRequest;
+use crate::mesh::proto::{GetSagaStepRequest, RunStepRequest};
 use crate::mesh::{ForwardError, PeerRouter};
-use crate::plugins::{PluginRegistry, StepDirection, StepError};
+use crate::plugins::{CallError, PluginRegistry, StepDirection, StepError};
 use crate::residency::{AuditEntry, ResidencyGuard};
 use crate::storage::{StorageError, Store};
 
@@ -129,6 +129,7 @@ fn step_request(saga: &SagaRecord, index: usize, direction: StepDirection) -> St
         direction,
         epoch: saga.epoch,
         fields: saga.input.clone(),
+        orchestrator: None,
     }
 }
 
@@ -366,14 +367,17 @@ impl SagaEngine {
         saga.state = SagaState::Running;
         saga.steps[0].attempts = 1;
         let (ahead, progress) = self.progress_of(&saga, 0, true).await;
+        let request = step_request(&saga, 0, StepDirection::Execute);
+        let gate = participant::gate(Arc::clone(&self.guard), &self.region, &request);
         let outcome = participant::run_once(
             &self.store,
             &self.plugins,
             &self.jurisdiction,
             &self.region,
-            step_request(&saga, 0, StepDirection::Execute),
+            request,
             progress,
             true,
+            Some(gate),
         )
         .await;
         match outcome {
@@ -395,7 +399,7 @@ impl SagaEngine {
             // Not done: a transient failure (a fresh saga cannot be fenced or found
             // done earlier); the drive retries the step.
             Ok(_) => {}
-            Err(error) => saga.steps[0].last_error = Some(error.to_string()),
+            Err(error) => saga.steps[0].last_error = Some(crate::redact_text::shown(&error)),
         }
         saga.updated_unix_ms = now_unix_ms();
         self.record_and_drive(saga).await
@@ -764,6 +768,24 @@ impl SagaEngine {
         direction: StepDirection,
         ahead: &mut Option<DecidedAhead>,
     ) -> Result<StepCall, StorageError> {
+        // Its reasons become `last_error` (`system.sagas`, admin replies) and log lines.
+        let shown = |reason: String| crate::redact_text::shown(&reason);
+        Ok(
+            match self.call_unshown(saga, index, direction, ahead).await? {
+                StepCall::Refused(reason) => StepCall::Refused(shown(reason)),
+                StepCall::Transient(reason) => StepCall::Transient(shown(reason)),
+                other => other,
+            },
+        )
+    }
+
+    async fn call_unshown(
+        &self,
+        saga: &mut SagaRecord,
+        index: usize,
+        direction: StepDirection,
+        ahead: &mut Option<DecidedAhead>,
+    ) -> Result<StepCall, StorageError> {
         let step = &saga.steps[index];
         let request = step_request(saga, index, direction);
         if step.region == self.region {
@@ -771,6 +793,7 @@ impl SagaEngine {
                 StepDirection::Execute => self.progress_of(saga, index, false).await,
                 StepDirection::Compensate => (None, None),
             };
+            let gate = participant::gate(Arc::clone(&self.guard), &self.region, &request);
             return Ok(
                 match participant::run_once(
                     &self.store,
@@ -780,6 +803,7 @@ impl SagaEngine {
                     request,
                     progress,
                     false,
+                    Some(gate),
                 )
                 .await
                 {
@@ -859,6 +883,173 @@ impl SagaEngine {
             Err(error @ ForwardError::UnknownRegion(_)) => StepCall::Refused(error.to_string()),
             Err(other) => StepCall::Transient(other.to_string()),
         })
+    }
+
+    /// A step that peer `caller` (its certificate's region) asks this node to run. The
+    /// saga is bound to `caller` at first contact; a step not recorded here yet runs
+    /// only once `caller`'s saga log confirmed it (`GetSagaStep`) at this very epoch.
+    pub async fn run_for_peer(
+        &self,
+        caller: &str,
+        mut request: StepRequest,
+    ) -> Result<Fields, ParticipantError> {
+        if record::load(&self.store, &request.saga_id)?.is_some() {
+            // This node's own saga: nobody else drives it.
+            return Err(ParticipantError::Foreign {
+                saga: request.saga_id,
+                bound: self.region.clone(),
+                caller: caller.to_string(),
+            });
+        }
+        request.orchestrator = Some(caller.to_string());
+        if let Some(result) = participant::recorded_for_peer(&self.store, &request, caller)? {
+            return Ok(result);
+        }
+        let confirmed = self.confirm(caller, &request).await?;
+        if confirmed != request.epoch {
+            return Err(ParticipantError::Fenced {
+                saga: request.saga_id,
+                seen: confirmed,
+                given: request.epoch,
+            });
+        }
+        let (saga_type, step) = (request.saga_type.clone(), request.step.clone());
+        let gate = participant::gate(Arc::clone(&self.guard), &self.region, &request);
+        let outcome = participant::run_once(
+            &self.store,
+            &self.plugins,
+            &self.jurisdiction,
+            &self.region,
+            request,
+            None,
+            false,
+            Some(gate),
+        )
+        .await;
+        match outcome {
+            Ok(done) => Ok(done.result),
+            Err(ParticipantError::Step(StepError::Rejected(reason))) => {
+                let reason = self.failure_text(caller, &saga_type, &step, reason).await;
+                Err(StepError::Rejected(reason).into())
+            }
+            Err(ParticipantError::Step(StepError::Retryable(reason))) => {
+                let reason = self.failure_text(caller, &saga_type, &step, reason).await;
+                Err(StepError::Retryable(reason).into())
+            }
+            Err(ParticipantError::Step(StepError::Plugin(CallError::Trap(_)))) => {
+                Err(StepError::Plugin(CallError::Trap("message withheld".into())).into())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The epoch `orchestrator`'s saga log holds, if it holds the step `request` asks
+    /// for, run in this region, wanted in that direction, with that input.
+    async fn confirm(
+        &self,
+        orchestrator: &str,
+        request: &StepRequest,
+    ) -> Result<u64, ParticipantError> {
+        let asked = GetSagaStepRequest {
+            region: String::new(),
+            saga_id: request.saga_id.clone(),
+            saga_type: request.saga_type.clone(),
+            step: request.step.clone(),
+            direction: participant::direction_name(request.direction).into(),
+            epoch: request.epoch,
+            fields_sha256: fields::digest(&request.fields),
+        };
+        match self.router.get_saga_step(orchestrator, asked).await {
+            Ok(reply) => Ok(reply.epoch),
+            Err(ForwardError::Refused {
+                code: tonic::Code::NotFound,
+                ..
+            }) => Err(ParticipantError::Unverified {
+                saga: request.saga_id.clone(),
+                step: request.step.clone(),
+                caller: orchestrator.to_string(),
+            }),
+            Err(other) => Err(StepError::Retryable(format!(
+                "cannot confirm the step with region {orchestrator}: {other}"
+            ))
+            .into()),
+        }
+    }
+
+    /// A guest's failure text (it may be built from rows the step read) goes back to
+    /// the orchestrator only if this node's policy lets it leave; audited either way.
+    async fn failure_text(
+        &self,
+        caller: &str,
+        saga_type: &str,
+        step: &str,
+        reason: String,
+    ) -> String {
+        let payload = [(
+            "reason".to_string(),
+            crate::plugins::wit_values::Value::Text(reason.clone()),
+        )];
+        let (outcome, audit) = self
+            .guard
+            .decide_step_message(saga_type, &format!("{step}/failure"), &payload, caller)
+            .await;
+        let audited = match audit {
+            Some(mut audit) => {
+                audit.principal = "saga-participant".into();
+                self.guard.record(audit).await.is_ok()
+            }
+            None => true,
+        };
+        if outcome.is_ok() && audited {
+            reason
+        } else {
+            format!(
+                "step {step} failed in {} (reason withheld by its residency policy)",
+                self.region
+            )
+        }
+    }
+
+    /// Answers a participant's `GetSagaStep` (`caller`: its certificate's region) from
+    /// this node's saga log: the saga's epoch if the log holds `asked`'s step, run in
+    /// `caller`'s region, wanted now in that direction, with that input, at an epoch
+    /// not newer than the log's. Durable before any message leaves (see `call`).
+    pub fn step_for_peer(
+        &self,
+        caller: &str,
+        asked: &GetSagaStepRequest,
+    ) -> Result<Option<u64>, StorageError> {
+        let Some(saga) = record::load(&self.store, &asked.saga_id)? else {
+            return Ok(None);
+        };
+        let Some(step) = saga.steps.iter().find(|s| s.name == asked.step) else {
+            return Ok(None);
+        };
+        let wanted = match asked.direction.as_str() {
+            "execute" => {
+                matches!(saga.state, SagaState::Pending | SagaState::Running)
+                    && matches!(
+                        step.state,
+                        StepState::Pending | StepState::Done | StepState::Uncertain
+                    )
+            }
+            "compensate" => {
+                matches!(
+                    saga.state,
+                    SagaState::Compensating | SagaState::Stuck | SagaState::Compensated
+                ) && matches!(
+                    step.state,
+                    StepState::Done | StepState::Uncertain | StepState::Compensated
+                )
+            }
+            _ => false,
+        };
+        let known = wanted
+            && step.region == caller
+            && saga.saga_type == asked.saga_type
+            && asked.epoch <= saga.epoch
+            && fields::digest(&saga.input) == asked.fields_sha256;
+        Ok(known.then_some(saga.epoch))
     }
 }
 

@@ -7,14 +7,19 @@
 //! racing both run the guest, but the second commit finds the first's record and
 //! writes nothing. The newest orchestrator epoch seen per saga is kept in the same
 //! commits (`saga/epoch/<saga>`); a request of an older epoch is refused (fencing).
+//! For a peer's saga the same record binds the saga to its orchestrator's region
+//! (proven by its certificate at first contact): no other region may drive it.
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use thiserror::Error;
 
 use super::fields::{self, Fields};
+use crate::auth::Principal;
 use crate::plugins::saga_types::StepInput;
-use crate::plugins::{PluginRegistry, StepDirection, StepError};
+use crate::plugins::{PluginRegistry, StagedStep, StepDirection, StepError, StepGate};
+use crate::residency::{AuditEntry, ResidencyGuard};
 use crate::storage::{StorageError, Store, WriteContext};
 
 /// One step, as an orchestrator asks for it.
@@ -26,6 +31,9 @@ pub struct StepRequest {
     pub direction: StepDirection,
     pub epoch: u64,
     pub fields: Fields,
+    /// The region of the saga's orchestrator when a peer asks (its certificate's);
+    /// `None` for the steps a node runs for its own sagas.
+    pub orchestrator: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -36,13 +44,25 @@ pub enum ParticipantError {
         "saga {saga} is driven by a newer orchestrator (epoch {seen} > {given}); request refused"
     )]
     Fenced { saga: String, seen: u64, given: u64 },
+    #[error("saga {saga} is driven from region {bound}, not {caller}; request refused")]
+    Foreign {
+        saga: String,
+        bound: String,
+        caller: String,
+    },
+    #[error("region {caller}'s saga log has no such step {step} of saga {saga} for this region")]
+    Unverified {
+        saga: String,
+        step: String,
+        caller: String,
+    },
     #[error(transparent)]
     Step(#[from] StepError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
-fn direction_name(direction: StepDirection) -> &'static str {
+pub(crate) fn direction_name(direction: StepDirection) -> &'static str {
     match direction {
         StepDirection::Execute => "execute",
         StepDirection::Compensate => "compensate",
@@ -62,10 +82,26 @@ fn epoch_key(saga_id: &str) -> String {
     format!("saga/epoch/{saga_id}")
 }
 
-fn read_u64(bytes: Option<Vec<u8>>) -> u64 {
-    bytes
-        .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0)
+/// `saga/epoch/<saga>`: the newest epoch seen (8 bytes, big-endian), then the region of
+/// the saga's orchestrator (UTF-8) if a peer drives it. A record of 8 bytes (a node's
+/// own saga, or written before bindings) binds nothing.
+fn read_epoch(bytes: Option<Vec<u8>>) -> (u64, Option<String>) {
+    let Some(bytes) = bytes else {
+        return (0, None);
+    };
+    match bytes.split_first_chunk::<8>() {
+        Some((epoch, region)) => (
+            u64::from_be_bytes(*epoch),
+            (!region.is_empty()).then(|| String::from_utf8_lossy(region).into_owned()),
+        ),
+        None => (0, None),
+    }
+}
+
+fn epoch_value(epoch: u64, orchestrator: Option<&str>) -> Vec<u8> {
+    let mut value = epoch.to_be_bytes().to_vec();
+    value.extend_from_slice(orchestrator.unwrap_or_default().as_bytes());
+    value
 }
 
 /// More to write in the commit that records a step, given its result: the
@@ -99,9 +135,11 @@ const ALREADY_DONE: &str = "already done by an earlier request";
 /// `jurisdiction`; returns the step's result, from storage if it ran before.
 /// `progress` is written in the commit that records the step, if this call's does.
 /// `saga_is_new`: the caller minted the saga id just now (see `start_eagerly`).
+/// `gate` decides on the step's staged rows and answer before its commit (see `gate`).
 ///
 /// A compensation of a step that never executed here writes only its record: nothing
 /// to undo, and the record bars a late execute of that step (refused).
+#[expect(clippy::too_many_arguments, reason = "one step's whole context")]
 pub async fn run_once(
     store: &Store,
     plugins: &Arc<PluginRegistry>,
@@ -110,6 +148,7 @@ pub async fn run_once(
     request: StepRequest,
     progress: Option<Progress>,
     saga_is_new: bool,
+    gate: Option<StepGate>,
 ) -> Result<StepDone, ParticipantError> {
     let opposite = StepRequest {
         direction: match request.direction {
@@ -153,13 +192,21 @@ pub async fn run_once(
     let barred_by = (request.direction == StepDirection::Execute).then(|| done_key(&opposite));
     let epoch = epoch_key(&request.saga_id);
     let given = request.epoch;
+    let orchestrator = request.orchestrator.clone();
     let record = move |ctx: &mut WriteContext<'_>,
                        result: &[(String, crate::plugins::wit_values::Value)]|
           -> Result<(), StepError> {
-        let seen = read_u64(ctx.get_state(&epoch)?);
+        let (seen, bound) = read_epoch(ctx.get_state(&epoch)?);
         if seen > given {
             return Err(StepError::Rejected(format!(
                 "fenced: epoch {given} is older than {seen}"
+            )));
+        }
+        if let (Some(bound), Some(caller)) = (&bound, &orchestrator)
+            && bound != caller
+        {
+            return Err(StepError::Rejected(format!(
+                "the saga is driven from region {bound}"
             )));
         }
         if ctx.get_state(&done)?.is_some() {
@@ -176,7 +223,8 @@ pub async fn run_once(
         let bytes = serde_json::to_vec(&result)
             .map_err(|e| StepError::Storage(StorageError::Transaction(e.to_string())))?;
         ctx.put_state(done.clone(), bytes);
-        ctx.put_state(epoch.clone(), given.max(seen).to_be_bytes().to_vec());
+        let binding = orchestrator.as_deref().or(bound.as_deref());
+        ctx.put_state(epoch.clone(), epoch_value(given.max(seen), binding));
         if let Some(progress) = &progress {
             progress(ctx, &result)?;
         }
@@ -184,12 +232,13 @@ pub async fn run_once(
     };
     let outcome = plugin
         .plugin
-        .run_step(
+        .run_step_gated(
             store,
             region,
             &input,
             &request.saga_type,
             request.direction,
+            gate,
             record,
         )
         .await;
@@ -206,7 +255,7 @@ pub async fn run_once(
         }
         Err(StepError::Rejected(reason)) if reason.starts_with("fenced:") => {
             let [epoch] = store.state_values([epoch_key(&request.saga_id).as_str()])?;
-            let seen = read_u64(epoch);
+            let (seen, _) = read_epoch(epoch);
             Err(ParticipantError::Fenced {
                 saga: request.saga_id,
                 seen,
@@ -227,6 +276,7 @@ async fn mark_compensated_unrun(
     let done = done_key(request);
     let epoch = epoch_key(&request.saga_id);
     let given = request.epoch;
+    let orchestrator = request.orchestrator.clone();
     store
         .write(move |ctx| {
             if ctx.get_state(&execute_key)?.is_some() {
@@ -234,9 +284,17 @@ async fn mark_compensated_unrun(
                     "the step executed meanwhile; compensate again".into(),
                 ));
             }
-            let seen = read_u64(ctx.get_state(&epoch)?);
+            let (seen, bound) = read_epoch(ctx.get_state(&epoch)?);
+            if let (Some(bound), Some(caller)) = (&bound, &orchestrator)
+                && bound != caller
+            {
+                return Err(StepError::Rejected(format!(
+                    "the saga is driven from region {bound}"
+                )));
+            }
+            let binding = orchestrator.as_deref().or(bound.as_deref());
             ctx.put_state(done, b"[]".to_vec());
-            ctx.put_state(epoch, given.max(seen).to_be_bytes().to_vec());
+            ctx.put_state(epoch, epoch_value(given.max(seen), binding));
             Ok::<_, StepError>(())
         })
         .await?;
@@ -255,7 +313,7 @@ fn check(
         done_key(request).as_str(),
         opposite_key,
     ])?;
-    let seen = read_u64(epoch);
+    let (seen, _) = read_epoch(epoch);
     if seen > request.epoch {
         return Err(ParticipantError::Fenced {
             saga: request.saga_id.clone(),
@@ -271,4 +329,80 @@ fn check(
         None => None,
     };
     Ok((done, opposite.is_some()))
+}
+
+/// Before a peer's request (from `caller`) is verified: refused if the saga is bound to
+/// another region or the request's epoch is older than one seen; the recorded result
+/// if the step ran before (a repeat needs no verification, and raises nothing).
+pub fn recorded_for_peer(
+    store: &Store,
+    request: &StepRequest,
+    caller: &str,
+) -> Result<Option<Fields>, ParticipantError> {
+    let [epoch] = store.state_values([epoch_key(&request.saga_id).as_str()])?;
+    if let (_, Some(bound)) = read_epoch(epoch)
+        && bound != caller
+    {
+        return Err(ParticipantError::Foreign {
+            saga: request.saga_id.clone(),
+            bound,
+            caller: caller.to_string(),
+        });
+    }
+    let (done, _) = check(store, request, &done_key(request))?;
+    Ok(done)
+}
+
+/// Decides, before a step commits, on the rows it stores (this node's `may-store`) and,
+/// for a peer's step, on its answer (`may-send-step` to the orchestrator's region); the
+/// audit entries commit with the step. A refusal is audited on its own and calls the
+/// step off (`Rejected`: the orchestrator compensates).
+pub fn gate(guard: Arc<ResidencyGuard>, region: &str, request: &StepRequest) -> StepGate {
+    let principal = Principal::system("saga-participant", region);
+    let saga_type = request.saga_type.clone();
+    let step = format!("{}/reply", request.step);
+    let reply_to = request.orchestrator.clone();
+    Arc::new(move |staged: StagedStep| {
+        let (guard, principal) = (Arc::clone(&guard), principal.clone());
+        let (saga_type, step, reply_to) = (saga_type.clone(), step.clone(), reply_to.clone());
+        async move {
+            let mut audits = Vec::new();
+            for (def, rows) in &staged.puts {
+                let verdict = guard.check_store(&principal, def, rows);
+                if let Err(refusal) = verdict.outcome {
+                    return refuse(&guard, verdict.audit, refusal.to_string()).await;
+                }
+                audits.extend(verdict.audit.map(|audit| audit.to_bytes()));
+            }
+            if let Some(destination) = &reply_to {
+                let (outcome, audit) = guard
+                    .decide_step_message(&saga_type, &step, &staged.result, destination)
+                    .await;
+                let audit = audit.map(|mut audit| {
+                    audit.principal = principal.user.clone();
+                    audit
+                });
+                if let Err(refusal) = outcome {
+                    return refuse(&guard, audit, refusal.to_string()).await;
+                }
+                audits.extend(audit.map(|audit| audit.to_bytes()));
+            }
+            Ok(audits)
+        }
+        .boxed()
+    })
+}
+
+async fn refuse(
+    guard: &ResidencyGuard,
+    audit: Option<AuditEntry>,
+    reason: String,
+) -> Result<Vec<Vec<u8>>, StepError> {
+    if let Some(audit) = audit {
+        guard
+            .record(audit)
+            .await
+            .map_err(|e| StepError::Retryable(e.to_string()))?;
+    }
+    Err(StepError::Rejected(reason))
 }

@@ -35,6 +35,7 @@ use super::pushdown::Access;
 use crate::catalog::{DataClass, Locality, TableDef};
 use crate::limits::{SCAN_BATCH_ROWS_MAX, STATEMENT_ROWS_MAX};
 use crate::mesh::ForwardError;
+use crate::redact_text::{Origin, withhold_values};
 use crate::residency::{AuditEntry, GuardError, GuardSession, ResidencyGuard};
 use crate::storage::{StorageError, Store, Value, WriteContext};
 
@@ -128,6 +129,12 @@ fn check_store(
             audit: verdict.audit.map(Box::new),
         }),
     }
+}
+
+/// An expression that failed on stored rows: DataFusion and Arrow quote (or print bare)
+/// the value that failed, so only the withheld text is kept.
+fn evaluate_error<E: fmt::Display>(error: E) -> WriteError {
+    WriteError::Evaluate(withhold_values(&error.to_string(), Origin::Engine))
 }
 
 impl From<WriteError> for DataFusionError {
@@ -323,7 +330,11 @@ pub(crate) async fn insert_local(
     if rows.len() > STATEMENT_ROWS_MAX {
         return Err(WriteError::TooManyRows.into());
     }
-    if let Some(home) = remote_home(target, &rows)? {
+    // A peer's forwarded rows (`local_only`) are stored here or refused (NotHome
+    // below), never sent on to a third region.
+    if !session.local_only
+        && let Some(home) = remote_home(target, &rows)?
+    {
         return forward(target, session, rows, &home).await;
     }
     let mut partitions: Vec<String> = Vec::with_capacity(rows.len());
@@ -381,8 +392,7 @@ async fn forward(
         return Err(WriteError::Residency { error, audit: None }.into());
     }
     let all: Vec<usize> = (0..def.columns.len()).collect();
-    let batch = rows_to_batch(def, &all, &table_schema(def), &rows)
-        .map_err(|e| WriteError::Evaluate(e.to_string()))?;
+    let batch = rows_to_batch(def, &all, &table_schema(def), &rows).map_err(evaluate_error)?;
     let count = session
         .router
         .insert_rows(home, &session.principal, &def.name, &batch)
@@ -529,14 +539,13 @@ fn apply_mutation(
             let old_rows: Vec<Vec<Value>> = matched.iter().map(|(_, row)| row.clone()).collect();
             let all: Vec<usize> = (0..def.columns.len()).collect();
             let schema = table_schema(def);
-            let batch = rows_to_batch(def, &all, &schema, &old_rows)
-                .map_err(|e| WriteError::Evaluate(e.to_string()))?;
+            let batch = rows_to_batch(def, &all, &schema, &old_rows).map_err(evaluate_error)?;
             let mut new_rows = old_rows.clone();
             for (position, expr) in assignments {
                 let array: ArrayRef = expr
                     .evaluate(&batch)
                     .and_then(|v| v.into_array(batch.num_rows()))
-                    .map_err(|e| WriteError::Evaluate(e.to_string()))?;
+                    .map_err(evaluate_error)?;
                 let mut values: Vec<Vec<Value>> = vec![Vec::with_capacity(1); batch.num_rows()];
                 append_column_values(def, *position, &array, &mut values)?;
                 for (row, mut value) in new_rows.iter_mut().zip(values) {
@@ -644,14 +653,13 @@ fn evaluate_predicates(
     rows: &[Vec<Value>],
     predicates: &[Arc<dyn PhysicalExpr>],
 ) -> Result<BooleanArray, WriteError> {
-    let batch =
-        rows_to_batch(def, all, schema, rows).map_err(|e| WriteError::Evaluate(e.to_string()))?;
+    let batch = rows_to_batch(def, all, schema, rows).map_err(evaluate_error)?;
     let mut mask = BooleanArray::from(vec![true; rows.len()]);
     for predicate in predicates {
         let result = predicate
             .evaluate(&batch)
             .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(|e| WriteError::Evaluate(e.to_string()))?;
+            .map_err(evaluate_error)?;
         let Some(result) = result.as_any().downcast_ref::<BooleanArray>() else {
             return Err(WriteError::Evaluate(format!(
                 "WHERE clause is {}, not BOOLEAN",
@@ -664,7 +672,7 @@ fn evaluate_predicates(
         } else {
             result.clone()
         };
-        mask = and(&mask, &result).map_err(|e| WriteError::Evaluate(e.to_string()))?;
+        mask = and(&mask, &result).map_err(evaluate_error)?;
     }
     Ok(mask)
 }

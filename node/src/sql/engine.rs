@@ -207,6 +207,9 @@ impl SqlEngine {
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_target_partitions(2);
+        for def in store.tables() {
+            crate::redact_text::learn_table(&def);
+        }
         let context = SessionContext::new_with_config(config);
         context.add_optimizer_rule(Arc::new(crate::federation::MeshAggregatePushdown));
         context.register_udtf(
@@ -364,7 +367,7 @@ impl SqlEngine {
         params: Option<ParamValues>,
     ) -> Result<SendableRecordBatchStream, SqlError> {
         let started = Instant::now();
-        let result = self.execute_inner(prepared, params, false).await;
+        let result = self.execute_inner(prepared, params, false, None).await;
         self.metrics
             .record_statement(prepared.kind.as_str(), result.is_ok(), started.elapsed());
         result
@@ -372,18 +375,19 @@ impl SqlEngine {
 
     /// Runs one region's part of a `mesh.<table>` query (this node's, or a peer's over
     /// the mesh) for `principal`: a query only, over this node's own partitions; the
-    /// egress policy decides what leaves for the principal's home region.
+    /// egress policy decides what leaves for the principal's home region (and `via`).
     pub async fn run_mesh_leg(
         &self,
         principal: &Principal,
         sql: &str,
+        via: Option<&str>,
     ) -> Result<SendableRecordBatchStream, SqlError> {
         let prepared = self.prepare(principal, sql).await?;
         if prepared.kind != StatementKind::Query {
             return Err(SqlError::Unsupported("a mesh leg runs queries only".into()));
         }
         let started = Instant::now();
-        let result = self.execute_inner(&prepared, None, true).await;
+        let result = self.execute_inner(&prepared, None, true, via).await;
         self.metrics
             .record_statement("mesh-leg", result.is_ok(), started.elapsed());
         result
@@ -394,6 +398,7 @@ impl SqlEngine {
         prepared: &PreparedStatement,
         params: Option<ParamValues>,
         local_only: bool,
+        via: Option<&str>,
     ) -> Result<SendableRecordBatchStream, SqlError> {
         match &prepared.body {
             Body::Plan {
@@ -429,6 +434,8 @@ impl SqlEngine {
                     local_only,
                     options: prepared.options.clone(),
                     warnings: Arc::clone(&prepared.warnings),
+                    via_region: via.map(str::to_string),
+                    copies: prepared.kind == StatementKind::Dml,
                 };
                 let config = state.config().clone().with_extension(Arc::new(session));
                 let task = Arc::new(TaskContext::from(state).with_session_config(config));
@@ -451,13 +458,14 @@ impl SqlEngine {
         }
     }
 
-    /// Stores rows a peer forwarded for `principal` (full rows of `table`, homed here),
-    /// through the same checks as a local INSERT: home region, residency policy, audit.
+    /// Stores rows a peer (of region `via`) forwarded for `principal` (full rows of
+    /// `table`, homed here: never sent on), through the same checks as a local INSERT.
     pub async fn insert_forwarded(
         &self,
         principal: Principal,
         table: &str,
         batches: Vec<arrow::array::RecordBatch>,
+        via: &str,
     ) -> Result<u64, SqlError> {
         if !principal.may(Role::Writer) {
             return Err(SqlError::PermissionDenied {
@@ -473,9 +481,11 @@ impl SqlEngine {
             principal,
             guard: Arc::clone(&self.guard),
             router: Arc::clone(&self.router),
-            local_only: false,
+            local_only: true,
             options: SessionOptions::default(),
             warnings: super::Warnings::default(),
+            via_region: Some(via.to_string()),
+            copies: false,
         };
         let target = super::dml::WriteTarget {
             def,
@@ -488,8 +498,8 @@ impl SqlEngine {
     }
 
     /// Reads `columns` of the rows of `table` homed here (those with the given primary
-    /// keys, if any) for a principal a peer forwarded, through the same egress decision
-    /// and audit as a local read. Returns the result schema and the rows.
+    /// keys, if any) for a principal a peer of region `via` forwarded; egress is decided
+    /// for `via` and the principal's home region. Returns the result schema and rows.
     pub async fn scan_forwarded(
         &self,
         principal: Principal,
@@ -497,6 +507,7 @@ impl SqlEngine {
         columns: &[String],
         keys: Option<Vec<arrow::array::RecordBatch>>,
         limit: Option<usize>,
+        via: &str,
     ) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>), SqlError> {
         let def = self
             .store
@@ -523,6 +534,8 @@ impl SqlEngine {
             local_only: true,
             options: SessionOptions::default(),
             warnings: super::Warnings::default(),
+            via_region: Some(via.to_string()),
+            copies: false,
         });
         let access = super::pushdown::Access {
             keys,

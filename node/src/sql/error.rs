@@ -5,6 +5,7 @@ use super::dml::WriteError;
 use crate::auth::Role;
 use crate::catalog::DdlError;
 use crate::mesh::ForwardError;
+use crate::redact_text::{Origin, withhold_values};
 use crate::residency::GuardError;
 use crate::storage::StorageError;
 
@@ -52,7 +53,7 @@ impl SqlError {
             }
             DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
                 Ok(inner) => Self::from_datafusion(inner),
-                Err(shared) => SqlError::Execution(shared.to_string()),
+                Err(shared) => SqlError::Execution(engine_text(&shared)),
             },
             DataFusionError::External(boxed) => match boxed.downcast::<WriteError>() {
                 Ok(write) => match *write {
@@ -66,12 +67,12 @@ impl SqlError {
                     Err(boxed) if boxed.is::<GuardError>() => {
                         match boxed.downcast::<GuardError>() {
                             Ok(guard) => SqlError::Residency(*guard),
-                            Err(other) => SqlError::Execution(other.to_string()),
+                            Err(other) => SqlError::Execution(ours(&other)),
                         }
                     }
                     Err(boxed) => match boxed.downcast::<DataFusionError>() {
                         Ok(inner) => Self::from_datafusion(*inner),
-                        Err(other) => SqlError::Execution(other.to_string()),
+                        Err(other) => SqlError::Execution(ours(&other)),
                     },
                 },
             },
@@ -85,61 +86,28 @@ impl SqlError {
                 arrow::error::ArrowError::ExternalError(boxed) => {
                     match boxed.downcast::<DataFusionError>() {
                         Ok(inner) => Self::from_datafusion(*inner),
-                        Err(other) => {
-                            SqlError::Execution(without_quoted_values(&other.to_string()))
-                        }
+                        Err(other) => SqlError::Execution(engine_text(&other)),
                     }
                 }
-                other => SqlError::Execution(without_quoted_values(&other.to_string())),
+                other => SqlError::Execution(engine_text(&other)),
             },
             DataFusionError::Collection(errors) => match errors.into_iter().next() {
                 Some(first) => Self::from_datafusion(first),
                 None => SqlError::Execution("unknown error".into()),
             },
-            other => SqlError::Execution(without_quoted_values(&other.strip_backtrace())),
+            other => SqlError::Execution(engine_text(&other.strip_backtrace())),
         }
     }
 }
 
-/// Evaluation errors from Arrow and DataFusion quote the value that failed (`Cannot
-/// cast string 'Ana Lopez' to value of Int32 type`), and that value may be personal
-/// data read from storage. Every single-quoted span is replaced before the text can
-/// reach a client or a log.
-fn without_quoted_values(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        if c == '\'' {
-            if inside {
-                out.push_str("<value withheld>'");
-            } else {
-                out.push('\'');
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
-        }
-    }
-    if inside {
-        out.push_str("<value withheld>");
-    }
-    out
+/// A text of DataFusion or Arrow from execution: it may carry the stored value that
+/// failed, quoted or bare (see `redact_text`).
+fn engine_text(error: &dyn std::fmt::Display) -> String {
+    withhold_values(&error.to_string(), Origin::Engine)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::without_quoted_values;
-
-    #[test]
-    fn quoted_values_are_withheld() {
-        assert_eq!(
-            without_quoted_values("Cannot cast string 'Ana Lopez' to value of Int32 type"),
-            "Cannot cast string '<value withheld>' to value of Int32 type"
-        );
-        assert_eq!(without_quoted_values("no quotes"), "no quotes");
-        assert_eq!(
-            without_quoted_values("dangling 'abc"),
-            "dangling '<value withheld>"
-        );
-    }
+/// One of our errors that travelled through DataFusion as `External`: foreign parts were
+/// withheld where they entered; checked once more.
+fn ours(error: &dyn std::fmt::Display) -> String {
+    withhold_values(&error.to_string(), Origin::Domicile)
 }

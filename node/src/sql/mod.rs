@@ -7,6 +7,7 @@ mod dml;
 mod engine;
 mod error;
 pub(crate) mod leaf_exec;
+mod need_to_know;
 mod pushdown;
 mod saga_function;
 mod scan;

@@ -91,6 +91,11 @@ impl ExecutionPlan for StorageScanExec {
         crate::sql::leaf_exec::only_partition_zero("StorageScanExec", partition)?;
         let session = guard_session(&context)?;
         let local = session.router.local_region().to_string();
+        if session.copies && self.def.locality == crate::catalog::Locality::Replica {
+            return Err(DataFusionError::Plan(crate::residency::copy_refused(
+                &format!("global.{}", self.def.name.trim_start_matches("global.")),
+            )));
+        }
         // A mesh leg answers for this node's own partition only.
         let access = if session.local_only {
             self.access.within(&local)
@@ -105,13 +110,22 @@ impl ExecutionPlan for StorageScanExec {
                 .collect(),
             _ => Vec::new(),
         };
+        if !remote.is_empty() && session.copies {
+            return Err(DataFusionError::Plan(crate::residency::copy_refused(
+                &format!(
+                    "the partition of {} homed in {}",
+                    self.def.name,
+                    remote.join(", ")
+                ),
+            )));
+        }
         if !remote.is_empty() {
             return self.execute_with_remote(&session, &local, remote);
         }
-        let egress = session
+        let decides = session
             .guard
-            .decides_egress(&session.principal, &self.def)
-            .then_some(session);
+            .decides_egress(&session.destinations(), &self.def);
+        let egress = decides.then_some(session);
         let schema = self.schema();
         let snapshot = self.store.snapshot().map_err(external)?;
         let reader = RowReader {
@@ -245,10 +259,8 @@ pub(crate) async fn read_all(
     if access.partitions.as_ref().is_some_and(Vec::is_empty) {
         return Ok((schema, Vec::new()));
     }
-    let egress = session
-        .guard
-        .decides_egress(&session.principal, &def)
-        .then_some(session);
+    let decides = session.guard.decides_egress(&session.destinations(), &def);
+    let egress = decides.then_some(session);
     let reader = RowReader {
         def,
         snapshot: store.snapshot().map_err(external)?,
@@ -311,16 +323,20 @@ impl RowReader {
         let Some(session) = &self.egress else {
             return Ok(());
         };
-        let verdict =
-            session
-                .guard
-                .check_egress(&session.principal, &self.def, &self.projection, rows);
-        if let Some(entry) = verdict.audit {
+        let destinations = session.destinations();
+        let (outcome, audits) = session.guard.check_egress(
+            &session.principal,
+            &destinations,
+            &self.def,
+            &self.projection,
+            rows,
+        );
+        for entry in audits {
             tokio::runtime::Handle::current()
                 .block_on(session.guard.record(entry))
                 .map_err(external)?;
         }
-        verdict.outcome.map_err(external)
+        outcome.map_err(external)
     }
 
     /// Reads matching rows in batches, calling `emit` for each; stops early when `emit`

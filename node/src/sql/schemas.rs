@@ -109,6 +109,8 @@ impl SchemaProvider for StoredSchema {
             return Ok(None);
         };
         Ok(self.store.table(&stored).map(|def| {
+            // Names of tables a statement resolves stay readable in its errors.
+            crate::redact_text::learn_table(&def);
             Arc::new(DomicileTable::new(
                 def,
                 self.store.clone(),

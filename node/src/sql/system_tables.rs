@@ -18,6 +18,7 @@ use crate::mesh::PeerMonitor;
 use crate::plugins::PluginRegistry;
 use crate::residency::AuditEntry;
 use crate::sql::NodeIdentity;
+use crate::sql::need_to_know;
 use crate::storage::Store;
 
 pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &[
@@ -54,6 +55,17 @@ pub(crate) fn system_table(
         )?,
         _ => return Ok(None),
     };
+    let rule = match name {
+        "audit" => Some(need_to_know::Rule::Audit),
+        "sagas" => Some(need_to_know::Rule::Sagas),
+        _ => None,
+    };
+    if let Some(rule) = rule {
+        let region = Arc::clone(&state.identity.region);
+        return Ok(Some(Arc::new(need_to_know::NeedToKnowTable::new(
+            rule, region, batch,
+        ))));
+    }
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
     Ok(Some(Arc::new(table)))
 }
@@ -67,6 +79,12 @@ fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
 
 fn text(name: &str) -> Field {
     Field::new(name, DataType::Utf8, false)
+}
+
+/// An error text or reason as a table shows it: texts stored before they were withheld
+/// at their source (saga records, audit entries) are withheld here.
+fn shown(text: Option<String>) -> Option<String> {
+    text.map(|text| crate::redact_text::shown(&text))
 }
 
 fn nullable_text(name: &str) -> Field {
@@ -326,7 +344,7 @@ fn audit(store: &Store) -> Result<RecordBatch> {
             Arc::new(StringArray::from(
                 entries
                     .iter()
-                    .map(|e| e.as_ref().and_then(|e| e.reason.clone()))
+                    .map(|e| shown(e.as_ref().and_then(|e| e.reason.clone())))
                     .collect::<Vec<_>>(),
             )),
             Arc::new(UInt64Array::from_iter_values(
@@ -368,12 +386,12 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Resul
         is_self.push(false);
         reachable.push(peer.reachable);
         rtt_ms.push(peer.rtt_micros.map(|m| m as f64 / 1000.0));
-        errors.push(peer.last_error.clone());
+        errors.push(shown(peer.last_error.clone()));
         seen.push(peer.last_seen_unix_ms);
         let state = replica(&peer.region);
         applied.push(state.map(|s| s.applied_seq));
         lag.push(state.map(|s| s.lag_ms(now)).filter(|&l| l != u64::MAX));
-        replica_errors.push(state.and_then(|s| s.last_error.clone()));
+        replica_errors.push(shown(state.and_then(|s| s.last_error.clone())));
     }
     batch(
         vec![
@@ -488,9 +506,11 @@ pub(crate) fn saga_batch(sagas: &[crate::saga::SagaRecord]) -> Result<RecordBatc
                 sagas.iter().map(|s| s.attempts()),
             )),
             Arc::new(StringArray::from_iter(sagas.iter().map(|s| {
-                s.last_error
-                    .clone()
-                    .or_else(|| current(s).and_then(|c| c.last_error))
+                shown(
+                    s.last_error
+                        .clone()
+                        .or_else(|| current(s).and_then(|c| c.last_error)),
+                )
             }))),
             Arc::new(UInt64Array::from_iter_values(
                 sagas.iter().map(|s| now.saturating_sub(s.created_unix_ms)),
@@ -539,9 +559,9 @@ fn cdc(store: &Store, status: &CdcStatus) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from(vec![relay.withheld])),
             Arc::new(UInt64Array::from(vec![stream.map(|(first, _)| first)])),
             Arc::new(UInt64Array::from(vec![stream.map(|(_, last)| last)])),
-            Arc::new(StringArray::from(vec![relay.held])),
+            Arc::new(StringArray::from(vec![shown(relay.held)])),
             Arc::new(UInt64Array::from(vec![relay.published])),
-            Arc::new(StringArray::from(vec![relay.transport_error])),
+            Arc::new(StringArray::from(vec![shown(relay.transport_error)])),
         ],
     )
 }

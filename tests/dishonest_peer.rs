@@ -1,0 +1,444 @@
+//! Residency against peers that lie. A node trusts a peer for exactly what the peer's
+//! certificate proves (its region), never for what it claims in a message: rows a peer
+//! asks for are decided and audited for the region they physically go to (the caller's
+//! certificate region) as well as for the end user's claimed home region, a forwarded
+//! principal is capped (never admin) and audited as `user@<region>`, and a routed read
+//! gives exactly what the federated (`mesh.*`) read of the same rows gives. Rows
+//! released for display (routed, `mesh.*`, `global.*`) are never copied into storage by
+//! `INSERT ... SELECT`; a saga step runs only if its orchestrator's log holds it.
+//!
+//! Every test here fails on the code before the fix: the routed read came back in clear
+//! with no audit entry on the home node.
+
+use domicile::mesh::proto::peer_client::PeerClient;
+use domicile::mesh::proto::{ForwardedPrincipal, ScanRowsRequest};
+use domicile_tests::arrow::array::RecordBatch;
+use domicile_tests::{Mesh, TestNode, column_strings};
+use std::time::{Duration, Instant};
+
+const ACCOUNTS: &str = "CREATE TABLE accounts (id BIGINT PRIMARY KEY, region TEXT NOT NULL, \
+     name TEXT, email TEXT, iban TEXT, balance DECIMAL(18,2) NOT NULL) \
+     WITH (locality = 'regional by row', region_column = 'region', \
+     pii = 'name, email, iban', sensitive = 'balance')";
+
+const SG_ROW: &str = "INSERT INTO accounts VALUES (21, 'ap-southeast', 'Siti Rahman', \
+     'siti@example.sg', 'SG12ABCD0001234567', 50.00)";
+
+/// Waits until `node` sees every other node of the mesh as reachable.
+async fn wait_for_peers(node: &TestNode, peers: usize) {
+    let mut client = node.client("reader").await.expect("login");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let batches = client
+            .query("SELECT count(*) AS n FROM system.nodes WHERE reachable")
+            .await
+            .expect("system.nodes");
+        if column_strings(&batches, "n") == [peers.to_string()] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: peers not reachable",
+            node.region
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// us-east and ap-southeast with `accounts` on both and one Singapore customer.
+async fn two_regions() -> Mesh {
+    let mesh = Mesh::start(&["us-east", "ap-southeast"]).expect("mesh starts");
+    for node in &mesh.nodes {
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(ACCOUNTS).await.expect("create accounts");
+        wait_for_peers(node, 2).await;
+    }
+    let mut sg = mesh
+        .node("ap-southeast")
+        .client("admin")
+        .await
+        .expect("login");
+    sg.update(SG_ROW).await.expect("stored at home");
+    mesh
+}
+
+async fn audit_of(node: &TestNode) -> Vec<(String, String, String)> {
+    let mut admin = node.client("admin").await.expect("login");
+    let batches = admin
+        .query(
+            "SELECT principal, decision, destination_region FROM system.audit \
+             WHERE path = 'query-result' ORDER BY seq",
+        )
+        .await
+        .expect("audit");
+    let principals = column_strings(&batches, "principal");
+    let decisions = column_strings(&batches, "decision");
+    let destinations = column_strings(&batches, "destination_region");
+    principals
+        .into_iter()
+        .zip(decisions)
+        .zip(destinations)
+        .map(|((p, d), r)| (p, d, r))
+        .collect()
+}
+
+fn decode(ipc: &[u8]) -> Vec<RecordBatch> {
+    domicile_tests::arrow::ipc::reader::StreamReader::try_new(ipc, None)
+        .expect("ipc")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("batches")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_routed_read_is_decided_for_the_region_the_rows_go_to_like_a_mesh_read() {
+    let mesh = two_regions().await;
+    // `apac`: a reader homed in ap-southeast, connected to us-east. The rows are read
+    // by ap-southeast's node and shown on us-east: they leave Singapore.
+    let mut apac = mesh.node("us-east").client("apac").await.expect("login");
+    let routed = apac
+        .query(
+            "SELECT id, name, email, iban, balance FROM accounts \
+             WHERE region = 'ap-southeast' ORDER BY id",
+        )
+        .await
+        .expect("routed read");
+    for (column, clear) in [
+        ("name", "Siti Rahman"),
+        ("email", "siti@example.sg"),
+        ("iban", "SG12ABCD0001234567"),
+    ] {
+        let got = column_strings(&routed, column);
+        assert_eq!(got.len(), 1, "{column}: {got:?}");
+        assert_ne!(got[0], clear, "{column} left Singapore in clear");
+        assert!(got[0].contains('*'), "{column} is masked (PDPA): {got:?}");
+    }
+    assert_eq!(column_strings(&routed, "balance"), ["50.00"]);
+    let audit = audit_of(mesh.node("ap-southeast")).await;
+    assert_eq!(
+        audit,
+        [(
+            "apac@us-east".to_string(),
+            "allow-with".to_string(),
+            "us-east".to_string()
+        )],
+        "the home node audits the release to the caller's region"
+    );
+    let meshed = apac
+        .query(
+            "SELECT id, name, email, iban, balance FROM mesh.accounts \
+             WHERE mesh_region = 'ap-southeast' ORDER BY id",
+        )
+        .await
+        .expect("mesh read");
+    for column in ["id", "name", "email", "iban", "balance"] {
+        assert_eq!(
+            column_strings(&routed, column),
+            column_strings(&meshed, column),
+            "routed and federated reads of the same rows differ in {column}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_principal_gets_what_the_callers_region_may_see_and_no_more() {
+    let mesh = two_regions().await;
+    // Holding us-east's certificate, claim an admin homed in Singapore: the claim would
+    // have skipped the decision entirely.
+    let channel = mesh
+        .peer_channel("us-east", "ap-southeast")
+        .await
+        .expect("peer channel");
+    let mut peer = PeerClient::new(channel);
+    let reply = peer
+        .scan_rows(ScanRowsRequest {
+            region: "us-east".into(),
+            principal: Some(ForwardedPrincipal {
+                user: "mallory".into(),
+                role: "admin".into(),
+                home_region: "ap-southeast".into(),
+            }),
+            table: "accounts".into(),
+            columns: vec!["id".into(), "name".into(), "iban".into()],
+            keys_ipc: Vec::new(),
+            limit: 0,
+        })
+        .await
+        .expect("a scan the caller's region may see (masked)")
+        .into_inner();
+    let batches = decode(&reply.arrow_ipc);
+    assert_eq!(column_strings(&batches, "id"), ["21"]);
+    for (column, clear) in [("name", "Siti Rahman"), ("iban", "SG12ABCD0001234567")] {
+        let got = column_strings(&batches, column);
+        assert_ne!(got, [clear], "{column} released in clear to a forged claim");
+        assert!(got[0].contains('*'), "{column}: {got:?}");
+    }
+    let audit = audit_of(mesh.node("ap-southeast")).await;
+    assert_eq!(
+        audit,
+        [(
+            "mallory@us-east".to_string(),
+            "allow-with".to_string(),
+            "us-east".to_string()
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_cannot_claim_another_region_than_its_certificate() {
+    let mesh = two_regions().await;
+    let channel = mesh
+        .peer_channel("us-east", "ap-southeast")
+        .await
+        .expect("peer channel");
+    let refused = PeerClient::new(channel)
+        .scan_rows(ScanRowsRequest {
+            // Claims to be Singapore itself: no egress at all would be decided.
+            region: "ap-southeast".into(),
+            principal: Some(ForwardedPrincipal {
+                user: "mallory".into(),
+                role: "reader".into(),
+                home_region: "ap-southeast".into(),
+            }),
+            table: "accounts".into(),
+            columns: vec!["id".into(), "name".into()],
+            keys_ipc: Vec::new(),
+            limit: 0,
+        })
+        .await
+        .expect_err("a claim its certificate does not prove");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(audit_of(mesh.node("ap-southeast")).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insert_select_copies_no_rows_released_for_display() {
+    let mesh = two_regions().await;
+    let us = mesh.node("us-east");
+    let mut admin = us.client("admin").await.expect("login");
+    admin
+        .update(
+            "CREATE TABLE copies (id BIGINT PRIMARY KEY, name TEXT) \
+             WITH (locality = 'regional', pii = 'name')",
+        )
+        .await
+        .expect("a local table");
+    let mut us_row = admin;
+    us_row
+        .update(
+            "INSERT INTO accounts VALUES (11, 'us-east', 'Uma Home', 'uma@example.com', \
+             'US00HOME', 10.00)",
+        )
+        .await
+        .expect("a US row");
+    let mut writer = us.client("writer").await.expect("login");
+    for source in ["mesh.accounts", "accounts WHERE region = 'ap-southeast'"] {
+        let refused = writer
+            .update(&format!("INSERT INTO copies SELECT id, name FROM {source}"))
+            .await
+            .expect_err(source);
+        assert!(
+            refused
+                .message()
+                .contains("INSERT ... SELECT may copy only rows stored on this node"),
+            "{source}: {refused:?}"
+        );
+    }
+    // Copying this node's own rows is what INSERT ... SELECT is for.
+    let copied = writer
+        .update("INSERT INTO copies SELECT id, name FROM accounts WHERE region = 'us-east'")
+        .await
+        .expect("a local copy");
+    assert_eq!(copied, 1);
+    let names = writer
+        .query("SELECT name FROM copies")
+        .await
+        .expect("copies");
+    assert_eq!(column_strings(&names, "name"), ["Uma Home"]);
+}
+
+// ---------------------------------------------------------------------------------
+// Sagas: a step runs only if its orchestrator's log holds it.
+
+mod sagas {
+    use std::time::Duration;
+
+    use domicile::cli::admin_client::AdminSession;
+    use domicile::mesh::proto::RunStepRequest;
+    use domicile::mesh::proto::peer_client::PeerClient;
+    use domicile::saga::fields::{Field, Fields};
+    use domicile::saga::{SagaRecord, SagaState};
+    use domicile_tests::{Mesh, TestNode, column_strings};
+
+    const ACCOUNTS: &str = "CREATE TABLE accounts (
+        id BIGINT PRIMARY KEY, region TEXT NOT NULL, name TEXT NOT NULL,
+        balance DECIMAL(18,2) NOT NULL, currency TEXT NOT NULL
+    ) WITH (locality = 'regional by row', region_column = 'region', pii = 'name',
+            sensitive = 'balance')";
+
+    async fn bank() -> Mesh {
+        let mesh = Mesh::start_with(
+            &["us-east", "eu-central", "ap-southeast"],
+            "\n[saga]\nstep_timeout_ms = 4000\n",
+        )
+        .expect("mesh");
+        for node in &mesh.nodes {
+            node.upload_plugin("saga-step", "transfer_saga", 1)
+                .expect("saga plugin");
+            let mut admin = node.client("admin").await.expect("login");
+            admin.update(ACCOUNTS).await.expect("accounts");
+        }
+        for (region, id, balance) in [("us-east", 1001, "100.00"), ("eu-central", 2001, "5.00")] {
+            let mut writer = mesh.node(region).client("writer").await.expect("login");
+            writer
+                .update(&format!(
+                    "INSERT INTO accounts VALUES ({id}, '{region}', 'Holder {id}', {balance}, 'EUR')"
+                ))
+                .await
+                .expect("account");
+        }
+        mesh
+    }
+
+    fn transfer(cents: i64) -> Fields {
+        vec![
+            ("from_account".into(), Field::Bigint(1001)),
+            ("to_account".into(), Field::Bigint(2001)),
+            ("amount".into(), Field::Decimal(cents.to_string(), 2)),
+            ("currency".into(), Field::Text("EUR".into())),
+            ("from_region".into(), Field::Text("us-east".into())),
+            ("to_region".into(), Field::Text("eu-central".into())),
+        ]
+    }
+
+    fn forged(
+        claim: &str,
+        saga_id: &str,
+        direction: &str,
+        epoch: u64,
+        cents: i64,
+    ) -> RunStepRequest {
+        RunStepRequest {
+            region: claim.into(),
+            saga_id: saga_id.into(),
+            saga_type: "transfer".into(),
+            step: "credit".into(),
+            direction: direction.into(),
+            epoch,
+            fields_json: serde_json::to_string(&transfer(cents)).expect("json"),
+        }
+    }
+
+    async fn peer(mesh: &Mesh, cert: &str) -> PeerClient<tonic::transport::Channel> {
+        PeerClient::new(
+            mesh.peer_channel(cert, "eu-central")
+                .await
+                .expect("peer channel"),
+        )
+    }
+
+    async fn balance(node: &TestNode, id: i64) -> String {
+        let mut client = node.client("admin").await.expect("login");
+        let batches = client
+            .query(&format!("SELECT balance FROM accounts WHERE id = {id}"))
+            .await
+            .expect("balance");
+        column_strings(&batches, "balance").join(",")
+    }
+
+    async fn settled(session: &mut AdminSession, id: &str) -> SagaRecord {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let saga = session.saga_settled(id, left).await.expect("saga");
+            if saga.state.is_terminal() || saga.state == SagaState::Stuck {
+                return saga;
+            }
+            assert!(!left.is_zero(), "saga never settled: {saga:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_cannot_run_a_step_its_orchestrator_did_not_record() {
+        let mesh = bank().await;
+        let (us, eu) = (mesh.node("us-east"), mesh.node("eu-central"));
+
+        // The reproduction: us-east's certificate, a saga that exists nowhere, a credit
+        // of 1,000,000.00 to an EU account.
+        let refused = peer(&mesh, "us-east")
+            .await
+            .run_step(forged(
+                "us-east",
+                "01900000-0000-7000-8000-00000000f00d",
+                "execute",
+                1,
+                100_000_000,
+            ))
+            .await
+            .expect_err("a forged credit");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert_eq!(balance(eu, 2001).await, "5.00", "no money moved");
+
+        // A live saga, its credit retrying while us-east <-> eu-central is cut.
+        mesh.cut("us-east", "eu-central");
+        let endpoint = format!("grpc://{}", us.admin.expect("admin API"));
+        let mut session = AdminSession::connect(&endpoint, "writer", "writer-pw")
+            .await
+            .expect("admin session");
+        let live = session
+            .start_saga("transfer", &transfer(700), "dishonest-live")
+            .await
+            .expect("start");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // An epoch of u64::MAX would fence the real orchestrator for good: refused.
+        peer(&mesh, "us-east")
+            .await
+            .run_step(forged("us-east", &live.id, "compensate", u64::MAX, 700))
+            .await
+            .expect_err("an inflated epoch");
+        // Another region may not drive it at all.
+        let foreign = peer(&mesh, "ap-southeast")
+            .await
+            .run_step(forged("ap-southeast", &live.id, "execute", 1, 700))
+            .await
+            .expect_err("another region's step");
+        assert_eq!(foreign.code(), tonic::Code::PermissionDenied, "{foreign:?}");
+        mesh.heal("us-east", "eu-central");
+        let saga = settled(&mut session, &live.id).await;
+        assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
+        assert_eq!(saga.epoch, 1, "nothing raised the epoch: {saga:?}");
+        assert_eq!(balance(eu, 2001).await, "12.00");
+        assert_eq!(balance(us, 1001).await, "93.00");
+
+        // The committed credit cannot be undone by a request its orchestrator's log does
+        // not want (the saga committed), nor replayed with a larger amount.
+        let undo = peer(&mesh, "us-east")
+            .await
+            .run_step(forged("us-east", &live.id, "compensate", 1, 700))
+            .await
+            .expect_err("a compensation nobody recorded");
+        assert_eq!(undo.code(), tonic::Code::PermissionDenied, "{undo:?}");
+        let _ = peer(&mesh, "us-east")
+            .await
+            .run_step(forged("us-east", &live.id, "execute", 1, 70_000))
+            .await;
+        assert_eq!(
+            balance(eu, 2001).await,
+            "12.00",
+            "no forged step moved money"
+        );
+
+        // The participant decided and audited what its step stored and what its reply
+        // carried back, under its own policy.
+        let mut eu_admin = eu.client("admin").await.expect("login");
+        let audit = eu_admin
+            .query(
+                "SELECT path, decision FROM system.audit \
+                 WHERE principal = 'saga-participant' ORDER BY seq",
+            )
+            .await
+            .expect("audit");
+        let paths = column_strings(&audit, "path");
+        assert!(paths.iter().any(|p| p == "store"), "{paths:?}");
+        assert!(paths.iter().any(|p| p == "saga-step"), "{paths:?}");
+    }
+}
