@@ -256,6 +256,110 @@ async fn insert_select_copies_no_rows_released_for_display() {
     assert_eq!(column_strings(&names, "name"), ["Uma Home"]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_leg_reads_no_system_or_replica_table() {
+    use domicile_tests::arrow_flight::Ticket;
+    use domicile_tests::arrow_flight::sql::client::FlightSqlServiceClient;
+    use domicile_tests::arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+    use futures::TryStreamExt;
+    use prost::Message;
+
+    let mesh = two_regions().await;
+    // A routed read first, so ap-southeast's audit log has something to show.
+    let mut apac = mesh.node("us-east").client("apac").await.expect("login");
+    apac.query("SELECT id FROM accounts WHERE region = 'ap-southeast'")
+        .await
+        .expect("routed read");
+    for sql in [
+        "SELECT * FROM system.audit",
+        "SELECT id, idempotency_key, last_error FROM system.sagas",
+        "SELECT * FROM system.cdc",
+    ] {
+        let channel = mesh
+            .peer_channel("us-east", "ap-southeast")
+            .await
+            .expect("peer channel");
+        let mut client = FlightSqlServiceClient::new(channel);
+        // Claims to be homed where the data is, to look like a local reader.
+        client.set_header("x-domicile-user", "mallory");
+        client.set_header("x-domicile-role", "reader");
+        client.set_header("x-domicile-home-region", "ap-southeast");
+        let ticket = TicketStatementQuery {
+            statement_handle: sql.as_bytes().to_vec().into(),
+        };
+        let answer = match client
+            .do_get(Ticket::new(ticket.as_any().encode_to_vec()))
+            .await
+        {
+            Ok(stream) => stream
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let refused = answer.expect_err(sql);
+        assert!(refused.contains("peer leg reading"), "{sql}: {refused}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dml_of_another_regions_writer_reads_no_protected_column() {
+    let mesh = two_regions().await;
+    let sg = mesh.node("ap-southeast");
+    // `visitor`: a writer homed in us-east, connected to ap-southeast. What its UPDATE
+    // or DELETE learns from a predicate or an assignment (a matched-row count, a value
+    // copied elsewhere) would reach the US with no decision by the PDPA policy.
+    let mut visitor = sg.client("visitor").await.expect("login");
+    for sql in [
+        "UPDATE accounts SET balance = balance WHERE id = 21 AND iban LIKE 'SG12%'",
+        "DELETE FROM accounts WHERE name = 'Siti Rahman'",
+        "UPDATE accounts SET email = name WHERE id = 21",
+    ] {
+        let refused = visitor.update(sql).await.expect_err(sql);
+        assert_eq!(
+            refused.code(),
+            tonic::Code::PermissionDenied,
+            "{sql}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains("may not read"),
+            "{sql}: {refused:?}"
+        );
+    }
+    // Reading only public columns is a write like any other, decided by may-store.
+    visitor
+        .update("UPDATE accounts SET balance = 60.00 WHERE id = 21")
+        .await
+        .expect("an update that reads nothing protected");
+    let mut local = sg.client("writer").await.expect("login");
+    // Class downgrade: a name into a public column is refused even for a local writer.
+    let refused = local
+        .update("UPDATE accounts SET region = name WHERE id = 21")
+        .await
+        .expect_err("a pii value into a public column");
+    assert!(
+        refused.message().contains("would lose its data class"),
+        "{refused:?}"
+    );
+    // An evaluation error over a stored value names the failure, not the value, even
+    // when the engine prints the value bare (a regular expression built from a name).
+    let failed = local
+        .update(
+            "UPDATE accounts SET balance = balance WHERE id = 21 \
+             AND regexp_like('x', name || '(')",
+        )
+        .await
+        .expect_err("an invalid regular expression");
+    for secret in ["Siti", "Rahman"] {
+        assert!(!failed.message().contains(secret), "{failed:?}");
+    }
+    let balance = local
+        .query("SELECT balance, name FROM accounts WHERE id = 21")
+        .await
+        .expect("row");
+    assert_eq!(column_strings(&balance, "name"), ["Siti Rahman"]);
+}
+
 // ---------------------------------------------------------------------------------
 // Sagas: a step runs only if its orchestrator's log holds it.
 

@@ -26,13 +26,24 @@ pub use link_proxy::LinkProxy;
 pub use mesh::{Mesh, free_port, make_certs};
 
 /// Users every test node has: name, password, role. All are homed in the node's region
-/// except `apac`, a reader homed in `ap-southeast` wherever it connects.
+/// except `apac`, a reader homed in `ap-southeast`, and `visitor`, a writer homed in
+/// `us-east`, wherever they connect.
 pub const USERS: &[(&str, &str, &str)] = &[
     ("admin", "admin-pw", "admin"),
     ("writer", "writer-pw", "writer"),
     ("reader", "reader-pw", "reader"),
     ("apac", "apac-pw", "reader"),
+    ("visitor", "visitor-pw", "writer"),
 ];
+
+/// Where a harness user's data lives when it connects to a node of `region`.
+fn home_of<'a>(user: &str, region: &'a str) -> &'a str {
+    match user {
+        "apac" => "ap-southeast",
+        "visitor" => "us-east",
+        _ => region,
+    }
+}
 
 /// The jurisdiction of a test region, and its bundled residency policy.
 pub fn jurisdiction_of(region: &str) -> (&'static str, &'static str) {
@@ -287,7 +298,7 @@ impl TestNode {
         for ((name, _, role), hash) in USERS.iter().zip(password_hashes()) {
             text.push_str(&format!(
                 "\n[[users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nroles = [\"{role}\"]\nhome_region = \"{}\"\ncompliance = [{}]\n",
-                if *name == "apac" { "ap-southeast" } else { &self.region },
+                home_of(name, &self.region),
                 // The admin user is the compliance officer of the node's jurisdiction.
                 if *name == "admin" { format!("\"{jurisdiction}\"") } else { String::new() }
             ));

@@ -23,6 +23,20 @@ pub struct AdminService {
 }
 
 impl AdminService {
+    /// Saga records carry inputs, idempotency keys and step results: shown to admins
+    /// and to users homed in this node's region (need to know, as `system.sagas`).
+    fn may_read_saga_records(&self, principal: &crate::auth::Principal) -> Result<(), Status> {
+        if principal.may(Role::Admin) || principal.home_region == self.guard.region() {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "saga records are shown to admins and users homed in {}; \
+                 SELECT * FROM system.sagas shows states",
+                self.guard.region()
+            )))
+        }
+    }
+
     pub fn new(
         auth: Arc<Authenticator>,
         plugins: Arc<PluginRegistry>,
@@ -244,7 +258,8 @@ impl Admin for AdminService {
         &self,
         request: Request<GetSagaRequest>,
     ) -> Result<Response<SagaReply>, Status> {
-        self.with_role(&request, Role::Reader).await?;
+        let principal = self.with_role(&request, Role::Reader).await?;
+        self.may_read_saga_records(&principal)?;
         let body = request.into_inner();
         let id = body.id;
         let saga = self
@@ -260,7 +275,8 @@ impl Admin for AdminService {
         &self,
         request: Request<ListSagasRequest>,
     ) -> Result<Response<ListSagasReply>, Status> {
-        self.with_role(&request, Role::Reader).await?;
+        let principal = self.with_role(&request, Role::Reader).await?;
+        self.may_read_saga_records(&principal)?;
         let state = request.into_inner().state;
         let wanted = match state.as_str() {
             "" => None,

@@ -42,6 +42,9 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
             | WriteError::ReadOnlyReplica(_) => Status::failed_precondition(message),
             WriteError::Convert(_) | WriteError::Evaluate(_) => Status::invalid_argument(message),
             WriteError::TooManyRows => Status::resource_exhausted(message),
+            WriteError::ReadsProtected { .. } | WriteError::ClassDowngrade { .. } => {
+                Status::permission_denied(message)
+            }
             WriteError::TableChanged(_) => Status::aborted(message),
             WriteError::Storage(storage) => storage_status(storage),
             WriteError::Residency { error, .. } => residency_status(error),

@@ -175,6 +175,11 @@ fn describe_actions(columns: &[String], actions: &[ColumnAction]) -> String {
 }
 
 impl ResidencyGuard {
+    /// The region this guard decides for (the node's).
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
     pub fn new(
         registry: Arc<PluginRegistry>,
         store: Store,

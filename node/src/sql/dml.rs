@@ -71,6 +71,31 @@ pub enum WriteError {
     TableChanged(String),
     #[error("cannot evaluate expression: {0}")]
     Evaluate(String),
+    /// An UPDATE or DELETE by a principal homed in another region would evaluate
+    /// `pii`/`sensitive` values of rows homed here: what it learns (a value copied into
+    /// a `public` column, a matched-row count) would leave without a policy decision.
+    #[error(
+        "a principal homed in {home_region} may not read {columns} of {table} in UPDATE or \
+         DELETE (personal or sensitive data of this region; no policy decides it)"
+    )]
+    ReadsProtected {
+        table: String,
+        columns: String,
+        home_region: String,
+    },
+    /// An assignment would copy a value into a column of a weaker class (`name` into a
+    /// `public` column), where policies and replication treat it as that class.
+    #[error(
+        "UPDATE of {table} may not set {target} ({target_class}) from {from_column} \
+         ({from_class}): the value would lose its data class"
+    )]
+    ClassDowngrade {
+        table: String,
+        target: String,
+        target_class: &'static str,
+        from_column: String,
+        from_class: &'static str,
+    },
     /// Refused by the residency guard; `audit` records the refusal once the statement
     /// has been rolled back.
     #[error("{error}")]
@@ -133,8 +158,96 @@ fn check_store(
 
 /// An expression that failed on stored rows: DataFusion and Arrow quote (or print bare)
 /// the value that failed, so only the withheld text is kept.
+/// An evaluation over stored rows failed. The engine's text may print the value it
+/// failed on, quoted, double-quoted or bare (a regular expression built from a column
+/// prints its pattern as is), so DML answers with the kind of failure only.
 fn evaluate_error<E: fmt::Display>(error: E) -> WriteError {
-    WriteError::Evaluate(withhold_values(&error.to_string(), Origin::Engine))
+    let text = error.to_string();
+    let lowered = text.to_ascii_lowercase();
+    let kind = if lowered.contains("cast") {
+        "a value does not convert to the target type"
+    } else if lowered.contains("overflow") || lowered.contains("too large") {
+        "arithmetic overflow"
+    } else if lowered.contains("divide by zero") || lowered.contains("division by zero") {
+        "division by zero"
+    } else if lowered.contains("regular expression") || lowered.contains("regex") {
+        "invalid regular expression"
+    } else {
+        "evaluation failed"
+    };
+    // Checked, not shown: a sanitized copy for the operator's debug log.
+    tracing::debug!(detail = %withhold_values(&text, Origin::Engine), "DML evaluation failed");
+    WriteError::Evaluate(format!("{kind} (the stored value is withheld)"))
+}
+
+/// How strict a class is: a value may move only to a column at least as strict.
+fn strictness(class: DataClass) -> u8 {
+    match class {
+        DataClass::Public => 0,
+        DataClass::Sensitive => 1,
+        DataClass::Pii => 2,
+    }
+}
+
+/// Refuses an UPDATE/DELETE that would read protected columns for a principal of
+/// another region, or copy a value into a weaker class.
+fn check_mutation_reads(
+    def: &TableDef,
+    predicates: &[Arc<dyn PhysicalExpr>],
+    mutation: &Mutation,
+    session: &GuardSession,
+) -> Result<(), WriteError> {
+    use datafusion::physical_expr::utils::collect_columns;
+    let class_of = |index: usize| def.columns.get(index).map_or(DataClass::Pii, |c| c.class);
+    let name_of = |index: usize| {
+        def.columns
+            .get(index)
+            .map_or_else(|| format!("#{index}"), |c| c.name.clone())
+    };
+    let mut read: Vec<usize> = predicates
+        .iter()
+        .flat_map(|p| collect_columns(p).into_iter().map(|c| c.index()))
+        .collect();
+    if let Mutation::Update { assignments } = mutation {
+        for (target, expr) in assignments {
+            let sources: Vec<usize> = collect_columns(expr)
+                .into_iter()
+                .map(|c| c.index())
+                .collect();
+            if let Some(&source) = sources
+                .iter()
+                .find(|&&s| strictness(class_of(s)) > strictness(class_of(*target)))
+            {
+                return Err(WriteError::ClassDowngrade {
+                    table: def.name.clone(),
+                    target: name_of(*target),
+                    target_class: class_of(*target).as_str(),
+                    from_column: name_of(source),
+                    from_class: class_of(source).as_str(),
+                });
+            }
+            read.extend(sources);
+        }
+    }
+    let destinations = session.destinations();
+    if !session.guard.decides_egress(&destinations, def) {
+        return Ok(());
+    }
+    read.sort_unstable();
+    read.dedup();
+    let protected: Vec<String> = read
+        .into_iter()
+        .filter(|&i| class_of(i) != DataClass::Public)
+        .map(name_of)
+        .collect();
+    if protected.is_empty() {
+        return Ok(());
+    }
+    Err(WriteError::ReadsProtected {
+        table: def.name.clone(),
+        columns: protected.join(", "),
+        home_region: session.principal.home_region.clone(),
+    })
 }
 
 impl From<WriteError> for DataFusionError {
@@ -490,6 +603,7 @@ impl ExecutionPlan for MutationExec {
     ) -> Result<SendableRecordBatchStream> {
         crate::sql::leaf_exec::only_partition_zero("MutationExec", partition)?;
         let session = guard_session(&context)?;
+        check_mutation_reads(&self.target.def, &self.predicates, &self.mutation, &session)?;
         let target = self.target.clone();
         let access = self.access.clone();
         let predicates = self.predicates.clone();

@@ -386,6 +386,17 @@ impl SqlEngine {
         if prepared.kind != StatementKind::Query {
             return Err(SqlError::Unsupported("a mesh leg runs queries only".into()));
         }
+        // A peer's leg reads user tables only: `system.*` (the audit log, sagas, CDC
+        // state) and `global.*` are this node's business, not a peer's.
+        if via.is_some()
+            && let Body::Plan { plan, .. } = &prepared.body
+            && let Some(table) = first_non_public_table(plan)
+        {
+            return Err(SqlError::PermissionDenied {
+                user: format!("{} (peer leg reading {table})", principal.user),
+                needed: Role::Admin,
+            });
+        }
         let started = Instant::now();
         let result = self.execute_inner(&prepared, None, true, via).await;
         self.metrics
@@ -864,6 +875,25 @@ fn number_question_mark_placeholders(sql: &str) -> Result<String, SqlError> {
         }
     }
     Ok(out)
+}
+
+/// The first table `plan` reads outside schema `public` (`system.audit`,
+/// `global.accounts`), if any.
+fn first_non_public_table(plan: &LogicalPlan) -> Option<String> {
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && scan
+                .table_name
+                .schema()
+                .is_some_and(|schema| schema != PUBLIC_SCHEMA)
+        {
+            found = Some(scan.table_name.to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! | `admin` of this node | every entry | every column |
 //! | homed in this node's region | every entry | every column |
 //! | homed in another region | only entries naming them | references and states: `last_error` and `idempotency_key` are NULL |
-//! | no session (internal listing) | nothing | nothing |
+//! | no session (internal listing), or a peer's call | nothing | nothing |
 //!
 //! Why: an audit entry names a user, a table, its columns and where rows went, which
 //! is this region's business; a saga's key and failure text are its customer's.
@@ -193,12 +193,13 @@ impl ExecutionPlan for NeedToKnowExec {
     ) -> Result<SendableRecordBatchStream> {
         crate::sql::leaf_exec::only_partition_zero("NeedToKnowExec", partition)?;
         let session = context.session_config().get_extension::<GuardSession>();
-        let shown = visible(
-            self.rule,
-            &self.region,
-            session.as_ref().map(|s| &s.principal),
-            &self.batch,
-        )?;
+        // A peer's call (`via_region`) shows nothing: what a peer's user may see of
+        // this node's audit log and sagas is not a peer's to claim.
+        let principal = session
+            .as_ref()
+            .filter(|s| s.via_region.is_none())
+            .map(|s| &s.principal);
+        let shown = visible(self.rule, &self.region, principal, &self.batch)?;
         let shown = shown.project(&self.projection)?;
         let shown = match self.limit {
             Some(limit) => shown.slice(0, limit.min(shown.num_rows())),
