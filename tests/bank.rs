@@ -2,8 +2,12 @@
 //! cross-region transfers as sagas while a nemesis kills nodes with -9 and restarts
 //! them, cuts and heals links and adds latency; then everything heals and the sagas
 //! settle. Every other transfer is started with a wait, so its saga is recorded by its
-//! first step's own commit (eager start) and that path faces the nemesis too. Checks:
-//! every saga terminal; total money constant; no negative balance;
+//! first step's own commit (eager start) and that path faces the nemesis too. One start
+//! in three goes to a node drawn at random (forwarded to the saga's owner unless it is
+//! the owner), and a start without an answer
+//! within 2 s is retried with its key through the next node. Checks: one saga per key
+//! in the mesh, on its first step's node; every saga terminal; total money constant;
+//! no negative balance;
 //! every balance equals its opening balance plus the committed transfers exactly (so
 //! no step applied twice, and no compensation missing).
 //!
@@ -73,14 +77,9 @@ async fn session(mesh: &Mutex<Mesh>, region: &str) -> anyhow::Result<AdminSessio
     AdminSession::connect(&endpoint, "writer", "writer-pw").await
 }
 
-/// Starts transfers until `deadline`; returns the keys it asked for, by orchestrating
-/// region (a start whose answer was lost may still have created its saga).
-async fn worker(
-    mesh: Arc<Mutex<Mesh>>,
-    seed: u64,
-    index: usize,
-    deadline: Instant,
-) -> Vec<(String, String)> {
+/// Starts transfers until `deadline`; returns the keys it asked for (a start whose
+/// answer was lost may still have created its saga).
+async fn worker(mesh: Arc<Mutex<Mesh>>, seed: u64, index: usize, deadline: Instant) -> Vec<String> {
     let mut rng = Rng(seed.wrapping_mul(7919).wrapping_add(index as u64 + 1) | 1);
     let mut asked = Vec::new();
     let mut n = 0;
@@ -108,23 +107,37 @@ async fn worker(
             ("to_region".into(), Field::Text(REGIONS[to_region].into())),
         ];
         let key = format!("bank-{seed}-{index}-{n}");
-        let orchestrator = REGIONS[from_region];
-        asked.push((orchestrator.to_string(), key.clone()));
-        // The orchestrating node may be down: retry with the same key a few times.
+        asked.push(key.clone());
+        // Usually the client asks the node of the debited account, the saga's owner;
+        // one start in three goes to a node drawn at random, which forwards it unless
+        // it is the owner. A start that
+        // fails or gets no answer within 2 s is retried with the same key through the
+        // next region's node, as a client failing over would: the key holds across
+        // the mesh, so the money still moves at most once.
+        let mut entry = if rng.below(3) == 0 {
+            rng.below(REGIONS.len() as u64) as usize
+        } else {
+            from_region
+        };
         for _ in 0..5 {
-            let started = match session(&mesh, orchestrator).await {
-                // Every other transfer waits for its end: its saga is recorded by
-                // the first step's commit when that step runs on the orchestrator.
-                Ok(mut s) if n % 2 == 0 => s
-                    .start_saga_settled("transfer", &fields, &key, Duration::from_secs(1))
-                    .await
-                    .map(|_| ()),
-                Ok(mut s) => s.start_saga("transfer", &fields, &key).await.map(|_| ()),
-                Err(e) => Err(e),
+            let region = REGIONS[entry];
+            let start = async {
+                match session(&mesh, region).await {
+                    // Every other transfer waits for its end: its saga is recorded by
+                    // the first step's commit when that step runs on the orchestrator.
+                    Ok(mut s) if n % 2 == 0 => s
+                        .start_saga_settled("transfer", &fields, &key, Duration::from_secs(1))
+                        .await
+                        .map(|_| ()),
+                    Ok(mut s) => s.start_saga("transfer", &fields, &key).await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
             };
-            if started.is_ok() || Instant::now() >= deadline {
+            let started = tokio::time::timeout(Duration::from_secs(2), start).await;
+            if matches!(started, Ok(Ok(()))) || Instant::now() >= deadline {
                 break;
             }
+            entry = (entry + 1) % REGIONS.len();
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
@@ -254,7 +267,7 @@ async fn run(seed: u64, seconds: u64) {
         }
     }
     let settle_deadline = Instant::now() + Duration::from_secs(180);
-    let sagas: Vec<SagaRecord> = loop {
+    let logs: Vec<(&str, SagaRecord)> = loop {
         let mut all = Vec::new();
         for region in REGIONS {
             all.extend(
@@ -263,12 +276,14 @@ async fn run(seed: u64, seconds: u64) {
                     .expect("session")
                     .sagas(None)
                     .await
-                    .expect("sagas"),
+                    .expect("sagas")
+                    .into_iter()
+                    .map(|saga| (region, saga)),
             );
         }
         if all
             .iter()
-            .all(|s| s.state.is_terminal() || s.state == SagaState::Stuck)
+            .all(|(_, s)| s.state.is_terminal() || s.state == SagaState::Stuck)
         {
             break all;
         }
@@ -276,12 +291,29 @@ async fn run(seed: u64, seconds: u64) {
             Instant::now() < settle_deadline,
             "sagas never settled: {:?}",
             all.iter()
-                .filter(|s| !s.state.is_terminal())
-                .map(|s| (&s.id, s.state, &s.last_error))
+                .filter(|(_, s)| !s.state.is_terminal())
+                .map(|(_, s)| (&s.id, s.state, &s.last_error))
                 .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    // One saga per key in the whole mesh, kept by the node of its first step's region,
+    // however many nodes the client tried.
+    let mut keys = std::collections::HashSet::new();
+    for (region, saga) in &logs {
+        assert!(
+            keys.insert(saga.idempotency_key.as_str()),
+            "key {} started two sagas",
+            saga.idempotency_key
+        );
+        assert_eq!(
+            saga.steps.first().map(|step| step.region.as_str()),
+            Some(*region),
+            "saga {} is recorded off its first step's region",
+            saga.id
+        );
+    }
+    let sagas: Vec<SagaRecord> = logs.into_iter().map(|(_, saga)| saga).collect();
 
     let count = |state| sagas.iter().filter(|s| s.state == state).count();
     let (committed, compensated, stuck) = (

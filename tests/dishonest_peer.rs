@@ -369,49 +369,17 @@ mod sagas {
     use domicile::cli::admin_client::AdminSession;
     use domicile::mesh::proto::RunStepRequest;
     use domicile::mesh::proto::peer_client::PeerClient;
-    use domicile::saga::fields::{Field, Fields};
+    use domicile::saga::fields::Fields;
     use domicile::saga::{SagaRecord, SagaState};
-    use domicile_tests::{Mesh, TestNode, column_strings};
-
-    const ACCOUNTS: &str = "CREATE TABLE accounts (
-        id BIGINT PRIMARY KEY, region TEXT NOT NULL, name TEXT NOT NULL,
-        balance DECIMAL(18,2) NOT NULL, currency TEXT NOT NULL
-    ) WITH (locality = 'regional by row', region_column = 'region', pii = 'name',
-            sensitive = 'balance')";
+    use domicile_tests::bank::balance;
+    use domicile_tests::{Mesh, column_strings};
 
     async fn bank() -> Mesh {
-        let mesh = Mesh::start_with(
-            &["us-east", "eu-central", "ap-southeast"],
-            "\n[saga]\nstep_timeout_ms = 4000\n",
-        )
-        .expect("mesh");
-        for node in &mesh.nodes {
-            node.upload_plugin("saga-step", "transfer_saga", 1)
-                .expect("saga plugin");
-            let mut admin = node.client("admin").await.expect("login");
-            admin.update(ACCOUNTS).await.expect("accounts");
-        }
-        for (region, id, balance) in [("us-east", 1001, "100.00"), ("eu-central", 2001, "5.00")] {
-            let mut writer = mesh.node(region).client("writer").await.expect("login");
-            writer
-                .update(&format!(
-                    "INSERT INTO accounts VALUES ({id}, '{region}', 'Holder {id}', {balance}, 'EUR')"
-                ))
-                .await
-                .expect("account");
-        }
-        mesh
+        domicile_tests::bank::bank(Duration::from_secs(4)).await
     }
 
     fn transfer(cents: i64) -> Fields {
-        vec![
-            ("from_account".into(), Field::Bigint(1001)),
-            ("to_account".into(), Field::Bigint(2001)),
-            ("amount".into(), Field::Decimal(cents.to_string(), 2)),
-            ("currency".into(), Field::Text("EUR".into())),
-            ("from_region".into(), Field::Text("us-east".into())),
-            ("to_region".into(), Field::Text("eu-central".into())),
-        ]
+        domicile_tests::bank::transfer(1001, 2001, "eu-central", cents)
     }
 
     fn forged(
@@ -440,25 +408,8 @@ mod sagas {
         )
     }
 
-    async fn balance(node: &TestNode, id: i64) -> String {
-        let mut client = node.client("admin").await.expect("login");
-        let batches = client
-            .query(&format!("SELECT balance FROM accounts WHERE id = {id}"))
-            .await
-            .expect("balance");
-        column_strings(&batches, "balance").join(",")
-    }
-
     async fn settled(session: &mut AdminSession, id: &str) -> SagaRecord {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let saga = session.saga_settled(id, left).await.expect("saga");
-            if saga.state.is_terminal() || saga.state == SagaState::Stuck {
-                return saga;
-            }
-            assert!(!left.is_zero(), "saga never settled: {saga:?}");
-        }
+        domicile_tests::bank::settled(session, id, Duration::from_secs(60)).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

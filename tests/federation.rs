@@ -70,7 +70,9 @@ async fn mesh_tables_answer_from_every_region_through_each_regions_policy() {
     let plan = ap.query(&format!("EXPLAIN {sql}")).await.expect("explain");
     let plan = column_strings(&plan, "plan").join("\n");
     assert!(
-        plan.contains(r#"leg=SELECT count(1) AS p0, sum(merchants."volume") AS p1 FROM merchants"#),
+        plan.contains(
+            r#"leg=SELECT count(1) AS p0, sum(merchants."volume") AS p1, count(1) AS leg_rows FROM merchants"#
+        ),
         "{plan}"
     );
     let rows = ap
@@ -93,6 +95,42 @@ async fn mesh_tables_answer_from_every_region_through_each_regions_policy() {
         .expect("nothing matches");
     assert_eq!(column_strings(&empty, "n"), ["0"]);
     assert_eq!(column_strings(&empty, "total"), [""]);
+    // Grouped by region, a region none of whose rows match is no group (issue 20): the
+    // answer equals the union of each region's own answer.
+    for bound in [0, 60, 350, 2000] {
+        let rows = ap
+            .query(&format!(
+                "SELECT mesh_region, count(*) AS n, max(volume) AS high FROM mesh.merchants \
+                 WHERE volume < {bound} GROUP BY mesh_region ORDER BY mesh_region"
+            ))
+            .await
+            .expect("grouped by region");
+        let mut expected = Vec::new();
+        for region in ["ap-southeast", "eu-central", "us-east"] {
+            let local = reader(&mesh, region)
+                .await
+                .query(&format!(
+                    "SELECT count(*) AS n, max(volume) AS high FROM merchants WHERE volume < {bound}"
+                ))
+                .await
+                .expect("local");
+            let n = column_strings(&local, "n").join("");
+            if n != "0" {
+                expected.push((
+                    region.to_string(),
+                    n,
+                    column_strings(&local, "high").join(""),
+                ));
+            }
+        }
+        let answered: Vec<_> = column_strings(&rows, "mesh_region")
+            .into_iter()
+            .zip(column_strings(&rows, "n"))
+            .zip(column_strings(&rows, "high"))
+            .map(|((region, n), high)| (region, n, high))
+            .collect();
+        assert_eq!(answered, expected, "volume < {bound}");
+    }
 
     // Filters and the limit travel to the regions as SQL; a region filter picks the
     // regions asked.

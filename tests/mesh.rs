@@ -275,6 +275,37 @@ async fn a_write_on_the_wrong_node_lands_at_home_and_nowhere_else() {
         "{mixed}"
     );
 
+    // An UPDATE or DELETE of rows homed elsewhere is refused naming their region, not
+    // answered with a count of 0 (issue 20): the row was just read through this node.
+    for statement in [
+        "UPDATE accounts SET balance = 11.00 WHERE region = 'eu-central' AND id = 7",
+        "DELETE FROM accounts WHERE region = 'eu-central' AND id = 7",
+        "DELETE FROM accounts WHERE region IN ('us-east', 'eu-central')",
+        "UPDATE accounts SET balance = 0.00 WHERE id = 7 AND (region = 'eu-central' OR region = 'ap-southeast')",
+    ] {
+        let refused = us.update(statement).await.expect_err(statement);
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+        assert!(
+            refused.message().contains("names rows homed in")
+                && refused.message().contains("eu-central")
+                && refused.message().contains("changes only rows homed here"),
+            "{statement}: {refused}"
+        );
+    }
+    let unchanged = eu
+        .query("SELECT balance FROM accounts WHERE id = 7")
+        .await
+        .expect("read at home");
+    assert_eq!(column_strings(&unchanged, "balance"), ["10.00"]);
+    // Without a region predicate a statement changes the rows homed here, as a read
+    // without one reads them.
+    assert_eq!(
+        us.update("UPDATE accounts SET balance = 1.00 WHERE id = 7")
+            .await
+            .expect("local rows only"),
+        0
+    );
+
     // With eu-central down, a forwarded write fails naming it; local writes go on.
     mesh.kill9("eu-central");
     let down = us

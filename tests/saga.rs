@@ -9,81 +9,21 @@
 use std::time::Duration;
 
 use domicile::cli::admin_client::AdminSession;
-use domicile::mesh::certs::dns_name;
 use domicile::mesh::proto::RunStepRequest;
 use domicile::mesh::proto::peer_client::PeerClient;
-use domicile::saga::fields::{Field, Fields};
+use domicile::saga::fields::Field;
 use domicile::saga::record::StepState;
 use domicile::saga::{SagaRecord, SagaState};
-use domicile_tests::{Mesh, TestNode, column_strings, domicile_binary};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-
-const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
-
-const ACCOUNTS: &str = "CREATE TABLE accounts (
-    id BIGINT PRIMARY KEY, region TEXT NOT NULL, name TEXT NOT NULL,
-    balance DECIMAL(18,2) NOT NULL, currency TEXT NOT NULL
-) WITH (locality = 'regional by row', region_column = 'region', pii = 'name',
-        sensitive = 'balance')";
-
-async fn bank() -> Mesh {
-    let mesh = Mesh::start_with(&REGIONS, "\n[saga]\nstep_timeout_ms = 2000\n").expect("mesh");
-    for node in &mesh.nodes {
-        node.upload_plugin("saga-step", "transfer_saga", 1)
-            .expect("saga plugin");
-        let mut admin = node.client("admin").await.expect("login");
-        admin.update(ACCOUNTS).await.expect("accounts");
-    }
-    let accounts = [("us-east", 1001, "100.00"), ("eu-central", 2001, "5.00")];
-    for (region, id, balance) in accounts {
-        let mut writer = mesh.node(region).client("writer").await.expect("login");
-        writer
-            .update(&format!(
-                "INSERT INTO accounts VALUES ({id}, '{region}', 'Holder {id}', {balance}, 'EUR')"
-            ))
-            .await
-            .expect("account");
-    }
-    mesh
-}
-
-async fn admin(node: &TestNode) -> AdminSession {
-    let endpoint = format!("http://{}", node.admin.expect("admin API"));
-    AdminSession::connect(&endpoint, "writer", "writer-pw")
-        .await
-        .expect("admin session")
-}
-
-fn transfer(from: i64, to: i64, to_region: &str, cents: i64) -> Fields {
-    vec![
-        ("from_account".into(), Field::Bigint(from)),
-        ("to_account".into(), Field::Bigint(to)),
-        ("amount".into(), Field::Decimal(cents.to_string(), 2)),
-        ("currency".into(), Field::Text("EUR".into())),
-        ("from_region".into(), Field::Text("us-east".into())),
-        ("to_region".into(), Field::Text(to_region.into())),
-    ]
-}
-
-/// The saga once terminal (or stuck), waiting on the node's answer, at most `timeout`.
-async fn settled(session: &mut AdminSession, id: &str, timeout: Duration) -> SagaRecord {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let saga = session.saga_settled(id, left).await.expect("saga");
-        if saga.state.is_terminal() || saga.state == SagaState::Stuck {
-            return saga;
-        }
-        assert!(!left.is_zero(), "saga never settled: {saga:?}");
-    }
-}
+use domicile_tests::bank::{balance, settled, transfer, writer_session};
+use domicile_tests::{Mesh, column_strings, domicile_binary};
+use tonic::transport::Channel;
 
 /// A bank whose us-east ↔ eu-central link is cut, and a transfer of `cents` from 1001
 /// (us-east) to 2001 (eu-central) started half a second ago: debited, credit retrying.
 async fn transfer_while_eu_is_cut_off(cents: i64, key: &str) -> (Mesh, SagaRecord) {
     let mesh = bank().await;
     mesh.cut("us-east", "eu-central");
-    let started = admin(mesh.node("us-east"))
+    let started = writer_session(mesh.node("us-east"))
         .await
         .start_saga("transfer", &transfer(1001, 2001, "eu-central", cents), key)
         .await
@@ -94,33 +34,12 @@ async fn transfer_while_eu_is_cut_off(cents: i64, key: &str) -> (Mesh, SagaRecor
 
 /// A peer-API client of `to`'s node, authenticated with `from`'s certificate.
 async fn peer_client(mesh: &Mesh, from: &str, to: &str) -> PeerClient<Channel> {
-    let dir = mesh.certs.path();
-    let read = |name: String| std::fs::read(dir.join(name)).expect("cert file");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
-        .identity(Identity::from_pem(
-            read(format!("{from}.pem")),
-            read(format!("{from}.key")),
-        ))
-        .domain_name(dns_name(to));
-    let address = mesh.node(to).peer.expect("peer address");
-    let channel = Endpoint::from_shared(format!("https://{address}"))
-        .expect("endpoint")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect");
-    PeerClient::new(channel)
+    PeerClient::new(mesh.peer_channel(from, to).await.expect("peer channel"))
 }
 
-async fn balance(node: &TestNode, id: i64) -> String {
-    let mut client = node.client("admin").await.expect("login");
-    let batches = client
-        .query(&format!("SELECT balance FROM accounts WHERE id = {id}"))
-        .await
-        .expect("balance");
-    column_strings(&batches, "balance").join(",")
+/// The bank with saga steps timing out after 2 s.
+async fn bank() -> Mesh {
+    domicile_tests::bank::bank(Duration::from_secs(2)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +47,7 @@ async fn transfers_commit_once_and_refusals_compensate() {
     let mesh = bank().await;
     let us = mesh.node("us-east");
     let eu = mesh.node("eu-central");
-    let mut session = admin(us).await;
+    let mut session = writer_session(us).await;
 
     let started = session
         .start_saga("transfer", &transfer(1001, 2001, "eu-central", 1000), "k-1")
@@ -341,6 +260,198 @@ async fn transfers_commit_once_and_refusals_compensate() {
     );
 }
 
+/// The reproduction of issue 20: a transfer started on us-east with key K commits; the
+/// client fails over and starts it again with K on eu-central (and on ap-southeast, in
+/// SQL): the same saga answers and the money moves once. The key's saga lives on the
+/// node of its first step's region only; a start while that region is unreachable is
+/// refused (retryable) and records nothing; another request under K is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_moves_money_once_through_any_node() {
+    let mesh = bank().await;
+    let (us, eu, ap) = (
+        mesh.node("us-east"),
+        mesh.node("eu-central"),
+        mesh.node("ap-southeast"),
+    );
+    let wait = Duration::from_secs(30);
+    let request = transfer(1001, 2001, "eu-central", 1000);
+    let first = writer_session(us)
+        .await
+        .start_saga_settled("transfer", &request, "k-mesh", wait)
+        .await
+        .expect("start on us-east");
+    assert_eq!(first.state, SagaState::Committed, "{first:?}");
+
+    let again = writer_session(eu)
+        .await
+        .start_saga_settled("transfer", &request, "k-mesh", wait)
+        .await
+        .expect("the same start on eu-central");
+    assert_eq!(
+        again.id, first.id,
+        "one key, one saga, whichever node is asked"
+    );
+    assert_eq!(again.state, SagaState::Committed, "{again:?}");
+    assert!(
+        again.steps.iter().all(|step| step.result.is_empty()),
+        "a forwarded start answers no step results: {again:?}"
+    );
+    let mut writer = ap.client("writer").await.expect("login");
+    let rows = writer
+        .query(
+            "SELECT id, state FROM start_saga('transfer', 'k-mesh', {
+                'from_account': 1001, 'to_account': 2001, 'amount': 10.00, 'currency': 'EUR',
+                'from_region': 'us-east', 'to_region': 'eu-central'})",
+        )
+        .await
+        .expect("the same start in SQL on ap-southeast");
+    assert_eq!(column_strings(&rows, "id"), [first.id.as_str()]);
+    assert_eq!(balance(us, 1001).await, "90.00");
+    assert_eq!(balance(eu, 2001).await, "15.00");
+
+    // Another request under the key, through any node: refused, nothing moves.
+    for node in [us, eu] {
+        let reused = writer_session(node)
+            .await
+            .start_saga_settled(
+                "transfer",
+                &transfer(1001, 2001, "eu-central", 999),
+                "k-mesh",
+                wait,
+            )
+            .await
+            .expect_err("another request under a used key");
+        assert!(
+            format!("{reused:#}").contains("started another saga"),
+            "{reused:#}"
+        );
+    }
+
+    // A new transfer started on eu-central is recorded and driven by us-east.
+    let routed = writer_session(eu)
+        .await
+        .start_saga_settled(
+            "transfer",
+            &transfer(1001, 2001, "eu-central", 500),
+            "k-routed",
+            wait,
+        )
+        .await
+        .expect("start through eu-central");
+    assert_eq!(routed.state, SagaState::Committed, "{routed:?}");
+    let logs = |node| async move {
+        writer_session(node)
+            .await
+            .sagas(None)
+            .await
+            .expect("sagas")
+            .into_iter()
+            .map(|saga| saga.idempotency_key)
+            .collect::<Vec<_>>()
+    };
+    let mut on_us = logs(us).await;
+    on_us.sort();
+    assert_eq!(on_us, ["k-mesh", "k-routed"]);
+    assert!(logs(eu).await.is_empty() && logs(ap).await.is_empty());
+    assert_eq!(balance(us, 1001).await, "85.00");
+
+    // While us-east is out of reach from eu-central, a start there is refused as
+    // retryable and nothing is recorded; once healed, the retry moves the money once.
+    mesh.cut("eu-central", "us-east");
+    let cut_off = writer_session(eu)
+        .await
+        .start_saga_settled(
+            "transfer",
+            &transfer(1001, 2001, "eu-central", 100),
+            "k-cut",
+            wait,
+        )
+        .await
+        .expect_err("owner unreachable");
+    let text = format!("{cut_off:#}");
+    assert!(
+        text.contains("unreachable") && text.contains("retry with the same idempotency key"),
+        "{text}"
+    );
+    assert!(logs(eu).await.is_empty());
+    mesh.heal("eu-central", "us-east");
+    for node in [eu, ap] {
+        let retried = writer_session(node)
+            .await
+            .start_saga_settled(
+                "transfer",
+                &transfer(1001, 2001, "eu-central", 100),
+                "k-cut",
+                wait,
+            )
+            .await
+            .expect("retry after the heal");
+        assert_eq!(retried.state, SagaState::Committed, "{retried:?}");
+    }
+    assert_eq!(balance(us, 1001).await, "84.00");
+    assert_eq!(balance(eu, 2001).await, "21.00");
+}
+
+/// The peer API's saga start, called with a peer's own certificate: a node runs starts
+/// only for sagas whose first step it runs (no second hop), and only for writers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_saga_starts_are_checked_by_the_owner() {
+    use domicile::mesh::proto::{ForwardedPrincipal, StartSagaRequest};
+    let mesh = bank().await;
+    let request = |role: &str, from_region: &str| {
+        let mut input = transfer(1001, 2001, "eu-central", 100);
+        input[4].1 = Field::Text(from_region.into());
+        StartSagaRequest {
+            region: "ap-southeast".into(),
+            principal: Some(ForwardedPrincipal {
+                user: "mallory".into(),
+                role: role.into(),
+                home_region: "ap-southeast".into(),
+            }),
+            saga_type: "transfer".into(),
+            fields_json: serde_json::to_string(&input).expect("json"),
+            idempotency_key: "k-peer".into(),
+            wait_ms: 0,
+            placement: vec![format!("debit@{from_region}"), "credit@eu-central".into()],
+        }
+    };
+    let mut client = peer_client(&mesh, "ap-southeast", "eu-central").await;
+    let hop = client
+        .start_saga(request("writer", "us-east"))
+        .await
+        .expect_err("eu-central does not run the first step");
+    assert_eq!(hop.code(), tonic::Code::FailedPrecondition, "{hop}");
+    let mut client = peer_client(&mesh, "ap-southeast", "us-east").await;
+    let reader = client
+        .start_saga(request("reader", "us-east"))
+        .await
+        .expect_err("a reader starts nothing");
+    assert_eq!(reader.code(), tonic::Code::PermissionDenied, "{reader}");
+    let mut misplaced = request("writer", "us-east");
+    misplaced.placement[1] = "credit@ap-southeast".into();
+    let differs = client
+        .start_saga(misplaced)
+        .await
+        .expect_err("the plugins would disagree on the key's owner");
+    assert_eq!(differs.code(), tonic::Code::FailedPrecondition, "{differs}");
+    assert!(differs.message().contains("place the steps"), "{differs}");
+    let mut claims_other = request("writer", "us-east");
+    claims_other.region = "eu-central".into();
+    let forged = client
+        .start_saga(claims_other)
+        .await
+        .expect_err("a certificate of ap-southeast does not speak for eu-central");
+    assert_eq!(forged.code(), tonic::Code::PermissionDenied, "{forged}");
+    assert!(
+        writer_session(mesh.node("us-east"))
+            .await
+            .sagas(None)
+            .await
+            .expect("sagas")
+            .is_empty()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_starts_sagas_for_writers_once_per_key() {
     let mesh = bank().await;
@@ -384,7 +495,7 @@ async fn sql_starts_sagas_for_writers_once_per_key() {
     let rows = writer.query(&start("sql-1", 2001)).await.expect("start");
     let [id] = column_strings(&rows, "id").try_into().expect("one saga");
     assert_eq!(column_strings(&rows, "idempotency_key"), ["sql-1"]);
-    let saga = settled(&mut admin(us).await, &id, Duration::from_secs(30)).await;
+    let saga = settled(&mut writer_session(us).await, &id, Duration::from_secs(30)).await;
     assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
     assert_eq!(
         saga.input.iter().find(|(name, _)| name == "amount"),
@@ -394,10 +505,18 @@ async fn sql_starts_sagas_for_writers_once_per_key() {
     assert_eq!(balance(us, 1001).await, "87.50");
     assert_eq!(balance(mesh.node("eu-central"), 2001).await, "17.50");
 
-    // The same key is the same saga, whatever else the statement says.
-    let rows = writer.query(&start("sql-1", 2999)).await.expect("again");
+    // The same key is the same saga; under another request it is refused.
+    let rows = writer.query(&start("sql-1", 2001)).await.expect("again");
     assert_eq!(column_strings(&rows, "id"), [id.as_str()]);
     assert_eq!(column_strings(&rows, "state"), ["committed"]);
+    let reused = writer
+        .query(&start("sql-1", 2999))
+        .await
+        .expect_err("a used key under another request");
+    assert!(
+        reused.message().contains("started another saga"),
+        "{reused}"
+    );
     assert_eq!(balance(us, 1001).await, "87.50");
 
     // Bad calls say what is wrong and start nothing.
@@ -444,7 +563,7 @@ async fn a_node_stopping_mid_saga_stops_cleanly_and_resumes_it() {
     assert!(logs.contains("storage closed cleanly"), "{logs}");
     mesh.heal("us-east", "eu-central");
     mesh.restart("us-east").expect("restart");
-    let mut session = admin(mesh.node("us-east")).await;
+    let mut session = writer_session(mesh.node("us-east")).await;
     let saga = settled(&mut session, &started.id, Duration::from_secs(30)).await;
     assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
     assert_eq!(balance(mesh.node("us-east"), 1001).await, "99.00");
@@ -459,7 +578,7 @@ async fn a_killed_orchestrator_resumes_and_an_unreachable_participant_compensate
     mesh.kill9("us-east");
     mesh.heal("us-east", "eu-central");
     mesh.restart("us-east").expect("restart");
-    let mut session = admin(mesh.node("us-east")).await;
+    let mut session = writer_session(mesh.node("us-east")).await;
     let saga = settled(&mut session, &started.id, Duration::from_secs(30)).await;
     assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
     assert!(

@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use arrow;
 
+pub mod bank;
 mod kafka_broker;
 mod link_proxy;
 mod mesh;

@@ -122,3 +122,50 @@ def test_session_options_and_mesh_tables(node):
         # Money literals are exact decimals.
         cur.execute("SELECT 0.10 + 0.20 AS total")
         assert cur.fetchone() == (decimal.Decimal("0.30"),)
+
+
+def test_parameters_compare_numerically_and_round_on_assignment(node):
+    """Issue 20, reproduction 1: a bound float or decimal is not truncated to the
+    column's type. Expected answers are PostgreSQL 15's for the same statements."""
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, n INT, d DECIMAL(10,2))")
+        cur.execute("INSERT INTO t VALUES (1, 1, 1.00), (2, 2, 2.00)")
+        for sql in ("SELECT id FROM t WHERE id = ?", "SELECT id FROM t WHERE id + 0 = ?"):
+            for bound, expected in (
+                (1.5, []),
+                (decimal.Decimal("1.9"), []),
+                (1.0, [1]),
+                (decimal.Decimal("2.00"), [2]),
+                (1, [1]),
+            ):
+                cur.execute(sql, (bound,))
+                assert [row[0] for row in cur.fetchall()] == expected, (sql, bound)
+        cur.execute("SELECT id FROM t WHERE id < ? ORDER BY id", (1.5,))
+        assert cur.fetchall() == [(1,)]
+        cur.execute("SELECT id FROM t WHERE n = ?", (3_000_000_000,))
+        assert cur.fetchall() == []
+
+        # Assignment rounds (float8 ties to even, numeric away from zero); overflow and
+        # lossy text are refused and store nothing.
+        cur.execute("INSERT INTO t VALUES (?, ?, ?)", (7, 7.9, decimal.Decimal("1.005")))
+        cur.execute("INSERT INTO t VALUES (8, 2.5, 0)")
+        cur.execute("INSERT INTO t VALUES (?, ?, 0)", (9, 2.5))
+        cur.execute("UPDATE t SET n = ? WHERE id = 1", (decimal.Decimal("-2.5"),))
+        cur.execute("SELECT id, n, d FROM t WHERE id IN (1, 7, 8, 9) ORDER BY id")
+        assert cur.fetchall() == [
+            (1, -3, decimal.Decimal("1.00")),
+            (7, 8, decimal.Decimal("1.01")),
+            (8, 3, decimal.Decimal("0.00")),
+            (9, 2, decimal.Decimal("0.00")),
+        ]
+        for statement, params in (
+            ("INSERT INTO t VALUES (?, ?, 0)", (10, 3_000_000_000)),
+            ("INSERT INTO t VALUES (?, ?, 0)", (11, "7.9")),
+            ("UPDATE t SET n = ? WHERE id = 2", (2.0e10,)),
+        ):
+            with pytest.raises(adbc_driver_manager.Error):
+                cur.execute(statement, params)
+        cur.execute("SELECT count(*) FROM t WHERE id IN (10, 11)")
+        assert cur.fetchone() == (0,)
+        cur.execute("SELECT n FROM t WHERE id = 2")
+        assert cur.fetchone() == (2,)

@@ -165,7 +165,7 @@ fn info(record: PluginRecord, active: bool) -> PluginInfo {
 /// The longest a saga call waits for the saga to end.
 const SAGA_WAIT_MAX_MS: u64 = 30_000;
 
-fn wait_limit(wait_ms: u64) -> std::time::Duration {
+pub(crate) fn wait_limit(wait_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(wait_ms.min(SAGA_WAIT_MAX_MS))
 }
 
@@ -175,17 +175,24 @@ fn saga_reply(saga: &SagaRecord) -> Result<Response<SagaReply>, Status> {
         .map_err(|e| Status::internal(format!("cannot encode the saga: {e}")))
 }
 
-fn saga_status(error: SagaError) -> Status {
+pub(crate) fn saga_status(error: SagaError) -> Status {
     let message = crate::redact_text::shown(&error);
     match error {
-        SagaError::NoPlugin(_) | SagaError::WrongState { .. } | SagaError::Fenced(_) => {
-            Status::failed_precondition(message)
-        }
-        SagaError::Stopping(_) => Status::unavailable(message),
-        SagaError::UnknownType(_) | SagaError::MissingRegion { .. } | SagaError::BadKey => {
-            Status::invalid_argument(message)
-        }
+        SagaError::NoPlugin(_)
+        | SagaError::WrongState { .. }
+        | SagaError::Fenced(_)
+        | SagaError::NotKeyOwner(_)
+        | SagaError::PlacementDiffers { .. } => Status::failed_precondition(message),
+        SagaError::StartRefused { .. } => Status::permission_denied(message),
+        SagaError::Stopping(_) | SagaError::OwnerUnreachable { .. } => Status::unavailable(message),
+        SagaError::UnknownType(_)
+        | SagaError::MissingRegion { .. }
+        | SagaError::BadKey
+        | SagaError::UnknownOwner(_) => Status::invalid_argument(message),
+        SagaError::KeyInUse => Status::already_exists(message),
         SagaError::NotFound(_) => Status::not_found(message),
+        // The owner's own answer, under its own code.
+        SagaError::OwnerRefused { code, .. } => Status::new(code, message),
         SagaError::Storage(_) => Status::internal(message),
     }
 }
@@ -247,6 +254,7 @@ impl Admin for AdminService {
                 input,
                 &body.idempotency_key,
                 wait_limit(body.wait_ms),
+                &principal,
             )
             .await
             .map_err(saga_status)?;

@@ -39,6 +39,9 @@ use crate::catalog::TableDef;
 #[derive(Debug, Default)]
 pub struct MeshAggregatePushdown;
 
+/// The partial counting a region's matching rows, for aggregates without table groups.
+const LEG_ROWS: &str = "leg_rows";
+
 /// How one original aggregate is computed: the partial each region sends, and how the
 /// partials combine.
 #[derive(Clone, Copy)]
@@ -143,6 +146,14 @@ fn pushed_down(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         partials.push(partial.alias(format!("p{index}")));
         combines.push(combine);
     }
+    // Without table columns to group by, a region answers one row even when none of
+    // its rows matched (an aggregate without GROUP BY always does); that row would
+    // become a group of its `mesh_region` here. Each region also counts its rows, and
+    // regions that had none are dropped before combining.
+    let counts_rows = leg_groups.is_empty();
+    if counts_rows {
+        partials.push(count(lit(1_i64)).alias(LEG_ROWS));
+    }
     // The leg, as the unparser writes it.
     let source = provider_as_source(Arc::new(EmptyTable::new(Arc::clone(&mesh.table_schema))));
     let leg_plan = LogicalPlanBuilder::scan_with_filters(
@@ -175,9 +186,12 @@ fn pushed_down(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     );
     // Here: the same groups over the partials, then the original names and types.
     let name = scan.table_name.clone();
-    let combined =
+    let mut combined =
         LogicalPlanBuilder::scan(name.clone(), provider_as_source(Arc::new(table)), None)?;
     let qualified = |column: &str| Expr::Column(Column::new(Some(name.clone()), column));
+    if counts_rows {
+        combined = combined.filter(qualified(LEG_ROWS).gt(lit(0_i64)))?;
+    }
     let groups: Vec<Expr> = aggregate
         .group_expr
         .iter()

@@ -38,6 +38,7 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
         SqlError::Write(write) => match write {
             WriteError::DuplicateKey { .. } => Status::already_exists(message),
             WriteError::NotHome { .. }
+            | WriteError::HomedElsewhere { .. }
             | WriteError::WrongRegion { .. }
             | WriteError::ReadOnlyReplica(_) => Status::failed_precondition(message),
             WriteError::Convert(_) | WriteError::Evaluate(_) => Status::invalid_argument(message),
@@ -55,6 +56,7 @@ pub(crate) fn sql_status(error: SqlError) -> Status {
                 Status::internal(message)
             }
         },
+        SqlError::Saga(error) => crate::admin::saga_status(error),
         SqlError::Storage(storage) => storage_status(storage),
         SqlError::Residency(error) => residency_status(error),
         SqlError::Forward(error) => forward_status(error),

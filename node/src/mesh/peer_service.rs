@@ -12,7 +12,7 @@ use super::proto::peer_server::Peer;
 use super::proto::{
     ChangeBatch, ForwardedPrincipal, GetSagaStepReply, GetSagaStepRequest, InsertRowsReply,
     InsertRowsRequest, PingReply, PingRequest, RunStepReply, RunStepRequest, ScanRowsReply,
-    ScanRowsRequest, StreamChangesRequest,
+    ScanRowsRequest, StartSagaReply, StartSagaRequest, StreamChangesRequest,
 };
 use super::router::{decode as decode_ipc, encode_all};
 use crate::auth::{Principal, Role};
@@ -149,6 +149,46 @@ impl Peer for PeerService {
                 "cannot read the saga log: {error}"
             ))),
         }
+    }
+
+    async fn start_saga(
+        &self,
+        request: Request<StartSagaRequest>,
+    ) -> Result<Response<StartSagaReply>, Status> {
+        let claimed = request.get_ref().region.clone();
+        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
+            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
+        })?;
+        let body = request.into_inner();
+        let principal = principal(body.principal, &caller, Role::Writer)?;
+        if !principal.may(Role::Writer) {
+            return Err(Status::permission_denied(format!(
+                "user {} may not start sagas: that needs the writer role",
+                principal.user
+            )));
+        }
+        let input: Fields = serde_json::from_str(&body.fields_json).map_err(|e| {
+            Status::invalid_argument(format!(
+                "fields are not saga fields: {}",
+                crate::redact_text::shown(&e)
+            ))
+        })?;
+        let saga = self
+            .sagas
+            .start_for_peer(
+                &caller,
+                &body.saga_type,
+                input,
+                &body.idempotency_key,
+                &body.placement,
+                crate::admin::wait_limit(body.wait_ms),
+            )
+            .await
+            .map_err(crate::admin::saga_status)?;
+        tracing::info!(user = %principal.user, saga = %saga.id, saga_type = %saga.saga_type, "saga start forwarded by a peer");
+        let saga_json = serde_json::to_string(&saga)
+            .map_err(|e| Status::internal(format!("cannot encode the saga: {e}")))?;
+        Ok(Response::new(StartSagaReply { saga_json }))
     }
 
     async fn stream_changes(

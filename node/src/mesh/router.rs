@@ -10,7 +10,8 @@ use tonic::transport::{Channel, Endpoint};
 use super::proto::peer_client::PeerClient;
 use super::proto::{
     ChangeBatch, ForwardedPrincipal, GetSagaStepReply, GetSagaStepRequest, InsertRowsRequest,
-    RunStepReply, RunStepRequest, ScanRowsRequest, StreamChangesRequest,
+    RunStepReply, RunStepRequest, ScanRowsRequest, StartSagaReply, StartSagaRequest,
+    StreamChangesRequest,
 };
 use super::tls::MeshTls;
 use crate::auth::Principal;
@@ -46,6 +47,8 @@ pub struct PeerRouter {
     /// The same channels, for Flight SQL (federated query legs), whose deadline the
     /// caller sets.
     channels: HashMap<String, Channel>,
+    /// The deadline of one forwarded call (`[peers] timeout_ms`).
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for PeerRouter {
@@ -64,6 +67,7 @@ impl PeerRouter {
             clients: HashMap::new(),
             stream_clients: HashMap::new(),
             channels: HashMap::new(),
+            timeout: Duration::ZERO,
         }
     }
 
@@ -95,6 +99,7 @@ impl PeerRouter {
             clients,
             stream_clients,
             channels,
+            timeout,
         })
     }
 
@@ -194,6 +199,33 @@ impl PeerRouter {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| classify(region, status))
+    }
+
+    /// Starts a saga on `owner`'s node, the node of its first step's region, for
+    /// `principal`; its deadline is the call timeout plus `wait`.
+    pub async fn start_saga(
+        &self,
+        owner: &str,
+        principal: &Principal,
+        request: StartSagaRequest,
+        wait: Duration,
+    ) -> Result<StartSagaReply, ForwardError> {
+        let channel = self
+            .channel(owner)
+            .ok_or_else(|| ForwardError::UnknownRegion(owner.into()))?;
+        // A reply is one saga record: tonic's default bound (4 MiB) holds it.
+        let mut client = PeerClient::new(channel);
+        let mut call = tonic::Request::new(StartSagaRequest {
+            region: self.region.clone(),
+            principal: Some(forwarded(principal)),
+            ..request
+        });
+        call.set_timeout(self.timeout.saturating_add(wait));
+        client
+            .start_saga(call)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| classify(owner, status))
     }
 
     /// Regions this node can reach.

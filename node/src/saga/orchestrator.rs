@@ -19,7 +19,8 @@ use super::fields::{self, Fields};
 use super::participant::{self, ParticipantError, StepRequest};
 use super::record::{self, SagaRecord, SagaState, StepRecord, StepState};
 use super::waiters::{SettledWaiters, Waiter};
-use crate::mesh::proto::{GetSagaStepRequest, RunStepRequest};
+use crate::auth::Principal;
+use crate::mesh::proto::{GetSagaStepRequest, RunStepRequest, StartSagaRequest};
 use crate::mesh::{ForwardError, PeerRouter};
 use crate::plugins::{CallError, PluginRegistry, StepDirection, StepError};
 use crate::residency::{AuditEntry, ResidencyGuard};
@@ -55,6 +56,38 @@ pub enum SagaError {
     Fenced(String),
     #[error("the node is stopping; saga {0} resumes at the next start")]
     Stopping(String),
+    #[error(
+        "the idempotency key started another saga (another type or input): a retry repeats its request exactly; a new request needs a new key"
+    )]
+    KeyInUse,
+    #[error(
+        "the first step of this saga runs in {0}: the node of that region records the saga and its idempotency key"
+    )]
+    NotKeyOwner(String),
+    #[error(
+        "region {0} is not a peer of this node; a saga whose first step runs there starts on that region's node"
+    )]
+    UnknownOwner(String),
+    #[error(
+        "the saga-step plugins of {caller} and {region} place the steps of saga type {saga_type} differently, so they would not agree on which node keeps its idempotency key; align the plugins"
+    )]
+    PlacementDiffers {
+        caller: String,
+        region: String,
+        saga_type: String,
+    },
+    #[error("this node's residency policy refused to send the saga start to {region}: {reason}")]
+    StartRefused { region: String, reason: String },
+    #[error(
+        "region {region}, which records this saga (its first step runs there), is unreachable ({detail}); retry with the same idempotency key"
+    )]
+    OwnerUnreachable { region: String, detail: String },
+    #[error("region {region} refused the saga start: {message}")]
+    OwnerRefused {
+        region: String,
+        code: tonic::Code,
+        message: String,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -131,6 +164,15 @@ fn step_request(saga: &SagaRecord, index: usize, direction: StepDirection) -> St
         fields: saga.input.clone(),
         orchestrator: None,
     }
+}
+
+/// Where each step of `saga` runs, "name@region" in order: what two nodes must agree
+/// on before one forwards a start to the other.
+fn placement_of(saga: &SagaRecord) -> Vec<String> {
+    saga.steps
+        .iter()
+        .map(|step| format!("{}@{}", step.name, step.region))
+        .collect()
 }
 
 /// A saga to drive as `start` left it: its record and the message it decided ahead.
@@ -231,21 +273,177 @@ impl SagaEngine {
         }
     }
 
-    /// Records a new saga (durably, before answering) and drives it; the same
-    /// idempotency key returns the saga it started first, whatever the input. With a
-    /// `wait`, answers once the saga has ended, or as it stands when the wait runs out.
+    /// Starts a saga for `on_behalf_of`, or answers the one its idempotency key started.
     ///
-    /// A caller who waits needs no answer before the first step: when that step runs
-    /// here, its commit records the saga too (as Temporal's eager workflow start hands
-    /// the first task over with the start), one commit less on the way to the answer.
+    /// The key belongs to the node of the saga's first step's region: that node records
+    /// the saga (durably, before answering) and drives it, so a start on any node of the
+    /// mesh with a used key finds the first saga (a start elsewhere is forwarded there,
+    /// and refused with a retryable error while that region is unreachable). A key
+    /// stands for one request: the same type and input return the first saga, another
+    /// request under it is refused (`KeyInUse`). With a `wait`, answers once the saga
+    /// has ended, or as it stands when the wait runs out. A forwarded start answers
+    /// the record without its steps' results, which stay with the orchestrator.
     pub async fn start(
         self: &Arc<Self>,
         saga_type: &str,
         input: Fields,
         idempotency_key: &str,
         wait: Duration,
+        on_behalf_of: &Principal,
     ) -> Result<SagaRecord, SagaError> {
         let fresh = self.fresh_record(saga_type, input, idempotency_key)?;
+        match fresh.steps.first() {
+            Some(first) if first.region != self.region => {
+                let owner = first.region.clone();
+                self.start_at_owner(&owner, fresh, wait, on_behalf_of).await
+            }
+            _ => self.start_here(fresh, wait).await,
+        }
+    }
+
+    /// A start a peer forwarded for one of its clients: only for a saga whose first
+    /// step runs here (no second hop). Answers without the steps' results.
+    pub async fn start_for_peer(
+        self: &Arc<Self>,
+        caller: &str,
+        saga_type: &str,
+        input: Fields,
+        idempotency_key: &str,
+        placement: &[String],
+        wait: Duration,
+    ) -> Result<SagaRecord, SagaError> {
+        let fresh = self.fresh_record(saga_type, input, idempotency_key)?;
+        if let Some(first) = fresh.steps.first().filter(|s| s.region != self.region) {
+            return Err(SagaError::NotKeyOwner(first.region.clone()));
+        }
+        if placement_of(&fresh) != placement {
+            return Err(SagaError::PlacementDiffers {
+                caller: caller.to_string(),
+                region: self.region.clone(),
+                saga_type: fresh.saga_type,
+            });
+        }
+        Ok(self.start_here(fresh, wait).await?.without_results())
+    }
+
+    /// Forwards the start of `fresh` to `owner`, the node of its first step's region.
+    async fn start_at_owner(
+        self: &Arc<Self>,
+        owner: &str,
+        fresh: SagaRecord,
+        wait: Duration,
+        on_behalf_of: &Principal,
+    ) -> Result<SagaRecord, SagaError> {
+        // A saga this node recorded under the key (started before keys had owners)
+        // is still the key's saga.
+        if let Some(existing) = record::by_key(&self.store, &fresh.idempotency_key)? {
+            if !existing.is_request(&fresh.saga_type, &fresh.input) {
+                return Err(SagaError::KeyInUse);
+            }
+            let existing = self.adopt(existing);
+            return Ok(self
+                .wait_settled(&existing.id, wait)
+                .await?
+                .unwrap_or(existing));
+        }
+        // The start carries the saga's input to the owner, as the first step's message
+        // would: this node's policy decides it (`may-send-step`), audited before it goes.
+        let first = &fresh.steps[0];
+        let (decision, audit) = self
+            .guard
+            .decide_step_message(
+                &fresh.saga_type,
+                &first.name,
+                &fields::to_wit(&fresh.input),
+                owner,
+            )
+            .await;
+        if let Some(audit) = audit {
+            self.guard
+                .record(audit)
+                .await
+                .map_err(|e| StorageError::Transaction(crate::redact_text::shown(&e)))?;
+        }
+        if let Err(refusal) = decision {
+            return Err(SagaError::StartRefused {
+                region: owner.to_string(),
+                reason: crate::redact_text::shown(&refusal),
+            });
+        }
+        let fields_json = serde_json::to_string(&fresh.input)
+            .map_err(|e| StorageError::Transaction(format!("cannot encode saga input: {e}")))?;
+        let reply = self
+            .router
+            .start_saga(
+                owner,
+                on_behalf_of,
+                StartSagaRequest {
+                    region: String::new(),
+                    principal: None,
+                    saga_type: fresh.saga_type.clone(),
+                    fields_json,
+                    idempotency_key: fresh.idempotency_key.clone(),
+                    wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    placement: placement_of(&fresh),
+                },
+                // The owner may run the first step before it starts to wait.
+                wait.saturating_add(self.step_timeout),
+            )
+            .await
+            .map_err(|error| match error {
+                ForwardError::UnknownRegion(region) => SagaError::UnknownOwner(region),
+                ForwardError::Unreachable { region, detail } => {
+                    SagaError::OwnerUnreachable { region, detail }
+                }
+                ForwardError::Refused {
+                    region,
+                    code,
+                    message,
+                } => SagaError::OwnerRefused {
+                    region,
+                    code,
+                    message,
+                },
+                ForwardError::Encode(region) => SagaError::OwnerRefused {
+                    region,
+                    code: tonic::Code::Internal,
+                    message: "cannot encode the request".into(),
+                },
+            })?;
+        let saga: SagaRecord =
+            serde_json::from_str(&reply.saga_json).map_err(|e| SagaError::OwnerRefused {
+                region: owner.to_string(),
+                code: tonic::Code::Internal,
+                message: format!(
+                    "its answer is not a saga record: {}",
+                    crate::redact_text::shown(&e)
+                ),
+            })?;
+        // The owner answers for this request only; anything else is its fault, and
+        // is not shown to the client.
+        if !saga.is_request(&fresh.saga_type, &fresh.input)
+            || saga.idempotency_key != fresh.idempotency_key
+        {
+            return Err(SagaError::OwnerRefused {
+                region: owner.to_string(),
+                code: tonic::Code::Internal,
+                message: "it answered with another saga".into(),
+            });
+        }
+        Ok(saga)
+    }
+
+    /// Records `fresh` here (or finds its key's saga) and drives it, waiting up to
+    /// `wait` for it to settle.
+    ///
+    /// A caller who waits needs no answer before the first step: when that step runs
+    /// here, its commit records the saga too (as Temporal's eager workflow start hands
+    /// the first task over with the start), one commit less on the way to the answer.
+    async fn start_here(
+        self: &Arc<Self>,
+        fresh: SagaRecord,
+        wait: Duration,
+    ) -> Result<SagaRecord, SagaError> {
         if wait.is_zero() {
             return self.record_and_drive(fresh).await;
         }
@@ -331,13 +529,17 @@ impl SagaEngine {
     }
 
     /// Writes `saga` unless its idempotency key started one already, and drives
-    /// whichever it is.
+    /// whichever it is (`KeyInUse` if that one is another request).
     async fn record_and_drive(self: &Arc<Self>, saga: SagaRecord) -> Result<SagaRecord, SagaError> {
+        let (saga_type, input) = (saga.saga_type.clone(), saga.input.clone());
         let (saga, created) = self
             .store
             .write(move |ctx| record::insert_or_existing(ctx, saga))
             .await?;
         if !created {
+            if !saga.is_request(&saga_type, &input) {
+                return Err(SagaError::KeyInUse);
+            }
             return Ok(self.adopt(saga));
         }
         // The start path (admin API, SQL) logs the request with its user at info.

@@ -143,6 +143,24 @@ impl SagaRecord {
     pub fn attempts(&self) -> u32 {
         self.steps.iter().map(|s| s.attempts).sum()
     }
+
+    /// Whether a start of `saga_type` with `input` asks for this saga again: an
+    /// idempotency key stands for one request (as Stripe's keys do), so a retry must
+    /// repeat it exactly. Another request under a used key is refused rather than
+    /// answered with this saga, which would show one client another's transfer.
+    pub fn is_request(&self, saga_type: &str, input: &Fields) -> bool {
+        self.saga_type == saga_type && self.input == *input
+    }
+
+    /// The record as the node of a forwarded start answers it: everything the caller
+    /// sent and where each step stands, but not the steps' results (data of the
+    /// regions that ran them, which stay with the orchestrator).
+    pub fn without_results(mut self) -> Self {
+        for step in &mut self.steps {
+            step.result.clear();
+        }
+        self
+    }
 }
 
 fn record_key(id: &str) -> String {
@@ -209,6 +227,15 @@ fn by_key_in(ctx: &mut WriteContext<'_>, key: &str) -> Result<Option<SagaRecord>
 pub fn put(ctx: &mut WriteContext<'_>, record: &SagaRecord) -> Result<(), StorageError> {
     ctx.put_state(record_key(&record.id), encode(record)?);
     Ok(())
+}
+
+/// The saga this node recorded for idempotency key `key`, if any.
+pub fn by_key(store: &Store, key: &str) -> Result<Option<SagaRecord>, StorageError> {
+    let [id] = store.state_values([idempotency_key(key).as_str()])?;
+    match id {
+        Some(id) => load(store, &String::from_utf8_lossy(&id)),
+        None => Ok(None),
+    }
 }
 
 pub fn load(store: &Store, id: &str) -> Result<Option<SagaRecord>, StorageError> {

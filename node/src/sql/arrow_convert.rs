@@ -133,6 +133,39 @@ fn column_to_array<'a>(
     }
 }
 
+/// `array` cast to `target` as PostgreSQL assigns a value to a column: a decimal or
+/// float stored into an integer column is rounded (decimals half away from zero, floats
+/// half to even, as `sql::rounding_casts` does in plans), not truncated; a value out of
+/// range is an error.
+fn assignment_cast(
+    array: &ArrayRef,
+    target: &DataType,
+    options: &CastOptions,
+) -> Result<ArrayRef, arrow::error::ArrowError> {
+    if !target.is_integer() {
+        return cast_with_options(array, target, options);
+    }
+    let whole = match array.data_type() {
+        DataType::Decimal128(precision, scale) if *scale > 0 => {
+            let digits = precision.saturating_sub(*scale as u8).saturating_add(1);
+            cast_with_options(
+                array,
+                &DataType::Decimal128(digits.clamp(1, 38), 0),
+                options,
+            )?
+        }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            let floats = cast_with_options(array, &DataType::Float64, options)?;
+            let rounded: arrow::array::Float64Array = floats
+                .as_primitive::<Float64Type>()
+                .unary(f64::round_ties_even);
+            Arc::new(rounded)
+        }
+        _ => Arc::clone(array),
+    };
+    cast_with_options(&whole, target, options)
+}
+
 /// Reads column `position` of `def` from `array` (any type castable to the column's),
 /// appending one value per row to `out[row]`.
 pub fn append_column_values(
@@ -154,7 +187,7 @@ pub fn append_column_values(
     let array = if array.data_type() == &target {
         Arc::clone(array)
     } else {
-        cast_with_options(array, &target, &options).map_err(|_| does_not_fit())?
+        assignment_cast(array, &target, &options).map_err(|_| does_not_fit())?
     };
     for (row, slot) in out.iter_mut().enumerate() {
         let value = if array.is_null(row) {
@@ -237,4 +270,52 @@ pub fn scalar_to_value(def: &TableDef, position: usize, scalar: &ScalarValue) ->
     let mut out = vec![Vec::new()];
     append_column_values(def, position, &array, &mut out).ok()?;
     out.pop()?.pop()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Decimal128Array, Float64Array, Int64Array};
+
+    fn options() -> CastOptions<'static> {
+        CastOptions {
+            safe: false,
+            format_options: FormatOptions::default(),
+        }
+    }
+
+    fn ints(array: ArrayRef) -> Vec<i32> {
+        assignment_cast(&array, &DataType::Int32, &options())
+            .expect("fits")
+            .as_primitive::<Int32Type>()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn assignment_to_integers_rounds_as_postgresql_does() {
+        // PostgreSQL 15: INSERT of 7.9::float8 into an INT column stores 8; float8
+        // rounds ties to even, numeric away from zero.
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![7.9, 2.5, 3.5, -2.5, -7.9]));
+        assert_eq!(ints(floats), [8, 2, 4, -2, -8]);
+        let decimals: ArrayRef = Arc::new(
+            Decimal128Array::from(vec![79, 25, -25, 24, 95])
+                .with_precision_and_scale(4, 1)
+                .expect("decimal"),
+        );
+        assert_eq!(ints(decimals), [8, 3, -3, 2, 10]);
+        let exact: ArrayRef = Arc::new(Int64Array::from(vec![7, -7]));
+        assert_eq!(ints(exact), [7, -7]);
+    }
+
+    #[test]
+    fn assignment_out_of_range_is_an_error() {
+        for array in [
+            Arc::new(Int64Array::from(vec![3_000_000_000])) as ArrayRef,
+            Arc::new(Float64Array::from(vec![f64::NAN])),
+            Arc::new(Float64Array::from(vec![2_147_483_647.5])),
+        ] {
+            assert!(assignment_cast(&array, &DataType::Int32, &options()).is_err());
+        }
+    }
 }

@@ -50,7 +50,7 @@ pub enum WriteError {
     DuplicateKey { table: String, key: String },
     #[error(
         "row of table {table} is homed in region {row_region}, but this node stores only rows \
-         homed in {local_region} (forwarding to the home region arrives with the mesh)"
+         homed in {local_region}"
     )]
     NotHome {
         table: String,
@@ -65,6 +65,19 @@ pub enum WriteError {
     },
     #[error("{0} is a read-only replica of other regions' data; write at the source")]
     ReadOnlyReplica(String),
+    /// An UPDATE or DELETE whose WHERE names rows homed in other regions: this node
+    /// holds none of them, and a statement commits on one node, so it is refused rather
+    /// than answered with a count of 0.
+    #[error(
+        "{statement} of table {table} names rows homed in {regions}; this node ({local_region}) \
+         changes only rows homed here: run the statement on the node of {regions}"
+    )]
+    HomedElsewhere {
+        statement: &'static str,
+        table: String,
+        regions: String,
+        local_region: String,
+    },
     #[error("statement would change more than statement_rows_max = {STATEMENT_ROWS_MAX} rows")]
     TooManyRows,
     #[error("table {0} was dropped or replaced while the statement ran")]
@@ -603,6 +616,7 @@ impl ExecutionPlan for MutationExec {
     ) -> Result<SendableRecordBatchStream> {
         crate::sql::leaf_exec::only_partition_zero("MutationExec", partition)?;
         let session = guard_session(&context)?;
+        mutation_is_local(&self.target, &self.access, &self.mutation)?;
         check_mutation_reads(&self.target.def, &self.predicates, &self.mutation, &session)?;
         let target = self.target.clone();
         let access = self.access.clone();
@@ -625,6 +639,49 @@ impl ExecutionPlan for MutationExec {
             count_schema(),
             futures::stream::once(run),
         )))
+    }
+}
+
+/// Refuses an UPDATE or DELETE of rows this node cannot hold: a REGIONAL BY ROW table
+/// whose WHERE pins the region column to regions other than this one (alone or beside
+/// it), a REGIONAL table of another region, a replica. Without a region predicate a
+/// statement changes the rows homed here, as a read without one reads them.
+fn mutation_is_local(
+    target: &WriteTarget,
+    access: &Access,
+    mutation: &Mutation,
+) -> Result<(), WriteError> {
+    let def = &target.def;
+    let local = &*target.local_region;
+    match &def.locality {
+        Locality::RegionalByRow { .. } => {
+            let elsewhere: Vec<&str> = access
+                .partitions
+                .iter()
+                .flatten()
+                .map(String::as_str)
+                .filter(|region| *region != local)
+                .collect();
+            if elsewhere.is_empty() {
+                return Ok(());
+            }
+            Err(WriteError::HomedElsewhere {
+                statement: match mutation {
+                    Mutation::Delete => "DELETE",
+                    Mutation::Update { .. } => "UPDATE",
+                },
+                table: def.name.clone(),
+                regions: elsewhere.join(", "),
+                local_region: local.to_string(),
+            })
+        }
+        Locality::Regional { region } if region.as_str() != local => Err(WriteError::WrongRegion {
+            table: def.name.clone(),
+            table_region: region.clone(),
+            local_region: local.to_string(),
+        }),
+        Locality::Replica => Err(WriteError::ReadOnlyReplica(def.name.clone())),
+        Locality::Regional { .. } | Locality::Global => Ok(()),
     }
 }
 

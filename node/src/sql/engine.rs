@@ -212,6 +212,8 @@ impl SqlEngine {
         }
         let context = SessionContext::new_with_config(config);
         context.add_optimizer_rule(Arc::new(crate::federation::MeshAggregatePushdown));
+        // After type coercion: casts to integers round, as PostgreSQL's do.
+        context.add_analyzer_rule(Arc::new(super::rounding_casts::RoundingCasts));
         context.register_udtf(
             super::saga_function::FUNCTION_NAME,
             Arc::new(super::saga_function::StartSagaFunction { sagas }),
@@ -420,13 +422,26 @@ impl SqlEngine {
                 let state = &self.state;
                 // Unoptimised DML and pre-optimised queries go straight to the physical
                 // planner; everything else is optimised now.
+                let unoptimized = plan;
                 let (plan, skip_optimizer) = match optimized {
                     Some(optimized) => (optimized.as_ref(), true),
                     None => (plan, *unoptimized_dml),
                 };
-                let plan = match params {
-                    Some(params) => bind_parameters(plan, params)?,
-                    None => plan.clone(),
+                let (plan, skip_optimizer) = match params {
+                    None => (plan.clone(), skip_optimizer),
+                    Some(params) => match typed_parameters(plan, params)? {
+                        (params, true) => (bind(plan, params)?, skip_optimizer),
+                        // A value kept the client's type: the statement is typed again
+                        // (coercion, rounding casts) from its unoptimised plan.
+                        (params, false) => {
+                            let bound = bind(unoptimized, params)?;
+                            let analyzed = state
+                                .analyzer()
+                                .execute_and_check(bound, state.config_options(), |_, _| {})
+                                .map_err(SqlError::from_datafusion)?;
+                            (analyzed, *unoptimized_dml)
+                        }
+                    },
                 };
                 let physical = if skip_optimizer {
                     DefaultPhysicalPlanner::default()
@@ -626,42 +641,60 @@ impl SqlEngine {
     }
 }
 
-/// Binds positional parameters, casting each to the type the plan expects where the
-/// client sent another (ADBC sends Python ints as BIGINT even for INT columns).
-fn bind_parameters(plan: &LogicalPlan, params: ParamValues) -> Result<LogicalPlan, SqlError> {
-    let params = match params {
-        ParamValues::List(mut values) => {
-            let expected = plan
-                .get_parameter_types()
-                .map_err(SqlError::from_datafusion)?;
-            if values.len() != expected.len() {
-                return Err(SqlError::Plan(format!(
-                    "statement takes {} parameter(s), {} bound",
-                    expected.len(),
-                    values.len()
-                )));
-            }
-            for (index, value) in values.iter_mut().enumerate() {
-                let Some(Some(target)) = expected.get(&format!("${}", index + 1)) else {
-                    continue;
-                };
-                if &value.value.data_type() != target {
-                    value.value = value.value.cast_to(target).map_err(|_| {
-                        SqlError::Plan(format!(
-                            "parameter ${} has type {}, which does not convert to {target}",
-                            index + 1,
-                            value.value.data_type()
-                        ))
-                    })?;
-                }
-            }
-            ParamValues::List(values)
-        }
-        map @ ParamValues::Map(_) => map,
+/// Types positional parameters. A value is cast to the type the plan inferred for its
+/// placeholder when the cast is exact (ADBC sends Python ints as BIGINT even for INT
+/// columns, and a key lookup needs the column's type); otherwise it keeps the client's
+/// type, and compares as PostgreSQL compares a typed parameter: numerically (`id = 1.5`
+/// matches no integer id), while an assignment to a column rounds (see
+/// `rounding_casts`) and refuses overflow. Returns the values and whether every one
+/// has its placeholder's type (so the plan typed at prepare time still holds).
+fn typed_parameters(
+    plan: &LogicalPlan,
+    params: ParamValues,
+) -> Result<(ParamValues, bool), SqlError> {
+    let ParamValues::List(mut values) = params else {
+        return Ok((params, true));
     };
+    let expected = plan
+        .get_parameter_types()
+        .map_err(SqlError::from_datafusion)?;
+    if values.len() != expected.len() {
+        return Err(SqlError::Plan(format!(
+            "statement takes {} parameter(s), {} bound",
+            expected.len(),
+            values.len()
+        )));
+    }
+    let mut exact = true;
+    for (index, value) in values.iter_mut().enumerate() {
+        let Some(Some(target)) = expected.get(&format!("${}", index + 1)) else {
+            continue;
+        };
+        if &value.value.data_type() == target {
+            continue;
+        }
+        match exact_cast(&value.value, target) {
+            Some(cast) => value.value = cast,
+            None => exact = false,
+        }
+    }
+    Ok((ParamValues::List(values), exact))
+}
+
+fn bind(plan: &LogicalPlan, params: ParamValues) -> Result<LogicalPlan, SqlError> {
     plan.clone()
         .with_param_values(params)
         .map_err(SqlError::from_datafusion)
+}
+
+/// `value` as `target` if that loses nothing: cast back, it is the same value.
+fn exact_cast(
+    value: &datafusion::common::ScalarValue,
+    target: &arrow::datatypes::DataType,
+) -> Option<datafusion::common::ScalarValue> {
+    let cast = value.cast_to(target).ok()?;
+    let back = cast.cast_to(&value.data_type()).ok()?;
+    (back == *value).then_some(cast)
 }
 
 fn empty_stream() -> SendableRecordBatchStream {

@@ -39,6 +39,9 @@ pub enum SqlError {
     /// A row's home node could not be reached, or refused.
     #[error(transparent)]
     Forward(ForwardError),
+    /// `start_saga` could not start or find the saga.
+    #[error(transparent)]
+    Saga(crate::saga::SagaError),
     #[error("execution error: {0}")]
     Execution(String),
 }
@@ -62,6 +65,12 @@ impl SqlError {
                     WriteError::Forward(error) => SqlError::Forward(error),
                     other => SqlError::Write(other),
                 },
+                Err(boxed) if boxed.is::<crate::saga::SagaError>() => {
+                    match boxed.downcast::<crate::saga::SagaError>() {
+                        Ok(saga) => SqlError::Saga(*saga),
+                        Err(other) => SqlError::Execution(ours(&other)),
+                    }
+                }
                 Err(boxed) => match boxed.downcast::<StorageError>() {
                     Ok(storage) => SqlError::Storage(*storage),
                     Err(boxed) if boxed.is::<GuardError>() => {

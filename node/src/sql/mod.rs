@@ -9,6 +9,7 @@ mod error;
 pub(crate) mod leaf_exec;
 mod need_to_know;
 mod pushdown;
+pub(crate) mod rounding_casts;
 mod saga_function;
 mod scan;
 mod schemas;

@@ -249,7 +249,7 @@ impl ExecutionPlan for StartSagaExec {
         }
         let request = Arc::clone(&self.request);
         let projection = self.projection.clone();
-        let user = session.principal.user.clone();
+        let principal = session.principal.clone();
         let start = async move {
             let saga = request
                 .sagas
@@ -258,10 +258,11 @@ impl ExecutionPlan for StartSagaExec {
                     request.input.clone(),
                     &request.idempotency_key,
                     std::time::Duration::ZERO,
+                    &principal,
                 )
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            tracing::info!(user = %user, saga = %saga.id, saga_type = %saga.saga_type, "saga start requested from SQL");
+            tracing::info!(user = %principal.user, saga = %saga.id, saga_type = %saga.saga_type, "saga start requested from SQL");
             let batch: RecordBatch = saga_batch(std::slice::from_ref(&saga))?;
             match projection {
                 Some(projection) => Ok(batch.project(&projection)?),

@@ -71,7 +71,10 @@ impl DomicileTable {
         let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
         exprs
             .into_iter()
-            .map(|e| state.create_physical_expr(e, &df_schema))
+            .map(|e| {
+                let e = super::rounding_casts::round_casts_in(e, &df_schema)?;
+                state.create_physical_expr(e, &df_schema)
+            })
             .collect()
     }
 }
