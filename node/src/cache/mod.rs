@@ -11,14 +11,17 @@
 //!   crosses regions. They survive restarts on disk and are never served once expired.
 //!   Before one is cached, this jurisdiction's policy must allow storing its rows here.
 //!
-//! foyer has no per-entry TTL: each value carries its expiry (`entry`), checked on read.
+//! foyer has no per-entry TTL: each value carries its expiry (`entry`), checked on read,
+//! and a sweeper removes remote results from memory and disk once they expire
+//! (`expiry`), so an answer is not kept past its TTL merely because nobody read it.
 
 mod entry;
+mod expiry;
 
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use foyer::{
@@ -39,6 +42,8 @@ const STRIPES: usize = 4096;
 pub const REMOTE_ENTRY_MAX_BYTES: usize = 1024 * 1024;
 /// Disk blocks; an entry must fit in one.
 const DISK_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+/// How often expired remote results are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Local rows are re-read at least this often even without writes (a bound, not the
 /// mechanism: commits invalidate them).
 const LOCAL_ROW_TTL: Duration = Duration::from_secs(60);
@@ -57,7 +62,8 @@ pub struct KindStats {
     pub inserts: AtomicU64,
     /// Inserts the residency policy refused (nothing was cached).
     pub refused: AtomicU64,
-    /// Entries found but past their TTL (or from an earlier process, for local rows).
+    /// Entries removed because their TTL passed: found so on a read, or swept (or,
+    /// for local rows, found from an earlier process).
     pub expired: AtomicU64,
 }
 
@@ -113,6 +119,9 @@ pub struct NodeCache {
     /// Keys remote results under HMAC-SHA256(this, key): a leg's key holds its SQL, and
     /// a literal in a filter (an e-mail) must not reach `data_dir/cache` in clear.
     remote_key_secret: [u8; 32],
+    /// When each remote result expires, for the sweeper.
+    expiry: Mutex<expiry::ExpiryIndex>,
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for NodeCache {
@@ -158,7 +167,7 @@ impl NodeCache {
             builder
         };
         let hybrid = builder.build().await.map_err(|e| failed(e.to_string()))?;
-        Ok(Arc::new(Self {
+        let cache = Arc::new(Self {
             hybrid,
             incarnation: rand::random(),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
@@ -169,7 +178,29 @@ impl NodeCache {
             config,
             hasher: std::collections::hash_map::RandomState::new(),
             remote_key_secret: derive_key_secret(node_secret),
-        }))
+            expiry: Mutex::new(expiry::ExpiryIndex::open(dir)),
+            closed: AtomicBool::new(false),
+        });
+        // Entries recovered from disk that expired while the node was down go now.
+        cache.sweep(now_unix_ms());
+        tokio::spawn(sweeper(Arc::downgrade(&cache)));
+        Ok(cache)
+    }
+
+    /// Removes every remote result expired at `now_unix_ms` from memory and disk;
+    /// returns how many.
+    pub fn sweep(&self, now_unix_ms: u64) -> usize {
+        let due = match self.expiry.lock() {
+            Ok(mut index) => index.expired(now_unix_ms),
+            Err(_) => return 0,
+        };
+        for key in &due {
+            self.hybrid.remove(key);
+        }
+        self.remote
+            .expired
+            .fetch_add(due.len() as u64, Ordering::Relaxed);
+        due.len()
     }
 
     /// What a remote result is stored under: a keyed hash of `key`, never `key`.
@@ -183,6 +214,7 @@ impl NodeCache {
 
     /// Writes what memory holds of remote results to disk and stops the cache.
     pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         if let Err(error) = self.hybrid.close().await {
             tracing::warn!(error = %error, "the cache did not close cleanly");
         }
@@ -224,13 +256,19 @@ impl NodeCache {
             stats.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        // A swept key is not served even if the disk tier still returned it (a removal
+        // can overtake the insert's write to disk), nor one the index does not know.
+        let indexed = self
+            .expiry
+            .lock()
+            .is_ok_and(|index| index.contains(&cache_key));
         match Entry::decode(found.value()) {
-            Some(entry) if entry.kind == EntryKind::RemoteResult && !entry.expired() => {
+            Some(entry) if entry.kind == EntryKind::RemoteResult && !entry.expired() && indexed => {
                 stats.hits.fetch_add(1, Ordering::Relaxed);
                 Some(entry.payload.to_vec())
             }
             _ => {
-                stats.expired.fetch_add(1, Ordering::Relaxed);
+                // Removed now; counted as expired by the sweep, which removes it anyway.
                 stats.misses.fetch_add(1, Ordering::Relaxed);
                 self.hybrid.remove(&cache_key);
                 None
@@ -247,7 +285,11 @@ impl NodeCache {
         let expires =
             now_unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let value = Entry::encode(EntryKind::RemoteResult, expires, 0, payload);
-        self.hybrid.insert(self.remote_cache_key(key), value);
+        let cache_key = self.remote_cache_key(key);
+        if let Ok(mut index) = self.expiry.lock() {
+            index.insert(&cache_key, expires);
+        }
+        self.hybrid.insert(cache_key, value);
         self.remote.inserts.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -275,6 +317,22 @@ impl NodeCache {
                 }
             })
             .collect()
+    }
+}
+
+/// Sweeps `cache` every `SWEEP_INTERVAL` until it is closed or dropped.
+async fn sweeper(cache: Weak<NodeCache>) {
+    let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        if cache.closed.load(Ordering::Acquire) {
+            return;
+        }
+        cache.sweep(now_unix_ms());
     }
 }
 
@@ -333,5 +391,56 @@ impl RowCache for NodeCache {
                 .memory()
                 .remove(&entry::cache_key(EntryKind::LocalRow, key));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> CacheConfig {
+        CacheConfig {
+            memory_bytes: 4 << 20,
+            disk_bytes: 16 << 20,
+            ..CacheConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_remote_results_are_swept_even_unread_and_after_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let secret = [7u8; 32];
+        let cache = NodeCache::open(dir.path(), small(), &secret)
+            .await
+            .expect("open");
+        cache.remote_put(b"leg one", b"answer one", Duration::from_secs(3600));
+        cache.remote_put(b"leg two", b"answer two", Duration::from_secs(7200));
+        assert_eq!(cache.sweep(now_unix_ms()), 0, "nothing has expired yet");
+        let in_ninety_minutes = now_unix_ms() + 90 * 60 * 1000;
+        assert_eq!(cache.sweep(in_ninety_minutes), 1);
+        // Still within its TTL by the real clock, so only the sweep can have taken it.
+        assert_eq!(cache.remote_get(b"leg one").await, None);
+        assert_eq!(
+            cache.remote_get(b"leg two").await.as_deref(),
+            Some(&b"answer two"[..])
+        );
+        assert_eq!(cache.report()[1].expired, 1);
+        cache.close().await;
+        drop(cache);
+
+        // The disk tier recovers "leg two"; the sweeper still knows when it expires
+        // (and removes "leg one" once more, harmlessly: its log record stays).
+        let cache = NodeCache::open(dir.path(), small(), &secret)
+            .await
+            .expect("reopen");
+        let leg_two = cache.remote_cache_key(b"leg two");
+        assert!(
+            cache.hybrid.get(&leg_two).await.expect("read").is_some(),
+            "recovered from disk"
+        );
+        assert_eq!(cache.sweep(now_unix_ms() + 3 * 3600 * 1000), 2);
+        assert!(cache.hybrid.get(&leg_two).await.expect("read").is_none());
+        assert_eq!(cache.sweep(now_unix_ms() + 4 * 3600 * 1000), 0);
+        cache.close().await;
     }
 }
