@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Domicile: formatting, lints, Rust unit and end-to-end tests
 # (real `domicile` processes, the stock Rust Flight SQL client, a real tansu Kafka
-# broker), and the Python ADBC tests. Installs what a fresh machine lacks. This is the README's test command and what
+# broker, PostgreSQL 15 as the reference for SQL answers), and the Python ADBC tests. Installs what a fresh machine lacks. This is the README's test command and what
 # CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,11 @@ if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   # About 15 minutes on 2 cores; its own target dir, so the project's stays as it is.
   CARGO_TARGET_DIR="$HOME/.cache/domicile/tansu-target" \
     cargo install tansu --features dynostore --locked
+fi
+
+step "PostgreSQL 15, the reference the SQL conformance files (tests/slt) are checked against"
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
 fi
 
 step "Python venv: ADBC Flight SQL client, confluent-kafka, pytest"

@@ -21,6 +21,7 @@ pub mod bank;
 mod kafka_broker;
 mod link_proxy;
 mod mesh;
+pub mod postgres;
 pub use arrow_flight;
 pub use kafka_broker::KafkaBroker;
 pub use link_proxy::LinkProxy;

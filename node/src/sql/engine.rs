@@ -427,21 +427,31 @@ impl SqlEngine {
                     Some(optimized) => (optimized.as_ref(), true),
                     None => (plan, *unoptimized_dml),
                 };
+                let analyze = |plan: LogicalPlan| {
+                    state
+                        .analyzer()
+                        .execute_and_check(plan, state.config_options(), |_, _| {})
+                        .map_err(SqlError::from_datafusion)
+                };
                 let (plan, skip_optimizer) = match params {
                     None => (plan.clone(), skip_optimizer),
                     Some(params) => match typed_parameters(plan, params)? {
                         (params, true) => (bind(plan, params)?, skip_optimizer),
                         // A value kept the client's type: the statement is typed again
                         // (coercion, rounding casts) from its unoptimised plan.
-                        (params, false) => {
-                            let bound = bind(unoptimized, params)?;
-                            let analyzed = state
-                                .analyzer()
-                                .execute_and_check(bound, state.config_options(), |_, _| {})
-                                .map_err(SqlError::from_datafusion)?;
-                            (analyzed, *unoptimized_dml)
+                        (params, false) if !*unoptimized_dml => {
+                            (analyze(bind(unoptimized, params)?)?, false)
                         }
+                        (params, false) => (bind(unoptimized, params)?, true),
                     },
+                };
+                // UPDATE and DELETE skip the optimizer, not the analyzer: their filters
+                // and assignments are typed like any other statement's (an INT key
+                // `IN (2, 3)`, a rounding cast).
+                let plan = if *unoptimized_dml {
+                    analyze(plan)?
+                } else {
+                    plan
                 };
                 let physical = if skip_optimizer {
                     DefaultPhysicalPlanner::default()
