@@ -93,9 +93,15 @@ fn rounded(expr: Expr, schema: &datafusion::common::DFSchema) -> Result<Transfor
         _ => return Ok(Transformed::no(expr)),
     };
     let outer = if is_try {
-        Expr::TryCast(TryCast::new_from_field(Box::new(whole), std::sync::Arc::clone(field)))
+        Expr::TryCast(TryCast::new_from_field(
+            Box::new(whole),
+            std::sync::Arc::clone(field),
+        ))
     } else {
-        Expr::Cast(Cast::new_from_field(Box::new(whole), std::sync::Arc::clone(field)))
+        Expr::Cast(Cast::new_from_field(
+            Box::new(whole),
+            std::sync::Arc::clone(field),
+        ))
     };
     Ok(Transformed::yes(outer))
 }
