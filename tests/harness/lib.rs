@@ -22,6 +22,7 @@ mod kafka_broker;
 mod link_proxy;
 mod mesh;
 pub mod postgres;
+pub mod sql_engines;
 pub use arrow_flight;
 pub use kafka_broker::KafkaBroker;
 pub use link_proxy::LinkProxy;

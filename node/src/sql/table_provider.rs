@@ -68,10 +68,22 @@ impl DomicileTable {
         state: &dyn Session,
         exprs: Vec<Expr>,
     ) -> Result<Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>> {
+        use datafusion::logical_expr::simplify::SimplifyContext;
+        use datafusion::optimizer::simplify_expressions::ExprSimplifier;
         let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
+        // UPDATE and DELETE skip the optimizer, so their expressions are simplified here:
+        // some functions (coalesce) run only in their simplified form.
+        let context = SimplifyContext::builder()
+            .with_schema(Arc::new(df_schema.clone()))
+            .with_config_options(Arc::new(state.config_options().clone()))
+            .with_query_execution_start_time(state.execution_props().query_execution_start_time)
+            .build();
+        let simplifier = ExprSimplifier::new(context);
         exprs
             .into_iter()
             .map(|e| {
+                let e = simplifier.coerce(e, &df_schema)?;
+                let e = simplifier.simplify(e)?;
                 let e = super::rounding_casts::round_casts_in(e, &df_schema)?;
                 state.create_physical_expr(e, &df_schema)
             })
