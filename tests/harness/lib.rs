@@ -23,6 +23,7 @@ mod link_proxy;
 mod mesh;
 pub mod postgres;
 pub mod sql_engines;
+pub mod sql_gen;
 pub use arrow_flight;
 pub use kafka_broker::KafkaBroker;
 pub use link_proxy::LinkProxy;

@@ -57,7 +57,8 @@ impl Domicile {
         }
     }
 
-    fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DbError> {
+    /// `batches` as sqllogictest rows (see the module docs for the text of each type).
+    pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DbError> {
         let options = FormatOptions::default()
             .with_null("NULL")
             .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"));
