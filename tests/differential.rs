@@ -14,7 +14,8 @@ use std::fmt::Write as _;
 use domicile_tests::postgres::Postgres;
 use domicile_tests::sql_engines::{DbError, Domicile, Reference, domicile_node};
 use domicile_tests::sql_gen::{
-    B_VALUES, D_VALUES, F_VALUES, I_VALUES, Rng, S_VALUES, predicate, row,
+    B_VALUES, D_VALUES, F_VALUES, I_VALUES, Rng, S_VALUES, count_from_env, predicate, row,
+    seeds_from_env,
 };
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
@@ -92,20 +93,9 @@ async fn run_seed(postgres: &Postgres, seed: u64, rounds: usize) -> usize {
     let node = domicile_node(dir.path()).await;
     let mut domicile = Domicile::of(&node);
     let database = format!("differential_{seed}");
-    let mut admin = Reference::connect(&postgres.url("postgres"))
+    let mut reference = Reference::fresh_database(postgres, &database)
         .await
-        .expect("connect");
-    admin
-        .run(&format!("DROP DATABASE IF EXISTS {database}"))
-        .await
-        .expect("drop database");
-    admin
-        .run(&format!("CREATE DATABASE {database}"))
-        .await
-        .expect("create database");
-    let mut reference = Reference::connect(&postgres.url(&database))
-        .await
-        .expect("connect");
+        .expect("a fresh PostgreSQL database");
     let mut compare = Comparison {
         seed,
         domicile: &mut domicile,
@@ -195,15 +185,8 @@ async fn run_seed(postgres: &Postgres, seed: u64, rounds: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_statements_answer_as_on_postgresql() {
-    let seeds: Vec<u64> = std::env::var("DIFF_SEEDS")
-        .unwrap_or_else(|_| "1 2 3".into())
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let rounds = std::env::var("DIFF_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(60);
+    let seeds = seeds_from_env("DIFF_SEEDS", "1 2 3");
+    let rounds = count_from_env("DIFF_ROUNDS", 60);
     let postgres = Postgres::start().expect("PostgreSQL starts");
     let mut total = 0;
     for seed in &seeds {

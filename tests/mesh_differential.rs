@@ -10,7 +10,7 @@
 
 use domicile_tests::postgres::Postgres;
 use domicile_tests::sql_engines::{Domicile, Reference};
-use domicile_tests::sql_gen::{Rng, predicate, row};
+use domicile_tests::sql_gen::{Rng, count_from_env, predicate, row, seeds_from_env};
 use domicile_tests::{Client, Mesh};
 use sqllogictest::{AsyncDB, DBOutput};
 
@@ -42,20 +42,9 @@ async fn run_seed(postgres: &Postgres, seed: u64, rounds: usize) -> usize {
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     let mesh = Mesh::start(&REGIONS).expect("mesh");
     let database = format!("mesh_differential_{seed}");
-    let mut admin = Reference::connect(&postgres.url("postgres"))
+    let mut reference = Reference::fresh_database(postgres, &database)
         .await
-        .expect("connect");
-    admin
-        .run(&format!("DROP DATABASE IF EXISTS {database}"))
-        .await
-        .expect("drop");
-    admin
-        .run(&format!("CREATE DATABASE {database}"))
-        .await
-        .expect("create");
-    let mut reference = Reference::connect(&postgres.url(&database))
-        .await
-        .expect("connect");
+        .expect("a fresh PostgreSQL database");
     reference
         .run(&format!("CREATE TABLE t ({COLUMNS})"))
         .await
@@ -155,15 +144,8 @@ async fn run_seed(postgres: &Postgres, seed: u64, rounds: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_queries_answer_as_the_union_of_the_regions() {
-    let seeds: Vec<u64> = std::env::var("MESH_DIFF_SEEDS")
-        .unwrap_or_else(|_| "1".into())
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let rounds = std::env::var("MESH_DIFF_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(25);
+    let seeds = seeds_from_env("MESH_DIFF_SEEDS", "1");
+    let rounds = count_from_env("MESH_DIFF_ROUNDS", 25);
     let postgres = Postgres::start().expect("PostgreSQL starts");
     let mut total = 0;
     for seed in &seeds {

@@ -33,11 +33,6 @@ async fn slt_files_give_postgresqls_answers_on_domicile() {
     let files = slt_files();
     assert!(!files.is_empty(), "no .slt files selected");
     let postgres = Postgres::start().expect("PostgreSQL starts");
-    let (admin, connection) =
-        tokio_postgres::connect(&postgres.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to PostgreSQL");
-    tokio::spawn(connection);
 
     let mut failures = Vec::new();
     let mut records = 0usize;
@@ -66,10 +61,9 @@ async fn slt_files_give_postgresqls_answers_on_domicile() {
         node.stop().await.expect("node stops");
 
         let database = format!("slt_{index}");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {database}"))
+        Reference::fresh_database(&postgres, &database)
             .await
-            .expect("create database");
+            .expect("a fresh PostgreSQL database");
         let url = postgres.url(&database);
         let mut runner = Runner::new(move || {
             let url = url.clone();

@@ -190,6 +190,20 @@ impl AsyncDB for Reference {
 }
 
 impl Reference {
+    /// A new, empty database `name` of `postgres` (dropped first if a run left it), and a
+    /// connection to it.
+    pub async fn fresh_database(
+        postgres: &crate::postgres::Postgres,
+        name: &str,
+    ) -> Result<Self, DbError> {
+        let mut admin = Self::connect(&postgres.url("postgres")).await?;
+        admin
+            .run(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await?;
+        admin.run(&format!("CREATE DATABASE {name}")).await?;
+        Self::connect(&postgres.url(name)).await
+    }
+
     /// A connection to the database `url` names.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)

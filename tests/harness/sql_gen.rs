@@ -151,3 +151,21 @@ pub fn row(rng: &mut Rng, id: u64) -> String {
         rng.pick(F_VALUES)
     )
 }
+
+/// Seeds from the environment variable `var` (numbers separated by spaces or commas), or
+/// `default`.
+pub fn seeds_from_env(var: &str, default: &str) -> Vec<u64> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// A count from the environment variable `var`, or `default`.
+pub fn count_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
