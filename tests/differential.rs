@@ -152,7 +152,16 @@ async fn run_seed(postgres: &Postgres, seed: u64, rounds: usize) -> usize {
                     }
                 ),
                 1 => format!("UPDATE t SET i = i + 1 WHERE {p}"),
-                2 => format!("UPDATE t SET d = d * 1.5, b = b - 1 WHERE {p}"),
+                2 => format!(
+                    "UPDATE t SET {} WHERE {p}",
+                    rng.pick(&[
+                        "d = d * 1.5, b = b - 1",
+                        "d = d / 3",
+                        "s = upper(s) || 'x'",
+                        "b = b * 2",
+                        "d = COALESCE(d, 0) - 0.005",
+                    ])
+                ),
                 3 => format!(
                     "UPDATE t SET i = {} WHERE {p}",
                     rng.pick(&["2.5", "-2.5", "7.9", "d"])
