@@ -23,6 +23,31 @@ use crate::saga::fields::Fields;
 use crate::saga::participant::{ParticipantError, StepRequest};
 use crate::sql::SqlEngine;
 
+/// A peer request, which names the region its caller claims to be.
+trait ClaimsRegion {
+    fn claimed_region(&self) -> &str;
+}
+
+macro_rules! claims_region {
+    ($($request:ty),*) => {
+        $(impl ClaimsRegion for $request {
+            fn claimed_region(&self) -> &str {
+                &self.region
+            }
+        })*
+    };
+}
+
+claims_region!(
+    RunStepRequest,
+    GetSagaStepRequest,
+    StartSagaRequest,
+    StreamChangesRequest,
+    PingRequest,
+    InsertRowsRequest,
+    ScanRowsRequest
+);
+
 pub struct PeerService {
     region: String,
     peers: HashSet<String>,
@@ -48,6 +73,15 @@ impl PeerService {
             sagas,
             shutdown,
         }
+    }
+
+    /// The caller's region (see `caller`), for a request that names the region it claims;
+    /// a refusal is logged. Every peer call starts here.
+    fn authenticate<T: ClaimsRegion>(&self, request: &Request<T>) -> Result<String, Status> {
+        let claimed = request.get_ref().claimed_region();
+        self.caller(request, claimed).inspect_err(|refusal| {
+            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
+        })
     }
 
     /// The caller's region, proven by its certificate (TLS has already checked the
@@ -80,10 +114,7 @@ impl Peer for PeerService {
         &self,
         request: Request<RunStepRequest>,
     ) -> Result<Response<RunStepReply>, Status> {
-        let claimed = request.get_ref().region.clone();
-        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
-            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
-        })?;
+        let caller = self.authenticate(&request)?;
         let body = request.into_inner();
         let direction = match body.direction.as_str() {
             "execute" => StepDirection::Execute,
@@ -132,10 +163,7 @@ impl Peer for PeerService {
         &self,
         request: Request<GetSagaStepRequest>,
     ) -> Result<Response<GetSagaStepReply>, Status> {
-        let claimed = request.get_ref().region.clone();
-        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
-            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
-        })?;
+        let caller = self.authenticate(&request)?;
         let asked = request.into_inner();
         match self.sagas.step_for_peer(&caller, &asked) {
             Ok(Some(epoch)) => Ok(Response::new(GetSagaStepReply { epoch })),
@@ -155,10 +183,7 @@ impl Peer for PeerService {
         &self,
         request: Request<StartSagaRequest>,
     ) -> Result<Response<StartSagaReply>, Status> {
-        let claimed = request.get_ref().region.clone();
-        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
-            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
-        })?;
+        let caller = self.authenticate(&request)?;
         let body = request.into_inner();
         let principal = principal(body.principal, &caller, Role::Writer)?;
         if !principal.may(Role::Writer) {
@@ -195,10 +220,7 @@ impl Peer for PeerService {
         &self,
         request: Request<StreamChangesRequest>,
     ) -> Result<Response<Self::StreamChangesStream>, Status> {
-        let claimed = request.get_ref().region.clone();
-        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
-            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
-        })?;
+        let caller = self.authenticate(&request)?;
         let after = request.into_inner().after_seq;
         tracing::info!(follower = %caller, after, "change stream opened");
         let stream = crate::cdc::stream_source::follow(
@@ -210,11 +232,7 @@ impl Peer for PeerService {
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
-        let claimed = request.get_ref().region.clone();
-        if let Err(refusal) = self.caller(&request, &claimed) {
-            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
-            return Err(refusal);
-        }
+        self.authenticate(&request)?;
         Ok(Response::new(PingReply {
             region: self.region.clone(),
         }))
@@ -224,10 +242,7 @@ impl Peer for PeerService {
         &self,
         request: Request<InsertRowsRequest>,
     ) -> Result<Response<InsertRowsReply>, Status> {
-        let claimed = request.get_ref().region.clone();
-        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
-            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
-        })?;
+        let caller = self.authenticate(&request)?;
         let body = request.into_inner();
         let principal = principal(body.principal, &caller, Role::Writer)?;
         let batches = decode_ipc(&body.arrow_ipc).map_err(|e| {
@@ -249,10 +264,7 @@ impl Peer for PeerService {
         &self,
         request: Request<ScanRowsRequest>,
     ) -> Result<Response<ScanRowsReply>, Status> {
-        let claimed = request.get_ref().region.clone();
-        let caller = self.caller(&request, &claimed).inspect_err(|refusal| {
-            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
-        })?;
+        let caller = self.authenticate(&request)?;
         let body = request.into_inner();
         let principal = principal(body.principal, &caller, Role::Reader)?;
         let keys = if body.keys_ipc.is_empty() {
