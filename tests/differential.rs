@@ -160,6 +160,9 @@ async fn run_seed(postgres: &Postgres, seed: u64, rounds: usize) -> usize {
                         "s = upper(s) || 'x'",
                         "b = b * 2",
                         "d = COALESCE(d, 0) - 0.005",
+                        "i = -i",
+                        "b = -b",
+                        "b = b * b",
                     ])
                 ),
                 3 => format!(

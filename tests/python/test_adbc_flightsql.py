@@ -3,6 +3,7 @@
 DB-API over ADBC prepares every `cursor.execute`, binds parameters over DoPut and reads
 SqlInfo on connect, so this exercises the server the way stock tools do."""
 
+import datetime
 import decimal
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -169,3 +170,94 @@ def test_parameters_compare_numerically_and_round_on_assignment(node):
         assert cur.fetchone() == (0,)
         cur.execute("SELECT n FROM t WHERE id = 2")
         assert cur.fetchone() == (2,)
+
+
+def test_parameters_of_every_type_compare_and_assign_as_in_postgresql(node):
+    """Issue 20, item 2, for the other types Domicile offers. Expected answers are
+    PostgreSQL 15's for the same statements, with text parameters sent untyped (as
+    psycopg does): a text is read as the other side's type; values of two other kinds
+    (a number and a text, a boolean and a number) do not compare."""
+    key = "0e5f6a2c-1d2b-4c3d-8e9f-0a1b2c3d4e5f"
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE typed (id BIGINT PRIMARY KEY, day DATE, at TIMESTAMP, s TEXT, "
+            "flag BOOLEAN, u UUID, raw BYTEA)"
+        )
+        cur.execute(
+            f"INSERT INTO typed VALUES (1, DATE '2024-02-29', TIMESTAMP '2024-02-29 12:00:00', "
+            f"'5', true, '{key}', X'00ff')"
+        )
+        noon = datetime.datetime(2024, 2, 29, 12, 0)
+        plus_one = datetime.timezone(datetime.timedelta(hours=1))
+        for sql, bound, expected in (
+            ("SELECT id FROM typed WHERE day = ?", datetime.date(2024, 2, 29), [1]),
+            # A date compares with a timestamp as its midnight.
+            ("SELECT id FROM typed WHERE day = ?", noon, []),
+            ("SELECT id FROM typed WHERE day < ?", noon, [1]),
+            ("SELECT id FROM typed WHERE day = ?", "2024-02-29", [1]),
+            ("SELECT id FROM typed WHERE at = ?", noon, [1]),
+            ("SELECT id FROM typed WHERE at = ?", datetime.datetime(2024, 2, 29, 13, 0, tzinfo=plus_one), [1]),
+            ("SELECT id FROM typed WHERE at > ?", datetime.date(2024, 2, 29), [1]),
+            ("SELECT id FROM typed WHERE at = ?", "2024-02-29 12:00:00", [1]),
+            ("SELECT id FROM typed WHERE s = ?", "5", [1]),
+            ("SELECT id FROM typed WHERE flag = ?", True, [1]),
+            ("SELECT id FROM typed WHERE flag = ?", "t", [1]),
+            ("SELECT id FROM typed WHERE u = ?", key, [1]),
+            ("SELECT id FROM typed WHERE u = ?", key.upper().replace("-", ""), [1]),
+            ("SELECT id FROM typed WHERE u = ?", "{" + key + "}", [1]),
+            ("SELECT id FROM typed WHERE raw = ?", b"\x00\xff", [1]),
+            ("SELECT id FROM typed WHERE id = ?", "1", [1]),
+            ("SELECT id FROM typed WHERE id = ?", "01", [1]),
+        ):
+            cur.execute(sql, (bound,))
+            assert [row[0] for row in cur.fetchall()] == expected, (sql, bound)
+        # The same with literals in the statement text.
+        cur.execute(f"SELECT id FROM typed WHERE u = '{key.upper()}' AND id = '1' AND flag = 'yes'")
+        assert cur.fetchall() == [(1,)]
+        for sql, bound in (
+            ("SELECT id FROM typed WHERE s = ?", 5),
+            ("SELECT id FROM typed WHERE flag = ?", 1),
+            ("SELECT id FROM typed WHERE id = ?", True),
+            ("SELECT id FROM typed WHERE id = ?", "1.5"),
+            ("SELECT id FROM typed WHERE u = ?", "not-a-uuid"),
+            ("SELECT id FROM typed WHERE day = ?", 20240229),
+            ("SELECT id FROM typed WHERE s = 5", None),
+        ):
+            with pytest.raises(adbc_driver_manager.Error):
+                cur.execute(sql, () if bound is None else (bound,))
+                cur.fetchall()
+
+        # Assignment: a timestamp stored into a DATE keeps the date, a date into a
+        # TIMESTAMP is its midnight, a zoned timestamp is stored in UTC, a number into
+        # a TEXT is its text, a UUID is stored canonical; a text that is no value of
+        # the column's type is refused and stores nothing.
+        for statement, params in (
+            ("INSERT INTO typed (id, day) VALUES (?, ?)", (10, datetime.datetime(2024, 3, 1, 23, 59))),
+            ("INSERT INTO typed (id, at) VALUES (?, ?)", (11, datetime.date(2024, 3, 1))),
+            ("INSERT INTO typed (id, at) VALUES (?, ?)",
+             (12, datetime.datetime(2024, 3, 1, 1, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=2))))),
+            ("INSERT INTO typed (id, s) VALUES (?, ?)", (13, 42)),
+            ("INSERT INTO typed (id, flag) VALUES (?, ?)", (14, "yes")),
+            ("INSERT INTO typed (id, u) VALUES (?, ?)", (15, key.upper())),
+            ("INSERT INTO typed (id, day) VALUES (?, ?)", (16, "2024-03-01")),
+        ):
+            cur.execute(statement, params)
+        cur.execute("SELECT id, day, at, s, flag, u FROM typed WHERE id >= 10 ORDER BY id")
+        assert cur.fetchall() == [
+            (10, datetime.date(2024, 3, 1), None, None, None, None),
+            (11, None, datetime.datetime(2024, 3, 1, 0, 0), None, None, None),
+            (12, None, datetime.datetime(2024, 2, 29, 23, 0), None, None, None),
+            (13, None, None, "42", None, None),
+            (14, None, None, None, True, None),
+            (15, None, None, None, None, key),
+            (16, datetime.date(2024, 3, 1), None, None, None, None),
+        ]
+        for statement, params in (
+            ("INSERT INTO typed (id, flag) VALUES (?, ?)", (20, "maybe")),
+            ("INSERT INTO typed (id, u) VALUES (?, ?)", (21, "not-a-uuid")),
+            ("INSERT INTO typed (id, day) VALUES (?, ?)", (22, "2024-02-30")),
+        ):
+            with pytest.raises(adbc_driver_manager.Error):
+                cur.execute(statement, params)
+        cur.execute("SELECT count(*) FROM typed WHERE id >= 20")
+        assert cur.fetchone() == (0,)

@@ -23,7 +23,7 @@ use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
 use datafusion::error::Result;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::expr::{AggregateFunction, Cast};
 use datafusion::logical_expr::{
     Aggregate, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast, lit,
 };
@@ -127,13 +127,33 @@ fn pushed_down(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         {
             return Ok(None);
         }
-        let argument = match params.args.as_slice() {
-            [Expr::Column(c)] if c.name != REGION_COLUMN => {
+        // A column, or a column cast (`sum(bigint)` sums a DECIMAL(38,0) cast, see
+        // `sql::postgres_semantics`): each region computes either from its own rows.
+        let column_argument = |c: &Column| -> Option<(Expr, Option<crate::catalog::DataClass>)> {
+            (c.name != REGION_COLUMN).then(|| {
                 let class = def.column_index(&c.name).map(|i| def.columns[i].class);
+                (Expr::Column(Column::new_unqualified(&c.name)), class)
+            })
+        };
+        let column = match params.args.as_slice() {
+            [Expr::Column(c)] => column_argument(c),
+            [Expr::Cast(Cast { expr, field })] => match expr.as_ref() {
+                Expr::Column(c) => column_argument(c).map(|(column, class)| {
+                    let cast = Cast::new_from_field(Box::new(column), Arc::clone(field));
+                    (Expr::Cast(cast), class)
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        let argument = match (column, params.args.as_slice()) {
+            (Some((argument, class)), _) => {
                 arguments_public &= class == Some(crate::catalog::DataClass::Public);
-                Expr::Column(Column::new_unqualified(&c.name))
+                argument
             }
-            [Expr::Literal(value, _)] if func.name() == "count" && !value.is_null() => lit(1_i64),
+            (None, [Expr::Literal(value, _)]) if func.name() == "count" && !value.is_null() => {
+                lit(1_i64)
+            }
             _ => return Ok(None),
         };
         let (partial, combine) = match func.name() {

@@ -40,16 +40,35 @@ pub fn arrow_type(column_type: ColumnType) -> DataType {
 /// `pii` and `sensitive` columns are nullable here whatever their declaration: the
 /// residency guard returns them as NULL to principals whose region may not see them.
 /// NOT NULL is still enforced on every write (`batch_to_rows`).
+///
+/// A UUID column is a text column (canonical lower-case, hyphenated) whose field carries
+/// [`UUID_METADATA`]: a literal compared with it is read as a UUID first (see
+/// `sql::postgres_semantics::comparable_types`).
 pub fn table_schema(def: &TableDef) -> SchemaRef {
     Arc::new(Schema::new(
         def.columns
             .iter()
             .map(|c| {
                 let nullable = c.nullable || c.class != DataClass::Public;
-                Field::new(&c.name, arrow_type(c.column_type), nullable)
+                let field = Field::new(&c.name, arrow_type(c.column_type), nullable);
+                if c.column_type == ColumnType::Uuid {
+                    let (key, value) = UUID_METADATA;
+                    field.with_metadata([(key.to_string(), value.to_string())].into())
+                } else {
+                    field
+                }
             })
             .collect::<Vec<_>>(),
     ))
+}
+
+/// The field metadata entry that marks a UUID column.
+pub const UUID_METADATA: (&str, &str) = ("domicile.type", "uuid");
+
+/// Whether `field` is a UUID column's.
+pub fn is_uuid_field(field: &Field) -> bool {
+    let (key, value) = UUID_METADATA;
+    field.metadata().get(key).is_some_and(|v| v == value)
 }
 
 /// Why a value cannot be stored. Never carries the value itself: it may be personal data.
@@ -135,7 +154,7 @@ fn column_to_array<'a>(
 
 /// `array` cast to `target` as PostgreSQL assigns a value to a column: a decimal or
 /// float stored into an integer column is rounded (decimals half away from zero, floats
-/// half to even, as `sql::rounding_casts` does in plans), not truncated; a value out of
+/// half to even, as `sql::postgres_semantics` does in plans), not truncated; a value out of
 /// range is an error.
 fn assignment_cast(
     array: &ArrayRef,

@@ -169,14 +169,28 @@ fn check_store(
     }
 }
 
-/// An expression that failed on stored rows: DataFusion and Arrow quote (or print bare)
-/// the value that failed, so only the withheld text is kept.
 /// An evaluation over stored rows failed. The engine's text may print the value it
 /// failed on, quoted, double-quoted or bare (a regular expression built from a column
 /// prints its pattern as is), so DML answers with the kind of failure only.
 fn evaluate_error<E: fmt::Display>(error: E) -> WriteError {
     let text = error.to_string();
     let lowered = text.to_ascii_lowercase();
+    // `sql::postgres_semantics` names the type and never a value: kept as it is. A
+    // narrowing cast between integer types that overflows says the same, as PostgreSQL.
+    let out_of_range = [
+        ("smallint", "to type int16"),
+        ("integer", "to type int32"),
+        ("bigint", "to type int64"),
+    ]
+    .into_iter()
+    .find(|(name, cast)| {
+        lowered.contains(&format!("{name} out of range"))
+            || (lowered.contains("can't cast value") && lowered.contains(cast))
+    })
+    .map(|(name, _)| name);
+    if let Some(name) = out_of_range {
+        return WriteError::Evaluate(format!("{name} out of range"));
+    }
     let kind = if lowered.contains("cast") {
         "a value does not convert to the target type"
     } else if lowered.contains("overflow") || lowered.contains("too large") {
@@ -846,4 +860,37 @@ fn evaluate_predicates(
         mask = and(&mask, &result).map_err(evaluate_error)?;
     }
     Ok(mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluation_errors_keep_their_kind_and_lose_their_values() {
+        for (engine_text, expected) in [
+            (
+                "Execution error: bigint out of range",
+                "bigint out of range",
+            ),
+            (
+                "Arrow error: Cast error: Can't cast value 4294967294 to type Int32",
+                "integer out of range",
+            ),
+            (
+                "Arrow error: Cast error: Cannot cast string 'DE89 3704' to value of Int64 type",
+                "a value does not convert to the target type (the stored value is withheld)",
+            ),
+            (
+                "Arrow error: Divide by zero error",
+                "division by zero (the stored value is withheld)",
+            ),
+        ] {
+            let WriteError::Evaluate(text) = evaluate_error(engine_text) else {
+                panic!("{engine_text}: not an evaluation error");
+            };
+            assert_eq!(text, expected, "{engine_text}");
+            assert!(!text.contains("4294967294") && !text.contains("DE89"));
+        }
+    }
 }

@@ -77,6 +77,9 @@ enum Body {
         /// `plan` through the logical optimizer, placeholders still in it.
         optimized: Option<Box<LogicalPlan>>,
         unoptimized_dml: bool,
+        /// The schema of the rows it yields: the analyzed plan's, which can differ from
+        /// `plan`'s (an exact `sum(bigint)` is a DECIMAL, see `postgres_semantics`).
+        output_schema: SchemaRef,
     },
     CreateTable(Box<ast::CreateTable>),
     DropTable {
@@ -119,7 +122,7 @@ impl PreparedStatement {
     /// Schema of the rows `execute` yields.
     pub fn output_schema(&self) -> SchemaRef {
         match &self.body {
-            Body::Plan { plan, .. } => Arc::new(plan.schema().as_arrow().clone()),
+            Body::Plan { output_schema, .. } => Arc::clone(output_schema),
             Body::CreateTable(_) | Body::DropTable { .. } | Body::SetOption { .. } => {
                 Arc::new(Schema::empty())
             }
@@ -210,10 +213,19 @@ impl SqlEngine {
         for def in store.tables() {
             crate::redact_text::learn_table(&def);
         }
-        let context = SessionContext::new_with_config(config);
+        // Where DataFusion's defaults answer otherwise than PostgreSQL: comparisons of
+        // values of different kinds are refused, casts to integers round, integer
+        // arithmetic refuses overflow and sums of BIGINT are exact.
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_analyzer_rules(super::postgres_semantics::analyzer_rules())
+            .build();
+        let context = SessionContext::new_with_state(state);
         context.add_optimizer_rule(Arc::new(crate::federation::MeshAggregatePushdown));
-        // After type coercion: casts to integers round, as PostgreSQL's do.
-        context.add_analyzer_rule(Arc::new(super::rounding_casts::RoundingCasts));
+        for function in super::postgres_semantics::functions() {
+            context.register_udf(function.as_ref().clone());
+        }
         context.register_udtf(
             super::saga_function::FUNCTION_NAME,
             Arc::new(super::saga_function::StartSagaFunction { sagas }),
@@ -355,10 +367,22 @@ impl SqlEngine {
         } else {
             state.optimize(&plan).ok().map(Box::new)
         };
+        let analyzed_schema = |plan: &LogicalPlan| {
+            state
+                .analyzer()
+                .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+                .map(|analyzed| Arc::new(analyzed.schema().as_arrow().clone()))
+        };
+        let output_schema = match &optimized {
+            Some(optimized) => Arc::new(optimized.schema().as_arrow().clone()),
+            None => analyzed_schema(&plan)
+                .unwrap_or_else(|_| Arc::new(plan.schema().as_arrow().clone())),
+        };
         Ok(Body::Plan {
             plan,
             optimized,
             unoptimized_dml,
+            output_schema,
         })
     }
 
@@ -418,6 +442,7 @@ impl SqlEngine {
                 plan,
                 optimized,
                 unoptimized_dml,
+                ..
             } => {
                 let state = &self.state;
                 // Unoptimised DML and pre-optimised queries go straight to the physical
@@ -656,7 +681,7 @@ impl SqlEngine {
 /// columns, and a key lookup needs the column's type); otherwise it keeps the client's
 /// type, and compares as PostgreSQL compares a typed parameter: numerically (`id = 1.5`
 /// matches no integer id), while an assignment to a column rounds (see
-/// `rounding_casts`) and refuses overflow. Returns the values and whether every one
+/// `postgres_semantics`) and refuses overflow. Returns the values and whether every one
 /// has its placeholder's type (so the plan typed at prepare time still holds).
 fn typed_parameters(
     plan: &LogicalPlan,
@@ -697,11 +722,19 @@ fn bind(plan: &LogicalPlan, params: ParamValues) -> Result<LogicalPlan, SqlError
         .map_err(SqlError::from_datafusion)
 }
 
-/// `value` as `target` if that loses nothing: cast back, it is the same value.
+/// `value` as `target` if that loses nothing (cast back, it is the same value) and
+/// changes no kind of value: a number does not become a text nor a boolean a number
+/// (PostgreSQL has no such comparison; see `postgres_semantics::comparable_types`). A
+/// text value may become anything, as PostgreSQL's untyped literal does.
 fn exact_cast(
     value: &datafusion::common::ScalarValue,
     target: &arrow::datatypes::DataType,
 ) -> Option<datafusion::common::ScalarValue> {
+    use super::postgres_semantics::{Kind, kind};
+    match (kind(&value.data_type()), kind(target)) {
+        (Some(from), Some(to)) if from != to && from != Kind::Text => return None,
+        _ => {}
+    }
     let cast = value.cast_to(target).ok()?;
     let back = cast.cast_to(&value.data_type()).ok()?;
     (back == *value).then_some(cast)

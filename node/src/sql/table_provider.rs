@@ -83,8 +83,10 @@ impl DomicileTable {
             .into_iter()
             .map(|e| {
                 let e = simplifier.coerce(e, &df_schema)?;
+                // Before simplifying: constant folding would truncate `CAST(7.9 AS INT)`
+                // and wrap `i + 1` where the analyzer's rewrite would not.
+                let e = super::postgres_semantics::rewrite_expr(e, &df_schema)?;
                 let e = simplifier.simplify(e)?;
-                let e = super::rounding_casts::round_casts_in(e, &df_schema)?;
                 state.create_physical_expr(e, &df_schema)
             })
             .collect()

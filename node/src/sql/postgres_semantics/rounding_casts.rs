@@ -5,68 +5,27 @@
 //! 2, `3.5` gives 4); out of range is an error (PostgreSQL 15 manual, 8.1.2 and 8.1.3,
 //! and `numeric_int4`, `dtoi4`). The same cast runs for `CAST(x AS INT)`, for a value
 //! assigned to an integer column (INSERT, UPDATE ... SET) and for a parameter bound
-//! there. This analyzer rule runs after DataFusion's type coercion and rewrites every
-//! cast from a decimal or a float to an integer type into one that rounds first:
-//! a decimal is first cast to scale 0 (Arrow rounds half away from zero when it lowers
-//! a scale), a float is rounded half to even. Overflow stays an error (casts are not
-//! `safe`).
+//! there. After DataFusion's type coercion, every cast from a decimal or a float to an
+//! integer type becomes one that rounds first: a decimal is first cast to scale 0 (Arrow
+//! rounds half away from zero when it lowers a scale), a float is rounded half to even.
+//! Overflow stays an error (casts are not `safe`).
 
 use arrow::datatypes::DataType;
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::DFSchema;
+use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
 use datafusion::functions::math::expr_fn::{round, trunc};
 use datafusion::logical_expr::expr::{Cast, TryCast};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::utils::merge_schema;
-use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, cast, lit, when};
-use datafusion::optimizer::AnalyzerRule;
-
-#[derive(Debug, Default)]
-pub(crate) struct RoundingCasts;
-
-impl AnalyzerRule for RoundingCasts {
-    fn name(&self) -> &str {
-        "rounding_casts"
-    }
-
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|plan| {
-            let inputs = plan.inputs();
-            let schema = if inputs.is_empty() {
-                plan.schema().as_ref().clone()
-            } else {
-                merge_schema(&inputs)
-            };
-            let names = NamePreserver::new(&plan);
-            plan.map_expressions(|expr| {
-                let saved = names.save(&expr);
-                let rewritten = expr.transform_up(|expr| rounded(expr, &schema))?;
-                Ok(rewritten.update_data(|expr| saved.restore(expr)))
-            })
-        })
-        .map(|rewritten| rewritten.data)
-    }
-}
-
-/// The same rewrite for one expression over `schema`: UPDATE and DELETE expressions,
-/// which become physical expressions without the analyzer.
-pub(crate) fn round_casts_in(expr: Expr, schema: &datafusion::common::DFSchema) -> Result<Expr> {
-    Ok(expr.transform_up(|expr| rounded(expr, schema))?.data)
-}
-
-fn is_integer(data_type: &DataType) -> bool {
-    data_type.is_integer()
-}
+use datafusion::logical_expr::{Expr, ExprSchemable, cast, lit, when};
 
 /// `expr` (a cast) rewritten to round before it narrows to an integer type.
-fn rounded(expr: Expr, schema: &datafusion::common::DFSchema) -> Result<Transformed<Expr>> {
+pub(super) fn rounded(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     let (inner, field, is_try) = match &expr {
         Expr::Cast(Cast { expr: inner, field }) => (inner, field, false),
         Expr::TryCast(TryCast { expr: inner, field }) => (inner, field, true),
         _ => return Ok(Transformed::no(expr)),
     };
-    if !is_integer(field.data_type()) {
+    if !field.data_type().is_integer() {
         return Ok(Transformed::no(expr));
     }
     let Ok(source) = inner.get_type(schema) else {
@@ -118,31 +77,7 @@ fn half_to_even(x: Expr) -> Result<Expr> {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::prelude::{SessionConfig, SessionContext};
-
-    use super::*;
-
-    async fn one(sql: &str) -> String {
-        let config =
-            SessionConfig::new().set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
-        let context = SessionContext::new_with_config(config);
-        context.add_analyzer_rule(std::sync::Arc::new(RoundingCasts));
-        let batches = match context.sql(sql).await {
-            Ok(frame) => frame.collect().await,
-            Err(error) => Err(error),
-        };
-        match batches {
-            Ok(batches) => arrow::util::pretty::pretty_format_batches(&batches)
-                .map(|t| t.to_string())
-                .unwrap_or_default()
-                .lines()
-                .nth(3)
-                .unwrap_or_default()
-                .trim_matches(|c| c == '|' || c == ' ')
-                .to_string(),
-            Err(error) => format!("error: {error}"),
-        }
-    }
+    use super::super::tests::one;
 
     #[tokio::test]
     async fn casts_to_integers_round_as_postgresql_does() {
