@@ -129,12 +129,15 @@ async fn run_seed(postgres: &Postgres, seed: u64, rounds: usize) -> usize {
                     "differential seed {seed}: p, NOT p and p IS NULL do not partition the table\n  p = {p}"
                 );
             }
-            let shaped = match rng.below(4) {
+            let shaped = match rng.below(5) {
                 0 => format!(
                     "SELECT count(*), count(i), sum(b), min(s), max(d), sum(i) FROM t WHERE {p}"
                 ),
                 1 => format!("SELECT f, count(*), max(i), min(d) FROM t WHERE {p} GROUP BY f"),
                 2 => format!("SELECT DISTINCT s FROM t WHERE {p}"),
+                // Integer overflow is an error in both (not `i + 1`: the literal is a
+                // BIGINT here, an INT there; see tests/slt/numbers.slt).
+                4 => format!("SELECT id, -i, b + 1, b * b, i * i FROM t WHERE {p}"),
                 _ => format!("SELECT id FROM t WHERE {p} ORDER BY i, id LIMIT 5"),
             };
             let ordered = shaped.contains("ORDER BY");

@@ -100,12 +100,15 @@ pub fn atom(rng: &mut Rng) -> String {
             .pick(&["f", "NOT f", "f IS TRUE", "f IS NOT FALSE", "f IS UNKNOWN"])
             .to_string(),
         6 if column != "f" && column != "s" => {
-            // Integer arithmetic that overflows is an error in both engines. Not
-            // `i * 2`: the literal is a BIGINT in Domicile (documented in
-            // tests/slt/numbers.slt), an INT in PostgreSQL.
+            // Arithmetic that cannot overflow on the generated values: in a predicate,
+            // an error raised on a row that another condition rules out depends on the
+            // order of evaluation, which SQL leaves open (PostgreSQL 15 manual, 4.2.14)
+            // and PostgreSQL, row by row, and Domicile, column by column, choose
+            // differently. Overflow is compared where both evaluate every row: SELECT
+            // lists and SET values (tests/differential.rs).
             let expr = match column {
-                "i" => rng.pick(&["COALESCE(i, 0)", "-i"]),
-                "b" => rng.pick(&["b + 1", "-b", "b * b", "b - 9223372036854775807"]),
+                "i" => rng.pick(&["COALESCE(i, 0)", "-CAST(i AS BIGINT)"]),
+                "b" => rng.pick(&["b - 1", "-b"]),
                 _ => "d * 2",
             };
             format!(
