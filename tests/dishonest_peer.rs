@@ -497,3 +497,102 @@ mod sagas {
         assert!(paths.iter().any(|p| p == "saga-step"), "{paths:?}");
     }
 }
+
+/// The change stream's history is not for a region that joined after it was relayed:
+/// each message was decided (`may-leave` for replication) for the regions that were
+/// peers then, and goes to no other. ap-southeast relays a change while us-east is its
+/// only peer, then restarts with eu-central added to its peers: a follower holding
+/// eu-central's certificate reads past that history without receiving it, and receives
+/// the changes relayed after it joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_joins_later_reads_none_of_the_change_history_decided_before() {
+    use domicile::mesh::proto::StreamChangesRequest;
+    use futures::StreamExt;
+
+    const RATES: &str = "CREATE TABLE rates (id BIGINT PRIMARY KEY, region TEXT NOT NULL, \
+         label TEXT) WITH (locality = 'regional by row', region_column = 'region', cdc = 'on')";
+
+    // What a follower holding `cert` receives from ap-southeast's stream from the start,
+    // until its position has reached the stream's head: (messages, position).
+    async fn follow(mesh: &Mesh, cert: &str) -> (usize, u64) {
+        let channel = mesh
+            .peer_channel(cert, "ap-southeast")
+            .await
+            .expect("peer channel");
+        let mut stream = PeerClient::new(channel)
+            .stream_changes(StreamChangesRequest {
+                region: cert.into(),
+                after_seq: 0,
+            })
+            .await
+            .expect("stream opens")
+            .into_inner();
+        let (mut messages, mut position) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+            else {
+                break;
+            };
+            let batch = batch.expect("batch");
+            messages += batch.messages.len();
+            position = position.max(batch.through_seq);
+            if batch.stream_head_seq > 0 && position >= batch.stream_head_seq {
+                break;
+            }
+        }
+        (messages, position)
+    }
+
+    async fn insert_and_wait_relayed(mesh: &Mesh, id: u64) {
+        let mut sg = mesh
+            .node("ap-southeast")
+            .client("admin")
+            .await
+            .expect("login");
+        sg.update(&format!(
+            "INSERT INTO rates VALUES ({id}, 'ap-southeast', 'sgd-usd')"
+        ))
+        .await
+        .expect("insert");
+        // Relayed once us-east's replica holds it.
+        mesh.node("us-east")
+            .wait_for(
+                &format!("SELECT id FROM global.rates WHERE id = {id}"),
+                Duration::from_secs(30),
+                |batches| batches.iter().map(|b| b.num_rows()).sum::<usize>() == 1,
+            )
+            .await;
+    }
+
+    let mut mesh = two_regions().await;
+    for node in &mesh.nodes {
+        node.upload_plugin("cdc-redactor", "pii_redactor", 1)
+            .expect("redactor upload");
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(RATES).await.expect("create rates");
+    }
+    insert_and_wait_relayed(&mesh, 1).await;
+    let (before_join, _) = follow(&mesh, "us-east").await;
+    assert_eq!(before_join, 1, "the destination region reads the change");
+
+    // eu-central joins: a certificate from the mesh's CA, a peer entry on ap-southeast.
+    domicile_tests::make_certs(mesh.certs.path(), &["eu-central"]).expect("eu cert");
+    mesh.node("ap-southeast")
+        .append_config("\n[[peers]]\nregion = \"eu-central\"\naddress = \"127.0.0.1:9\"\n")
+        .expect("config");
+    mesh.restart("ap-southeast").expect("restart");
+    insert_and_wait_relayed(&mesh, 2).await;
+
+    let (to_us, us_position) = follow(&mesh, "us-east").await;
+    assert_eq!(to_us, 2, "us-east was a destination of both changes");
+    let (to_eu, eu_position) = follow(&mesh, "eu-central").await;
+    assert_eq!(
+        to_eu, 1,
+        "eu-central receives the change relayed after it joined, not the one before"
+    );
+    assert!(
+        eu_position >= us_position,
+        "the withheld history is passed over ({eu_position} < {us_position}), not a stall"
+    );
+}

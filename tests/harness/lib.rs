@@ -285,6 +285,16 @@ impl TestNode {
         self.dir.path().join("node.toml")
     }
 
+    /// Appends `toml` to the node's config file; it applies from the next (re)start.
+    pub fn append_config(&self, toml: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.config_path())?;
+        file.write_all(toml.as_bytes())?;
+        Ok(())
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join(format!("node-{}.log", self.starts))
     }

@@ -28,6 +28,25 @@ use crate::storage::{ChangeOp, Value};
 pub const CONNECTOR: &str = "domicile";
 pub const HEADER_EVENT_ID: &str = "domicile.event_id";
 pub const HEADER_REDACTOR: &str = "domicile.redactor";
+/// The regions the source's guard decided the message for (`may-leave` for
+/// replication, strictest wins), comma-separated; `*` from a node without peers.
+/// A message goes only to a region named here: a region that joined later was not
+/// asked about, so the message's history is not its to read.
+pub const HEADER_RELEASED_TO: &str = "domicile.released_to";
+
+/// The value of [`HEADER_RELEASED_TO`] for `destinations`.
+pub fn released_to_header(destinations: &[String]) -> MessageHeader {
+    MessageHeader {
+        name: HEADER_RELEASED_TO.into(),
+        value: destinations.join(",").into_bytes(),
+    }
+}
+
+/// Whether `region` is among the regions `released_to` (a [`HEADER_RELEASED_TO`]
+/// value) names; `None` (a message without the header) releases to no one.
+pub fn is_released_to(released_to: Option<&str>, region: &str) -> bool {
+    released_to.is_some_and(|regions| regions.split(',').any(|r| r == region || r == "*"))
+}
 
 /// The topic of a source region's table: `domicile.cdc.<region>.<table>`, with any
 /// character Kafka does not allow in topic names (outside `[A-Za-z0-9._-]`) as `_`.
@@ -468,6 +487,24 @@ pub fn header<'a>(message: &'a ChangeMessage, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_is_released_only_to_the_regions_it_was_decided_for() {
+        let header = released_to_header(&["us-east".into(), "ap-southeast".into()]);
+        let value = std::str::from_utf8(&header.value).ok();
+        assert!(is_released_to(value, "us-east"));
+        assert!(is_released_to(value, "ap-southeast"));
+        assert!(!is_released_to(value, "eu-central"));
+        assert!(!is_released_to(value, "us-eas"), "whole names only");
+        assert!(
+            !is_released_to(None, "us-east"),
+            "no header: released to no one"
+        );
+        assert!(
+            is_released_to(Some("*"), "eu-central"),
+            "a node without peers"
+        );
+    }
 
     fn column(name: &str, class: DataClass, column_type: ColumnType) -> OutColumn {
         OutColumn {

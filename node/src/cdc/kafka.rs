@@ -245,6 +245,8 @@ struct Received {
     key: Vec<u8>,
     value: Vec<u8>,
     redactor: String,
+    /// `envelope::HEADER_RELEASED_TO`, if the message has it.
+    released_to: Option<String>,
 }
 
 impl KafkaFollower {
@@ -331,6 +333,18 @@ impl KafkaFollower {
     async fn apply(&self, batch: Vec<Received>) -> Result<(), ConsumeError> {
         let mut by_source: BTreeMap<String, Vec<Change>> = BTreeMap::new();
         for message in &batch {
+            // Decided at the source for other regions only (e.g. before this one joined
+            // the mesh): not this node's to apply. The broker holds it; this node does
+            // not store it.
+            if !envelope::is_released_to(message.released_to.as_deref(), &self.region) {
+                tracing::warn!(
+                    topic = %message.topic,
+                    partition = message.partition,
+                    offset = message.offset,
+                    "CDC message not released to this region skipped"
+                );
+                continue;
+            }
             match envelope::parse(&message.key, &message.value, &message.redactor) {
                 Ok(change) if change.region == self.region => {}
                 Ok(change) => by_source
@@ -381,16 +395,17 @@ impl KafkaFollower {
 }
 
 fn received(message: &rdkafka::message::BorrowedMessage<'_>) -> Received {
-    let redactor = message
-        .headers()
-        .and_then(|headers| {
+    let header = |name: &str| {
+        message.headers().and_then(|headers| {
             headers
                 .iter()
-                .find(|h| h.key == HEADER_REDACTOR)
+                .find(|h| h.key == name)
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         })
-        .unwrap_or_else(|| "unknown".into());
+    };
+    let redactor = header(HEADER_REDACTOR).unwrap_or_else(|| "unknown".into());
+    let released_to = header(envelope::HEADER_RELEASED_TO);
     Received {
         topic: message.topic().to_string(),
         partition: message.partition(),
@@ -398,6 +413,7 @@ fn received(message: &rdkafka::message::BorrowedMessage<'_>) -> Received {
         key: message.key().unwrap_or_default().to_vec(),
         value: message.payload().unwrap_or_default().to_vec(),
         redactor,
+        released_to,
     }
 }
 

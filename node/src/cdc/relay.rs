@@ -291,9 +291,11 @@ impl Relay {
                 after,
                 redactor: redactor_id.clone(),
             };
-            prepared
-                .messages
-                .push((event.seq, change.to_message().encode_to_vec()));
+            let mut message = change.to_message();
+            message
+                .headers
+                .push(crate::cdc::envelope::released_to_header(&self.destinations));
+            prepared.messages.push((event.seq, message.encode_to_vec()));
         }
         Ok(())
     }

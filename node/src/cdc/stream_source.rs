@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use crate::cdc::envelope::{HEADER_RELEASED_TO, header, is_released_to};
 use crate::limits::STREAM_BATCH_MESSAGES_MAX;
 use crate::mesh::proto::{ChangeBatch, ChangeMessage};
 use crate::storage::{StorageError, Store};
@@ -20,8 +21,15 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const PRUNED_BELOW_KEY: &str = "cdc/stream/pruned_below";
 
 /// Messages after `after_seq`, then live, until the follower goes away or `shutdown`.
+///
+/// `follower` is the region the caller's certificate proves. A message goes to it only
+/// if the relay's decision covered that region (`envelope::HEADER_RELEASED_TO`); the
+/// others are skipped (the position still moves past them) and counted in the log: a
+/// region that joined the mesh after a change was relayed reads the changes decided
+/// for it from then on, not the history decided for the regions before it.
 pub fn follow(
     store: Store,
+    follower: String,
     after_seq: u64,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ReceiverStream<Result<ChangeBatch, Status>>, Status> {
@@ -44,7 +52,7 @@ pub fn follow(
         let mut stream_head = store.watch_stream();
         let mut last_sent = Instant::now() - HEARTBEAT;
         loop {
-            let batch = match read_batch(&store, position).await {
+            let batch = match read_batch(&store, &follower, position).await {
                 Ok(batch) => batch,
                 Err(status) => {
                     let _ = sender.send(Err(status)).await;
@@ -76,8 +84,9 @@ pub fn follow(
     Ok(ReceiverStream::new(receiver))
 }
 
-async fn read_batch(store: &Store, after: u64) -> Result<ChangeBatch, Status> {
+async fn read_batch(store: &Store, follower: &str, after: u64) -> Result<ChangeBatch, Status> {
     let store = store.clone();
+    let follower = follower.to_string();
     tokio::task::spawn_blocking(move || {
         // Read in this order: everything relayed by the time of the backlog read is in
         // the stream read after it.
@@ -95,7 +104,7 @@ async fn read_batch(store: &Store, after: u64) -> Result<ChangeBatch, Status> {
             last
         };
         let stream_head_seq = store.stream_bounds()?.map_or(0, |(_, last)| last);
-        let messages = stored
+        let decoded = stored
             .into_iter()
             .map(|(seq, bytes)| {
                 ChangeMessage::decode(bytes.as_slice()).map_err(|e| {
@@ -103,6 +112,19 @@ async fn read_batch(store: &Store, after: u64) -> Result<ChangeBatch, Status> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let read = decoded.len();
+        let messages: Vec<ChangeMessage> = decoded
+            .into_iter()
+            .filter(|message| is_released_to(header(message, HEADER_RELEASED_TO), &follower))
+            .collect();
+        if messages.len() < read {
+            tracing::warn!(
+                follower = %follower,
+                withheld = read - messages.len(),
+                after,
+                "change stream messages not decided for this follower's region withheld"
+            );
+        }
         Ok::<_, StorageError>(ChangeBatch {
             messages,
             head_seq,

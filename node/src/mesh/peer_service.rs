@@ -225,6 +225,7 @@ impl Peer for PeerService {
         tracing::info!(follower = %caller, after, "change stream opened");
         let stream = crate::cdc::stream_source::follow(
             self.engine.store().clone(),
+            caller.to_string(),
             after,
             self.shutdown.clone(),
         )?;
