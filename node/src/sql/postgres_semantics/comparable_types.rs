@@ -150,8 +150,10 @@ fn is_comparison(op: &Operator) -> bool {
 /// The two sides of one comparison, a text literal cast to the other side's kind; an
 /// error if they are of two kinds otherwise.
 fn pair(left: Expr, op: &str, right: Expr, schema: &DFSchema) -> Result<(Expr, Expr)> {
-    // A side whose type is not known yet (a placeholder before binding) is judged
-    // when the statement is bound.
+    // A placeholder has the type planning inferred from the other side; a bound value
+    // of another kind is not cast to it (`engine::exact_cast`) and the statement is
+    // analyzed again with the value in place, so this rule judges it then. A side with
+    // no type at all (`? = ?`, both untyped) is left to DataFusion.
     let (Ok(l), Ok(r)) = (left.get_type(schema), right.get_type(schema)) else {
         return Ok((left, right));
     };
