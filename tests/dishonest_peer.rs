@@ -496,6 +496,167 @@ mod sagas {
         assert!(paths.iter().any(|p| p == "store"), "{paths:?}");
         assert!(paths.iter().any(|p| p == "saga-step"), "{paths:?}");
     }
+
+    /// A region whose node is compromised (it confirms any step it is asked about)
+    /// drives sagas it orchestrates, and only those: a saga's first step runs in its
+    /// orchestrator's region, as the participant's own plugin places the input. It
+    /// cannot take over another region's saga whose id it learned, nor fence it: the
+    /// participant keeps each orchestrator's sagas apart (no squatting).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compromised_region_drives_its_own_sagas_and_cannot_take_over_another_regions() {
+        let mesh = bank().await;
+        let (us, eu) = (mesh.node("us-east"), mesh.node("eu-central"));
+        mesh.cut("us-east", "eu-central");
+        let mut session = domicile_tests::bank::writer_session(us).await;
+        let live = session
+            .start_saga("transfer", &transfer(700), "compromised-live")
+            .await
+            .expect("start");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let _server = super::compromised::take_over(&mesh, "ap-southeast").await;
+        // us-east's saga, as ap-southeast would like to run it: its first step runs in
+        // us-east, so eu-central's plugin does not let ap-southeast drive it.
+        let taken = peer(&mesh, "ap-southeast")
+            .await
+            .run_step(forged("ap-southeast", &live.id, "execute", 1, 70_000))
+            .await
+            .expect_err("another region's saga");
+        assert_eq!(taken.code(), tonic::Code::PermissionDenied, "{taken:?}");
+        assert!(
+            taken.message().contains("credit@eu-central"),
+            "names the placement: {taken:?}"
+        );
+
+        // The same id with an input whose first step is ap-southeast's: a saga of
+        // ap-southeast's own, under its own name (its certificate proves the region,
+        // its node vouches for the debit there). It runs, at an epoch of u64::MAX ...
+        let mut own = forged("ap-southeast", &live.id, "execute", u64::MAX, 1);
+        let mut input = transfer(1);
+        for (name, field) in &mut input {
+            if name == "from_region" {
+                *field = domicile::saga::fields::Field::Text("ap-southeast".into());
+            }
+        }
+        own.fields_json = serde_json::to_string(&input).expect("json");
+        peer(&mesh, "ap-southeast")
+            .await
+            .run_step(own)
+            .await
+            .expect("a step of ap-southeast's own saga");
+        assert_eq!(balance(eu, 2001).await, "5.01");
+
+        // ... and fences nothing of us-east's saga of the same id: it commits at its
+        // first epoch, its credit applied once.
+        mesh.heal("us-east", "eu-central");
+        let saga = settled(&mut session, &live.id).await;
+        assert_eq!(saga.state, SagaState::Committed, "{saga:?}");
+        assert_eq!(saga.epoch, 1, "{saga:?}");
+        assert_eq!(balance(eu, 2001).await, "12.01");
+        assert_eq!(balance(us, 1001).await, "93.00");
+    }
+}
+
+/// A compromised region: ap-southeast's peer certificate and, in place of its node, a
+/// server that confirms every saga step anyone asks it about (`GetSagaStep`).
+mod compromised {
+    use std::pin::Pin;
+
+    use domicile::mesh::proto::peer_server::{Peer, PeerServer};
+    use domicile::mesh::proto::{
+        ChangeBatch, GetSagaStepReply, GetSagaStepRequest, InsertRowsReply, InsertRowsRequest,
+        PingReply, PingRequest, RunStepReply, RunStepRequest, ScanRowsReply, ScanRowsRequest,
+        StartSagaReply, StartSagaRequest, StreamChangesRequest,
+    };
+    use domicile_tests::Mesh;
+    use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+    use tonic::{Request, Response, Status};
+
+    struct ConfirmsEverything {
+        region: String,
+    }
+
+    type Changes = Pin<Box<dyn futures::Stream<Item = Result<ChangeBatch, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Peer for ConfirmsEverything {
+        type StreamChangesStream = Changes;
+
+        async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+            Ok(Response::new(PingReply {
+                region: self.region.clone(),
+            }))
+        }
+        async fn insert_rows(
+            &self,
+            _: Request<InsertRowsRequest>,
+        ) -> Result<Response<InsertRowsReply>, Status> {
+            Err(Status::unimplemented("compromised"))
+        }
+        async fn scan_rows(
+            &self,
+            _: Request<ScanRowsRequest>,
+        ) -> Result<Response<ScanRowsReply>, Status> {
+            Err(Status::unimplemented("compromised"))
+        }
+        async fn stream_changes(
+            &self,
+            _: Request<StreamChangesRequest>,
+        ) -> Result<Response<Changes>, Status> {
+            Err(Status::unimplemented("compromised"))
+        }
+        async fn run_step(
+            &self,
+            _: Request<RunStepRequest>,
+        ) -> Result<Response<RunStepReply>, Status> {
+            Err(Status::unimplemented("compromised"))
+        }
+        async fn get_saga_step(
+            &self,
+            request: Request<GetSagaStepRequest>,
+        ) -> Result<Response<GetSagaStepReply>, Status> {
+            Ok(Response::new(GetSagaStepReply {
+                epoch: request.into_inner().epoch,
+            }))
+        }
+        async fn start_saga(
+            &self,
+            _: Request<StartSagaRequest>,
+        ) -> Result<Response<StartSagaReply>, Status> {
+            Err(Status::unimplemented("compromised"))
+        }
+    }
+
+    /// Serves the compromised node of `region` on a free loopback port (mutual TLS with
+    /// `region`'s certificate) and points every other node's link to `region` at it.
+    pub(crate) async fn take_over(mesh: &Mesh, region: &str) -> tokio::task::JoinHandle<()> {
+        let (cert, key, ca) = mesh.cert_files(region);
+        let read = |path: &std::path::Path| std::fs::read(path).expect("cert file");
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(&cert), read(&key)))
+            .client_ca_root(Certificate::from_pem(read(&ca)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let address = listener.local_addr().expect("address");
+        let service = PeerServer::new(ConfirmsEverything {
+            region: region.to_string(),
+        });
+        let server = Server::builder()
+            .tls_config(tls)
+            .expect("tls")
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        let task = tokio::spawn(async move {
+            let _ = server.await;
+        });
+        for node in &mesh.nodes {
+            if node.region != region {
+                mesh.redirect(&node.region, region, address);
+            }
+        }
+        task
+    }
 }
 
 /// The change stream's history is not for a region that joined after it was relayed:

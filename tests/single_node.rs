@@ -366,6 +366,12 @@ async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
             Code::InvalidArgument,
             "GLOBAL",
         ),
+        // Its rows go to every region undecided: no class but public (issue 19).
+        (
+            "CREATE TABLE g (id INT PRIMARY KEY, fee DECIMAL(9,2)) WITH (locality = 'global', sensitive = 'fee')",
+            Code::InvalidArgument,
+            "may not hold sensitive column fee",
+        ),
         (
             "CREATE TABLE accounts (id INT PRIMARY KEY)",
             Code::AlreadyExists,

@@ -85,6 +85,9 @@ impl Node {
         let node_secret = keyed_hash_secret::load_or_create(&store)
             .await
             .context("cannot load the keyed-hash secret")?;
+        crate::saga::legacy_records::move_to_orchestrators(&store, &config.region)
+            .await
+            .context("cannot move saga participant records to their orchestrators")?;
         let cache = NodeCache::open(
             &config.data_dir.join("cache"),
             config.cache.clone(),

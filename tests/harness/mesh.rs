@@ -153,6 +153,31 @@ impl Mesh {
         self.proxies(a, b).for_each(LinkProxy::heal);
     }
 
+    /// Sends what `from`'s node dials to reach `to` to `address` instead (a test that
+    /// plays `to`'s node, compromised), dropping the connections open now.
+    pub fn redirect(&self, from: &str, to: &str, address: std::net::SocketAddr) {
+        for ((a, b), proxy) in &self.links {
+            if a == from && b == to {
+                proxy.set_upstream(address);
+                proxy.cut();
+                proxy.heal();
+            }
+        }
+    }
+
+    /// The paths of `region`'s certificate and key, and of the cluster CA's certificate.
+    pub fn cert_files(
+        &self,
+        region: &str,
+    ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+        let dir = self.certs.path();
+        (
+            dir.join(format!("{region}.pem")),
+            dir.join(format!("{region}.key")),
+            dir.join("ca.pem"),
+        )
+    }
+
     /// Simulated WAN between `a` and `b`: `rtt` round trip.
     pub fn set_rtt(&self, a: &str, b: &str, rtt: std::time::Duration) {
         self.proxies(a, b)

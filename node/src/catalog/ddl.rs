@@ -199,7 +199,7 @@ pub fn table_def_from_create(
         cdc: options.cdc,
         cache_ttl_ms: options.cache_ttl_ms,
     };
-    def.validate().map_err(DdlError::Invalid)?;
+    def.validate_new().map_err(DdlError::Invalid)?;
     Ok(def)
 }
 

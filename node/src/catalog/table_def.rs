@@ -151,6 +151,36 @@ impl TableDef {
         self.primary_key.contains(&index)
     }
 
+    /// What a new table must hold besides [`TableDef::validate`]'s invariants: rules
+    /// added after tables that break them may have been stored (such a table still
+    /// loads, and is governed as its columns' classes ask, see `is_governed`).
+    ///
+    /// A GLOBAL table holds public data only: its rows are copied to every region, so a
+    /// `sensitive` column there would be released everywhere with no region's decision.
+    pub fn validate_new(&self) -> Result<(), String> {
+        self.validate()?;
+        if self.locality == Locality::Global
+            && let Some(column) = self.columns.iter().find(|c| c.class != DataClass::Public)
+        {
+            return Err(format!(
+                "GLOBAL table {} may not hold {} column {}: GLOBAL rows are copied to every \
+                 region without a residency decision; declare the table REGIONAL or REGIONAL BY ROW",
+                self.name,
+                column.class.as_str(),
+                column.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether residency decisions govern this table's rows: every table but a GLOBAL
+    /// one of public columns only (GLOBAL tables stored before `validate_new` refused
+    /// `sensitive` columns are governed like regional ones).
+    pub fn is_governed(&self) -> bool {
+        self.locality != Locality::Global
+            || self.columns.iter().any(|c| c.class != DataClass::Public)
+    }
+
     /// Checks the invariants every stored definition must hold; storage refuses to
     /// persist a definition that fails them.
     pub fn validate(&self) -> Result<(), String> {
@@ -224,5 +254,52 @@ impl TableDef {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(fee_class: DataClass) -> TableDef {
+        let column = |id: u16, name: &str, class| ColumnDef {
+            id,
+            name: name.into(),
+            column_type: ColumnType::BigInt,
+            nullable: false,
+            class,
+        };
+        TableDef {
+            id: 7,
+            name: "fees".into(),
+            columns: vec![
+                column(0, "id", DataClass::Public),
+                column(1, "fee", fee_class),
+            ],
+            primary_key: vec![0],
+            locality: Locality::Global,
+            next_column_id: 2,
+            cdc: true,
+            cache_ttl_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_global_table_holds_public_columns_only_and_an_older_one_that_does_not_is_governed() {
+        let public = global(DataClass::Public);
+        assert_eq!(public.validate_new(), Ok(()));
+        assert!(
+            !public.is_governed(),
+            "public reference data needs no decision"
+        );
+
+        let sensitive = global(DataClass::Sensitive);
+        let refusal = sensitive.validate_new().expect_err("sensitive in GLOBAL");
+        assert!(refusal.contains("sensitive column fee"), "{refusal}");
+        // Stored by an earlier version: it still loads, and every path decides on it.
+        assert_eq!(sensitive.validate(), Ok(()));
+        assert!(sensitive.is_governed());
+
+        assert!(global(DataClass::Pii).validate().is_err(), "pii never");
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::envelope::{Change, OutColumn, OutRow};
 use super::status::CdcStatus;
 use super::stream_source::PRUNED_BELOW_KEY;
-use crate::catalog::{ColumnDef, ColumnType, DataClass, Locality, TableDef};
+use crate::catalog::{ColumnDef, ColumnType, DataClass, TableDef};
 use crate::limits::{CHANGE_STREAM_RETAINED_MAX, RELAY_BATCH_EVENTS_MAX};
 use crate::plugins::redactor_types::{self, EventBatch, Operation};
 use crate::plugins::residency_types::ColumnAction;
@@ -230,7 +230,7 @@ impl Relay {
                 places.push((index, false));
             }
         }
-        let governed = def.locality != Locality::Global;
+        let governed = def.is_governed();
         let verdict = self.guard.check_replication(
             &def.name,
             governed,

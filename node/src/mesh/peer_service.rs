@@ -290,16 +290,19 @@ impl Peer for PeerService {
     }
 }
 
-/// Rejected → FAILED_PRECONDITION (compensate), fenced → ABORTED (stop), the rest →
-/// UNAVAILABLE (retry).
+/// Rejected (or recorded before orchestrators were known) → FAILED_PRECONDITION
+/// (compensate), fenced → ABORTED (stop), not the caller's to drive → PERMISSION_DENIED,
+/// the rest → UNAVAILABLE (retry).
 fn participant_status(error: ParticipantError) -> Status {
     let message = crate::redact_text::shown(&error);
     match error {
-        ParticipantError::Step(StepError::Rejected(_)) => Status::failed_precondition(message),
-        ParticipantError::Fenced { .. } => Status::aborted(message),
-        ParticipantError::Foreign { .. } | ParticipantError::Unverified { .. } => {
-            Status::permission_denied(message)
+        ParticipantError::Step(StepError::Rejected(_)) | ParticipantError::Legacy { .. } => {
+            Status::failed_precondition(message)
         }
+        ParticipantError::Fenced { .. } => Status::aborted(message),
+        ParticipantError::Foreign { .. }
+        | ParticipantError::Misplaced { .. }
+        | ParticipantError::Unverified { .. } => Status::permission_denied(message),
         _ => Status::unavailable(message),
     }
 }

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::audit_entry::{AuditEntry, AuditPath, PluginRef};
 use crate::auth::Principal;
-use crate::catalog::{Locality, TableDef};
+use crate::catalog::TableDef;
 use crate::limits::POLICY_BATCH_ROWS_MAX;
 use crate::mesh::PeerRouter;
 use crate::plugins::residency_types::{
@@ -203,7 +203,7 @@ impl ResidencyGuard {
     /// Whether rows of `def` need a decision at all: the guard is on and the table
     /// holds regional data (GLOBAL tables hold no personal data and live everywhere).
     fn governs(&self, def: &TableDef) -> bool {
-        self.mode == GuardMode::Enforce && !matches!(def.locality, Locality::Global)
+        self.mode == GuardMode::Enforce && def.is_governed()
     }
 
     fn entry(

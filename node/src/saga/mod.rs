@@ -6,11 +6,13 @@
 //! (retries, timeouts, compensation, resume after a crash, epochs); `participant` runs
 //! one step exactly once on the node that owns its data (here, or for a peer through
 //! the mesh's `RunStep`); `fields` is how inputs and results are stored and carried;
-//! `waiters` hands a settled saga to the callers waiting for it.
+//! `waiters` hands a settled saga to the callers waiting for it; `legacy_records` moves
+//! participant records of the earlier layout under their orchestrators, once.
 //! The steps themselves come from the jurisdiction's saga-step plugin
 //! (`plugins::SagaStepPlugin`).
 
 pub mod fields;
+pub mod legacy_records;
 mod orchestrator;
 pub mod participant;
 pub mod record;

@@ -98,6 +98,8 @@ pub enum SagaError {
 struct DecidedAhead {
     index: usize,
     refusal: Option<String>,
+    /// The saga's epoch when it was decided.
+    epoch: u64,
 }
 
 /// How one call of a step ended.
@@ -482,36 +484,7 @@ impl SagaEngine {
         if idempotency_key.is_empty() || idempotency_key.len() > IDEMPOTENCY_KEY_MAX_BYTES {
             return Err(SagaError::BadKey);
         }
-        let plugin = self
-            .plugins
-            .saga_steps(&self.jurisdiction)
-            .ok_or_else(|| SagaError::NoPlugin(self.jurisdiction.clone()))?;
-        let declared = plugin
-            .plugin
-            .saga_types()
-            .iter()
-            .find(|t| t.name == saga_type)
-            .ok_or_else(|| SagaError::UnknownType(saga_type.to_string()))?;
-        let steps = declared
-            .steps
-            .iter()
-            .map(|step| {
-                let region = fields::text(&input, &step.region_field).ok_or_else(|| {
-                    SagaError::MissingRegion {
-                        step: step.name.clone(),
-                        field: step.region_field.clone(),
-                    }
-                })?;
-                Ok(StepRecord {
-                    name: step.name.clone(),
-                    region: region.to_string(),
-                    state: StepState::Pending,
-                    attempts: 0,
-                    last_error: None,
-                    result: Vec::new(),
-                })
-            })
-            .collect::<Result<Vec<_>, SagaError>>()?;
+        let steps = self.place(saga_type, &input)?;
         let now = now_unix_ms();
         Ok(SagaRecord {
             id: new_saga_id(now),
@@ -526,6 +499,42 @@ impl SagaEngine {
             updated_unix_ms: now,
             last_error: None,
         })
+    }
+
+    /// The steps of a `saga_type` saga with `input`, each in the region this node's
+    /// saga-step plugin places it (the region its declared field of `input` names).
+    fn place(&self, saga_type: &str, input: &Fields) -> Result<Vec<StepRecord>, SagaError> {
+        let plugin = self
+            .plugins
+            .saga_steps(&self.jurisdiction)
+            .ok_or_else(|| SagaError::NoPlugin(self.jurisdiction.clone()))?;
+        let declared = plugin
+            .plugin
+            .saga_types()
+            .iter()
+            .find(|t| t.name == saga_type)
+            .ok_or_else(|| SagaError::UnknownType(saga_type.to_string()))?;
+        declared
+            .steps
+            .iter()
+            .map(|step| {
+                let region = fields::text(input, &step.region_field).ok_or_else(|| {
+                    SagaError::MissingRegion {
+                        step: step.name.clone(),
+                        field: step.region_field.clone(),
+                    }
+                })?;
+                Ok(StepRecord {
+                    name: step.name.clone(),
+                    region: region.to_string(),
+                    state: StepState::Pending,
+                    attempts: 0,
+                    last_error: None,
+                    result: Vec::new(),
+                    released_epoch: None,
+                })
+            })
+            .collect()
     }
 
     /// Writes `saga` unless its idempotency key started one already, and drives
@@ -927,6 +936,7 @@ impl SagaEngine {
                 Some(DecidedAhead {
                     index: index + 1,
                     refusal: decision.err().map(|refusal| refusal.to_string()),
+                    epoch: saga.epoch,
                 }),
                 audit,
             ),
@@ -934,12 +944,16 @@ impl SagaEngine {
             None => return (None, None),
         };
         let counts_next = ahead.is_some();
+        let releases_next = ahead.as_ref().is_some_and(|a| a.refusal.is_none());
         let before = saga.clone();
         let progress: participant::Progress = Arc::new(move |ctx, result| {
             let mut saga = before.clone();
             mark_done(&mut saga, index, result.clone());
             if counts_next {
                 saga.steps[index + 1].attempts += 1;
+            }
+            if releases_next {
+                saga.steps[index + 1].released_epoch = Some(saga.epoch);
             }
             saga.updated_unix_ms = now_unix_ms();
             if new {
@@ -1028,6 +1042,10 @@ impl SagaEngine {
         // written by the local step before it, or now.
         let refusal = match ahead.take() {
             Some(decided) if decided.index == index && direction == StepDirection::Execute => {
+                if decided.refusal.is_none() {
+                    // Made durable by the local step's commit (`progress_of`).
+                    saga.steps[index].released_epoch = Some(decided.epoch);
+                }
                 decided.refusal
             }
             _ => {
@@ -1040,6 +1058,9 @@ impl SagaEngine {
                         &step.region,
                     )
                     .await;
+                if decision.is_ok() && direction == StepDirection::Execute {
+                    saga.steps[index].released_epoch = Some(saga.epoch);
+                }
                 self.persist_with(saga, audit).await?;
                 decision.err().map(|refusal| refusal.to_string())
             }
@@ -1087,9 +1108,14 @@ impl SagaEngine {
         })
     }
 
-    /// A step that peer `caller` (its certificate's region) asks this node to run. The
-    /// saga is bound to `caller` at first contact; a step not recorded here yet runs
-    /// only once `caller`'s saga log confirmed it (`GetSagaStep`) at this very epoch.
+    /// A step that peer `caller` (its certificate's region) asks this node to run.
+    ///
+    /// Only a saga `caller` orchestrates: this node's own saga-step plugin places the
+    /// saga's first step in `caller` (the orchestrator is the first step's region, see
+    /// `start`) and the asked step here (`Misplaced` otherwise). Its records live under
+    /// `caller`'s region (see `participant`), so no other region's request touches them.
+    /// A step not recorded here yet runs only once `caller`'s saga log confirmed it
+    /// (`GetSagaStep`) at this very epoch.
     pub async fn run_for_peer(
         &self,
         caller: &str,
@@ -1103,8 +1129,9 @@ impl SagaEngine {
                 caller: caller.to_string(),
             });
         }
+        self.check_placement(caller, &request)?;
         request.orchestrator = Some(caller.to_string());
-        if let Some(result) = participant::recorded_for_peer(&self.store, &request, caller)? {
+        if let Some(result) = participant::recorded_for_peer(&self.store, &request, &self.region)? {
             return Ok(result);
         }
         let confirmed = self.confirm(caller, &request).await?;
@@ -1143,6 +1170,34 @@ impl SagaEngine {
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Refuses (`Misplaced`) a step of a saga that, as this node's plugin places the
+    /// request's input, `caller` does not orchestrate or this node does not run.
+    fn check_placement(&self, caller: &str, request: &StepRequest) -> Result<(), ParticipantError> {
+        let steps =
+            self.place(&request.saga_type, &request.fields)
+                .map_err(|error| match error {
+                    SagaError::NoPlugin(jurisdiction) => ParticipantError::NoPlugin(jurisdiction),
+                    other => StepError::Rejected(other.to_string()).into(),
+                })?;
+        let first_is_callers = steps.first().is_some_and(|first| first.region == caller);
+        let step_is_here = steps
+            .iter()
+            .any(|step| step.name == request.step && step.region == self.region);
+        if first_is_callers && step_is_here {
+            return Ok(());
+        }
+        Err(ParticipantError::Misplaced {
+            saga: request.saga_id.clone(),
+            saga_type: request.saga_type.clone(),
+            caller: caller.to_string(),
+            placement: steps
+                .iter()
+                .map(|step| format!("{}@{}", step.name, step.region))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
     }
 
     /// The epoch `orchestrator`'s saga log holds, if it holds the step `request` asks
@@ -1221,43 +1276,116 @@ impl SagaEngine {
         caller: &str,
         asked: &GetSagaStepRequest,
     ) -> Result<Option<u64>, StorageError> {
-        let Some(saga) = record::load(&self.store, &asked.saga_id)? else {
-            return Ok(None);
-        };
-        let Some(step) = saga.steps.iter().find(|s| s.name == asked.step) else {
-            return Ok(None);
-        };
-        let wanted = match asked.direction.as_str() {
-            "execute" => {
-                matches!(saga.state, SagaState::Pending | SagaState::Running)
-                    && matches!(
-                        step.state,
-                        StepState::Pending | StepState::Done | StepState::Uncertain
-                    )
-            }
-            "compensate" => {
-                matches!(
-                    saga.state,
-                    SagaState::Compensating | SagaState::Stuck | SagaState::Compensated
-                ) && matches!(
-                    step.state,
-                    StepState::Done | StepState::Uncertain | StepState::Compensated
-                )
-            }
-            _ => false,
-        };
-        let known = wanted
-            && step.region == caller
-            && saga.saga_type == asked.saga_type
-            && asked.epoch <= saga.epoch
-            && fields::digest(&saga.input) == asked.fields_sha256;
-        Ok(known.then_some(saga.epoch))
+        Ok(record::load(&self.store, &asked.saga_id)?
+            .and_then(|saga| confirmed_step(&saga, caller, asked)))
     }
+}
+
+/// `saga`'s epoch if its log holds `asked`'s step, run in `caller`'s region, wanted now
+/// in that direction, with that input, at an epoch not newer than the log's, and its
+/// input was already released to `caller` (see `StepRecord::released_epoch`: a
+/// compensation follows an execute that was).
+fn confirmed_step(saga: &SagaRecord, caller: &str, asked: &GetSagaStepRequest) -> Option<u64> {
+    let step = saga.steps.iter().find(|s| s.name == asked.step)?;
+    let wanted = match asked.direction.as_str() {
+        "execute" => {
+            matches!(saga.state, SagaState::Pending | SagaState::Running)
+                && step.released_epoch.is_some()
+                && matches!(
+                    step.state,
+                    StepState::Pending | StepState::Done | StepState::Uncertain
+                )
+        }
+        "compensate" => {
+            matches!(
+                saga.state,
+                SagaState::Compensating | SagaState::Stuck | SagaState::Compensated
+            ) && matches!(
+                step.state,
+                StepState::Done | StepState::Uncertain | StepState::Compensated
+            )
+        }
+        _ => false,
+    };
+    let known = wanted
+        && step.region == caller
+        && saga.saga_type == asked.saga_type
+        && asked.epoch <= saga.epoch
+        && fields::digest(&saga.input) == asked.fields_sha256;
+    known.then_some(saga.epoch)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saga::fields::Field;
+
+    fn two_region_saga(released: Option<u64>) -> SagaRecord {
+        let step = |name: &str, region: &str, state| StepRecord {
+            name: name.into(),
+            region: region.into(),
+            state,
+            attempts: 1,
+            last_error: None,
+            result: Vec::new(),
+            released_epoch: None,
+        };
+        let mut credit = step("credit", "eu-central", StepState::Pending);
+        credit.released_epoch = released;
+        SagaRecord {
+            id: "01900000-0000-7000-8000-000000000001".into(),
+            saga_type: "transfer".into(),
+            idempotency_key: "k".into(),
+            input: vec![("amount".into(), Field::Decimal("700".into(), 2))],
+            steps: vec![step("debit", "us-east", StepState::Done), credit],
+            state: SagaState::Running,
+            epoch: 2,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+            last_error: None,
+        }
+    }
+
+    fn asked(saga: &SagaRecord, step: &str, direction: &str, guess: &Fields) -> GetSagaStepRequest {
+        GetSagaStepRequest {
+            region: String::new(),
+            saga_id: saga.id.clone(),
+            saga_type: saga.saga_type.clone(),
+            step: step.into(),
+            direction: direction.into(),
+            epoch: saga.epoch,
+            fields_sha256: fields::digest(guess),
+        }
+    }
+
+    /// `GetSagaStep` answers the step's region about an input only once that input was
+    /// released to it: before, a right guess and a wrong one get the same answer.
+    #[test]
+    fn a_step_is_confirmed_to_its_region_only_once_its_input_was_released_there() {
+        let unreleased = two_region_saga(None);
+        let right = unreleased.input.clone();
+        let wrong = vec![("amount".into(), Field::Decimal("701".into(), 2))];
+        for guess in [&right, &wrong] {
+            let question = asked(&unreleased, "credit", "execute", guess);
+            assert_eq!(confirmed_step(&unreleased, "eu-central", &question), None);
+        }
+
+        let released = two_region_saga(Some(2));
+        let question = asked(&released, "credit", "execute", &right);
+        assert_eq!(confirmed_step(&released, "eu-central", &question), Some(2));
+        // Not to another region, not a wrong input, not a step run elsewhere, not a
+        // newer epoch than the log's, not a direction the saga does not want now.
+        assert_eq!(confirmed_step(&released, "ap-southeast", &question), None);
+        let question = asked(&released, "credit", "execute", &wrong);
+        assert_eq!(confirmed_step(&released, "eu-central", &question), None);
+        let question = asked(&released, "debit", "execute", &right);
+        assert_eq!(confirmed_step(&released, "us-east", &question), None);
+        let mut newer = asked(&released, "credit", "execute", &right);
+        newer.epoch = u64::MAX;
+        assert_eq!(confirmed_step(&released, "eu-central", &newer), None);
+        let question = asked(&released, "credit", "compensate", &right);
+        assert_eq!(confirmed_step(&released, "eu-central", &question), None);
+    }
 
     #[test]
     fn saga_ids_are_time_ordered_and_unique() {

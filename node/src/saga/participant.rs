@@ -1,14 +1,20 @@
 //! Running one saga step on the node that owns its data, exactly once.
 //!
-//! A step's effect and the record that it happened (`saga/done/<saga>/<step>/<execute |
-//! compensate>`, holding the step's result) commit together (`SagaStepPlugin::run_step`'s
-//! `also`). A repeated request (an orchestrator retrying after a lost answer) finds the
-//! record and gets the stored result without running the step again; two requests
-//! racing both run the guest, but the second commit finds the first's record and
-//! writes nothing. The newest orchestrator epoch seen per saga is kept in the same
-//! commits (`saga/epoch/<saga>`); a request of an older epoch is refused (fencing).
-//! For a peer's saga the same record binds the saga to its orchestrator's region
-//! (proven by its certificate at first contact): no other region may drive it.
+//! A step's effect and the record that it happened (`saga/step/<orchestrator>/<saga>/
+//! <step>/<execute | compensate>`, holding the step's result) commit together
+//! (`SagaStepPlugin::run_step`'s `also`). A repeated request (an orchestrator retrying
+//! after a lost answer) finds the record and gets the stored result without running
+//! the step again; two requests racing both run the guest, but the second commit finds
+//! the first's record and writes nothing. The newest orchestrator epoch seen per saga
+//! is kept in the same commits (`saga/fence/<orchestrator>/<saga>`); a request of an
+//! older epoch is refused (fencing).
+//!
+//! Every record lives under its orchestrator's region (proven by a peer's certificate;
+//! this node's own region for its own sagas): a saga is its orchestrator's id space,
+//! so a region that learns another region's saga id and reaches a participant first
+//! drives a saga of its own under that id, never the other one (no squatting), and
+//! can neither fence nor answer for it. Records from before this layout are moved in
+//! by `legacy_records` at start.
 
 use std::sync::Arc;
 
@@ -50,6 +56,20 @@ pub enum ParticipantError {
         bound: String,
         caller: String,
     },
+    #[error(
+        "region {caller} does not drive saga {saga}: its {saga_type} steps for this input run in {placement}"
+    )]
+    Misplaced {
+        saga: String,
+        saga_type: String,
+        caller: String,
+        placement: String,
+    },
+    #[error(
+        "saga {saga} was recorded here before sagas were kept per orchestrator, with no \
+         orchestrator named: no peer may drive it (support: resolve it by hand)"
+    )]
+    Legacy { saga: String },
     #[error("region {caller}'s saga log has no such step {step} of saga {saga} for this region")]
     Unverified {
         saga: String,
@@ -69,39 +89,53 @@ pub(crate) fn direction_name(direction: StepDirection) -> &'static str {
     }
 }
 
-fn done_key(request: &StepRequest) -> String {
-    format!(
-        "saga/done/{}/{}/{}",
-        request.saga_id,
-        request.step,
-        direction_name(request.direction)
+/// Prefix of the step records (`saga/step/<orchestrator>/<saga>/<step>/<direction>`).
+pub(crate) const STEP_PREFIX: &str = "saga/step/";
+/// Prefix of the fences (`saga/fence/<orchestrator>/<saga>`).
+pub(crate) const FENCE_PREFIX: &str = "saga/fence/";
+/// The namespace of records written before sagas were kept per orchestrator whose
+/// orchestrator is unknown: not a region name (regions are DNS labels), so no peer
+/// drives them (`Legacy`).
+pub(crate) const UNBOUND: &str = "~unbound";
+
+/// The region whose saga `request` is: the peer's (its certificate's) or, for this
+/// node's own sagas, `region`.
+fn orchestrator_of<'a>(request: &'a StepRequest, region: &'a str) -> &'a str {
+    request.orchestrator.as_deref().unwrap_or(region)
+}
+
+fn done_key(request: &StepRequest, region: &str) -> String {
+    step_key(
+        orchestrator_of(request, region),
+        &request.saga_id,
+        &request.step,
+        direction_name(request.direction),
     )
 }
 
-fn epoch_key(saga_id: &str) -> String {
-    format!("saga/epoch/{saga_id}")
+pub(crate) fn step_key(orchestrator: &str, saga_id: &str, step: &str, direction: &str) -> String {
+    format!("{STEP_PREFIX}{orchestrator}/{saga_id}/{step}/{direction}")
 }
 
-/// `saga/epoch/<saga>`: the newest epoch seen (8 bytes, big-endian), then the region of
-/// the saga's orchestrator (UTF-8) if a peer drives it. A record of 8 bytes (a node's
-/// own saga, or written before bindings) binds nothing.
-fn read_epoch(bytes: Option<Vec<u8>>) -> (u64, Option<String>) {
-    let Some(bytes) = bytes else {
-        return (0, None);
-    };
-    match bytes.split_first_chunk::<8>() {
-        Some((epoch, region)) => (
-            u64::from_be_bytes(*epoch),
-            (!region.is_empty()).then(|| String::from_utf8_lossy(region).into_owned()),
-        ),
-        None => (0, None),
-    }
+pub(crate) fn fence_key(orchestrator: &str, saga_id: &str) -> String {
+    format!("{FENCE_PREFIX}{orchestrator}/{saga_id}")
 }
 
-fn epoch_value(epoch: u64, orchestrator: Option<&str>) -> Vec<u8> {
-    let mut value = epoch.to_be_bytes().to_vec();
-    value.extend_from_slice(orchestrator.unwrap_or_default().as_bytes());
-    value
+fn request_fence_key(request: &StepRequest, region: &str) -> String {
+    fence_key(orchestrator_of(request, region), &request.saga_id)
+}
+
+/// A fence: the newest epoch seen (8 bytes, big-endian); bytes after them (a binding
+/// of the earlier layout) are ignored.
+pub(crate) fn read_fence(bytes: Option<Vec<u8>>) -> u64 {
+    bytes
+        .as_deref()
+        .and_then(|bytes| bytes.first_chunk::<8>())
+        .map_or(0, |epoch| u64::from_be_bytes(*epoch))
+}
+
+fn fence_value(epoch: u64) -> Vec<u8> {
+    epoch.to_be_bytes().to_vec()
 }
 
 /// More to write in the commit that records a step, given its result: the
@@ -160,7 +194,8 @@ pub async fn run_once(
     // The first execute of a saga minted by this very call (an eager start) has
     // nothing to look up: no node has seen the saga yet. The commit checks anyway.
     if !(saga_is_new && request.direction == StepDirection::Execute) {
-        let (recorded, opposite_done) = check(store, &request, &done_key(&opposite))?;
+        let (recorded, opposite_done) =
+            check(store, &request, region, &done_key(&opposite, region))?;
         if let Some(result) = recorded {
             return Ok(StepDone::earlier(result));
         }
@@ -173,9 +208,14 @@ pub async fn run_once(
                 .into());
             }
             StepDirection::Compensate if !opposite_done => {
-                return mark_compensated_unrun(store, &request, done_key(&opposite))
-                    .await
-                    .map(StepDone::earlier);
+                return mark_compensated_unrun(
+                    store,
+                    &request,
+                    region,
+                    done_key(&opposite, region),
+                )
+                .await
+                .map(StepDone::earlier);
             }
             _ => {}
         }
@@ -188,25 +228,18 @@ pub async fn run_once(
         step: request.step.clone(),
         fields: fields::to_wit(&request.fields),
     };
-    let done = done_key(&request);
-    let barred_by = (request.direction == StepDirection::Execute).then(|| done_key(&opposite));
-    let epoch = epoch_key(&request.saga_id);
+    let done = done_key(&request, region);
+    let barred_by =
+        (request.direction == StepDirection::Execute).then(|| done_key(&opposite, region));
+    let fence = request_fence_key(&request, region);
     let given = request.epoch;
-    let orchestrator = request.orchestrator.clone();
     let record = move |ctx: &mut WriteContext<'_>,
                        result: &[(String, crate::plugins::wit_values::Value)]|
           -> Result<(), StepError> {
-        let (seen, bound) = read_epoch(ctx.get_state(&epoch)?);
+        let seen = read_fence(ctx.get_state(&fence)?);
         if seen > given {
             return Err(StepError::Rejected(format!(
                 "fenced: epoch {given} is older than {seen}"
-            )));
-        }
-        if let (Some(bound), Some(caller)) = (&bound, &orchestrator)
-            && bound != caller
-        {
-            return Err(StepError::Rejected(format!(
-                "the saga is driven from region {bound}"
             )));
         }
         if ctx.get_state(&done)?.is_some() {
@@ -223,8 +256,7 @@ pub async fn run_once(
         let bytes = serde_json::to_vec(&result)
             .map_err(|e| StepError::Storage(StorageError::Transaction(e.to_string())))?;
         ctx.put_state(done.clone(), bytes);
-        let binding = orchestrator.as_deref().or(bound.as_deref());
-        ctx.put_state(epoch.clone(), epoch_value(given.max(seen), binding));
+        ctx.put_state(fence.clone(), fence_value(given.max(seen)));
         if let Some(progress) = &progress {
             progress(ctx, &result)?;
         }
@@ -248,14 +280,14 @@ pub async fn run_once(
             recorded_now: true,
         }),
         Err(StepError::Retryable(reason)) if reason == ALREADY_DONE => {
-            let (recorded, _) = check(store, &request, &done_key(&opposite))?;
+            let (recorded, _) = check(store, &request, region, &done_key(&opposite, region))?;
             Ok(StepDone::earlier(recorded.ok_or_else(|| {
                 StepError::Retryable("step record vanished after a concurrent run".into())
             })?))
         }
         Err(StepError::Rejected(reason)) if reason.starts_with("fenced:") => {
-            let [epoch] = store.state_values([epoch_key(&request.saga_id).as_str()])?;
-            let (seen, _) = read_epoch(epoch);
+            let [fence] = store.state_values([request_fence_key(&request, region).as_str()])?;
+            let seen = read_fence(fence);
             Err(ParticipantError::Fenced {
                 saga: request.saga_id,
                 seen,
@@ -271,12 +303,12 @@ pub async fn run_once(
 async fn mark_compensated_unrun(
     store: &Store,
     request: &StepRequest,
+    region: &str,
     execute_key: String,
 ) -> Result<Fields, ParticipantError> {
-    let done = done_key(request);
-    let epoch = epoch_key(&request.saga_id);
+    let done = done_key(request, region);
+    let fence = request_fence_key(request, region);
     let given = request.epoch;
-    let orchestrator = request.orchestrator.clone();
     store
         .write(move |ctx| {
             if ctx.get_state(&execute_key)?.is_some() {
@@ -284,17 +316,9 @@ async fn mark_compensated_unrun(
                     "the step executed meanwhile; compensate again".into(),
                 ));
             }
-            let (seen, bound) = read_epoch(ctx.get_state(&epoch)?);
-            if let (Some(bound), Some(caller)) = (&bound, &orchestrator)
-                && bound != caller
-            {
-                return Err(StepError::Rejected(format!(
-                    "the saga is driven from region {bound}"
-                )));
-            }
-            let binding = orchestrator.as_deref().or(bound.as_deref());
+            let seen = read_fence(ctx.get_state(&fence)?);
             ctx.put_state(done, b"[]".to_vec());
-            ctx.put_state(epoch, epoch_value(given.max(seen), binding));
+            ctx.put_state(fence, fence_value(given.max(seen)));
             Ok::<_, StepError>(())
         })
         .await?;
@@ -306,14 +330,15 @@ async fn mark_compensated_unrun(
 fn check(
     store: &Store,
     request: &StepRequest,
+    region: &str,
     opposite_key: &str,
 ) -> Result<(Option<Fields>, bool), ParticipantError> {
-    let [epoch, done, opposite] = store.state_values([
-        epoch_key(&request.saga_id).as_str(),
-        done_key(request).as_str(),
+    let [fence, done, opposite] = store.state_values([
+        request_fence_key(request, region).as_str(),
+        done_key(request, region).as_str(),
         opposite_key,
     ])?;
-    let (seen, _) = read_epoch(epoch);
+    let seen = read_fence(fence);
     if seen > request.epoch {
         return Err(ParticipantError::Fenced {
             saga: request.saga_id.clone(),
@@ -331,25 +356,23 @@ fn check(
     Ok((done, opposite.is_some()))
 }
 
-/// Before a peer's request (from `caller`) is verified: refused if the saga is bound to
-/// another region or the request's epoch is older than one seen; the recorded result
-/// if the step ran before (a repeat needs no verification, and raises nothing).
+/// Before a peer's request (`request.orchestrator`: its certificate's region) is
+/// verified: refused if the request's epoch is older than one seen, or if the saga id
+/// has records from before sagas were kept per orchestrator that name none (`Legacy`);
+/// the recorded result if the step ran before (a repeat needs no verification, and
+/// raises nothing).
 pub fn recorded_for_peer(
     store: &Store,
     request: &StepRequest,
-    caller: &str,
+    region: &str,
 ) -> Result<Option<Fields>, ParticipantError> {
-    let [epoch] = store.state_values([epoch_key(&request.saga_id).as_str()])?;
-    if let (_, Some(bound)) = read_epoch(epoch)
-        && bound != caller
-    {
-        return Err(ParticipantError::Foreign {
+    let [legacy] = store.state_values([fence_key(UNBOUND, &request.saga_id).as_str()])?;
+    if legacy.is_some() {
+        return Err(ParticipantError::Legacy {
             saga: request.saga_id.clone(),
-            bound,
-            caller: caller.to_string(),
         });
     }
-    let (done, _) = check(store, request, &done_key(request))?;
+    let (done, _) = check(store, request, region, &done_key(request, region))?;
     Ok(done)
 }
 

@@ -107,6 +107,13 @@ pub struct StepRecord {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub result: Fields,
+    /// The epoch at which this step's execute message (the saga's input) was decided
+    /// may-leave for its region, durably, before it left; `None` for a step run here or
+    /// not released yet. Until then the orchestrator confirms nothing about the step to
+    /// that region (`GetSagaStep`), so a confirmation cannot test guesses of an input it
+    /// was not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_epoch: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -220,7 +220,7 @@ impl WriteContext<'_> {
             Ok(def) => def,
             Err(message) => return Ok(Err(CatalogRefusal::Invalid(message))),
         };
-        if let Err(message) = def.validate() {
+        if let Err(message) = def.validate_new() {
             return Ok(Err(CatalogRefusal::Invalid(message)));
         }
         if self.table_exists(&def.name)? {
