@@ -3,14 +3,16 @@
 //! statements over every read path — local, routed (`WHERE region = ...`), point
 //! lookups, `mesh.*` scans, aggregates and joins, replicas (`global.*`), EXPLAIN and
 //! EXPLAIN ANALYZE, system tables, DML whose expressions fail on stored values, filters
-//! on canary literals, and cached repeats.
+//! on canary literals, cached repeats, and saga starts (transfers between canary
+//! accounts of any two regions, started on any node, some refused and compensated).
 //!
 //! The oracle, for every cell and every error text a client receives: a canary of home
 //! region H appears in clear only if H's policy releases that column in clear to every
 //! region it reached (the node the client is connected to and the user's home region;
 //! of the bundled policies only CCPA keeps `pii` for query results). A routed read of
 //! another region's rows leaves a `query-result` audit entry on the home node. After
-//! the hunt, no node's log holds any canary, and `domicile audit scan` over every
+//! the hunt, every saga it started has settled (committed or compensated, none stuck),
+//! no node's log holds any canary, and `domicile audit scan` over every
 //! node's files (database, cache, logs) finds no EU or Singapore canary outside its
 //! home.
 //!
@@ -31,7 +33,7 @@ const ROWS_PER_REGION: i64 = 3;
 const HUNTER_PASSWORD: &str = "hunter-pw";
 
 const ACCOUNTS: &str = "CREATE TABLE accounts (id BIGINT PRIMARY KEY, region TEXT NOT NULL, \
-     name TEXT, email TEXT, iban TEXT, balance DECIMAL(18,2) NOT NULL) \
+     name TEXT, email TEXT, iban TEXT, balance DECIMAL(18,2) NOT NULL, currency TEXT NOT NULL) \
      WITH (locality = 'regional by row', region_column = 'region', \
      pii = 'name, email, iban', sensitive = 'balance', cdc = 'on')";
 
@@ -131,6 +133,8 @@ async fn setup() -> Mesh {
     for node in &mesh.nodes {
         node.upload_plugin("cdc-redactor", "pii_redactor", 1)
             .expect("redactor");
+        node.upload_plugin("saga-step", "transfer_saga", 1)
+            .expect("saga plugin");
         let mut admin = node.client("admin").await.expect("login");
         admin.update(ACCOUNTS).await.expect("accounts");
     }
@@ -140,7 +144,7 @@ async fn setup() -> Mesh {
             let [name, email, iban] = canaries(&node.region, i);
             writer
                 .update(&format!(
-                    "INSERT INTO accounts VALUES ({id}, '{region}', '{name}', '{email}', '{iban}', {i}7.25)",
+                    "INSERT INTO accounts VALUES ({id}, '{region}', '{name}', '{email}', '{iban}', {i}7.25, 'EUR')",
                     id = id_of(&node.region, i),
                     region = node.region,
                 ))
@@ -184,9 +188,11 @@ struct Statement {
     sql: String,
     routed_from: Option<&'static str>,
     writes: bool,
+    /// A saga start: a query that needs the writer role.
+    starts_saga: bool,
 }
 
-fn generate(rng: &mut Rng, node: &str) -> Statement {
+fn generate(rng: &mut Rng, node: &str, key: &str) -> Statement {
     let region = *rng.pick(&REGIONS);
     let i = 1 + rng.below(ROWS_PER_REGION as usize) as i64;
     let id = id_of(region, i);
@@ -196,8 +202,9 @@ fn generate(rng: &mut Rng, node: &str) -> Statement {
         sql,
         routed_from: None,
         writes: false,
+        starts_saga: false,
     };
-    match rng.below(16) {
+    match rng.below(18) {
         0 | 1 => Statement {
             sql: format!(
                 "SELECT id, region, name, email, iban, balance FROM accounts \
@@ -205,6 +212,7 @@ fn generate(rng: &mut Rng, node: &str) -> Statement {
             ),
             routed_from: routed,
             writes: false,
+            starts_saga: false,
         },
         2 => Statement {
             sql: format!(
@@ -212,6 +220,7 @@ fn generate(rng: &mut Rng, node: &str) -> Statement {
             ),
             routed_from: routed,
             writes: false,
+            starts_saga: false,
         },
         3 => read("SELECT * FROM accounts ORDER BY id".into()),
         4 => read(format!(
@@ -255,6 +264,7 @@ fn generate(rng: &mut Rng, node: &str) -> Statement {
             ),
             routed_from: None,
             writes: true,
+            starts_saga: false,
         },
         14 => Statement {
             sql: format!(
@@ -263,7 +273,26 @@ fn generate(rng: &mut Rng, node: &str) -> Statement {
             ),
             routed_from: None,
             writes: true,
+            starts_saga: false,
         },
+        // A transfer between two canary accounts (possibly across regions, possibly in
+        // a currency they do not hold: refused and compensated), started on any node.
+        16 | 17 => {
+            let to_region = *rng.pick(&REGIONS);
+            let to = id_of(to_region, 1 + rng.below(ROWS_PER_REGION as usize) as i64);
+            let currency = *rng.pick(&["EUR", "EUR", "USD"]);
+            Statement {
+                sql: format!(
+                    "SELECT id, state, last_error FROM start_saga('transfer', '{key}', {{\
+                     'from_account': {id}, 'to_account': {to}, 'amount': 0.01, \
+                     'currency': '{currency}', 'from_region': '{region}', \
+                     'to_region': '{to_region}'}})"
+                ),
+                routed_from: None,
+                writes: false,
+                starts_saga: true,
+            }
+        }
         _ => read(format!(
             "SELECT id FROM accounts WHERE region = '{region}' AND CAST(name AS INT) = 1"
         )),
@@ -313,17 +342,19 @@ async fn hunt(mesh: &Mesh, seed: u64, statements: usize) -> BTreeMap<&'static st
                     sql,
                     routed_from: None,
                     writes: false,
+                    starts_saga: false,
                 },
             ),
             _ => {
                 let node_index = rng.below(REGIONS.len());
                 let hunter_index = rng.below(3);
-                let statement = generate(&mut rng, REGIONS[node_index]);
+                let statement =
+                    generate(&mut rng, REGIONS[node_index], &format!("hunt-{seed}-{n}"));
                 (node_index, hunter_index, statement)
             }
         };
         let node = &mesh.nodes[node_index];
-        let (user, user_home, password) = if statement.writes {
+        let (user, user_home, password) = if statement.writes || statement.starts_saga {
             ("writer", REGIONS[node_index], "writer-pw")
         } else {
             let (name, home) = hunters()[hunter_index];
@@ -351,6 +382,11 @@ async fn hunt(mesh: &Mesh, seed: u64, statements: usize) -> BTreeMap<&'static st
                 Ok(count) => (vec![count.to_string()], "dml-changed"),
                 Err(error) => (vec![error.message().to_string()], "dml-error"),
             }
+        } else if statement.starts_saga {
+            match client.query(&statement.sql).await {
+                Ok(batches) => (cells(&batches), "saga-started"),
+                Err(error) => (vec![error.message().to_string()], "saga-error"),
+            }
         } else {
             match client.query(&statement.sql).await {
                 Ok(batches) => (cells(&batches), "rows"),
@@ -377,11 +413,50 @@ async fn hunt(mesh: &Mesh, seed: u64, statements: usize) -> BTreeMap<&'static st
                 "{home} released rows with no audit entry\n  {replay}"
             );
         }
-        if !statement.writes {
+        if !statement.writes && !statement.starts_saga {
             previous = Some((node_index, hunter_index, statement.sql));
         }
     }
     kinds
+}
+
+/// Waits until every saga `node` orchestrates has ended; none may be stuck.
+async fn sagas_settle(node: &TestNode) {
+    let mut admin = node.client("admin").await.expect("login");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let batches = admin
+            .query("SELECT id, state, last_error FROM system.sagas ORDER BY id")
+            .await
+            .expect("system.sagas");
+        let states = column_strings(&batches, "state");
+        assert!(
+            !states.iter().any(|s| s == "stuck"),
+            "{}: a saga is stuck: {:?}",
+            node.region,
+            cells(&batches)
+        );
+        if states
+            .iter()
+            .all(|s| s == "committed" || s == "compensated")
+        {
+            let committed = states.iter().filter(|s| *s == "committed").count();
+            println!(
+                "{}: {} sagas settled, {committed} committed, {} compensated",
+                node.region,
+                states.len(),
+                states.len() - committed
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: sagas not settled: {:?}",
+            node.region,
+            cells(&batches)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// `domicile audit scan` over `node`'s folder (database, cache, logs) with the canaries
@@ -416,6 +491,9 @@ async fn no_canary_leaves_its_region_unless_its_policy_releases_it() {
             kinds.get("rows").copied().unwrap_or(0) > statements / 3,
             "most statements must answer, or the hunt proves little: {kinds:?}"
         );
+    }
+    for node in &mesh.nodes {
+        sagas_settle(node).await;
     }
     for node in &mesh.nodes {
         let logs = node.logs();
