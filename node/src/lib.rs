@@ -9,6 +9,7 @@ pub mod cache;
 pub mod catalog;
 pub mod cdc;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod federation;
 pub mod flight;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -126,10 +126,7 @@ impl Node {
             }
         }
 
-        let started_at_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let started_at_unix_ms = crate::clock::now_unix_ms();
         let identity = Arc::new(NodeIdentity {
             region: Arc::from(config.region.as_str()),
             jurisdiction: config.jurisdiction.clone(),

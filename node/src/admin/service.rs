@@ -76,9 +76,7 @@ impl AdminService {
             _ => self.sagas.compensate(&id).await,
         };
         let entry = AuditEntry {
-            time_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            time_unix_ms: crate::clock::now_unix_ms(),
             principal: principal.user.clone(),
             path: AuditPath::Support,
             table: format!("saga/{id}"),

@@ -2,8 +2,6 @@
 //! expiry and filling process before the payload, so the disk tier never needs foyer
 //! to know about time.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 const FORMAT: u8 = 1;
 const HEADER_BYTES: usize = 1 + 1 + 8 + 8;
 
@@ -37,11 +35,7 @@ impl EntryKind {
     }
 }
 
-pub(super) fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(super) use crate::clock::now_unix_ms;
 
 pub(super) fn cache_key(kind: EntryKind, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 1);

@@ -3,7 +3,7 @@
 //! resuming from the offset it stored with the last batch it applied.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::watch;
@@ -142,12 +142,9 @@ impl Follower {
                 .await?
         };
         let now = Instant::now();
-        let latency_ms = applied.newest_commit_time_us.map(|commit_us| {
-            let now_us = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64);
-            u64::try_from((now_us - commit_us) / 1000).unwrap_or(0)
-        });
+        let latency_ms = applied
+            .newest_commit_time_us
+            .map(crate::clock::ms_since_unix_us);
         self.status.update_replica(&self.source, |s| {
             s.applied_seq = s.applied_seq.max(through);
             s.source_head_seq = batch.head_seq;

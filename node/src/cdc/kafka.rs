@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use prost::Message as _;
@@ -373,9 +373,6 @@ impl KafkaFollower {
                     .await?
             };
             let now = Instant::now();
-            let now_us = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64);
             self.status.update_replica(&source, |s| {
                 s.applied_seq = s.applied_seq.max(newest_seq);
                 s.source_head_seq = s.source_head_seq.max(newest_seq);
@@ -384,7 +381,7 @@ impl KafkaFollower {
                 s.last_error = None;
                 s.applied_events += applied.applied;
                 if let Some(commit) = newest_commit {
-                    s.last_apply_latency_ms = u64::try_from((now_us - commit) / 1000).unwrap_or(0);
+                    s.last_apply_latency_ms = crate::clock::ms_since_unix_us(commit);
                 }
             });
         }

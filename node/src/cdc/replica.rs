@@ -14,7 +14,6 @@
 //! transport delivers one table of one source in commit order.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -248,11 +247,7 @@ fn replica_row(def: &TableDef, source: &str, change: &Change) -> Result<Vec<Valu
         row[index] = Value::Timestamp(change.commit_time_us);
     }
     if let Some(index) = def.column_index(REPLICATED_AT) {
-        row[index] = Value::Timestamp(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
-        );
+        row[index] = Value::Timestamp(crate::clock::now_unix_us());
     }
     for &index in &def.primary_key {
         if row[index].is_null() {

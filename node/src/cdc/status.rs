@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long a consumer may go without hearing from its source before its lag counts
 /// from the last moment it knew it was current.
@@ -58,11 +58,7 @@ impl ReplicaState {
                 return 0;
             }
             if self.source_oldest_unrelayed_us > 0 {
-                let now_us = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as i64);
-                return u64::try_from((now_us - self.source_oldest_unrelayed_us) / 1000)
-                    .unwrap_or(0);
+                return crate::clock::ms_since_unix_us(self.source_oldest_unrelayed_us);
             }
         }
         self.current_at

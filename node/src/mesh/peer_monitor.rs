@@ -2,7 +2,9 @@
 //! round-trip time, the last error. `system.nodes` reads it.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::now_unix_ms;
 
 use super::proto::PingRequest;
 use super::router::PeerRouter;
@@ -30,12 +32,6 @@ impl std::fmt::Debug for PeerMonitor {
             .field("peers", &self.tasks.len())
             .finish()
     }
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl PeerMonitor {

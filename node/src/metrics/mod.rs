@@ -375,13 +375,10 @@ impl Metrics {
         let relay = status.relay();
         let gauges = &self.cdc;
         gauges.outbox_events.set(clamp(backlog.events));
-        let age_ms = backlog.oldest_commit_time_us.map_or(0, |us| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-            (now - us) / 1000
-        });
-        gauges.oldest_unrelayed_age_ms.set(age_ms.max(0));
+        let age_ms = backlog
+            .oldest_commit_time_us
+            .map_or(0, crate::clock::ms_since_unix_us);
+        gauges.oldest_unrelayed_age_ms.set(clamp(age_ms));
         gauges.held.set(i64::from(relay.held.is_some()));
         gauges.relayed.set(clamp(relay.relayed));
         gauges.withheld.set(clamp(relay.withheld));

@@ -11,9 +11,9 @@
 //! `PluginRecord`), `plugin/blob/<sha256>` (component bytes),
 //! `plugin/active/<jurisdiction>/<kind>` (active version, decimal).
 
+use crate::clock::now_unix_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
@@ -162,12 +162,6 @@ fn active_key(jurisdiction: &str, kind: PluginKind) -> String {
 
 fn blob_key(sha256: &str) -> String {
     format!("plugin/blob/{sha256}")
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn kind_from_str(text: &str) -> Option<PluginKind> {

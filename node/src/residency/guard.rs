@@ -1,8 +1,8 @@
 //! The residency guard. Fail closed: no active policy, a policy that traps, times out or
 //! answers out of contract, all mean "refused".
 
+use crate::clock::now_unix_ms;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -135,12 +135,6 @@ impl std::fmt::Debug for ResidencyGuard {
             .field("mode", &self.mode)
             .finish()
     }
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Masks text as the WIT contract says: all but the last four characters become '*'.

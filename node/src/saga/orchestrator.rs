@@ -11,7 +11,9 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::now_unix_ms;
 
 use thiserror::Error;
 
@@ -186,12 +188,6 @@ fn mark_done(saga: &mut SagaRecord, index: usize, result: Fields) {
     step.state = StepState::Done;
     step.result = result;
     step.last_error = None;
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl SagaEngine {

@@ -480,9 +480,7 @@ fn saga_columns() -> Vec<Field> {
 
 /// Sagas of this node: where each stands, for support.
 pub(crate) fn saga_batch(sagas: &[crate::saga::SagaRecord]) -> Result<RecordBatch> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = crate::clock::now_unix_ms();
     let current = |s: &crate::saga::SagaRecord| s.current_step().cloned();
     batch(
         saga_columns(),
@@ -547,14 +545,11 @@ fn cdc(store: &Store, status: &CdcStatus) -> Result<RecordBatch> {
         ],
         vec![
             Arc::new(UInt64Array::from(vec![backlog.events])),
-            Arc::new(UInt64Array::from(vec![backlog.oldest_commit_time_us.map(
-                |us| {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_micros() as i64);
-                    u64::try_from((now - us) / 1000).unwrap_or(0)
-                },
-            )])),
+            Arc::new(UInt64Array::from(vec![
+                backlog
+                    .oldest_commit_time_us
+                    .map(crate::clock::ms_since_unix_us),
+            ])),
             Arc::new(UInt64Array::from(vec![relay.relayed])),
             Arc::new(UInt64Array::from(vec![relay.withheld])),
             Arc::new(UInt64Array::from(vec![stream.map(|(first, _)| first)])),

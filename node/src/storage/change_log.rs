@@ -13,8 +13,6 @@
 //! two. Transports (peers over gRPC, Kafka) read the stream by sequence number; it may
 //! have gaps where the policy withheld an event.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -52,11 +50,7 @@ pub struct ChangeEvent {
     pub commit_time_us: i64,
 }
 
-pub(super) fn now_unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
+pub(super) use crate::clock::now_unix_us;
 
 /// Appends `events` to the outbox under the next sequence numbers; returns the last one.
 pub(super) fn append_outbox(
