@@ -10,8 +10,8 @@
 //! Every test here fails on the code before the fix: the routed read came back in clear
 //! with no audit entry on the home node.
 
-use domicile::mesh::proto::peer_client::PeerClient;
-use domicile::mesh::proto::{ForwardedPrincipal, ScanRowsRequest};
+use domicile::peers::proto::peer_client::PeerClient;
+use domicile::peers::proto::{ForwardedPrincipal, ScanRowsRequest};
 use domicile_tests::arrow::array::RecordBatch;
 use domicile_tests::{Mesh, TestNode, column_strings};
 use std::time::{Duration, Instant};
@@ -367,8 +367,8 @@ mod sagas {
     use std::time::Duration;
 
     use domicile::cli::admin_client::AdminSession;
-    use domicile::mesh::proto::RunStepRequest;
-    use domicile::mesh::proto::peer_client::PeerClient;
+    use domicile::peers::proto::RunStepRequest;
+    use domicile::peers::proto::peer_client::PeerClient;
     use domicile::saga::fields::Fields;
     use domicile::saga::{SagaRecord, SagaState};
     use domicile_tests::bank::balance;
@@ -562,8 +562,8 @@ mod sagas {
 mod compromised {
     use std::pin::Pin;
 
-    use domicile::mesh::proto::peer_server::{Peer, PeerServer};
-    use domicile::mesh::proto::{
+    use domicile::peers::proto::peer_server::{Peer, PeerServer};
+    use domicile::peers::proto::{
         ChangeBatch, GetSagaStepReply, GetSagaStepRequest, InsertRowsReply, InsertRowsRequest,
         PingReply, PingRequest, RunStepReply, RunStepRequest, ScanRowsReply, ScanRowsRequest,
         StartSagaReply, StartSagaRequest, StreamChangesRequest,
@@ -667,7 +667,7 @@ mod compromised {
 /// the changes relayed after it joined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_that_joins_later_reads_none_of_the_change_history_decided_before() {
-    use domicile::mesh::proto::StreamChangesRequest;
+    use domicile::peers::proto::StreamChangesRequest;
     use futures::StreamExt;
 
     const RATES: &str = "CREATE TABLE rates (id BIGINT PRIMARY KEY, region TEXT NOT NULL, \

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use domicile::mesh::certs::dns_name;
-use domicile::mesh::proto::PingRequest;
-use domicile::mesh::proto::peer_client::PeerClient;
+use domicile::peers::certs::dns_name;
+use domicile::peers::proto::PingRequest;
+use domicile::peers::proto::peer_client::PeerClient;
 use domicile_tests::{Mesh, TestNode, column_strings, free_port, make_certs};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 

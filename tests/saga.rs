@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use domicile::cli::admin_client::AdminSession;
-use domicile::mesh::proto::RunStepRequest;
-use domicile::mesh::proto::peer_client::PeerClient;
+use domicile::peers::proto::RunStepRequest;
+use domicile::peers::proto::peer_client::PeerClient;
 use domicile::saga::fields::Field;
 use domicile::saga::record::StepState;
 use domicile::saga::{SagaRecord, SagaState};
@@ -396,7 +396,7 @@ async fn one_idempotency_key_moves_money_once_through_any_node() {
 /// only for sagas whose first step it runs (no second hop), and only for writers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_saga_starts_are_checked_by_the_owner() {
-    use domicile::mesh::proto::{ForwardedPrincipal, StartSagaRequest};
+    use domicile::peers::proto::{ForwardedPrincipal, StartSagaRequest};
     let mesh = bank().await;
     let request = |role: &str, from_region: &str| {
         let mut input = transfer(1001, 2001, "eu-central", 100);

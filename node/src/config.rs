@@ -8,6 +8,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::auth::Role;
+pub use crate::cache::CacheConfig;
+pub use crate::peers::{MeshConfig, PeerConfig};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -115,52 +117,6 @@ impl Default for StorageConfig {
 
 fn default_commit_window_us() -> u64 {
     crate::limits::COMMIT_WINDOW_DEFAULT_US
-}
-
-/// The hybrid cache (memory + disk under `<data_dir>/cache`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    /// Memory tier capacity, bytes (local rows and remote results).
-    #[serde(default = "default_cache_memory_bytes")]
-    pub memory_bytes: u64,
-    /// Disk tier capacity, bytes (remote results); 0: no disk tier.
-    #[serde(default = "default_cache_disk_bytes")]
-    pub disk_bytes: u64,
-    /// How long other regions' answers are served from the cache unless the table sets
-    /// `cache_ttl_ms`, in milliseconds; 0: not cached.
-    #[serde(default = "default_cache_remote_ttl_ms")]
-    pub remote_ttl_ms: u64,
-    /// Whether point reads of this node's own rows are cached (in memory).
-    #[serde(default = "default_true")]
-    pub local_rows: bool,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            memory_bytes: default_cache_memory_bytes(),
-            disk_bytes: default_cache_disk_bytes(),
-            remote_ttl_ms: default_cache_remote_ttl_ms(),
-            local_rows: true,
-        }
-    }
-}
-
-fn default_cache_memory_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-
-fn default_cache_disk_bytes() -> u64 {
-    256 * 1024 * 1024
-}
-
-fn default_cache_remote_ttl_ms() -> u64 {
-    5_000
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// Queries over `mesh.<table>` (every region's rows).
@@ -296,33 +252,6 @@ pub struct ListenConfig {
     pub peer: Option<SocketAddr>,
 }
 
-/// This node's mesh credentials (from `domicile certs`). Relative paths are relative to
-/// the config file's folder.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MeshConfig {
-    /// The cluster CA certificate (PEM): peers must present certificates it signed.
-    pub ca_cert: PathBuf,
-    /// This node's certificate (PEM), naming its region.
-    pub cert: PathBuf,
-    /// This node's private key (PEM).
-    pub key: PathBuf,
-    /// How often each peer is pinged (reachability and round-trip time), in ms.
-    #[serde(default = "default_ping_interval_ms")]
-    pub ping_interval_ms: u64,
-    /// How long a peer call may take before the peer counts as unreachable, in ms.
-    #[serde(default = "default_peer_timeout_ms")]
-    pub peer_timeout_ms: u64,
-}
-
-fn default_ping_interval_ms() -> u64 {
-    1000
-}
-
-fn default_peer_timeout_ms() -> u64 {
-    2000
-}
-
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -387,13 +316,6 @@ pub struct UserConfig {
     /// back through the admin API.
     #[serde(default)]
     pub compliance: Vec<String>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeerConfig {
-    pub region: String,
-    pub address: String,
 }
 
 impl NodeConfig {

@@ -330,7 +330,7 @@ fn run() -> anyhow::Result<()> {
 }
 
 fn make_certs(command: CertsCommand) -> anyhow::Result<()> {
-    use domicile::mesh::certs;
+    use domicile::peers::certs;
     let write = |path: PathBuf, text: &str, private: bool| -> anyhow::Result<()> {
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         #[cfg(unix)]

@@ -19,12 +19,12 @@ use crate::cache::NodeCache;
 use crate::cdc::{CdcStatus, Follower, KafkaFollower, KafkaPublisher, Relay};
 use crate::config::NodeConfig;
 use crate::federation::Federation;
-use crate::federation::peer_flight::PeerFlightSql;
 use crate::flight::FlightSqlServer;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
-use crate::mesh::proto::peer_server::PeerServer;
-use crate::mesh::{MeshTls, PeerMonitor, PeerRouter, PeerService};
 use crate::metrics::{Metrics, MetricsState, serve_metrics};
+use crate::peer_api::{PeerFlightSql, PeerService};
+use crate::peers::proto::peer_server::PeerServer;
+use crate::peers::{MeshTls, PeerMonitor, PeerRouter};
 use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
 use crate::residency::{GuardMode, ResidencyGuard};
 use crate::saga::SagaEngine;
@@ -198,7 +198,12 @@ impl Node {
                 router: Arc::clone(&router),
                 cdc: Arc::clone(&cdc_status),
                 sagas: Arc::clone(&sagas),
-                federation: Arc::clone(&federation),
+                mesh_schema: Arc::new(crate::federation::MeshSchema::new(
+                    store.clone(),
+                    Arc::clone(&federation),
+                )),
+                optimizer_rules: vec![Arc::new(crate::federation::MeshAggregatePushdown)],
+                cache: federation.cache().cloned(),
             },
         ));
         federation.bind(&engine);

@@ -201,7 +201,7 @@ impl Mesh {
                 read(format!("{cert_region}.pem"))?,
                 read(format!("{cert_region}.key"))?,
             ))
-            .domain_name(domicile::mesh::certs::dns_name(server_region));
+            .domain_name(domicile::peers::certs::dns_name(server_region));
         let address = self
             .node(server_region)
             .peer

@@ -15,6 +15,7 @@
 //! and a sweeper removes remote results from memory and disk once they expire
 //! (`expiry`), so an answer is not kept past its TTL merely because nobody read it.
 
+mod config;
 mod entry;
 mod expiry;
 
@@ -33,8 +34,8 @@ use thiserror::Error;
 pub use entry::EntryKind;
 use entry::{Entry, now_unix_ms};
 
-use crate::config::CacheConfig;
 use crate::storage::RowCache;
+pub use config::CacheConfig;
 
 /// Invalidation stripes: a commit marks the stripes of the keys it changed.
 const STRIPES: usize = 4096;

@@ -22,7 +22,7 @@ use serde_json::{Map, Value as Json, json};
 use thiserror::Error;
 
 use crate::catalog::{ColumnType, DataClass};
-use crate::mesh::proto::{ChangeMessage, MessageHeader};
+use crate::peers::proto::{ChangeMessage, MessageHeader};
 use crate::storage::{ChangeOp, Value};
 
 pub const CONNECTOR: &str = "domicile";

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use super::envelope::{self, EnvelopeError, HEADER_REDACTOR};
 use super::replica::{self, ReplicaError};
 use super::status::CdcStatus;
-use crate::mesh::proto::ChangeBatch;
-use crate::mesh::{ForwardError, PeerRouter};
+use crate::peers::proto::ChangeBatch;
+use crate::peers::{ForwardError, PeerRouter};
 use crate::storage::{StorageError, Store};
 
 /// A stream that says nothing for this long (the source sends a batch at least every

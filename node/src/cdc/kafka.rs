@@ -34,7 +34,7 @@ use super::envelope::{self, Change, HEADER_REDACTOR};
 use super::replica;
 use super::status::CdcStatus;
 use crate::limits::STREAM_BATCH_MESSAGES_MAX;
-use crate::mesh::proto::ChangeMessage;
+use crate::peers::proto::ChangeMessage;
 use crate::storage::{StorageError, Store};
 
 /// node-state key: the newest change-stream sequence number the broker acknowledged.

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::envelope::{Change, OutColumn};
+use crate::catalog::REPLICA_PREFIX;
 use crate::catalog::{ColumnDef, ColumnType, DataClass, Locality, TableDef};
-use crate::sql::REPLICA_PREFIX;
 use crate::storage::{CatalogRefusal, ChangeOp, StorageError, Store, Value, WriteContext};
 
 pub const SOURCE_REGION: &str = "source_region";

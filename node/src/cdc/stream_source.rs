@@ -10,7 +10,7 @@ use tonic::Status;
 
 use crate::cdc::envelope::{HEADER_RELEASED_TO, header, is_released_to};
 use crate::limits::STREAM_BATCH_MESSAGES_MAX;
-use crate::mesh::proto::{ChangeBatch, ChangeMessage};
+use crate::peers::proto::{ChangeBatch, ChangeMessage};
 use crate::storage::{StorageError, Store};
 
 /// A batch without messages goes out at least this often, so a follower can tell a

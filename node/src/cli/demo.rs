@@ -169,13 +169,13 @@ fn prepare(dir: &Path) -> anyhow::Result<Option<Vec<std::net::TcpListener>>> {
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs)?;
     std::fs::create_dir_all(dir.join("keys"))?;
-    let ca = crate::mesh::certs::new_ca()?;
+    let ca = crate::peers::certs::new_ca()?;
     std::fs::write(certs.join("ca.pem"), &ca.cert_pem)?;
     write_private(&certs.join("ca.key"), &ca.key_pem)?;
     let mut ports = Vec::new();
     let mut listeners = Vec::new();
     for (region, _, _) in REGIONS {
-        let node = crate::mesh::certs::new_node_cert(&ca, region)?;
+        let node = crate::peers::certs::new_node_cert(&ca, region)?;
         std::fs::write(certs.join(format!("{region}.pem")), &node.cert_pem)?;
         write_private(&certs.join(format!("{region}.key")), &node.key_pem)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

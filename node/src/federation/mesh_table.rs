@@ -26,7 +26,7 @@ use super::leg_sql::{can_push, leg_sql};
 use super::remote::{self, LegError};
 use super::{Federation, REGION_COLUMN, with_region_tag};
 use crate::catalog::{Locality, TableDef};
-use crate::residency::GuardSession;
+use crate::sql::StatementContext;
 use crate::sql::arrow_convert::table_schema;
 use crate::storage::Store;
 
@@ -38,6 +38,11 @@ pub struct MeshSchema {
 }
 
 impl MeshSchema {
+    /// The `mesh` schema over `store`'s catalog, its legs run by `federation`.
+    pub fn new(store: Store, federation: Arc<Federation>) -> Self {
+        Self { store, federation }
+    }
+
     fn def(&self, name: &str) -> Option<Arc<TableDef>> {
         self.store
             .table(name)
@@ -323,7 +328,7 @@ impl ExecutionPlan for MeshScanExec {
     ) -> Result<SendableRecordBatchStream> {
         let session = context
             .session_config()
-            .get_extension::<GuardSession>()
+            .get_extension::<StatementContext>()
             .ok_or_else(|| DataFusionError::Internal("no guard session".into()))?;
         if session.local_only {
             return Err(DataFusionError::Plan(
@@ -331,9 +336,10 @@ impl ExecutionPlan for MeshScanExec {
             ));
         }
         if session.copies {
-            return Err(DataFusionError::Plan(crate::residency::copy_refused(
-                &format!("mesh.{}", self.table),
-            )));
+            return Err(DataFusionError::Plan(crate::sql::copy_refused(&format!(
+                "mesh.{}",
+                self.table
+            ))));
         }
         let Some(region) = self.regions.get(partition).cloned() else {
             // No region left after the region filter: nothing to read.
@@ -425,7 +431,7 @@ pub(super) struct Leg {
 /// over the mesh.
 async fn run_leg(
     federation: &Arc<Federation>,
-    session: &GuardSession,
+    session: &StatementContext,
     region: &str,
     leg: Leg,
 ) -> Result<Vec<RecordBatch>, LegError> {

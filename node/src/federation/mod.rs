@@ -6,15 +6,14 @@
 //! pushed-down projection, filters and limit (`leg_sql`), run by that region's node on
 //! its own partition only, as the asking user, through its own residency guard: the
 //! policy of the region that holds the rows decides what leaves for the asking node's
-//! region. Remote legs travel as Flight SQL over the mesh's mutual TLS (`peer_flight`
-//! serves them); this node's own leg runs in process. An unreachable region fails the
+//! region. Remote legs travel as Flight SQL over the mesh's mutual TLS
+//! (`peer_api::PeerFlightSql` serves them); this node's own leg runs in process. An unreachable region fails the
 //! query, naming it, unless the session set `domicile.mesh_partial_results`.
 
 mod aggregate_pushdown;
 mod leg_cache;
 mod leg_sql;
 mod mesh_table;
-pub mod peer_flight;
 mod remote;
 
 use std::sync::{Arc, OnceLock, Weak};
@@ -24,7 +23,7 @@ pub use aggregate_pushdown::MeshAggregatePushdown;
 pub use mesh_table::MeshSchema;
 
 use crate::cache::NodeCache;
-use crate::mesh::PeerRouter;
+use crate::peers::PeerRouter;
 use crate::residency::ResidencyGuard;
 use crate::sql::SqlEngine;
 

@@ -1,7 +1,7 @@
 //! A leg on another region's node: Flight SQL `DoGet` of a statement ticket over the
-//! mesh channel to that node, whose certificate-checked peer listener serves
-//! it (`peer_flight`). The asking user travels in headers; the region is proven by this
-//! node's certificate.
+//! mesh channel to that node, whose certificate-checked peer listener serves it
+//! (`peer_api::PeerFlightSql`). The asking user travels in headers; the region is
+//! proven by this node's certificate.
 
 use arrow::array::RecordBatch;
 use arrow_flight::Ticket;
@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use super::{HOME_REGION_HEADER, ROLE_HEADER, USER_HEADER};
 use crate::auth::Principal;
-use crate::mesh::PeerRouter;
+use crate::peers::PeerRouter;
 
 #[derive(Debug, Error)]
 pub(crate) enum LegError {

@@ -5,7 +5,7 @@
 use tonic::Status;
 
 use crate::auth::AuthError;
-use crate::mesh::ForwardError;
+use crate::peers::ForwardError;
 use crate::redact_text::shown;
 use crate::residency::GuardError;
 use crate::sql::{SqlError, WriteError};

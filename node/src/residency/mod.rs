@@ -13,6 +13,4 @@ pub mod leak_scan;
 
 pub use audit_entry::{AuditEntry, AuditPath, PluginRef};
 pub(crate) use guard::mask_text;
-pub use guard::{
-    GuardError, GuardMode, GuardSession, ReplicationVerdict, ResidencyGuard, copy_refused,
-};
+pub use guard::{GuardError, GuardMode, ReplicationVerdict, ResidencyGuard};

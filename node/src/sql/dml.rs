@@ -28,15 +28,16 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use thiserror::Error;
 
+use super::StatementContext;
 use super::arrow_convert::{
     ConvertError, append_column_values, batch_to_rows, rows_to_batch, table_schema,
 };
 use super::pushdown::Access;
 use crate::catalog::{DataClass, Locality, TableDef};
 use crate::limits::{SCAN_BATCH_ROWS_MAX, STATEMENT_ROWS_MAX};
-use crate::mesh::ForwardError;
+use crate::peers::ForwardError;
 use crate::redact_text::{Origin, withhold_values};
-use crate::residency::{AuditEntry, GuardError, GuardSession, ResidencyGuard};
+use crate::residency::{AuditEntry, GuardError, ResidencyGuard};
 use crate::storage::{StorageError, Store, Value, WriteContext};
 
 /// Why a write was refused. Texts never carry values of `pii` columns.
@@ -128,10 +129,10 @@ pub enum WriteError {
 }
 
 /// The principal and guard of the statement being executed.
-pub(crate) fn guard_session(context: &TaskContext) -> Result<Arc<GuardSession>, WriteError> {
+pub(crate) fn guard_session(context: &TaskContext) -> Result<Arc<StatementContext>, WriteError> {
     context
         .session_config()
-        .get_extension::<GuardSession>()
+        .get_extension::<StatementContext>()
         .ok_or(WriteError::NoSession)
 }
 
@@ -155,7 +156,7 @@ async fn refuse(guard: &ResidencyGuard, error: WriteError) -> DataFusionError {
 /// Asks the guard whether `rows` may be stored; the audit entry of an allowed store is
 /// returned for the caller to append in the statement's own commit.
 fn check_store(
-    session: &GuardSession,
+    session: &StatementContext,
     def: &TableDef,
     rows: &[Vec<Value>],
 ) -> Result<Option<Vec<u8>>, WriteError> {
@@ -222,7 +223,7 @@ fn check_mutation_reads(
     def: &TableDef,
     predicates: &[Arc<dyn PhysicalExpr>],
     mutation: &Mutation,
-    session: &GuardSession,
+    session: &StatementContext,
 ) -> Result<(), WriteError> {
     use datafusion::physical_expr::utils::collect_columns;
     let class_of = |index: usize| def.columns.get(index).map_or(DataClass::Pii, |c| c.class);
@@ -459,7 +460,7 @@ fn remote_home(target: &WriteTarget, rows: &[Vec<Value>]) -> Result<Option<Strin
 /// node's policy lets them travel) and kept nowhere here.
 pub(crate) async fn insert_local(
     target: &WriteTarget,
-    session: &GuardSession,
+    session: &StatementContext,
     batches: Vec<RecordBatch>,
 ) -> Result<u64> {
     let def = Arc::clone(&target.def);
@@ -513,7 +514,7 @@ pub(crate) async fn insert_local(
 /// there; the decision is audited here, the storage decision there.
 async fn forward(
     target: &WriteTarget,
-    session: &GuardSession,
+    session: &StatementContext,
     rows: Vec<Vec<Value>>,
     home: &str,
 ) -> Result<u64> {
@@ -705,7 +706,7 @@ fn apply_mutation(
     access: &Access,
     predicates: &[Arc<dyn PhysicalExpr>],
     mutation: &Mutation,
-    session: &GuardSession,
+    session: &StatementContext,
 ) -> Result<u64, WriteError> {
     let def = &target.def;
     ensure_current(ctx, def)?;

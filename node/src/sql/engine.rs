@@ -29,16 +29,17 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::NodeIdentity;
+use super::StatementContext;
 use super::error::SqlError;
 use super::schemas::{CATALOG_NAME, DomicileCatalog, PUBLIC_SCHEMA};
 use super::system_tables::SystemState;
 use crate::auth::{Principal, Role, SessionOptions};
 use crate::catalog::{DdlError, table_def_from_create};
 use crate::limits::SQL_LENGTH_MAX_BYTES;
-use crate::mesh::{PeerMonitor, PeerRouter};
 use crate::metrics::Metrics;
+use crate::peers::{PeerMonitor, PeerRouter};
 use crate::plugins::PluginRegistry;
-use crate::residency::{GuardSession, ResidencyGuard};
+use crate::residency::ResidencyGuard;
 use crate::storage::Store;
 
 /// What a statement does, which decides the role it needs.
@@ -176,15 +177,20 @@ pub struct SqlEngine {
 }
 
 /// What the engine knows of the other regions: peer reachability, the way to their
-/// nodes, and CDC replication state (for `system.nodes` and `system.cdc`).
+/// nodes, and CDC replication state (for `system.nodes` and `system.cdc`); and what the
+/// layers above it plug in (the engine builds none of them, so it depends on none).
 pub struct MeshHandles {
     pub peers: Arc<PeerMonitor>,
     pub router: Arc<PeerRouter>,
     pub cdc: Arc<crate::cdc::CdcStatus>,
     /// For `start_saga(...)`.
     pub sagas: Arc<crate::saga::SagaEngine>,
-    /// For `mesh.<table>`.
-    pub federation: Arc<crate::federation::Federation>,
+    /// The `mesh` schema: every region's rows of a table (`federation::MeshSchema`).
+    pub mesh_schema: Arc<dyn datafusion::catalog::SchemaProvider>,
+    /// Optimizer rules added after DataFusion's (e.g. federation's aggregate pushdown).
+    pub optimizer_rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>>,
+    /// The node's cache, for `system.cache`.
+    pub cache: Option<Arc<crate::cache::NodeCache>>,
 }
 
 impl SqlEngine {
@@ -201,7 +207,9 @@ impl SqlEngine {
             router,
             cdc,
             sagas,
-            federation,
+            mesh_schema,
+            optimizer_rules,
+            cache,
         } = mesh;
         // `25.00` is a decimal, as in PostgreSQL: money typed into SQL stays exact.
         let config = SessionConfig::new()
@@ -222,7 +230,9 @@ impl SqlEngine {
             .with_analyzer_rules(super::postgres_semantics::analyzer_rules())
             .build();
         let context = SessionContext::new_with_state(state);
-        context.add_optimizer_rule(Arc::new(crate::federation::MeshAggregatePushdown));
+        for rule in optimizer_rules {
+            context.add_optimizer_rule(rule);
+        }
         for function in super::postgres_semantics::functions() {
             context.register_udf(function.as_ref().clone());
         }
@@ -236,11 +246,11 @@ impl SqlEngine {
             plugins,
             peers,
             cdc,
-            cache: federation.cache().cloned(),
+            cache,
         };
         context.register_catalog(
             CATALOG_NAME,
-            Arc::new(DomicileCatalog::new(system.clone(), federation)),
+            Arc::new(DomicileCatalog::new(system.clone(), mesh_schema)),
         );
         let state = context.state();
         Self {
@@ -488,7 +498,7 @@ impl SqlEngine {
                 .map_err(SqlError::from_datafusion)?;
                 // Every scan and sink of this statement finds its principal and the
                 // guard here.
-                let session = GuardSession {
+                let session = StatementContext {
                     principal: prepared.principal.clone(),
                     guard: Arc::clone(&self.guard),
                     router: Arc::clone(&self.router),
@@ -538,7 +548,7 @@ impl SqlEngine {
             .store
             .table(table)
             .ok_or_else(|| SqlError::NotFound(format!("table {table} does not exist")))?;
-        let session = GuardSession {
+        let session = StatementContext {
             principal,
             guard: Arc::clone(&self.guard),
             router: Arc::clone(&self.router),
@@ -588,7 +598,7 @@ impl SqlEngine {
             ),
             None => None,
         };
-        let session = Arc::new(GuardSession {
+        let session = Arc::new(StatementContext {
             principal,
             guard: Arc::clone(&self.guard),
             router: Arc::clone(&self.router),

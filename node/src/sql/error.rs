@@ -4,7 +4,7 @@ use thiserror::Error;
 use super::dml::WriteError;
 use crate::auth::Role;
 use crate::catalog::DdlError;
-use crate::mesh::ForwardError;
+use crate::peers::ForwardError;
 use crate::redact_text::{Origin, withhold_values};
 use crate::residency::GuardError;
 use crate::storage::StorageError;

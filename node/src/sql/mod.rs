@@ -13,6 +13,7 @@ mod pushdown;
 mod saga_function;
 mod scan;
 mod schemas;
+mod statement_context;
 mod system_tables;
 mod table_provider;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 pub use dml::WriteError;
 pub use engine::{MeshHandles, PreparedStatement, SqlEngine, StatementKind, session_option};
 pub use error::SqlError;
-pub(crate) use schemas::REPLICA_PREFIX;
+pub use statement_context::{StatementContext, copy_refused};
 
 /// Warnings a statement collected while it ran (e.g. a region a partial `mesh` query
 /// could not reach); the Flight SQL service sends them after the last batch.

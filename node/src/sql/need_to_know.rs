@@ -4,7 +4,7 @@
 //!
 //! The rows are built when the statement is planned, as for every system table; what
 //! a principal sees is decided when the statement executes, from the principal in the
-//! statement's `GuardSession` (a planning-time `Session` does not carry it):
+//! statement's `StatementContext` (a planning-time `Session` does not carry it):
 //!
 //! | reader | `system.audit` | `system.sagas` |
 //! | --- | --- | --- |
@@ -34,8 +34,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 
+use super::StatementContext;
 use crate::auth::{Principal, Role};
-use crate::residency::GuardSession;
 
 /// Which need-to-know rule a table follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,7 +192,7 @@ impl ExecutionPlan for NeedToKnowExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         crate::sql::leaf_exec::only_partition_zero("NeedToKnowExec", partition)?;
-        let session = context.session_config().get_extension::<GuardSession>();
+        let session = context.session_config().get_extension::<StatementContext>();
         // A peer's call (`via_region`) shows nothing: what a peer's user may see of
         // this node's audit log and sagas is not a peer's to claim.
         let principal = session

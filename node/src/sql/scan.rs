@@ -17,13 +17,13 @@ use datafusion::physical_plan::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::StatementContext;
 use super::arrow_convert::{rows_to_batch, table_schema};
 use super::dml::WriteError;
 use super::dml::guard_session;
 use super::pushdown::Access;
 use crate::catalog::TableDef;
 use crate::limits::{SCAN_BATCH_ROWS_MAX, SCAN_CHANNEL_BATCHES_MAX};
-use crate::residency::GuardSession;
 use crate::storage::{Snapshot, Store, Value};
 
 /// Point lookups up to this many keys are answered on the calling task.
@@ -92,9 +92,10 @@ impl ExecutionPlan for StorageScanExec {
         let session = guard_session(&context)?;
         let local = session.router.local_region().to_string();
         if session.copies && self.def.locality == crate::catalog::Locality::Replica {
-            return Err(DataFusionError::Plan(crate::residency::copy_refused(
-                &format!("global.{}", self.def.name.trim_start_matches("global.")),
-            )));
+            return Err(DataFusionError::Plan(crate::sql::copy_refused(&format!(
+                "global.{}",
+                self.def.name.trim_start_matches("global.")
+            ))));
         }
         // A mesh leg answers for this node's own partition only.
         let access = if session.local_only {
@@ -111,13 +112,11 @@ impl ExecutionPlan for StorageScanExec {
             _ => Vec::new(),
         };
         if !remote.is_empty() && session.copies {
-            return Err(DataFusionError::Plan(crate::residency::copy_refused(
-                &format!(
-                    "the partition of {} homed in {}",
-                    self.def.name,
-                    remote.join(", ")
-                ),
-            )));
+            return Err(DataFusionError::Plan(crate::sql::copy_refused(&format!(
+                "the partition of {} homed in {}",
+                self.def.name,
+                remote.join(", ")
+            ))));
         }
         if !remote.is_empty() {
             return self.execute_with_remote(&session, &local, remote);
@@ -170,7 +169,7 @@ impl StorageScanExec {
     /// principal, what may leave it) — nothing of them is stored here.
     fn execute_with_remote(
         &self,
-        session: &Arc<GuardSession>,
+        session: &Arc<StatementContext>,
         local: &str,
         remote: Vec<String>,
     ) -> Result<SendableRecordBatchStream> {
@@ -253,7 +252,7 @@ pub(crate) async fn read_all(
     access: Access,
     projection: Vec<usize>,
     limit: Option<usize>,
-    session: Arc<GuardSession>,
+    session: Arc<StatementContext>,
 ) -> Result<(SchemaRef, Vec<arrow::array::RecordBatch>)> {
     let schema = Arc::new(table_schema(&def).project(&projection)?);
     if access.partitions.as_ref().is_some_and(Vec::is_empty) {
@@ -313,7 +312,7 @@ struct RowReader {
     limit: Option<usize>,
     schema: SchemaRef,
     /// Set when the rows leave for a principal of another region.
-    egress: Option<Arc<GuardSession>>,
+    egress: Option<Arc<StatementContext>>,
 }
 
 impl RowReader {

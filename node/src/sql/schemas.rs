@@ -19,27 +19,23 @@ pub(crate) const CATALOG_NAME: &str = "domicile";
 pub(crate) const PUBLIC_SCHEMA: &str = "public";
 pub(crate) const SYSTEM_SCHEMA: &str = "system";
 pub(crate) const GLOBAL_SCHEMA: &str = "global";
-/// Every region's rows of a table: `mesh.<table>` (see `federation`).
+/// Every region's rows of a table: `mesh.<table>` (built by the federation layer).
 pub(crate) const MESH_SCHEMA: &str = "mesh";
-/// Storage name prefix of replica tables: `global.accounts` is `accounts` in `global`.
-/// User tables cannot take such a name (DDL creates only in `public`).
-pub(crate) const REPLICA_PREFIX: &str = "global.";
+pub(crate) use crate::catalog::REPLICA_PREFIX;
 
 #[derive(Debug)]
 pub(crate) struct DomicileCatalog {
     public: Arc<StoredSchema>,
     global: Arc<StoredSchema>,
     system: Arc<SystemSchema>,
-    mesh: Arc<crate::federation::MeshSchema>,
+    mesh: Arc<dyn SchemaProvider>,
 }
 
 impl DomicileCatalog {
-    pub(crate) fn new(system: SystemState, federation: Arc<crate::federation::Federation>) -> Self {
+    /// `mesh`: the schema of every region's rows, built by the layer above.
+    pub(crate) fn new(system: SystemState, mesh: Arc<dyn SchemaProvider>) -> Self {
         Self {
-            mesh: Arc::new(crate::federation::MeshSchema {
-                store: system.store.clone(),
-                federation,
-            }),
+            mesh,
             public: Arc::new(StoredSchema {
                 store: system.store.clone(),
                 identity: Arc::clone(&system.identity),
@@ -70,7 +66,7 @@ impl CatalogProvider for DomicileCatalog {
             PUBLIC_SCHEMA => Some(Arc::clone(&self.public) as Arc<dyn SchemaProvider>),
             GLOBAL_SCHEMA => Some(Arc::clone(&self.global) as Arc<dyn SchemaProvider>),
             SYSTEM_SCHEMA => Some(Arc::clone(&self.system) as Arc<dyn SchemaProvider>),
-            MESH_SCHEMA => Some(Arc::clone(&self.mesh) as Arc<dyn SchemaProvider>),
+            MESH_SCHEMA => Some(Arc::clone(&self.mesh)),
             _ => None,
         }
     }

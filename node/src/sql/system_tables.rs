@@ -14,7 +14,7 @@ use datafusion::error::{DataFusionError, Result};
 use crate::catalog::Locality;
 use crate::cdc::CdcStatus;
 use crate::limits::SYSTEM_AUDIT_ROWS_MAX;
-use crate::mesh::PeerMonitor;
+use crate::peers::PeerMonitor;
 use crate::plugins::PluginRegistry;
 use crate::residency::AuditEntry;
 use crate::sql::NodeIdentity;

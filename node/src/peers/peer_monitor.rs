@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::clock::now_unix_ms;
 
+use super::PeerConfig;
 use super::proto::PingRequest;
 use super::router::PeerRouter;
-use crate::config::PeerConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStatus {

@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::Context;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+use super::MeshConfig;
 use super::certs;
-use crate::config::MeshConfig;
 
 #[derive(Clone)]
 pub struct MeshTls {

@@ -1,17 +1,20 @@
-//! The mesh: nodes of other regions, reached over gRPC with mutual TLS. Each node
-//! serves the `Peer` API on `listen.peer` (`peer_service`), pings every configured peer
+//! Peers: the nodes of other regions, reached over gRPC with mutual TLS — the transport
+//! of the mesh. A node calls its peers through `router`, pings every configured peer
 //! (`peer_monitor`) and shows what it knows in `system.nodes`. Certificates name
 //! regions (`certs`), so a node cannot claim a region its certificate does not name.
+//! What a node answers its peers (the `Peer` API's server) is the `peer_api` module; the
+//! federated `mesh.<table>` schema is `federation`.
 
 pub mod certs;
+mod config;
 mod peer_monitor;
-mod peer_service;
 mod router;
 mod tls;
 
+pub use config::{MeshConfig, PeerConfig};
 pub use peer_monitor::{PeerMonitor, PeerStatus};
-pub use peer_service::PeerService;
 pub use router::{ForwardError, PeerRouter};
+pub(crate) use router::{decode as decode_ipc, encode_all};
 pub use tls::MeshTls;
 
 /// Generated protobuf messages, server and client.

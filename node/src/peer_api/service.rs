@@ -7,16 +7,16 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::certs;
-use super::proto::peer_server::Peer;
-use super::proto::{
+use crate::auth::{Principal, Role};
+use crate::flight::sql_status;
+use crate::peers::certs;
+use crate::peers::proto::peer_server::Peer;
+use crate::peers::proto::{
     ChangeBatch, ForwardedPrincipal, GetSagaStepReply, GetSagaStepRequest, InsertRowsReply,
     InsertRowsRequest, PingReply, PingRequest, RunStepReply, RunStepRequest, ScanRowsReply,
     ScanRowsRequest, StartSagaReply, StartSagaRequest, StreamChangesRequest,
 };
-use super::router::{decode as decode_ipc, encode_all};
-use crate::auth::{Principal, Role};
-use crate::flight::sql_status;
+use crate::peers::{decode_ipc, encode_all};
 use crate::plugins::{StepDirection, StepError};
 use crate::saga::SagaEngine;
 use crate::saga::fields::Fields;

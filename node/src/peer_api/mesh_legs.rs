@@ -18,10 +18,10 @@ use futures::{Stream, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{HOME_REGION_HEADER, ROLE_HEADER, USER_HEADER};
 use crate::auth::{Principal, Role};
+use crate::federation::{HOME_REGION_HEADER, ROLE_HEADER, USER_HEADER};
 use crate::flight::sql_status;
-use crate::mesh::certs;
+use crate::peers::certs;
 use crate::sql::{SqlEngine, SqlError};
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;

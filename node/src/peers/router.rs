@@ -7,6 +7,7 @@ use arrow::array::RecordBatch;
 use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
+use super::PeerConfig;
 use super::proto::peer_client::PeerClient;
 use super::proto::{
     ChangeBatch, ForwardedPrincipal, GetSagaStepReply, GetSagaStepRequest, InsertRowsRequest,
@@ -15,7 +16,6 @@ use super::proto::{
 };
 use super::tls::MeshTls;
 use crate::auth::Principal;
-use crate::config::PeerConfig;
 
 /// Why a forwarded write did not happen. Texts name regions and tables, not values.
 #[derive(Debug, Error)]

@@ -1,0 +1,230 @@
+//! The node's modules form floors, and code only looks down (ARCHITECTURE.md, "Layers").
+//!
+//! Every `crate::<module>` path in `node/src` (comments left out) must name a module on
+//! a lower floor than the file's own module; an outside library with a room of its own
+//! (redb, wasmtime, rdkafka, foyer, tonic's servers, axum) is named only in that room.
+//! A new module must be given a floor here before it builds green.
+//!
+//! The checker is tested on made-up sources too, so this test cannot pass by finding
+//! nothing: an upward import and a library outside its room are both reported.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Floors, lowest first. A module may use modules of lower floors only.
+const FLOORS: &[&[&str]] = &[
+    &["clock", "limits"],
+    &["auth", "catalog"],
+    &["storage"],
+    &["redact_text"],
+    &["plugins", "cache"],
+    &["residency", "peers"],
+    &["saga", "cdc", "config"],
+    &["metrics", "admin"],
+    &["sql"],
+    &["federation", "flight"],
+    &["peer_api"],
+    &["server"],
+    &["cli"],
+];
+
+/// An outside library and the only places (path prefixes under `node/src`) that may
+/// name it in code.
+const ROOMS: &[(&str, &[&str])] = &[
+    ("redb::", &["storage/"]),
+    ("wasmtime::", &["plugins/"]),
+    ("wasmtime_wasi", &["plugins/"]),
+    ("rdkafka::", &["cdc/kafka.rs"]),
+    ("foyer::", &["cache/"]),
+    ("axum::", &["metrics/server.rs"]),
+    ("tonic::transport::Server", &["server.rs"]),
+    (
+        "_server::",
+        &["server.rs", "flight/", "admin/", "peer_api/"],
+    ),
+];
+
+fn floor_of(module: &str) -> Option<usize> {
+    FLOORS.iter().position(|floor| floor.contains(&module))
+}
+
+/// The module a file under `node/src` belongs to (`sql/engine.rs` → `sql`); `None` for
+/// the crate roots.
+fn module_of(relative: &str) -> Option<&str> {
+    let first = relative.split('/').next()?;
+    let module = first.strip_suffix(".rs").unwrap_or(first);
+    (!matches!(module, "lib" | "main")).then_some(module)
+}
+
+/// `text` without comments (line comments, doc comments, block comments), string
+/// contents kept: a path in a doc comment is prose, not an import.
+fn code_of(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for skipped in chars.by_ref() {
+                    if skipped == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut previous = ' ';
+                for skipped in chars.by_ref() {
+                    if previous == '*' && skipped == '/' {
+                        break;
+                    }
+                    previous = skipped;
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The modules `code` names through `crate::` (also inside `use crate::{a, b::c}`).
+fn modules_named(code: &str) -> Vec<String> {
+    let mut named = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find("};").unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let name: String = item
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    named.push(name);
+                }
+            }
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            named.push(name);
+        }
+    }
+    named
+}
+
+/// Every breach of the floors and rooms in `files` (path relative to `node/src`, text).
+fn violations(files: &BTreeMap<String, String>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (path, text) in files {
+        let code = code_of(text);
+        for (library, rooms) in ROOMS {
+            if code.contains(library) && !rooms.iter().any(|room| path.starts_with(room)) {
+                found.push(format!("{path} names {library}, which lives in {rooms:?}"));
+            }
+        }
+        let Some(module) = module_of(path) else {
+            continue;
+        };
+        let Some(own) = floor_of(module) else {
+            found.push(format!("{path}: module {module} has no floor in FLOORS"));
+            continue;
+        };
+        for named in modules_named(&code) {
+            if named == module {
+                continue;
+            }
+            match floor_of(&named) {
+                Some(floor) if floor < own => {}
+                Some(floor) => found.push(format!(
+                    "{path}: {module} (floor {own}) uses {named} (floor {floor}): \
+                     code only looks down"
+                )),
+                // Crate-root items (`crate::Foo` re-exports) are not modules.
+                None => {}
+            }
+        }
+    }
+    found
+}
+
+fn sources(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read node/src")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            sources(&path, root, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let relative = path
+                .strip_prefix(root)
+                .expect("under node/src")
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.insert(relative, std::fs::read_to_string(&path).expect("source"));
+        }
+    }
+}
+
+#[test]
+fn node_modules_only_look_down_and_outside_libraries_stay_in_their_rooms() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/src");
+    let mut files = BTreeMap::new();
+    sources(&root, &root, &mut files);
+    assert!(files.len() > 50, "read {} files", files.len());
+    let found = violations(&files);
+    assert!(found.is_empty(), "layering broken:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_checker_reports_an_upward_import_and_a_library_outside_its_room() {
+    let files: BTreeMap<String, String> = [
+        (
+            "storage/store.rs",
+            "use crate::catalog::TableDef;\n/// See crate::sql for readers.\nfn f() { crate::sql::run(); }\n",
+        ),
+        ("sql/engine.rs", "use crate::{storage::Store, cli};\nuse redb::Database;\n"),
+        ("newroom/mod.rs", "use crate::clock;\n"),
+    ]
+    .into_iter()
+    .map(|(path, text)| (path.to_string(), text.to_string()))
+    .collect();
+    let found = violations(&files);
+    let expected = [
+        "storage/store.rs: storage (floor 2) uses sql (floor 8)",
+        "sql/engine.rs: sql (floor 8) uses cli (floor 12)",
+        "sql/engine.rs names redb::",
+        "newroom/mod.rs: module newroom has no floor",
+    ];
+    for needle in expected {
+        assert!(
+            found.iter().any(|f| f.contains(needle)),
+            "{needle} not reported: {found:#?}"
+        );
+    }
+    // Nothing else: the doc comment's `crate::sql` is prose, and storage may use catalog.
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
