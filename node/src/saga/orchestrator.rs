@@ -571,7 +571,7 @@ impl SagaEngine {
     /// goes on as if started the usual way (compensated, or the step retried).
     async fn start_eagerly(self: &Arc<Self>, fresh: SagaRecord) -> Result<SagaRecord, SagaError> {
         let mut saga = fresh.clone();
-        saga.state = SagaState::Running;
+        saga.set_state(SagaState::Running);
         saga.steps[0].attempts = 1;
         let (ahead, progress) = self.progress_of(&saga, 0, true).await;
         let request = step_request(&saga, 0, StepDirection::Execute);
@@ -601,7 +601,7 @@ impl SagaEngine {
             Err(ParticipantError::Step(StepError::Rejected(reason))) => {
                 saga.last_error = Some(refused(&saga.steps[0].name, &reason));
                 saga.steps[0].last_error = Some(reason);
-                saga.state = SagaState::Compensating;
+                saga.set_state(SagaState::Compensating);
             }
             // Not done: a transient failure (a fresh saga cannot be fenced or found
             // done earlier); the drive retries the step.
@@ -640,11 +640,11 @@ impl SagaEngine {
                 .steps
                 .iter()
                 .all(|s| matches!(s.state, StepState::Pending | StepState::Done));
-            saga.state = if failed_forward {
+            saga.set_state(if failed_forward {
                 SagaState::Running
             } else {
                 SagaState::Compensating
-            };
+            });
         })
         .await
     }
@@ -652,7 +652,7 @@ impl SagaEngine {
     /// Support: undo a stuck saga.
     pub async fn compensate(self: &Arc<Self>, id: &str) -> Result<SagaRecord, SagaError> {
         self.support(id, "compensate", |saga| {
-            saga.state = SagaState::Compensating
+            saga.set_state(SagaState::Compensating)
         })
         .await
     }
@@ -766,7 +766,7 @@ impl SagaEngine {
             }
         };
         if saga.state == SagaState::Pending {
-            saga.state = SagaState::Running;
+            saga.set_state(SagaState::Running);
         }
         if saga.state == SagaState::Running {
             for index in 0..saga.steps.len() {
@@ -774,14 +774,14 @@ impl SagaEngine {
                     continue;
                 }
                 if let Some(reason) = self.execute(&mut saga, index, &mut ahead).await? {
-                    saga.state = SagaState::Compensating;
+                    saga.set_state(SagaState::Compensating);
                     saga.last_error = Some(reason);
                     self.persist(&mut saga).await?;
                     break;
                 }
             }
             if saga.state == SagaState::Running {
-                saga.state = SagaState::Committed;
+                saga.set_state(SagaState::Committed);
                 self.persist(&mut saga).await?;
                 // The usual end: debug (per saga); compensations and stuck sagas are
                 // logged at info and warn.
@@ -798,14 +798,14 @@ impl SagaEngine {
                     continue;
                 }
                 if let Some(reason) = self.undo(&mut saga, index).await? {
-                    saga.state = SagaState::Stuck;
+                    saga.set_state(SagaState::Stuck);
                     saga.last_error = Some(reason);
                     self.persist(&mut saga).await?;
                     tracing::warn!(saga = %saga.id, "saga stuck: support needed");
                     return Ok(());
                 }
             }
-            saga.state = SagaState::Compensated;
+            saga.set_state(SagaState::Compensated);
             self.persist(&mut saga).await?;
             tracing::info!(saga = %saga.id, "saga compensated");
         }

@@ -133,6 +133,20 @@ pub struct SagaRecord {
 }
 
 impl SagaRecord {
+    /// Moves the saga to `next`: the only way its state changes, so every change is one
+    /// the diagram above allows (`SagaState::may_become`; staying in a state is no
+    /// change). Another move is a bug of the orchestrator: debug builds stop on it.
+    pub fn set_state(&mut self, next: SagaState) {
+        debug_assert!(
+            self.state == next || self.state.may_become(next),
+            "saga {}: {} may not become {}",
+            self.id,
+            self.state.as_str(),
+            next.as_str()
+        );
+        self.state = next;
+    }
+
     /// The step being worked on: the first pending one while running, the last done
     /// one while compensating.
     pub fn current_step(&self) -> Option<&StepRecord> {
@@ -262,6 +276,26 @@ pub fn all(store: &Store) -> Result<Vec<SagaRecord>, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "committed may not become compensating")]
+    fn a_move_the_diagram_does_not_allow_stops_a_debug_build() {
+        let mut saga = SagaRecord {
+            id: "s".into(),
+            saga_type: "transfer".into(),
+            idempotency_key: "k".into(),
+            input: Vec::new(),
+            steps: Vec::new(),
+            state: SagaState::Committed,
+            epoch: 1,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+            last_error: None,
+        };
+        saga.set_state(SagaState::Committed);
+        saga.set_state(SagaState::Compensating);
+    }
 
     #[test]
     fn the_state_machine_allows_only_the_documented_moves() {
