@@ -1329,16 +1329,10 @@ mod tests {
         let mut credit = step("credit", "eu-central", StepState::Pending);
         credit.released_epoch = released;
         SagaRecord {
-            id: "01900000-0000-7000-8000-000000000001".into(),
-            saga_type: "transfer".into(),
-            idempotency_key: "k".into(),
             input: vec![("amount".into(), Field::Decimal("700".into(), 2))],
             steps: vec![step("debit", "us-east", StepState::Done), credit],
-            state: SagaState::Running,
             epoch: 2,
-            created_unix_ms: 0,
-            updated_unix_ms: 0,
-            last_error: None,
+            ..SagaRecord::sample("01900000-0000-7000-8000-000000000001", SagaState::Running)
         }
     }
 

@@ -133,6 +133,23 @@ pub struct SagaRecord {
 }
 
 impl SagaRecord {
+    /// A saga record for unit tests: no steps, no input, epoch 1, in `state`.
+    #[cfg(test)]
+    pub(crate) fn sample(id: &str, state: SagaState) -> Self {
+        Self {
+            id: id.into(),
+            saga_type: "transfer".into(),
+            idempotency_key: format!("key-{id}"),
+            input: Vec::new(),
+            steps: Vec::new(),
+            state,
+            epoch: 1,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+            last_error: None,
+        }
+    }
+
     /// Moves the saga to `next`: the only way its state changes, so every change is one
     /// the diagram above allows (`SagaState::may_become`; staying in a state is no
     /// change). Another move is a bug of the orchestrator: debug builds stop on it.
@@ -281,18 +298,7 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic(expected = "committed may not become compensating")]
     fn a_move_the_diagram_does_not_allow_stops_a_debug_build() {
-        let mut saga = SagaRecord {
-            id: "s".into(),
-            saga_type: "transfer".into(),
-            idempotency_key: "k".into(),
-            input: Vec::new(),
-            steps: Vec::new(),
-            state: SagaState::Committed,
-            epoch: 1,
-            created_unix_ms: 0,
-            updated_unix_ms: 0,
-            last_error: None,
-        };
+        let mut saga = SagaRecord::sample("s", SagaState::Committed);
         saga.set_state(SagaState::Committed);
         saga.set_state(SagaState::Compensating);
     }

@@ -106,18 +106,7 @@ mod tests {
     use crate::saga::record::SagaState;
 
     fn saga(id: &str) -> SagaRecord {
-        SagaRecord {
-            id: id.into(),
-            saga_type: "transfer-saga".into(),
-            idempotency_key: format!("key-{id}"),
-            input: Vec::new(),
-            steps: Vec::new(),
-            state: SagaState::Committed,
-            epoch: 1,
-            created_unix_ms: 0,
-            updated_unix_ms: 0,
-            last_error: None,
-        }
+        SagaRecord::sample(id, SagaState::Committed)
     }
 
     #[tokio::test]
