@@ -227,7 +227,13 @@ async fn kill9_of_source_or_consumer_mid_stream_loses_no_change() {
             .collect(),
     );
     // Kill the consumer while changes flow, then the source.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    domicile_tests::wait_for_more_ids(
+        mesh.node("us-east"),
+        "SELECT id FROM accounts WHERE id >= 10000",
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
     mesh.kill9("eu-central");
     tokio::time::sleep(Duration::from_millis(500)).await;
     mesh.kill9("us-east");

@@ -152,7 +152,13 @@ async fn kafka_topics_carry_only_redacted_valid_envelopes() {
             })
             .collect(),
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    domicile_tests::wait_for_more_ids(
+        mesh.node("us-east"),
+        "SELECT id FROM accounts WHERE id >= 100",
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
     mesh.kill9("us-east");
     let acked = writer.await.expect("writer");
     assert!(acked.len() > 10, "the writer got going: {}", acked.len());

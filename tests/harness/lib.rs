@@ -627,6 +627,30 @@ pub fn spawn_acked_writer(
     })
 }
 
+/// Waits until `sql` on `node` returns more than `rows` ids (at most `timeout`, then
+/// panics): a crash test kills a node once writes are flowing, however slow the machine
+/// is that day, instead of after a fixed sleep.
+pub async fn wait_for_more_ids(
+    node: &TestNode,
+    sql: &str,
+    rows: usize,
+    timeout: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let seen = ids(node, sql).await.len();
+        if seen > rows {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {seen} rows of {sql} after {timeout:?}",
+            node.region
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Column `id` of `sql` on `node` (as `reader`), as a set.
 pub async fn ids(node: &TestNode, sql: &str) -> std::collections::BTreeSet<String> {
     let mut client = node.client("reader").await.expect("login as reader");
