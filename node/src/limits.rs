@@ -38,11 +38,42 @@ pub const RELAY_BATCH_EVENTS_MAX: usize = 256;
 pub const CHANGE_STREAM_RETAINED_MAX: u64 = 1_000_000;
 /// Messages per batch sent to a peer following the change stream.
 pub const STREAM_BATCH_MESSAGES_MAX: usize = 256;
-/// Open prepared statements per node.
+/// Open prepared statements per node, per user and per session (bearer token). The
+/// per-user and per-session bounds keep one client from taking every slot.
 pub const PREPARED_STATEMENTS_MAX: usize = 10_000;
-/// Live bearer tokens per node.
+pub const PREPARED_STATEMENTS_PER_USER_MAX: usize = 1_000;
+pub const PREPARED_STATEMENTS_PER_SESSION_MAX: usize = 256;
+/// A prepared statement unused for this long is closed, in seconds.
+pub const PREPARED_STATEMENT_IDLE_MAX_S: u64 = 900;
+/// Parameters one statement may take (PostgreSQL's wire protocol has the same bound).
+pub const PARAMETERS_PER_STATEMENT_MAX: usize = 65_535;
+/// Wire bytes of all parameter batches of one DoPut, counted before decoding.
+pub const PARAMETER_BYTES_MAX: usize = 64 << 20;
+/// Parameter values (rows x columns) of one DoPut, checked before any is converted:
+/// each costs ~64 bytes in memory however few bytes it took on the wire.
+pub const PARAMETER_CELLS_MAX: usize = 1_000_000;
+/// Live bearer tokens per node, and per user (a user's new session past the bound ends
+/// its oldest).
 pub const SESSIONS_MAX: usize = 100_000;
+pub const SESSIONS_PER_USER_MAX: usize = 1_000;
+/// Password checks (argon2, ~19 MiB each) running at once, and how long a login waits
+/// for a slot before it is refused as busy, in milliseconds.
+pub const ARGON2_CONCURRENT_MAX: usize = 2;
+pub const LOGIN_WAIT_MAX_MS: u64 = 2_000;
+/// Failed logins in a row allowed to a user name or a client address before each
+/// further failure blocks it, for 1 s doubling up to `LOGIN_BACKOFF_MAX_S` seconds.
+pub const LOGIN_FAILURES_FREE: u32 = 5;
+pub const LOGIN_BACKOFF_MAX_S: u64 = 60;
+/// User names and client addresses whose failures are remembered.
+pub const LOGIN_FAILURE_KEYS_MAX: usize = 100_000;
+/// Longest `authorization` header value accepted, in bytes.
+pub const AUTHORIZATION_LENGTH_MAX_BYTES: usize = 4_096;
 
 const _: () = assert!(COMMIT_BATCH_STATEMENTS_MAX <= WRITE_QUEUE_STATEMENTS_MAX);
 const _: () = assert!(SCAN_BATCH_ROWS_MAX <= STATEMENT_ROWS_MAX);
 const _: () = assert!(CELL_SIZE_MAX_BYTES < GRPC_MESSAGE_SIZE_MAX_BYTES);
+const _: () = assert!(PREPARED_STATEMENTS_PER_SESSION_MAX <= PREPARED_STATEMENTS_PER_USER_MAX);
+const _: () = assert!(PREPARED_STATEMENTS_PER_USER_MAX <= PREPARED_STATEMENTS_MAX);
+const _: () = assert!(STATEMENT_ROWS_MAX <= PARAMETER_CELLS_MAX);
+const _: () = assert!(SESSIONS_PER_USER_MAX <= SESSIONS_MAX);
+const _: () = assert!(ARGON2_CONCURRENT_MAX >= 1);

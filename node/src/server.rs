@@ -350,7 +350,7 @@ impl Node {
 
         let service = FlightServiceServer::new(FlightSqlServer::new(
             Arc::clone(&engine),
-            auth,
+            Arc::clone(&auth),
             Arc::clone(&metrics),
         ))
         .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
@@ -364,6 +364,7 @@ impl Node {
             plugins: Arc::clone(engine.plugins()),
             cdc: cdc_status,
             cache: Arc::clone(&cache),
+            auth: Arc::clone(&auth),
         };
         let serve = tokio::spawn(async move {
             let flight = tonic::transport::Server::builder()

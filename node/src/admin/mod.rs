@@ -3,7 +3,7 @@
 //! needs the compliance role for that jurisdiction.
 
 mod service;
-pub(crate) use service::{saga_status, wait_limit};
+pub(crate) use service::{auth_status, saga_status, wait_limit};
 
 pub use service::AdminService;
 

@@ -107,12 +107,12 @@ impl AdminService {
             .and_then(|v| v.to_str().ok());
         let verified = match header {
             Some(bearer) if bearer.starts_with("Bearer ") => self.auth.principal(Some(bearer)),
-            basic => self.auth.verify_basic(basic).await,
+            basic => {
+                let client = request.remote_addr().map(|address| address.ip());
+                self.auth.verify_basic(basic, client).await
+            }
         };
-        verified.map_err(|e| match e {
-            AuthError::TooManySessions => Status::resource_exhausted(e.to_string()),
-            other => Status::unauthenticated(other.to_string()),
-        })
+        verified.map_err(auth_status)
     }
 
     async fn compliance_officer<T>(
@@ -173,6 +173,21 @@ fn saga_reply(saga: &SagaRecord) -> Result<Response<SagaReply>, Status> {
         .map_err(|e| Status::internal(format!("cannot encode the saga: {e}")))
 }
 
+/// The status of a refused login or token, for every service. Texts name no password.
+pub(crate) fn auth_status(error: AuthError) -> Status {
+    let message = error.to_string();
+    match error {
+        AuthError::MissingCredentials
+        | AuthError::Malformed
+        | AuthError::InvalidCredentials
+        | AuthError::InvalidToken => Status::unauthenticated(message),
+        AuthError::TooManySessions | AuthError::Throttled { .. } => {
+            Status::resource_exhausted(message)
+        }
+        AuthError::Busy => Status::unavailable(message),
+    }
+}
+
 pub(crate) fn saga_status(error: SagaError) -> Status {
     let message = crate::redact_text::shown(&error);
     match error {
@@ -226,10 +241,12 @@ impl Admin for AdminService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let (token, principal) = self.auth.handshake(header).await.map_err(|e| match e {
-            AuthError::TooManySessions => Status::resource_exhausted(e.to_string()),
-            other => Status::unauthenticated(other.to_string()),
-        })?;
+        let client = request.remote_addr().map(|address| address.ip());
+        let (token, principal) = self
+            .auth
+            .handshake(header, client)
+            .await
+            .map_err(auth_status)?;
         tracing::info!(user = %principal.user, "admin session opened");
         Ok(Response::new(LoginReply { token }))
     }

@@ -3,6 +3,8 @@
 
 mod principal;
 mod sessions;
+mod throttle;
 
 pub use principal::{Principal, Role};
 pub use sessions::{AuthError, Authenticator, SessionOptions, UserRecord, hash_password};
+pub use throttle::LoginRefusals;

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,11 @@ use rand::RngCore;
 use thiserror::Error;
 
 use super::principal::{Principal, Role};
-use crate::limits::SESSIONS_MAX;
+use super::throttle::{FailureKey, LoginRefusals, LoginThrottle, Refusal};
+use crate::limits::{
+    ARGON2_CONCURRENT_MAX, AUTHORIZATION_LENGTH_MAX_BYTES, LOGIN_WAIT_MAX_MS, SESSIONS_MAX,
+    SESSIONS_PER_USER_MAX,
+};
 
 /// Standard base64, padded or not: Go's Flight client omits the padding.
 const BASIC_CREDENTIALS: GeneralPurpose = GeneralPurpose::new(
@@ -33,6 +38,14 @@ pub enum AuthError {
     InvalidToken,
     #[error("too many open sessions (sessions_max = {SESSIONS_MAX})")]
     TooManySessions,
+    #[error(
+        "too many failed logins for this user name or client address; retry in {retry_after_s} s"
+    )]
+    Throttled { retry_after_s: u64 },
+    #[error(
+        "too many logins at once (argon2_concurrent_max = {ARGON2_CONCURRENT_MAX}, waited login_wait_max_ms = {LOGIN_WAIT_MAX_MS}); retry"
+    )]
+    Busy,
 }
 
 /// A configured user, as the authenticator needs it.
@@ -87,6 +100,7 @@ pub struct Authenticator {
     token_ttl: Duration,
     /// Verified against when the user is unknown, so both failures cost the same time.
     dummy_hash: String,
+    throttle: LoginThrottle,
 }
 
 impl Authenticator {
@@ -97,30 +111,59 @@ impl Authenticator {
             sessions: Mutex::new(HashMap::new()),
             token_ttl,
             dummy_hash,
+            throttle: LoginThrottle::default(),
         })
     }
 
-    /// Checks `authorization: Basic base64(user:password)` without opening a session
-    /// (for APIs that authenticate every call). Runs argon2 on a blocking thread: it is
-    /// deliberately slow.
+    /// Logins refused since start (blocked by back-off, busy, wrong password).
+    pub fn login_refusals(&self) -> &LoginRefusals {
+        &self.throttle.refusals
+    }
+
+    /// Checks `authorization: Basic base64(user:password)` from a client at `client`
+    /// without opening a session (for APIs that authenticate every call). Runs argon2 on
+    /// a blocking thread, behind the login throttle (see `throttle`): it is deliberately
+    /// slow, so a refused or blocked attempt must not reach it.
+    ///
+    /// Errors: `Malformed` for a header longer than `AUTHORIZATION_LENGTH_MAX_BYTES`,
+    /// `Throttled` after repeated failures for the name or the address, `Busy` when every
+    /// argon2 slot stayed taken, `InvalidCredentials`.
     pub async fn verify_basic(
         self: &Arc<Self>,
         authorization: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
         let header = authorization.ok_or(AuthError::MissingCredentials)?;
+        if header.len() > AUTHORIZATION_LENGTH_MAX_BYTES {
+            return Err(AuthError::Malformed);
+        }
         let (user, password) = parse_basic(header)?;
+        let mut keys = vec![FailureKey::User(user.clone())];
+        keys.extend(client.map(FailureKey::Address));
+        self.throttle
+            .check(&keys, Instant::now())
+            .map_err(refusal_error)?;
+        let slot = self.throttle.slot().await.map_err(refusal_error)?;
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.verify(&user, &password))
+        let verified = tokio::task::spawn_blocking(move || this.verify(&user, &password))
             .await
-            .map_err(|_| AuthError::InvalidCredentials)?
+            .map_err(|_| AuthError::InvalidCredentials)
+            .and_then(|verified| verified);
+        drop(slot);
+        match &verified {
+            Ok(_) => self.throttle.succeeded(&keys),
+            Err(_) => self.throttle.failed(&keys, Instant::now()),
+        }
+        verified
     }
 
     /// Checks `authorization: Basic base64(user:password)` and opens a session.
     pub async fn handshake(
         self: &Arc<Self>,
         authorization: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<(String, Principal), AuthError> {
-        let principal = self.verify_basic(authorization).await?;
+        let principal = self.verify_basic(authorization, client).await?;
         let token = self.open_session(principal.clone())?;
         Ok((token, principal))
     }
@@ -146,6 +189,23 @@ impl Authenticator {
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let now = Instant::now();
         let mut sessions = self.sessions.lock().expect("session lock poisoned");
+        // A user holds at most SESSIONS_PER_USER_MAX sessions: a new one ends the oldest,
+        // so one user (or a client that never closes) cannot fill the node's table.
+        let user = principal.user.as_str();
+        let of_user = sessions
+            .values()
+            .filter(|s| s.principal.user == user)
+            .count();
+        if of_user >= SESSIONS_PER_USER_MAX {
+            let oldest = sessions
+                .iter()
+                .filter(|(_, s)| s.principal.user == user)
+                .min_by_key(|(_, s)| s.expires_at)
+                .map(|(token, _)| token.clone());
+            if let Some(oldest) = oldest {
+                sessions.remove(&oldest);
+            }
+        }
         if sessions.len() >= SESSIONS_MAX {
             sessions.retain(|_, s| s.expires_at > now);
             if sessions.len() >= SESSIONS_MAX {
@@ -218,6 +278,15 @@ impl Authenticator {
     }
 }
 
+fn refusal_error(refusal: Refusal) -> AuthError {
+    match refusal {
+        Refusal::Blocked(wait) => AuthError::Throttled {
+            retry_after_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        },
+        Refusal::Busy => AuthError::Busy,
+    }
+}
+
 /// (user, password) from a basic `authorization` header.
 fn parse_basic(header: &str) -> Result<(String, String), AuthError> {
     let encoded = strip_scheme(header, "basic").ok_or(AuthError::Malformed)?;
@@ -283,7 +352,7 @@ mod tests {
     async fn right_password_gives_a_token_that_names_the_principal() {
         let auth = authenticator(Duration::from_secs(60));
         let (token, principal) = auth
-            .handshake(Some(&basic("ana", "s3cret")))
+            .handshake(Some(&basic("ana", "s3cret")), None)
             .await
             .expect("accepted");
         assert_eq!(principal.role, Role::Writer);
@@ -297,19 +366,23 @@ mod tests {
     async fn wrong_password_unknown_user_and_bad_tokens_are_refused() {
         let auth = authenticator(Duration::from_secs(60));
         assert_eq!(
-            auth.handshake(Some(&basic("ana", "nope"))).await.err(),
+            auth.handshake(Some(&basic("ana", "nope")), None)
+                .await
+                .err(),
             Some(AuthError::InvalidCredentials)
         );
         assert_eq!(
-            auth.handshake(Some(&basic("bob", "s3cret"))).await.err(),
+            auth.handshake(Some(&basic("bob", "s3cret")), None)
+                .await
+                .err(),
             Some(AuthError::InvalidCredentials)
         );
         assert_eq!(
-            auth.handshake(None).await.err(),
+            auth.handshake(None, None).await.err(),
             Some(AuthError::MissingCredentials)
         );
         assert_eq!(
-            auth.handshake(Some("Basic !!!")).await.err(),
+            auth.handshake(Some("Basic !!!"), None).await.err(),
             Some(AuthError::Malformed)
         );
         assert_eq!(
@@ -322,7 +395,7 @@ mod tests {
     async fn expired_tokens_are_refused() {
         let auth = authenticator(Duration::from_millis(1));
         let (token, _) = auth
-            .handshake(Some(&basic("ana", "s3cret")))
+            .handshake(Some(&basic("ana", "s3cret")), None)
             .await
             .expect("accepted");
         std::thread::sleep(Duration::from_millis(5));
@@ -330,5 +403,89 @@ mod tests {
             auth.principal(Some(&format!("Bearer {token}"))).err(),
             Some(AuthError::InvalidToken)
         );
+    }
+
+    /// Issue 21: guessing a password costs the guesser, not the node: after the free
+    /// failures even the right password is refused without argon2 running, and the
+    /// block holds for the name from another address and for the address with another
+    /// name.
+    #[tokio::test]
+    async fn guessing_is_throttled_by_name_and_by_address() {
+        let auth = authenticator(Duration::from_secs(60));
+        let attacker = Some(IpAddr::from([203, 0, 113, 7]));
+        for _ in 0..crate::limits::LOGIN_FAILURES_FREE {
+            assert_eq!(
+                auth.handshake(Some(&basic("ana", "guess")), attacker)
+                    .await
+                    .err(),
+                Some(AuthError::InvalidCredentials)
+            );
+        }
+        let refused = auth
+            .handshake(Some(&basic("ana", "s3cret")), attacker)
+            .await;
+        assert_eq!(
+            refused.err(),
+            Some(AuthError::Throttled { retry_after_s: 1 })
+        );
+        let elsewhere = Some(IpAddr::from([198, 51, 100, 2]));
+        assert!(matches!(
+            auth.handshake(Some(&basic("ana", "s3cret")), elsewhere)
+                .await,
+            Err(AuthError::Throttled { .. })
+        ));
+        assert!(matches!(
+            auth.handshake(Some(&basic("bob", "x")), attacker).await,
+            Err(AuthError::Throttled { .. })
+        ));
+        let refusals = auth.login_refusals();
+        assert_eq!(
+            refusals.failed.load(std::sync::atomic::Ordering::Relaxed),
+            u64::from(crate::limits::LOGIN_FAILURES_FREE)
+        );
+        assert_eq!(
+            refusals.blocked.load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+    }
+
+    #[test]
+    fn an_oversized_authorization_header_is_refused_unparsed() {
+        let auth = authenticator(Duration::from_secs(60));
+        let huge = format!(
+            "Basic {}",
+            "A".repeat(crate::limits::AUTHORIZATION_LENGTH_MAX_BYTES)
+        );
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(auth.verify_basic(Some(&huge), None));
+        assert_eq!(outcome.err(), Some(AuthError::Malformed));
+    }
+
+    /// Issue 21: one user could fill the node-wide session table. A user's sessions are
+    /// bounded; the newest replaces the oldest, and other users are untouched.
+    #[test]
+    fn one_user_cannot_fill_the_session_table() {
+        let auth = authenticator(Duration::from_secs(60));
+        let principal = |user: &str| Principal {
+            user: user.into(),
+            role: Role::Writer,
+            home_region: "eu-central".into(),
+            compliance: Vec::new(),
+        };
+        let other = auth.open_session(principal("bob")).expect("bob");
+        let first = auth.open_session(principal("ana")).expect("first");
+        for _ in 0..SESSIONS_PER_USER_MAX {
+            auth.open_session(principal("ana")).expect("ana");
+        }
+        let sessions = auth.sessions.lock().expect("lock");
+        let of_ana = sessions
+            .values()
+            .filter(|s| s.principal.user == "ana")
+            .count();
+        assert_eq!(of_ana, SESSIONS_PER_USER_MAX);
+        assert!(!sessions.contains_key(&first), "the oldest session ended");
+        assert!(sessions.contains_key(&other), "other users keep theirs");
     }
 }

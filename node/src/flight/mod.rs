@@ -3,6 +3,7 @@
 
 mod metadata;
 mod params;
+mod prepared;
 mod service;
 mod status;
 

@@ -33,9 +33,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::metadata::{SQL_INFO, XDBC_TYPES};
 use super::params::read_parameter_rows;
-use super::status::{auth_status, sql_status};
+use super::prepared::{PreparedTable, SessionKey};
+use super::status::{auth_status, prepared_status, sql_status};
 use crate::auth::{Authenticator, Principal, SessionOptions};
-use crate::limits::PREPARED_STATEMENTS_MAX;
 use crate::metrics::Metrics;
 use crate::sql::schemas_for_metadata;
 use crate::sql::{PreparedStatement, SqlEngine, SqlError, StatementKind};
@@ -50,8 +50,9 @@ type DoGetStream = <FlightSqlServer as FlightService>::DoGetStream;
 /// A prepared statement as a client holds it: planned once, executed with whatever
 /// parameters were bound last. Only the user who prepared it may use it.
 struct OpenStatement {
-    owner: String,
     statement: PreparedStatement,
+    /// How many parameters the statement takes: a bound batch has this many columns.
+    parameter_count: usize,
     /// Rows bound by the last DoPut; a query uses at most one, an update runs once per row.
     parameters: Vec<Vec<ScalarValue>>,
 }
@@ -72,7 +73,7 @@ pub struct FlightSqlServer {
     engine: Arc<SqlEngine>,
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
-    prepared: Mutex<HashMap<Vec<u8>, OpenStatement>>,
+    prepared: Mutex<PreparedTable<OpenStatement>>,
     /// Writes (DML, DDL) sent through the query path execute at GetFlightInfo, because
     /// clients such as ADBC's DB-API never call DoGet for a statement they do not fetch
     /// from; the count waits here for the DoGet that may follow.
@@ -86,7 +87,7 @@ impl FlightSqlServer {
             engine,
             auth,
             metrics,
-            prepared: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(PreparedTable::default()),
             outcomes: Mutex::new(HashMap::new()),
             next_outcome: AtomicU64::new(1),
         }
@@ -128,7 +129,7 @@ impl FlightSqlServer {
         })
     }
 
-    fn open_statements(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, OpenStatement>> {
+    fn open_statements(&self) -> std::sync::MutexGuard<'_, PreparedTable<OpenStatement>> {
         self.prepared
             .lock()
             .expect("prepared statement lock poisoned")
@@ -140,15 +141,28 @@ impl FlightSqlServer {
         handle: &[u8],
         principal: &Principal,
     ) -> Result<(PreparedStatement, Vec<Vec<ScalarValue>>), Status> {
-        let statements = self.open_statements();
-        match statements.get(handle) {
-            Some(open) if open.owner == principal.user => {
-                Ok((open.statement.clone(), open.parameters.clone()))
-            }
-            _ => Err(Status::not_found(
-                "unknown prepared statement handle (closed, or from another session)",
-            )),
-        }
+        let mut statements = self.open_statements();
+        let open = statements
+            .get_mut(handle, &principal.user, Instant::now())
+            .map_err(prepared_status)?;
+        Ok((open.statement.clone(), open.parameters.clone()))
+    }
+
+    /// Reads the parameter rows a DoPut binds to the statement behind `handle`.
+    async fn read_parameters(
+        &self,
+        handle: &[u8],
+        principal: &Principal,
+        stream: PeekableFlightDataStream,
+    ) -> Result<Vec<Vec<ScalarValue>>, Status> {
+        let parameter_count = {
+            let mut statements = self.open_statements();
+            let open = statements
+                .get_mut(handle, &principal.user, Instant::now())
+                .map_err(prepared_status)?;
+            open.parameter_count
+        };
+        Ok(read_parameter_rows(stream, parameter_count).await?)
     }
 
     async fn execute(
@@ -388,14 +402,15 @@ impl FlightSqlService for FlightSqlServer {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let outcome = self.auth.handshake(header).await;
+        let client = request.remote_addr().map(|address| address.ip());
+        let outcome = self.auth.handshake(header, client).await;
         let (token, principal) = match outcome {
             Ok(ok) => ok,
             Err(error) => {
-                self.metrics
-                    .record_rpc("handshake", tonic::Code::Unauthenticated);
-                tracing::info!(reason = %error, "handshake refused");
-                return Err(auth_status(error));
+                let status = auth_status(error);
+                self.metrics.record_rpc("handshake", status.code());
+                tracing::info!(reason = %status.message(), "handshake refused");
+                return Err(status);
             }
         };
         self.metrics.record_rpc("handshake", tonic::Code::Ok);
@@ -531,25 +546,29 @@ impl FlightSqlService for FlightSqlServer {
             .await
             .map_err(sql_status)?;
         let dataset_schema = schema_bytes(&statement.output_schema())?;
-        let parameter_schema = schema_bytes(&statement.parameter_schema().map_err(sql_status)?)?;
+        let parameters = statement.parameter_schema().map_err(sql_status)?;
+        let parameter_schema = schema_bytes(&parameters)?;
         let mut handle = vec![0u8; 16];
         rand::rng().fill_bytes(&mut handle);
-        {
-            let mut statements = self.open_statements();
-            if statements.len() >= PREPARED_STATEMENTS_MAX {
-                return Err(Status::resource_exhausted(format!(
-                    "too many open prepared statements (prepared_statements_max = {PREPARED_STATEMENTS_MAX}); close some"
-                )));
-            }
-            statements.insert(
+        let session = SessionKey::of(
+            request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+        );
+        self.open_statements()
+            .open(
                 handle.clone(),
+                &principal.user,
+                session,
                 OpenStatement {
-                    owner: principal.user,
                     statement,
+                    parameter_count: parameters.fields().len(),
                     parameters: Vec::new(),
                 },
-            );
-        }
+                Instant::now(),
+            )
+            .map_err(prepared_status)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into(),
             dataset_schema,
@@ -563,14 +582,9 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
         let principal = self.principal(&request)?;
-        let mut statements = self.open_statements();
-        match statements.get(query.prepared_statement_handle.as_ref()) {
-            Some(open) if open.owner == principal.user => {
-                statements.remove(query.prepared_statement_handle.as_ref());
-                Ok(())
-            }
-            _ => Err(Status::not_found("unknown prepared statement handle")),
-        }
+        self.open_statements()
+            .close(&query.prepared_statement_handle, &principal.user)
+            .map_err(prepared_status)
     }
 
     async fn do_put_prepared_statement_query(
@@ -579,12 +593,14 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let principal = self.principal(&request)?;
-        self.lookup(&query.prepared_statement_handle, &principal)?;
-        let parameters = read_parameter_rows(request.into_inner()).await?;
+        let handle = &query.prepared_statement_handle;
+        let parameters = self
+            .read_parameters(handle, &principal, request.into_inner())
+            .await?;
         let mut statements = self.open_statements();
         let open = statements
-            .get_mut(query.prepared_statement_handle.as_ref())
-            .ok_or_else(|| Status::not_found("prepared statement closed while binding"))?;
+            .get_mut(handle, &principal.user, Instant::now())
+            .map_err(prepared_status)?;
         open.parameters = parameters;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
@@ -601,7 +617,13 @@ impl FlightSqlService for FlightSqlServer {
         if let Some(applied) = self.apply_session_statement(&request, &statement) {
             return applied.map(|()| 0);
         }
-        let mut rows = read_parameter_rows(request.into_inner()).await?;
+        let mut rows = self
+            .read_parameters(
+                &query.prepared_statement_handle,
+                &principal,
+                request.into_inner(),
+            )
+            .await?;
         if rows.is_empty() {
             rows = bound;
         }

@@ -4,12 +4,37 @@
 
 use tonic::Status;
 
-use crate::auth::AuthError;
+use super::params::ParameterError;
+use super::prepared::PreparedError;
+
+pub(crate) use crate::admin::auth_status;
 use crate::peers::ForwardError;
 use crate::redact_text::shown;
 use crate::residency::GuardError;
 use crate::sql::{SqlError, WriteError};
 use crate::storage::StorageError;
+
+impl From<ParameterError> for Status {
+    fn from(error: ParameterError) -> Self {
+        match error {
+            ParameterError::TooManyBytes
+            | ParameterError::TooManyRows
+            | ParameterError::TooManyCells => Status::resource_exhausted(error.to_string()),
+            ParameterError::WrongColumnCount { .. } | ParameterError::Undecodable(_) => {
+                Status::invalid_argument(error.to_string())
+            }
+        }
+    }
+}
+
+pub(crate) fn prepared_status(error: PreparedError) -> Status {
+    match error {
+        PreparedError::NodeFull | PreparedError::UserFull | PreparedError::SessionFull => {
+            Status::resource_exhausted(error.to_string())
+        }
+        PreparedError::Unknown => Status::not_found(error.to_string()),
+    }
+}
 
 pub(crate) fn sql_status(error: SqlError) -> Status {
     // Errors raised before any row is read quote only the statement and the catalog
@@ -100,16 +125,5 @@ fn storage_status(error: StorageError) -> Status {
             tracing::error!(error = %message, "storage failure");
             Status::internal(message)
         }
-    }
-}
-
-pub(crate) fn auth_status(error: AuthError) -> Status {
-    let message = shown(&error);
-    match error {
-        AuthError::MissingCredentials
-        | AuthError::Malformed
-        | AuthError::InvalidCredentials
-        | AuthError::InvalidToken => Status::unauthenticated(message),
-        AuthError::TooManySessions => Status::resource_exhausted(message),
     }
 }

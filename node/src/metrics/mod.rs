@@ -25,6 +25,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
     jurisdiction: String,
     kind: String,
@@ -57,6 +62,7 @@ pub struct Metrics {
     plugin_errors: Family<PluginLabels, Gauge>,
     plugin_timeouts: Family<PluginLabels, Gauge>,
     plugin_call_micros: Family<PluginLabels, Gauge>,
+    login_refusals: Family<ReasonLabels, Gauge>,
     cdc: CdcGauges,
     cache: CacheGauges,
 }
@@ -280,6 +286,12 @@ impl Metrics {
             "plugin_call_micros",
             "total time spent in calls, microseconds",
         );
+        let login_refusals: Family<ReasonLabels, Gauge> = registered(
+            &mut registry,
+            "auth_login_refusals",
+            "logins refused since start, by reason: failed (wrong name or password), \
+             blocked (back-off after failures, argon2 not run), busy (no argon2 slot)",
+        );
         let cdc = CdcGauges::default();
         cdc.register(&mut registry);
         let cache = CacheGauges::default();
@@ -291,6 +303,7 @@ impl Metrics {
             plugin_errors,
             plugin_timeouts,
             plugin_call_micros,
+            login_refusals,
             registry,
             statements,
             statement_seconds,
@@ -338,6 +351,20 @@ impl Metrics {
         ];
         for (gauge, value) in gauges {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Copies the login refusal counts into gauges just before a scrape.
+    pub fn observe_auth(&self, refusals: &crate::auth::LoginRefusals) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (reason, count) in [
+            ("failed", &refusals.failed),
+            ("blocked", &refusals.blocked),
+            ("busy", &refusals.busy),
+        ] {
+            self.login_refusals
+                .get_or_create(&ReasonLabels { reason })
+                .set(i64::try_from(count.load(Relaxed)).unwrap_or(i64::MAX));
         }
     }
 

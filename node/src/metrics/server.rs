@@ -20,6 +20,7 @@ pub struct MetricsState {
     pub plugins: Arc<PluginRegistry>,
     pub cdc: Arc<CdcStatus>,
     pub cache: Arc<crate::cache::NodeCache>,
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// Serves `GET /metrics` on `listener` until the future is dropped.
@@ -33,6 +34,7 @@ pub async fn serve_metrics(listener: TcpListener, state: MetricsState) -> std::i
 async fn scrape(State(state): State<MetricsState>) -> impl IntoResponse {
     state.metrics.observe_storage(&state.store);
     state.metrics.observe_plugins(&state.plugins);
+    state.metrics.observe_auth(state.auth.login_refusals());
     let store = state.store.clone();
     let backlog = tokio::task::spawn_blocking(move || store.outbox_backlog())
         .await
