@@ -258,3 +258,102 @@ async fn kafka_topics_carry_only_redacted_valid_envelopes() {
         "{report}"
     );
 }
+
+/// Issue 21: the consumer trusted what it read. Forged and broken messages written to a
+/// region's topic (a `u64::MAX` sequence number, an envelope naming another region, a
+/// decimal no reader can decode, garbage, a topic of a region outside the mesh) are
+/// quarantined and listed in `system.cdc_quarantine`; the replica stays readable and
+/// keeps following real changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_messages_are_quarantined_and_replication_goes_on() {
+    let broker = KafkaBroker::start().expect("tansu starts");
+    let config = format!("\n[cdc]\nkafka_brokers = \"{}\"\n", broker.brokers());
+    let regions = ["us-east", "eu-central"];
+    let mesh = Mesh::start_with(&regions, &config).expect("mesh starts");
+    for node in &mesh.nodes {
+        node.upload_plugin("cdc-redactor", "pii_redactor", 1)
+            .expect("redactor upload");
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(ACCOUNTS).await.expect("create accounts");
+    }
+    let mut writer = mesh.node("us-east").client("writer").await.expect("login");
+    writer
+        .update(
+            "INSERT INTO accounts VALUES (1, 'us-east', 'A', 'a@example.com', 'US00', 1.00, 'USD')",
+        )
+        .await
+        .expect("insert");
+    let eu = mesh.node("eu-central");
+    wait_for(eu, "SELECT id FROM global.accounts", |b| {
+        column_strings(b, "id") == ["1"]
+    })
+    .await;
+
+    let forged = Command::new(python())
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/tools/forge_cdc_messages.py"))
+        .args([&broker.brokers(), "us-east", "accounts", "eu-central"])
+        .output()
+        .expect("python runs (run tests/run.sh once for its venv)");
+    assert!(forged.status.success(), "{forged:?}");
+
+    let records = wait_for(
+        eu,
+        "SELECT reason FROM system.cdc_quarantine ORDER BY quarantined_at",
+        |b| column_strings(b, "reason").len() >= 5,
+    )
+    .await;
+    let reasons = column_strings(&records, "reason").join("\n");
+    for expected in [
+        "outside 1..=i64::MAX",
+        "the envelope names region eu-central",
+        "DECIMAL",
+        "unreadable envelope",
+        "domicile.cdc.xx-evil.accounts",
+    ] {
+        assert!(
+            reasons.contains(expected),
+            "{expected} missing in:\n{reasons}"
+        );
+    }
+    // Real changes still replicate, and the replica reads (no panic on a bad decimal).
+    writer
+        .update(
+            "INSERT INTO accounts VALUES (2, 'us-east', 'B', 'b@example.com', 'US01', 2.00, 'USD')",
+        )
+        .await
+        .expect("insert after the attack");
+    writer
+        .update("UPDATE accounts SET currency = 'EUR' WHERE id = 1")
+        .await
+        .expect("update after the attack");
+    let rows = wait_for(
+        eu,
+        "SELECT id, currency FROM global.accounts ORDER BY id",
+        |b| column_strings(b, "currency") == ["EUR", "USD"],
+    )
+    .await;
+    assert_eq!(column_strings(&rows, "id"), ["1", "2"]);
+    let mut reader = eu.client("admin").await.expect("login");
+    let all = reader
+        .query("SELECT * FROM global.accounts")
+        .await
+        .expect("the replica reads");
+    assert!(
+        all[0].schema().field_with_name("fee").is_err(),
+        "no column came from a refused message"
+    );
+    let cdc = reader
+        .query("SELECT quarantined_messages FROM system.cdc")
+        .await
+        .expect("system.cdc");
+    assert_eq!(column_strings(&cdc, "quarantined_messages"), ["5"]);
+    let sources = reader
+        .query("SELECT DISTINCT source_region FROM global.accounts")
+        .await
+        .expect("sources");
+    assert_eq!(
+        column_strings(&sources, "source_region"),
+        ["us-east"],
+        "nothing from a region outside the mesh"
+    );
+}

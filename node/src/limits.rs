@@ -36,6 +36,17 @@ pub const RELAY_BATCH_EVENTS_MAX: usize = 256;
 /// Messages a node keeps in its change stream for peers that are behind; older ones are
 /// removed (a peer further behind than this must rebuild its replica).
 pub const CHANGE_STREAM_RETAINED_MAX: u64 = 1_000_000;
+/// Largest change message (key + value) a replica consumer reads, in bytes; larger ones
+/// are quarantined unread.
+pub const CDC_MESSAGE_BYTES_MAX: usize = 32 << 20;
+/// How far past the newest sequence number applied from a source a message's may be.
+/// Sequence numbers of one source grow by one per captured event, and withheld events
+/// leave gaps, so a real gap this large means billions of events none of which was
+/// released; a forged `u64::MAX` would otherwise make every later change look old.
+pub const CDC_SEQ_JUMP_MAX: u64 = 1 << 32;
+/// Quarantined change messages remembered (`system.cdc_quarantine`); older records are
+/// dropped, the count in `system.cdc` keeps growing.
+pub const CDC_QUARANTINE_RECORDS_MAX: u64 = 10_000;
 /// Messages per batch sent to a peer following the change stream.
 pub const STREAM_BATCH_MESSAGES_MAX: usize = 256;
 /// Open prepared statements per node, per user and per session (bearer token). The
@@ -77,3 +88,5 @@ const _: () = assert!(PREPARED_STATEMENTS_PER_USER_MAX <= PREPARED_STATEMENTS_MA
 const _: () = assert!(STATEMENT_ROWS_MAX <= PARAMETER_CELLS_MAX);
 const _: () = assert!(SESSIONS_PER_USER_MAX <= SESSIONS_MAX);
 const _: () = assert!(ARGON2_CONCURRENT_MAX >= 1);
+const _: () = assert!(CELL_SIZE_MAX_BYTES < CDC_MESSAGE_BYTES_MAX);
+const _: () = assert!(CHANGE_STREAM_RETAINED_MAX < CDC_SEQ_JUMP_MAX);

@@ -225,6 +225,11 @@ impl Node {
             jurisdiction: config.jurisdiction.clone(),
             destinations,
             status: Arc::clone(&cdc_status),
+            acknowledged_by: config
+                .cdc
+                .kafka_brokers
+                .is_some()
+                .then_some(crate::cdc::KAFKA_PUBLISHED_KEY),
         };
         background.push(tokio::spawn(relay.run(shutdown_signal.clone())));
         if let Some(brokers) = &config.cdc.kafka_brokers {
@@ -245,6 +250,7 @@ impl Node {
                 brokers,
                 &group,
                 &config.region,
+                config.peers.iter().map(|peer| peer.region.clone()),
                 Arc::clone(&cdc_status),
             )
             .context("cannot create the Kafka consumer (cdc.kafka_brokers)")?;

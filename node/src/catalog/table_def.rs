@@ -2,6 +2,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{COLUMNS_PER_TABLE_MAX, IDENTIFIER_LENGTH_MAX};
+
 /// Stable numeric identity of a table. Row keys start with it, so it is never reused:
 /// a dropped table's id stays retired and a later table of the same name gets a new one.
 pub type TableId = u32;
@@ -187,6 +189,21 @@ impl TableDef {
         if self.columns.is_empty() {
             return Err(format!("table {} has no columns", self.name));
         }
+        let local_name = self
+            .name
+            .strip_prefix(super::REPLICA_PREFIX)
+            .unwrap_or(&self.name);
+        if local_name.is_empty() || local_name.len() > IDENTIFIER_LENGTH_MAX {
+            return Err(format!(
+                "table name length must be 1..={IDENTIFIER_LENGTH_MAX} bytes"
+            ));
+        }
+        if self.columns.len() > COLUMNS_PER_TABLE_MAX {
+            return Err(format!(
+                "table {} has more than columns_per_table_max = {COLUMNS_PER_TABLE_MAX} columns",
+                self.name
+            ));
+        }
         if self.primary_key.is_empty() {
             return Err(format!("table {} needs a PRIMARY KEY", self.name));
         }
@@ -196,6 +213,19 @@ impl TableDef {
             }
             if column.id >= self.next_column_id {
                 return Err(format!("column {} has an unallocated id", column.name));
+            }
+            if column.name.is_empty() || column.name.len() > IDENTIFIER_LENGTH_MAX {
+                return Err(format!(
+                    "column name length must be 1..={IDENTIFIER_LENGTH_MAX} bytes"
+                ));
+            }
+            if let ColumnType::Decimal { precision, scale } = column.column_type
+                && (!(1..=38).contains(&precision) || scale < 0 || scale.unsigned_abs() > precision)
+            {
+                return Err(format!(
+                    "column {}: DECIMAL needs 1 <= precision <= 38 and 0 <= scale <= precision",
+                    column.name
+                ));
             }
         }
         for &index in &self.primary_key {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::watch;
 
-use super::envelope::{self, EnvelopeError, HEADER_REDACTOR};
+use super::envelope::{self, HEADER_REDACTOR};
+use super::quarantine::{self, QuarantineRecord, Refusal};
 use super::replica::{self, ReplicaError};
 use super::status::CdcStatus;
 use crate::peers::proto::ChangeBatch;
@@ -31,12 +32,6 @@ enum FollowError {
     Silent(String),
     #[error("stream from {0} ended")]
     Ended(String),
-    #[error("unreadable change from {region} (seq {seq}): {error}")]
-    Envelope {
-        region: String,
-        seq: u64,
-        error: EnvelopeError,
-    },
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error(transparent)]
@@ -113,20 +108,25 @@ impl Follower {
     }
 
     async fn apply(&self, batch: ChangeBatch) -> Result<(), FollowError> {
-        let changes = batch
-            .messages
-            .iter()
-            .map(|message| {
-                let redactor = envelope::header(message, HEADER_REDACTOR).unwrap_or("unknown");
-                envelope::parse(&message.key, &message.value, redactor).map_err(|error| {
-                    FollowError::Envelope {
-                        region: self.source.clone(),
-                        seq: message.seq,
-                        error,
-                    }
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // An unreadable message is quarantined, not a reason to stop following: the
+        // stream would resend it for ever.
+        let position = format!("peer:{}", self.source);
+        let mut changes = Vec::with_capacity(batch.messages.len());
+        let mut unreadable = Vec::new();
+        for message in &batch.messages {
+            let redactor = envelope::header(message, HEADER_REDACTOR).unwrap_or("unknown");
+            match envelope::parse(&message.key, &message.value, redactor) {
+                Ok(change) => changes.push(change),
+                Err(error) => unreadable.push(QuarantineRecord {
+                    at_us: crate::clock::now_unix_us(),
+                    source: self.source.clone(),
+                    table: None,
+                    seq: Some(message.seq),
+                    position: position.clone(),
+                    reason: Refusal::Unreadable(error.to_string()).to_string(),
+                }),
+            }
+        }
         let source = self.source.clone();
         let through = batch.through_seq;
         let known = self
@@ -134,11 +134,16 @@ impl Follower {
             .replica(&self.source)
             .map_or(0, |s| s.applied_seq);
         // A heartbeat that moves nothing needs no commit.
-        let applied = if changes.is_empty() && through <= known {
+        let applied = if changes.is_empty() && unreadable.is_empty() && through <= known {
             replica::Applied::default()
         } else {
             self.store
-                .write(move |ctx| replica::apply(ctx, &source, &changes, through))
+                .write(move |ctx| {
+                    for record in &unreadable {
+                        quarantine::record(ctx, record)?;
+                    }
+                    replica::apply(ctx, &source, &changes, through, &position)
+                })
                 .await?
         };
         let now = Instant::now();

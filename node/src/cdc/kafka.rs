@@ -14,7 +14,7 @@
 //! `domicile.cdc.*` topic; it applies other regions' messages to the replica tables
 //! (idempotent by source sequence) and commits offsets only after the apply is durable.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,17 +31,21 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
 
 use super::envelope::{self, Change, HEADER_REDACTOR};
+use super::quarantine::{self, QuarantineRecord, Refusal};
 use super::replica;
 use super::status::CdcStatus;
-use crate::limits::STREAM_BATCH_MESSAGES_MAX;
+use crate::limits::{CDC_MESSAGE_BYTES_MAX, STREAM_BATCH_MESSAGES_MAX};
 use crate::peers::proto::ChangeMessage;
 use crate::storage::{StorageError, Store};
 
 /// node-state key: the newest change-stream sequence number the broker acknowledged.
-const PUBLISHED_KEY: &str = "cdc/kafka/published";
+pub const PUBLISHED_KEY: &str = "cdc/kafka/published";
 /// Topics the consumer follows (librdkafka treats a leading `^` as a regex).
 const TOPIC_PATTERN: &str = "^domicile[.]cdc[.].*";
 const RETRY: Duration = Duration::from_secs(1);
+/// Largest response the consumer accepts from a broker, in bytes: a few messages at the
+/// message bound.
+const FETCH_BYTES_MAX: usize = 4 * CDC_MESSAGE_BYTES_MAX;
 /// How long one message may wait in the producer for the broker.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -234,6 +238,8 @@ pub struct KafkaFollower {
     store: Store,
     consumer: StreamConsumer,
     region: String,
+    /// The other regions of the mesh: the only sources whose topics are applied.
+    sources: BTreeSet<String>,
     status: Arc<CdcStatus>,
 }
 
@@ -255,6 +261,7 @@ impl KafkaFollower {
         brokers: &str,
         group: &str,
         region: &str,
+        sources: impl IntoIterator<Item = String>,
         status: Arc<CdcStatus>,
     ) -> Result<Self, KafkaError> {
         let consumer: StreamConsumer = client_config(brokers, region)
@@ -265,12 +272,16 @@ impl KafkaFollower {
             // A fetch returns as soon as there is anything: replication lag, not
             // throughput, is what a directory reader notices.
             .set("fetch.wait.max.ms", "20")
+            // Bounds what one fetch may bring into memory, before any message is read.
+            .set("receive.message.max.bytes", FETCH_BYTES_MAX.to_string())
+            .set("fetch.max.bytes", (FETCH_BYTES_MAX / 2).to_string())
             .create()?;
         consumer.subscribe(&[TOPIC_PATTERN])?;
         Ok(Self {
             store,
             consumer,
             region: region.to_string(),
+            sources: sources.into_iter().filter(|s| s != region).collect(),
             status,
         })
     }
@@ -332,6 +343,7 @@ impl KafkaFollower {
 
     async fn apply(&self, batch: Vec<Received>) -> Result<(), ConsumeError> {
         let mut by_source: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+        let mut refused = Vec::new();
         for message in &batch {
             // Decided at the source for other regions only (e.g. before this one joined
             // the mesh): not this node's to apply. The broker holds it; this node does
@@ -345,23 +357,32 @@ impl KafkaFollower {
                 );
                 continue;
             }
-            match envelope::parse(&message.key, &message.value, &message.redactor) {
-                Ok(change) if change.region == self.region => {}
-                Ok(change) => by_source
+            match self.check(message) {
+                Ok(Some(change)) => by_source
                     .entry(change.region.clone())
                     .or_default()
                     .push(change),
-                Err(error) => {
-                    // A topic anyone may write to can hold garbage: skipped, not fatal.
-                    tracing::warn!(
-                        topic = %message.topic,
-                        partition = message.partition,
-                        offset = message.offset,
-                        error = %error,
-                        "unreadable CDC message skipped"
-                    );
-                }
+                Ok(None) => {}
+                Err((source, refusal)) => refused.push(QuarantineRecord {
+                    at_us: crate::clock::now_unix_us(),
+                    source,
+                    table: topic_stream(&message.topic).map(|(_, table)| table.to_string()),
+                    seq: None,
+                    position: message.position(),
+                    reason: refusal.to_string(),
+                }),
             }
+        }
+        if !refused.is_empty() {
+            self.store
+                .write(move |ctx| {
+                    for record in &refused {
+                        quarantine::record(ctx, record)?;
+                    }
+                    Ok::<_, StorageError>(())
+                })
+                .await
+                .map_err(replica::ReplicaError::from)?;
         }
         for (source, changes) in by_source {
             let newest_seq = changes.iter().map(|c| c.seq).max().unwrap_or(0);
@@ -369,7 +390,7 @@ impl KafkaFollower {
             let applied = {
                 let source = source.clone();
                 self.store
-                    .write(move |ctx| replica::apply(ctx, &source, &changes, 0))
+                    .write(move |ctx| replica::apply(ctx, &source, &changes, 0, "kafka"))
                     .await?
             };
             let now = Instant::now();
@@ -388,6 +409,59 @@ impl KafkaFollower {
         // Everything received is applied durably: now the group may move on.
         self.consumer.commit_consumer_state(CommitMode::Async)?;
         Ok(())
+    }
+}
+
+impl KafkaFollower {
+    /// What a message from a topic is: another mesh region's change to apply
+    /// (`Some`), this region's own (`None`), or refused, with the source to file it
+    /// under. The topic decides the source: anyone who may write to a topic can write
+    /// any envelope, so the envelope must agree with the topic, whose write access the
+    /// broker controls per region.
+    fn check(&self, message: &Received) -> Result<Option<Change>, (String, Refusal)> {
+        let Some((region, table)) = topic_stream(&message.topic)
+            .filter(|(region, _)| *region == self.region || self.sources.contains(*region))
+        else {
+            return Err((
+                "unknown".into(),
+                Refusal::UnknownTopic {
+                    topic: message.topic.clone(),
+                },
+            ));
+        };
+        if region == self.region {
+            return Ok(None);
+        }
+        let refuse = |refusal| (region.to_string(), refusal);
+        let bytes = message.key.len() + message.value.len();
+        if bytes > CDC_MESSAGE_BYTES_MAX {
+            return Err(refuse(Refusal::TooLarge { bytes }));
+        }
+        let change = envelope::parse(&message.key, &message.value, &message.redactor)
+            .map_err(|error| refuse(Refusal::Unreadable(error.to_string())))?;
+        if change.region != region || change.table != table {
+            return Err(refuse(Refusal::WrongStream {
+                region: change.region,
+                table: change.table,
+                stream_region: region.to_string(),
+                stream_table: table.to_string(),
+            }));
+        }
+        Ok(Some(change))
+    }
+}
+
+/// (region, table) of a `domicile.cdc.<region>.<table>` topic. Region names hold no
+/// dot; table names may.
+fn topic_stream(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("domicile.cdc.")?;
+    let (region, table) = rest.split_once('.')?;
+    (!region.is_empty() && !table.is_empty()).then_some((region, table))
+}
+
+impl Received {
+    fn position(&self) -> String {
+        format!("kafka:{}/{}@{}", self.topic, self.partition, self.offset)
     }
 }
 

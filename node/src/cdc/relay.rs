@@ -61,6 +61,10 @@ pub struct Relay {
     /// Regions the stream is published to (every peer); `*` for a node without peers.
     pub destinations: Vec<String>,
     pub status: Arc<CdcStatus>,
+    /// The node-state key where an external transport (Kafka) keeps the newest stream
+    /// position its broker acknowledged: the stream is never pruned past it, however
+    /// long the broker is away (the stream grows instead; `system.cdc` says why).
+    pub acknowledged_by: Option<&'static str>,
 }
 
 /// What one batch became.
@@ -140,13 +144,24 @@ impl Relay {
         } = prepared;
         let relayed = messages.len() as u64;
         let prune_below = last.checked_sub(CHANGE_STREAM_RETAINED_MAX);
+        let acknowledged_by = self.acknowledged_by;
         self.store
             .write(move |ctx| {
                 ctx.relay_changes(messages, last);
                 for audit in audits {
                     ctx.append_audit(audit.to_bytes());
                 }
-                if let Some(below) = prune_below {
+                let prune_below = match (prune_below, acknowledged_by) {
+                    (Some(below), Some(key)) => {
+                        let acknowledged = ctx
+                            .get_state(key)?
+                            .and_then(|bytes| bytes.try_into().ok().map(u64::from_be_bytes))
+                            .unwrap_or(0);
+                        Some(below.min(acknowledged.saturating_add(1)))
+                    }
+                    (below, _) => below,
+                };
+                if let Some(below) = prune_below.filter(|&below| below > 1) {
                     ctx.prune_stream_below(below);
                     ctx.put_state(PRUNED_BELOW_KEY.into(), below.to_be_bytes().to_vec());
                 }

@@ -1,5 +1,5 @@
 //! `system.tables`, `system.columns`, `system.node`, `system.nodes`, `system.cdc`,
-//! `system.plugins`, `system.audit`: the node's own state as SQL. Each is built fresh at
+//! `system.cdc_quarantine`, `system.plugins`, `system.audit`: the node's own state as SQL. Each is built fresh at
 //! planning time; none reads user rows.
 
 use std::sync::Arc;
@@ -22,7 +22,16 @@ use crate::sql::need_to_know;
 use crate::storage::Store;
 
 pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &[
-    "tables", "columns", "node", "nodes", "cdc", "sagas", "plugins", "audit", "cache",
+    "tables",
+    "columns",
+    "node",
+    "nodes",
+    "cdc",
+    "cdc_quarantine",
+    "sagas",
+    "plugins",
+    "audit",
+    "cache",
 ];
 
 /// What system tables describe.
@@ -48,6 +57,7 @@ pub(crate) fn system_table(
         "audit" => audit(&state.store)?,
         "nodes" => nodes(&state.identity, &state.peers, &state.cdc)?,
         "cdc" => cdc(&state.store, &state.cdc)?,
+        "cdc_quarantine" => cdc_quarantine(&state.store)?,
         "cache" => cache(state.cache.as_deref())?,
         "sagas" => saga_batch(
             &crate::saga::record::all(&state.store)
@@ -531,6 +541,8 @@ fn cdc(store: &Store, status: &CdcStatus) -> Result<RecordBatch> {
         .stream_bounds()
         .map_err(|e| DataFusionError::External(e.into()))?;
     let relay = status.relay();
+    let (quarantine, quarantined) =
+        crate::cdc::quarantine::records(store).map_err(|e| DataFusionError::External(e.into()))?;
     batch(
         vec![
             Field::new("outbox_events", DataType::UInt64, false),
@@ -542,6 +554,8 @@ fn cdc(store: &Store, status: &CdcStatus) -> Result<RecordBatch> {
             nullable_text("held_reason"),
             Field::new("kafka_published", DataType::UInt64, false),
             nullable_text("transport_error"),
+            Field::new("quarantined_messages", DataType::UInt64, false),
+            nullable_text("last_quarantine_reason"),
         ],
         vec![
             Arc::new(UInt64Array::from(vec![backlog.events])),
@@ -557,6 +571,51 @@ fn cdc(store: &Store, status: &CdcStatus) -> Result<RecordBatch> {
             Arc::new(StringArray::from(vec![shown(relay.held)])),
             Arc::new(UInt64Array::from(vec![relay.published])),
             Arc::new(StringArray::from(vec![shown(relay.transport_error)])),
+            Arc::new(UInt64Array::from(vec![quarantined])),
+            Arc::new(StringArray::from(vec![shown(
+                quarantine.last().map(|r| r.reason.clone()),
+            )])),
+        ],
+    )
+}
+
+/// The change messages refused by this node's replica consumers, oldest first (the
+/// newest `CDC_QUARANTINE_RECORDS_MAX`). Reasons name fields and bounds, not values.
+fn cdc_quarantine(store: &Store) -> Result<RecordBatch> {
+    let (records, _) =
+        crate::cdc::quarantine::records(store).map_err(|e| DataFusionError::External(e.into()))?;
+    batch(
+        vec![
+            Field::new(
+                "quarantined_at",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+                false,
+            ),
+            text("source_region"),
+            nullable_text("table_name"),
+            Field::new("source_seq", DataType::UInt64, true),
+            text("position"),
+            text("reason"),
+        ],
+        vec![
+            Arc::new(arrow::array::TimestampMicrosecondArray::from_iter_values(
+                records.iter().map(|r| r.at_us),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.source.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(
+                records.iter().map(|r| r.table.as_deref()),
+            )),
+            Arc::new(UInt64Array::from_iter(records.iter().map(|r| r.seq))),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.position.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records
+                    .iter()
+                    .map(|r| shown(Some(r.reason.clone())).unwrap_or_default()),
+            )),
         ],
     )
 }
