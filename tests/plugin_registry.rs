@@ -15,7 +15,8 @@ use domicile::plugins::signing::{
     generate_key_pair, parse_public_key, parse_signing_key, sha256_hex, sign, signed_message,
 };
 use domicile::plugins::{
-    LoadError, PluginKind, PluginLimits, PluginRegistry, PluginRuntime, PluginUpload, UploadError,
+    LoadError, PluginKind, PluginLimits, PluginRegistry, PluginRuntime, PluginUpload, Trust,
+    UploadError,
 };
 use domicile::storage::Store;
 use domicile_tests::wasm;
@@ -98,10 +99,7 @@ fn eu_allows_home_storage(registry: &PluginRegistry) -> bool {
     matches!(decision.default, Decision::Allow)
 }
 
-fn open(
-    dir: &std::path::Path,
-    trusted: HashMap<String, Vec<ed25519_dalek::VerifyingKey>>,
-) -> (Store, Arc<PluginRegistry>) {
+fn open(dir: &std::path::Path, trusted: impl Into<Trust>) -> (Store, Arc<PluginRegistry>) {
     // Generous: calls run concurrently with component compilation in a debug build on
     // two cores; these tests are about versions, not deadlines.
     let limits = PluginLimits {
@@ -474,4 +472,109 @@ async fn redactors_and_saga_steps_are_registered_per_kind() {
         .map(|(record, _)| record.kind)
         .collect();
     assert_eq!(kinds, ["cdc-redactor", "saga-step"]);
+}
+
+/// Issue 21: trust was checked at upload only. Removing a key from `trusted_keys` now
+/// deactivates what it signed at the next start (listed with the reason), `activate`
+/// re-verifies, and a minimum version forbids downgrades by `activate` and `rollback`.
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_is_checked_again_at_start_and_activation() {
+    let keys = keys();
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, registry) = open(dir.path(), keys.trusted.clone());
+        for version in [1, 2] {
+            registry
+                .upload(signed(&keys.eu_secret, "EU", version, wasm("eu_gdpr")))
+                .await
+                .expect("signed upload");
+        }
+        assert_eq!(
+            registry.residency_policy("EU").map(|a| a.record.version),
+            Some(2)
+        );
+        close(store, registry);
+    }
+
+    // The EU key is no longer trusted (another one is): nothing it signed is active.
+    let (_, other_public) = generate_key_pair();
+    let mut rotated = keys.trusted.clone();
+    rotated.insert(
+        "EU".into(),
+        vec![parse_public_key(&other_public).expect("key")],
+    );
+    {
+        let (store, registry) = open(dir.path(), rotated.clone());
+        assert!(
+            registry.residency_policy("EU").is_none(),
+            "a version signed by a removed key is not active after a restart"
+        );
+        let listed = registry.list().expect("list");
+        assert_eq!(listed.len(), 2);
+        for (record, active) in &listed {
+            assert!(!active);
+            let reason = registry.refusal(record).expect("refused").to_string();
+            assert!(reason.contains("no longer trusted"), "{reason}");
+        }
+        let refused = registry
+            .activate("EU", PluginKind::ResidencyPolicy, 1)
+            .await
+            .expect_err("activate re-verifies");
+        assert!(
+            matches!(refused, UploadError::NoLongerTrusted { version: 1, .. }),
+            "{refused}"
+        );
+        close(store, registry);
+    }
+
+    // Trusted again, with a minimum version: v2 is active, v1 can no longer be reached.
+    let trust = Trust {
+        keys: keys.trusted.clone(),
+        minimum_versions: HashMap::from([(("EU".to_string(), PluginKind::ResidencyPolicy), 2)]),
+    };
+    {
+        let (store, registry) = open(dir.path(), trust.clone());
+        assert_eq!(
+            registry.residency_policy("EU").map(|a| a.record.version),
+            Some(2)
+        );
+        let downgrade = registry
+            .activate("EU", PluginKind::ResidencyPolicy, 1)
+            .await
+            .expect_err("below the minimum");
+        assert!(
+            matches!(downgrade, UploadError::BelowMinimum { minimum: 2, .. }),
+            "{downgrade}"
+        );
+        assert!(matches!(
+            registry.rollback("EU", PluginKind::ResidencyPolicy).await,
+            Err(UploadError::BelowMinimum { .. })
+        ));
+        assert_eq!(
+            registry.residency_policy("EU").map(|a| a.record.version),
+            Some(2),
+            "a refused downgrade leaves the active version"
+        );
+        close(store, registry);
+    }
+    // A minimum above every stored version deactivates at start.
+    let strict = Trust {
+        keys: keys.trusted.clone(),
+        minimum_versions: HashMap::from([(("EU".to_string(), PluginKind::ResidencyPolicy), 3)]),
+    };
+    let (_store, registry) = open(dir.path(), strict);
+    assert!(registry.residency_policy("EU").is_none());
+    let below = registry
+        .upload(signed(&keys.eu_secret, "EU", 1, wasm("eu_gdpr")))
+        .await
+        .expect_err("an upload below the minimum is refused");
+    assert!(matches!(below, UploadError::BelowMinimum { .. }), "{below}");
+}
+
+/// Drops a registry and its store and waits until the database is closed, so the next
+/// `open` of the same folder gets its lock.
+fn close(store: Store, registry: Arc<PluginRegistry>) {
+    let closed = store.close_watch();
+    drop((store, registry));
+    assert!(closed.wait(Duration::from_secs(5)), "storage did not close");
 }

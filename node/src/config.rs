@@ -1,6 +1,7 @@
 //! Node configuration: TOML, every key documented in README.md ("Configuration"), unknown
 //! keys refused, validated at start so a bad value fails fast with the key's name.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -199,6 +200,12 @@ pub struct PluginConfig {
     /// Largest plugin component accepted at upload, in bytes.
     #[serde(default = "default_component_size_max_bytes")]
     pub component_size_max_bytes: usize,
+    /// The oldest version of a plugin that may be uploaded or be active, by
+    /// `"<jurisdiction>/<kind>"` (kind: residency-policy, cdc-redactor, saga-step), e.g.
+    /// `minimum_versions = { "EU/residency-policy" = 3 }`: `activate` and `rollback`
+    /// cannot go below it, and an older active version is deactivated at start.
+    #[serde(default)]
+    pub minimum_versions: BTreeMap<String, u64>,
 }
 
 impl Default for PluginConfig {
@@ -207,6 +214,7 @@ impl Default for PluginConfig {
             call_deadline_ms: default_call_deadline_ms(),
             memory_max_bytes: default_plugin_memory_max_bytes(),
             component_size_max_bytes: default_component_size_max_bytes(),
+            minimum_versions: BTreeMap::new(),
         }
     }
 }
@@ -420,6 +428,18 @@ impl NodeConfig {
                 "mesh",
                 "ping_interval_ms and peer_timeout_ms must be > 0",
             ));
+        }
+        for name in self.plugins.minimum_versions.keys() {
+            let valid = name.split_once('/').is_some_and(|(jurisdiction, kind)| {
+                !jurisdiction.is_empty() && crate::plugins::PluginKind::parse(kind).is_some()
+            });
+            if !valid {
+                return Err(invalid(
+                    format!("plugins.minimum_versions.{name}"),
+                    "name a plugin as <jurisdiction>/<kind>, kind one of residency-policy, \
+                     cdc-redactor, saga-step",
+                ));
+            }
         }
         for (index, key) in self.trusted_keys.iter().enumerate() {
             check_name(

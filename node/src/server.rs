@@ -25,7 +25,9 @@ use crate::metrics::{Metrics, MetricsState, serve_metrics};
 use crate::peer_api::{PeerFlightSql, PeerService};
 use crate::peers::proto::peer_server::PeerServer;
 use crate::peers::{MeshTls, PeerMonitor, PeerRouter};
-use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret, signing};
+use crate::plugins::{
+    PluginKind, PluginLimits, PluginRegistry, PluginRuntime, Trust, keyed_hash_secret, signing,
+};
 use crate::residency::{GuardMode, ResidencyGuard};
 use crate::saga::SagaEngine;
 use crate::sql::{MeshHandles, NodeIdentity, SqlEngine};
@@ -516,7 +518,21 @@ async fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<
     let secret = keyed_hash_secret::load_or_create(store)
         .await
         .context("cannot load the keyed-hash secret")?;
-    PluginRegistry::open(runtime, store.clone(), trusted, secret)
+    let mut minimum_versions = HashMap::new();
+    for (name, &version) in &config.plugins.minimum_versions {
+        let kind = name
+            .split_once('/')
+            .and_then(|(jurisdiction, kind)| Some((jurisdiction, PluginKind::parse(kind)?)));
+        let Some((jurisdiction, kind)) = kind else {
+            anyhow::bail!("plugins.minimum_versions.{name}: not <jurisdiction>/<kind>");
+        };
+        minimum_versions.insert((jurisdiction.to_string(), kind), version);
+    }
+    let trust = Trust {
+        keys: trusted,
+        minimum_versions,
+    };
+    PluginRegistry::open(runtime, store.clone(), trust, secret)
         .context("cannot open the plugin registry")
 }
 

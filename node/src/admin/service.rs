@@ -133,22 +133,16 @@ impl AdminService {
 }
 
 fn parse_kind(kind: &str) -> Result<PluginKind, Status> {
-    [
-        PluginKind::ResidencyPolicy,
-        PluginKind::CdcRedactor,
-        PluginKind::SagaStep,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == kind)
-    .ok_or_else(|| {
+    PluginKind::parse(kind).ok_or_else(|| {
         Status::invalid_argument(format!(
             "unknown plugin kind {kind:?} (residency-policy, cdc-redactor, saga-step)"
         ))
     })
 }
 
-fn info(record: PluginRecord, active: bool) -> PluginInfo {
+fn info(record: PluginRecord, active: bool, refused_reason: Option<String>) -> PluginInfo {
     PluginInfo {
+        refused_reason: refused_reason.unwrap_or_default(),
         jurisdiction: record.jurisdiction,
         kind: record.kind,
         version: record.version,
@@ -217,6 +211,8 @@ fn upload_status(error: UploadError) -> Status {
         UploadError::Unsigned
         | UploadError::BadSignature(_)
         | UploadError::UntrustedJurisdiction(_) => Status::permission_denied(message),
+        UploadError::NoLongerTrusted { .. } => Status::permission_denied(message),
+        UploadError::BelowMinimum { .. } => Status::failed_precondition(message),
         UploadError::VersionNotNewer { .. } => Status::already_exists(message),
         UploadError::UnknownVersion { .. } | UploadError::NothingToRollBack { .. } => {
             Status::not_found(message)
@@ -355,7 +351,7 @@ impl Admin for AdminService {
         match self.plugins.upload(upload).await {
             Ok(record) => {
                 tracing::info!(user = %principal.user, %jurisdiction, %kind, version, "plugin upload accepted");
-                Ok(Response::new(info(record, true)))
+                Ok(Response::new(info(record, true, None)))
             }
             Err(error) => {
                 tracing::warn!(user = %principal.user, %jurisdiction, %kind, version, %error, "plugin upload refused");
@@ -374,7 +370,10 @@ impl Admin for AdminService {
             .list()
             .map_err(upload_status)?
             .into_iter()
-            .map(|(r, a)| info(r, a))
+            .map(|(r, a)| {
+                let refused = self.plugins.refusal(&r).map(|e| e.to_string());
+                info(r, a, refused)
+            })
             .collect();
         Ok(Response::new(ListPluginsResponse { plugins }))
     }
@@ -393,7 +392,7 @@ impl Admin for AdminService {
             .await
             .map_err(upload_status)?;
         tracing::info!(user = %principal.user, jurisdiction = %body.jurisdiction, kind = %body.kind, version = body.version, "plugin version activated");
-        Ok(Response::new(info(record, true)))
+        Ok(Response::new(info(record, true, None)))
     }
 
     async fn rollback_plugin(
@@ -410,6 +409,6 @@ impl Admin for AdminService {
             .await
             .map_err(upload_status)?;
         tracing::info!(user = %principal.user, jurisdiction = %body.jurisdiction, kind = %body.kind, version = record.version, "plugin rolled back");
-        Ok(Response::new(info(record, true)))
+        Ok(Response::new(info(record, true, None)))
     }
 }

@@ -143,7 +143,6 @@ impl Relay {
             withheld,
         } = prepared;
         let relayed = messages.len() as u64;
-        let prune_below = last.checked_sub(CHANGE_STREAM_RETAINED_MAX);
         let acknowledged_by = self.acknowledged_by;
         self.store
             .write(move |ctx| {
@@ -151,17 +150,15 @@ impl Relay {
                 for audit in audits {
                     ctx.append_audit(audit.to_bytes());
                 }
-                let prune_below = match (prune_below, acknowledged_by) {
-                    (Some(below), Some(key)) => {
-                        let acknowledged = ctx
-                            .get_state(key)?
+                let acknowledged = match acknowledged_by {
+                    Some(key) => Some(
+                        ctx.get_state(key)?
                             .and_then(|bytes| bytes.try_into().ok().map(u64::from_be_bytes))
-                            .unwrap_or(0);
-                        Some(below.min(acknowledged.saturating_add(1)))
-                    }
-                    (below, _) => below,
+                            .unwrap_or(0),
+                    ),
+                    None => None,
                 };
-                if let Some(below) = prune_below.filter(|&below| below > 1) {
+                if let Some(below) = prune_floor(last, acknowledged) {
                     ctx.prune_stream_below(below);
                     ctx.put_state(PRUNED_BELOW_KEY.into(), below.to_be_bytes().to_vec());
                 }
@@ -316,6 +313,18 @@ impl Relay {
     }
 }
 
+/// Below which stream position messages may be removed once the stream holds `last`:
+/// the newest `CHANGE_STREAM_RETAINED_MAX` stay, and none the transport has not
+/// `acknowledged` (its newest acknowledged position) goes. `None`: remove nothing.
+fn prune_floor(last: u64, acknowledged: Option<u64>) -> Option<u64> {
+    let below = last.checked_sub(CHANGE_STREAM_RETAINED_MAX)?;
+    let below = match acknowledged {
+        Some(acknowledged) => below.min(acknowledged.saturating_add(1)),
+        None => below,
+    };
+    (below > 1).then_some(below)
+}
+
 fn wit_event(def: &TableDef, event: &ChangeEvent) -> redactor_types::ChangeEvent {
     redactor_types::ChangeEvent {
         op: match event.op {
@@ -436,4 +445,31 @@ fn released_row(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RETAINED: u64 = CHANGE_STREAM_RETAINED_MAX;
+
+    #[test]
+    fn the_stream_keeps_the_newest_messages() {
+        assert_eq!(prune_floor(RETAINED, None), None);
+        assert_eq!(prune_floor(RETAINED + 10, None), Some(10));
+    }
+
+    /// Issue 21: with Kafka away long enough, the relay pruned messages the publisher
+    /// had never sent. Pruning now stops at what the broker acknowledged.
+    #[test]
+    fn nothing_the_transport_has_not_acknowledged_is_pruned() {
+        let last = RETAINED * 3;
+        assert_eq!(prune_floor(last, Some(0)), None, "broker never reached");
+        assert_eq!(prune_floor(last, Some(500)), Some(501));
+        assert_eq!(
+            prune_floor(last, Some(last)),
+            Some(last - RETAINED),
+            "a current broker prunes like the embedded transport"
+        );
+    }
 }

@@ -241,8 +241,13 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 
 /// One line per plugin version, for people.
 pub fn describe(info: &PluginInfo) -> String {
+    let refused = if info.refused_reason.is_empty() {
+        String::new()
+    } else {
+        format!(" (refused: {})", info.refused_reason)
+    };
     format!(
-        "{}/{} v{}{} sha256={} signer={} {} bytes",
+        "{}/{} v{}{} sha256={} signer={} {} bytes{refused}",
         info.jurisdiction,
         info.kind,
         info.version,

@@ -26,7 +26,7 @@ pub mod wit_values;
 
 pub use limits::PluginLimits;
 pub use redactor::{RedactorPlugin, redactor_types};
-pub use registry::{Active, PluginRecord, PluginRegistry, PluginUpload, UploadError};
+pub use registry::{Active, PluginRecord, PluginRegistry, PluginUpload, Trust, UploadError};
 pub use residency::{ResidencyPolicyPlugin, residency_types};
 pub use runtime::{CallError, CallStats, CallStatsSnapshot, LoadError, PluginKind, PluginRuntime};
 pub use saga::{SagaStepPlugin, StagedStep, StepDirection, StepError, StepGate, saga_types};

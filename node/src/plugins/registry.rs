@@ -7,6 +7,11 @@
 //! version they started with, so calls in flight finish on it while new calls see the
 //! new one. A refused upload leaves the active version untouched.
 //!
+//! Trust is not only checked at upload: every start and every activation checks the
+//! stored version again against the keys and minimum versions configured then
+//! (`Trust`), so removing a key revokes what it signed and `activate` cannot downgrade
+//! past a minimum.
+//!
 //! Node-state keys: `plugin/record/<jurisdiction>/<kind>/<version, 20 digits>` (JSON
 //! `PluginRecord`), `plugin/blob/<sha256>` (component bytes),
 //! `plugin/active/<jurisdiction>/<kind>` (active version, decimal).
@@ -36,6 +41,31 @@ pub struct PluginRecord {
     pub signer: String,
     pub size_bytes: u64,
     pub uploaded_at_unix_ms: u64,
+    /// The upload's signature (hex), kept so trust is re-checked at every start and
+    /// activation against the keys trusted then. Empty for versions stored before it
+    /// was kept: those are checked by `signer` (the key id) alone.
+    #[serde(default)]
+    pub signature_hex: String,
+}
+
+/// Who may sign a jurisdiction's plugins, and the oldest version of each plugin that
+/// may be active. Checked at upload, and again at every start and activation: a key
+/// removed from config revokes what it signed, and a minimum version forbids
+/// downgrades by `activate` or `rollback`.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    pub keys: HashMap<String, Vec<VerifyingKey>>,
+    /// Minimum version by (jurisdiction, kind).
+    pub minimum_versions: HashMap<(String, PluginKind), u64>,
+}
+
+impl From<HashMap<String, Vec<VerifyingKey>>> for Trust {
+    fn from(keys: HashMap<String, Vec<VerifyingKey>>) -> Self {
+        Self {
+            keys,
+            minimum_versions: HashMap::new(),
+        }
+    }
 }
 
 /// A plugin as submitted for upload.
@@ -77,6 +107,26 @@ pub enum UploadError {
     Storage(#[from] StorageError),
     #[error("corrupt plugin registry entry {0}")]
     Corrupt(String),
+    #[error(
+        "{jurisdiction}/{kind} v{version} is no longer trusted: {reason}; upload a version \
+         signed by a trusted key"
+    )]
+    NoLongerTrusted {
+        jurisdiction: String,
+        kind: String,
+        version: u64,
+        reason: String,
+    },
+    #[error(
+        "{jurisdiction}/{kind} v{version} is older than v{minimum}, the minimum version \
+         configured for it (plugins.minimum_versions)"
+    )]
+    BelowMinimum {
+        jurisdiction: String,
+        kind: String,
+        version: u64,
+        minimum: u64,
+    },
 }
 
 /// An active version: its record and its loaded, callable form. Callers hold the `Arc`
@@ -134,7 +184,7 @@ type Key = (String, PluginKind);
 pub struct PluginRegistry {
     runtime: Arc<PluginRuntime>,
     store: Store,
-    trusted: HashMap<String, Vec<VerifyingKey>>,
+    trust: Trust,
     /// Secret of the redactors' keyed-hash import.
     hmac_secret: Arc<[u8]>,
     active: RwLock<HashMap<Key, Slot>>,
@@ -143,7 +193,7 @@ pub struct PluginRegistry {
 impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginRegistry")
-            .field("jurisdictions", &self.trusted.keys())
+            .field("jurisdictions", &self.trust.keys.keys())
             .finish()
     }
 }
@@ -165,28 +215,24 @@ fn blob_key(sha256: &str) -> String {
 }
 
 fn kind_from_str(text: &str) -> Option<PluginKind> {
-    [
-        PluginKind::ResidencyPolicy,
-        PluginKind::CdcRedactor,
-        PluginKind::SagaStep,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == text)
+    PluginKind::parse(text)
 }
 
 impl PluginRegistry {
     /// Opens the registry and loads every active version. A version that no longer
-    /// loads stays inactive (its callers fail closed) and is logged.
+    /// loads, or that `trust` no longer accepts (its key removed, below a minimum
+    /// version), stays inactive (its callers fail closed), is logged, and is listed with
+    /// the reason (`refusal`).
     pub fn open(
         runtime: Arc<PluginRuntime>,
         store: Store,
-        trusted: HashMap<String, Vec<VerifyingKey>>,
+        trust: impl Into<Trust>,
         hmac_secret: Arc<[u8]>,
     ) -> Result<Arc<Self>, UploadError> {
         let registry = Arc::new(Self {
             runtime,
             store,
-            trusted,
+            trust: trust.into(),
             hmac_secret,
             active: RwLock::new(HashMap::new()),
         });
@@ -260,6 +306,9 @@ impl PluginRegistry {
         }
         let sha256 = sha256_hex(&upload.bytes);
         let signer = self.verify_signature(&upload, &sha256)?;
+        if let Some(error) = self.below_minimum(&upload.jurisdiction, upload.kind, upload.version) {
+            return Err(error);
+        }
         let loaded = self.load_bytes(upload.kind, &upload.bytes)?;
         let record = PluginRecord {
             jurisdiction: upload.jurisdiction.clone(),
@@ -269,6 +318,7 @@ impl PluginRegistry {
             signer,
             size_bytes: upload.bytes.len() as u64,
             uploaded_at_unix_ms: now_unix_ms(),
+            signature_hex: upload.signature_hex.trim().to_string(),
         };
         let stored = record.clone();
         let (jurisdiction, kind, version) =
@@ -396,9 +446,63 @@ impl PluginRegistry {
             .collect()
     }
 
+    /// Why `record` may not be active under the trust configured now, if it may not:
+    /// below the minimum version, or not signed by a key trusted now.
+    pub fn refusal(&self, record: &PluginRecord) -> Option<UploadError> {
+        let kind = kind_from_str(&record.kind)?;
+        if let Some(error) = self.below_minimum(&record.jurisdiction, kind, record.version) {
+            return Some(error);
+        }
+        let keys = self
+            .trust
+            .keys
+            .get(&record.jurisdiction)
+            .map_or(&[][..], Vec::as_slice);
+        let trusted = if record.signature_hex.is_empty() {
+            keys.iter().any(|key| key_id(key) == record.signer)
+        } else {
+            let message = signed_message(
+                &record.jurisdiction,
+                &record.kind,
+                record.version,
+                &record.sha256,
+            );
+            keys.iter()
+                .any(|key| verify(key, &message, &record.signature_hex))
+        };
+        (!trusted).then(|| UploadError::NoLongerTrusted {
+            jurisdiction: record.jurisdiction.clone(),
+            kind: record.kind.clone(),
+            version: record.version,
+            reason: format!(
+                "its signer {} is not among the keys trusted for {} (trusted_keys)",
+                record.signer, record.jurisdiction
+            ),
+        })
+    }
+
+    fn below_minimum(
+        &self,
+        jurisdiction: &str,
+        kind: PluginKind,
+        version: u64,
+    ) -> Option<UploadError> {
+        let minimum = *self
+            .trust
+            .minimum_versions
+            .get(&(jurisdiction.to_string(), kind))?;
+        (version < minimum).then(|| UploadError::BelowMinimum {
+            jurisdiction: jurisdiction.to_string(),
+            kind: kind.as_str().to_string(),
+            version,
+            minimum,
+        })
+    }
+
     fn verify_signature(&self, upload: &PluginUpload, sha256: &str) -> Result<String, UploadError> {
         let keys = self
-            .trusted
+            .trust
+            .keys
             .get(&upload.jurisdiction)
             .filter(|keys| !keys.is_empty())
             .ok_or_else(|| UploadError::UntrustedJurisdiction(upload.jurisdiction.clone()))?;
@@ -456,6 +560,9 @@ impl PluginRegistry {
             .ok_or_else(unknown)?;
         let record: PluginRecord =
             serde_json::from_slice(&json).map_err(|_| UploadError::Corrupt(key))?;
+        if let Some(refusal) = self.refusal(&record) {
+            return Err(refusal);
+        }
         let blob = blob_key(&record.sha256);
         let (_, bytes) = self
             .store

@@ -30,6 +30,17 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
+    pub const ALL: [PluginKind; 3] = [
+        PluginKind::ResidencyPolicy,
+        PluginKind::CdcRedactor,
+        PluginKind::SagaStep,
+    ];
+
+    /// The kind `text` names (`residency-policy`, `cdc-redactor`, `saga-step`).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PluginKind::ResidencyPolicy => "residency-policy",

@@ -256,6 +256,7 @@ fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
             Field::new("errors", DataType::UInt64, false),
             Field::new("timeouts", DataType::UInt64, false),
             Field::new("call_micros_total", DataType::UInt64, false),
+            nullable_text("refused_reason"),
         ],
         vec![
             Arc::new(StringArray::from_iter_values(
@@ -293,6 +294,11 @@ fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
             )),
             Arc::new(UInt64Array::from_iter_values(
                 listed.iter().map(|(r, _)| stat(r).call_micros_total),
+            )),
+            Arc::new(StringArray::from_iter(
+                listed
+                    .iter()
+                    .map(|(r, _)| registry.refusal(r).map(|e| e.to_string())),
             )),
         ],
     )
