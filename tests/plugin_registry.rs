@@ -497,7 +497,7 @@ async fn trust_is_checked_again_at_start_and_activation() {
     }
 
     // The EU key is no longer trusted (another one is): nothing it signed is active.
-    let (_, other_public) = generate_key_pair();
+    let (other_secret, other_public) = generate_key_pair();
     let mut rotated = keys.trusted.clone();
     rotated.insert(
         "EU".into(),
@@ -524,20 +524,32 @@ async fn trust_is_checked_again_at_start_and_activation() {
             matches!(refused, UploadError::NoLongerTrusted { version: 1, .. }),
             "{refused}"
         );
+        // Versions signed by the removed key do not count as the latest: a key that
+        // signed a huge version before it was removed cannot block later uploads.
+        registry
+            .upload(signed(&other_secret, "EU", 1, wasm("eu_gdpr")))
+            .await
+            .expect("newer than every trusted version");
+        assert_eq!(
+            registry.residency_policy("EU").map(|a| a.record.version),
+            Some(1)
+        );
         close(store, registry);
     }
 
-    // Trusted again, with a minimum version: v2 is active, v1 can no longer be reached.
+    // Trusted again, with a minimum version: the active v1 (signed by the other key,
+    // and below the minimum) is not active; v2 activates; v1 can no longer be reached.
     let trust = Trust {
         keys: keys.trusted.clone(),
         minimum_versions: HashMap::from([(("EU".to_string(), PluginKind::ResidencyPolicy), 2)]),
     };
     {
         let (store, registry) = open(dir.path(), trust.clone());
-        assert_eq!(
-            registry.residency_policy("EU").map(|a| a.record.version),
-            Some(2)
-        );
+        assert!(registry.residency_policy("EU").is_none());
+        registry
+            .activate("EU", PluginKind::ResidencyPolicy, 2)
+            .await
+            .expect("v2 is trusted and not below the minimum");
         let downgrade = registry
             .activate("EU", PluginKind::ResidencyPolicy, 1)
             .await
@@ -548,7 +560,7 @@ async fn trust_is_checked_again_at_start_and_activation() {
         );
         assert!(matches!(
             registry.rollback("EU", PluginKind::ResidencyPolicy).await,
-            Err(UploadError::BelowMinimum { .. })
+            Err(UploadError::NothingToRollBack { .. })
         ));
         assert_eq!(
             registry.residency_policy("EU").map(|a| a.record.version),

@@ -54,8 +54,13 @@ pub const STREAM_BATCH_MESSAGES_MAX: usize = 256;
 pub const PREPARED_STATEMENTS_MAX: usize = 10_000;
 pub const PREPARED_STATEMENTS_PER_USER_MAX: usize = 1_000;
 pub const PREPARED_STATEMENTS_PER_SESSION_MAX: usize = 256;
-/// A prepared statement unused for this long is closed, in seconds.
-pub const PREPARED_STATEMENT_IDLE_MAX_S: u64 = 900;
+/// A prepared statement unused for this long is closed, in seconds (the default bearer
+/// token lifetime: a client that still has its session rarely idles this long).
+pub const PREPARED_STATEMENT_IDLE_MAX_S: u64 = 3_600;
+/// Memory the parameters bound to prepared statements may hold, per user and per node,
+/// in bytes (bound rows stay until the next bind or close).
+pub const BOUND_PARAMETER_BYTES_PER_USER_MAX: usize = 256 << 20;
+pub const BOUND_PARAMETER_BYTES_MAX: usize = 1 << 30;
 /// Parameters one statement may take (PostgreSQL's wire protocol has the same bound).
 pub const PARAMETERS_PER_STATEMENT_MAX: usize = 65_535;
 /// Wire bytes of all parameter batches of one DoPut, counted before decoding.
@@ -86,6 +91,8 @@ const _: () = assert!(CELL_SIZE_MAX_BYTES < GRPC_MESSAGE_SIZE_MAX_BYTES);
 const _: () = assert!(PREPARED_STATEMENTS_PER_SESSION_MAX <= PREPARED_STATEMENTS_PER_USER_MAX);
 const _: () = assert!(PREPARED_STATEMENTS_PER_USER_MAX <= PREPARED_STATEMENTS_MAX);
 const _: () = assert!(STATEMENT_ROWS_MAX <= PARAMETER_CELLS_MAX);
+const _: () = assert!(BOUND_PARAMETER_BYTES_PER_USER_MAX <= BOUND_PARAMETER_BYTES_MAX);
+const _: () = assert!(PARAMETER_BYTES_MAX <= BOUND_PARAMETER_BYTES_PER_USER_MAX);
 const _: () = assert!(SESSIONS_PER_USER_MAX <= SESSIONS_MAX);
 const _: () = assert!(ARGON2_CONCURRENT_MAX >= 1);
 const _: () = assert!(CELL_SIZE_MAX_BYTES < CDC_MESSAGE_BYTES_MAX);

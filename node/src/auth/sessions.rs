@@ -139,22 +139,31 @@ impl Authenticator {
         }
         let (user, password) = parse_basic(header)?;
         let mut keys = vec![FailureKey::User(user.clone())];
-        keys.extend(client.map(FailureKey::Address));
+        keys.extend(client.map(FailureKey::address));
         self.throttle
             .check(&keys, Instant::now())
             .map_err(refusal_error)?;
         let slot = self.throttle.slot().await.map_err(refusal_error)?;
+        // Checked again with the slot held: attempts queued behind a burst of failures
+        // are refused once the burst has blocked their key, not run.
+        self.throttle
+            .check(&keys, Instant::now())
+            .map_err(refusal_error)?;
+        // The slot, the check and the accounting all live in the blocking task: if the
+        // client cancels its login, argon2 still ends holding the slot and its failure
+        // still counts.
         let this = Arc::clone(self);
-        let verified = tokio::task::spawn_blocking(move || this.verify(&user, &password))
-            .await
-            .map_err(|_| AuthError::InvalidCredentials)
-            .and_then(|verified| verified);
-        drop(slot);
-        match &verified {
-            Ok(_) => self.throttle.succeeded(&keys),
-            Err(_) => self.throttle.failed(&keys, Instant::now()),
-        }
-        verified
+        tokio::task::spawn_blocking(move || {
+            let verified = this.verify(&user, &password);
+            match &verified {
+                Ok(_) => this.throttle.succeeded(&keys),
+                Err(_) => this.throttle.failed(&keys, Instant::now()),
+            }
+            drop(slot);
+            verified
+        })
+        .await
+        .map_err(|_| AuthError::InvalidCredentials)?
     }
 
     /// Checks `authorization: Basic base64(user:password)` and opens a session.

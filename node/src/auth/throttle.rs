@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::{
     ARGON2_CONCURRENT_MAX, LOGIN_BACKOFF_MAX_S, LOGIN_FAILURE_KEYS_MAX, LOGIN_FAILURES_FREE,
@@ -30,6 +30,20 @@ use crate::limits::{
 pub(crate) enum FailureKey {
     User(String),
     Address(IpAddr),
+}
+
+impl FailureKey {
+    /// The key of a client address: an IPv6 client counts by its /64 (one host usually
+    /// holds a whole /64, so single addresses would let it guess without back-off).
+    pub(crate) fn address(address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(_) => Self::Address(address),
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                Self::Address(IpAddr::V6(prefix.into()))
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -57,7 +71,7 @@ pub struct LoginRefusals {
 }
 
 pub(crate) struct LoginThrottle {
-    argon2: Semaphore,
+    argon2: std::sync::Arc<Semaphore>,
     failures: Mutex<HashMap<FailureKey, Failures>>,
     pub(crate) refusals: LoginRefusals,
 }
@@ -65,7 +79,7 @@ pub(crate) struct LoginThrottle {
 impl Default for LoginThrottle {
     fn default() -> Self {
         Self {
-            argon2: Semaphore::new(ARGON2_CONCURRENT_MAX),
+            argon2: std::sync::Arc::new(Semaphore::new(ARGON2_CONCURRENT_MAX)),
             failures: Mutex::new(HashMap::new()),
             refusals: LoginRefusals::default(),
         }
@@ -103,10 +117,13 @@ impl LoginThrottle {
         }
     }
 
-    /// A slot to run argon2 in, waiting at most `LOGIN_WAIT_MAX_MS`.
-    pub(crate) async fn slot(&self) -> Result<SemaphorePermit<'_>, Refusal> {
+    /// A slot to run argon2 in, waiting at most `LOGIN_WAIT_MAX_MS`. Owned, so the
+    /// check that holds it keeps it until argon2 ends even if the login that asked is
+    /// cancelled (a client that resets its stream cannot free slots early).
+    pub(crate) async fn slot(&self) -> Result<OwnedSemaphorePermit, Refusal> {
         let wait = Duration::from_millis(LOGIN_WAIT_MAX_MS);
-        match tokio::time::timeout(wait, self.argon2.acquire()).await {
+        let semaphore = std::sync::Arc::clone(&self.argon2);
+        match tokio::time::timeout(wait, semaphore.acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
                 self.refusals.busy.fetch_add(1, Ordering::Relaxed);
@@ -216,6 +233,17 @@ mod tests {
             .check(&attacker, later)
             .expect("counting starts again after success");
         assert_eq!(throttle.refusals.blocked.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_slash_64() {
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("v6");
+        let other: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("v6");
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        assert_eq!(FailureKey::address(one), FailureKey::address(other));
+        assert_ne!(FailureKey::address(one), FailureKey::address(elsewhere));
+        let v4: IpAddr = "203.0.113.9".parse().expect("v4");
+        assert_eq!(FailureKey::address(v4), FailureKey::Address(v4));
     }
 
     #[test]

@@ -161,6 +161,7 @@ impl TableDef {
     /// `sensitive` column there would be released everywhere with no region's decision.
     pub fn validate_new(&self) -> Result<(), String> {
         self.validate()?;
+        self.validate_shape()?;
         if self.locality == Locality::Global
             && let Some(column) = self.columns.iter().find(|c| c.class != DataClass::Public)
         {
@@ -171,6 +172,50 @@ impl TableDef {
                 column.class.as_str(),
                 column.name
             ));
+        }
+        Ok(())
+    }
+
+    /// The bounds a new or changed definition must respect (names, width, DECIMAL
+    /// precision and scale). Not part of `validate`, which runs when the catalog loads:
+    /// a replica created from a bad message before these checks existed must not stop
+    /// the node from starting.
+    pub fn validate_shape(&self) -> Result<(), String> {
+        let local_name = self
+            .name
+            .strip_prefix(super::REPLICA_PREFIX)
+            .unwrap_or(&self.name);
+        if local_name.is_empty() || local_name.len() > IDENTIFIER_LENGTH_MAX {
+            return Err(format!(
+                "table name length must be 1..={IDENTIFIER_LENGTH_MAX} bytes"
+            ));
+        }
+        // A replica adds its four columns to the source's.
+        let width_max = if local_name.len() < self.name.len() {
+            COLUMNS_PER_TABLE_MAX + 4
+        } else {
+            COLUMNS_PER_TABLE_MAX
+        };
+        if self.columns.len() > width_max {
+            return Err(format!(
+                "table {} has more than columns_per_table_max = {COLUMNS_PER_TABLE_MAX} columns",
+                self.name
+            ));
+        }
+        for column in &self.columns {
+            if column.name.is_empty() || column.name.len() > IDENTIFIER_LENGTH_MAX {
+                return Err(format!(
+                    "column name length must be 1..={IDENTIFIER_LENGTH_MAX} bytes"
+                ));
+            }
+            if let ColumnType::Decimal { precision, scale } = column.column_type
+                && (!(1..=38).contains(&precision) || scale < 0 || scale.unsigned_abs() > precision)
+            {
+                return Err(format!(
+                    "column {}: DECIMAL needs 1 <= precision <= 38 and 0 <= scale <= precision",
+                    column.name
+                ));
+            }
         }
         Ok(())
     }
@@ -189,43 +234,12 @@ impl TableDef {
         if self.columns.is_empty() {
             return Err(format!("table {} has no columns", self.name));
         }
-        let local_name = self
-            .name
-            .strip_prefix(super::REPLICA_PREFIX)
-            .unwrap_or(&self.name);
-        if local_name.is_empty() || local_name.len() > IDENTIFIER_LENGTH_MAX {
-            return Err(format!(
-                "table name length must be 1..={IDENTIFIER_LENGTH_MAX} bytes"
-            ));
-        }
-        if self.columns.len() > COLUMNS_PER_TABLE_MAX {
-            return Err(format!(
-                "table {} has more than columns_per_table_max = {COLUMNS_PER_TABLE_MAX} columns",
-                self.name
-            ));
-        }
-        if self.primary_key.is_empty() {
-            return Err(format!("table {} needs a PRIMARY KEY", self.name));
-        }
         for (i, column) in self.columns.iter().enumerate() {
             if self.columns[..i].iter().any(|c| c.name == column.name) {
                 return Err(format!("column {} is declared twice", column.name));
             }
             if column.id >= self.next_column_id {
                 return Err(format!("column {} has an unallocated id", column.name));
-            }
-            if column.name.is_empty() || column.name.len() > IDENTIFIER_LENGTH_MAX {
-                return Err(format!(
-                    "column name length must be 1..={IDENTIFIER_LENGTH_MAX} bytes"
-                ));
-            }
-            if let ColumnType::Decimal { precision, scale } = column.column_type
-                && (!(1..=38).contains(&precision) || scale < 0 || scale.unsigned_abs() > precision)
-            {
-                return Err(format!(
-                    "column {}: DECIMAL needs 1 <= precision <= 38 and 0 <= scale <= precision",
-                    column.name
-                ));
             }
         }
         for &index in &self.primary_key {
@@ -312,6 +326,38 @@ mod tests {
             cdc: true,
             cache_ttl_ms: None,
         }
+    }
+
+    /// Issue 21: a replica built from a forged message could hold DECIMAL(200,2). New
+    /// and changed definitions are refused; a stored one still loads (`validate`), so a
+    /// node attacked before the check existed still starts.
+    #[test]
+    fn shapes_are_checked_on_new_definitions_not_on_load() {
+        let mut poisoned = global(DataClass::Public);
+        poisoned.name = format!("{}fees", crate::catalog::REPLICA_PREFIX);
+        poisoned.columns[1].column_type = ColumnType::Decimal {
+            precision: 200,
+            scale: 2,
+        };
+        assert_eq!(poisoned.validate(), Ok(()));
+        assert!(
+            poisoned
+                .validate_shape()
+                .is_err_and(|e| e.contains("DECIMAL"))
+        );
+        let mut long = global(DataClass::Public);
+        long.columns[1].name = "x".repeat(IDENTIFIER_LENGTH_MAX + 1);
+        assert!(
+            long.validate_new()
+                .is_err_and(|e| e.contains("column name length"))
+        );
+        let mut replica = global(DataClass::Public);
+        replica.name = format!("{}{}", crate::catalog::REPLICA_PREFIX, "t".repeat(63));
+        assert_eq!(
+            replica.validate_shape(),
+            Ok(()),
+            "the prefix does not count"
+        );
     }
 
     #[test]

@@ -277,11 +277,19 @@ impl KafkaFollower {
             .set("fetch.max.bytes", (FETCH_BYTES_MAX / 2).to_string())
             .create()?;
         consumer.subscribe(&[TOPIC_PATTERN])?;
+        let sources: BTreeSet<String> = sources.into_iter().filter(|s| s != region).collect();
+        if sources.is_empty() {
+            tracing::warn!(
+                "no [[peers]] configured: the Kafka replica consumer applies changes of any \
+                 region whose topic and envelope agree; list the mesh's regions as peers \
+                 to accept only those"
+            );
+        }
         Ok(Self {
             store,
             consumer,
             region: region.to_string(),
-            sources: sources.into_iter().filter(|s| s != region).collect(),
+            sources,
             status,
         })
     }
@@ -419,8 +427,11 @@ impl KafkaFollower {
     /// any envelope, so the envelope must agree with the topic, whose write access the
     /// broker controls per region.
     fn check(&self, message: &Received) -> Result<Option<Change>, (String, Refusal)> {
-        let Some((region, table)) = topic_stream(&message.topic)
-            .filter(|(region, _)| *region == self.region || self.sources.contains(*region))
+        let known = |region: &str| {
+            region == self.region || self.sources.is_empty() || self.sources.contains(region)
+        };
+        let Some((region, table)) =
+            topic_stream(&message.topic).filter(|(region, _)| known(region))
         else {
             return Err((
                 "unknown".into(),
@@ -439,7 +450,11 @@ impl KafkaFollower {
         }
         let change = envelope::parse(&message.key, &message.value, &message.redactor)
             .map_err(|error| refuse(Refusal::Unreadable(error.to_string())))?;
-        if change.region != region || change.table != table {
+        // The publisher names topics with `envelope::topic`, which replaces characters
+        // Kafka does not allow: compare through it, so a quoted table name still binds.
+        if change.region != region
+            || envelope::topic(&change.region, &change.table) != message.topic
+        {
             return Err(refuse(Refusal::WrongStream {
                 region: change.region,
                 table: change.table,
@@ -451,8 +466,8 @@ impl KafkaFollower {
     }
 }
 
-/// (region, table) of a `domicile.cdc.<region>.<table>` topic. Region names hold no
-/// dot; table names may.
+/// (region, table) of a `domicile.cdc.<region>.<table>` topic (the table as the topic
+/// spells it, see `envelope::topic`). Region names hold no dot; table names may.
 fn topic_stream(topic: &str) -> Option<(&str, &str)> {
     let rest = topic.strip_prefix("domicile.cdc.")?;
     let (region, table) = rest.split_once('.')?;

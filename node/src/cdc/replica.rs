@@ -202,9 +202,30 @@ fn apply_one(
     Ok(true)
 }
 
-/// The values of a change against their declared types: what `Value::fits` does not
-/// check (a decimal's digits against its precision, a cell's size).
+/// The shape and values of a change before anything is stored: no column may take the
+/// name of a replica's own columns (`source_region` would overwrite the region the
+/// stream proved), a create or update carries its row, and values respect their types
+/// beyond what `Value::fits` checks (a decimal's digits, a cell's size).
 fn check_values(change: &Change) -> Result<(), Refusal> {
+    let reserved = [SOURCE_REGION, SOURCE_SEQ, SOURCE_COMMIT_TIME, REPLICATED_AT];
+    let names = change
+        .key
+        .iter()
+        .map(|(column, _)| column)
+        .chain(&change.columns);
+    for column in names {
+        if reserved.contains(&column.name.as_str()) {
+            return Err(Refusal::Invalid(format!(
+                "column {} is reserved in replica tables",
+                column.name
+            )));
+        }
+    }
+    if matches!(change.op, ChangeOp::Create | ChangeOp::Update) && change.after.is_none() {
+        return Err(Refusal::Invalid(
+            "a create or update without a row after it".into(),
+        ));
+    }
     let rows = change.before.iter().chain(&change.after);
     let values = change
         .key
@@ -521,6 +542,22 @@ mod tests {
         );
         // The table still replicates once good changes arrive.
         assert_eq!(apply_all(&store, vec![good(4)]).await.applied, 1);
+    }
+
+    /// A column named like a replica's own columns would overwrite the region the
+    /// stream proved (`source_region`) or the replication metadata.
+    #[tokio::test]
+    async fn a_column_that_would_spoof_the_source_region_is_quarantined() {
+        let (_dir, store) = open();
+        let mut spoof = good(1);
+        spoof.columns.push(column(SOURCE_REGION, ColumnType::Text));
+        if let Some(after) = &mut spoof.after {
+            after.push(Some(Value::Text("eu-central".into())));
+        }
+        let outcome = apply_all(&store, vec![spoof, good(2)]).await;
+        assert_eq!((outcome.applied, outcome.quarantined), (1, 1));
+        let (records, _) = quarantine::records(&store).expect("records");
+        assert!(records[0].reason.contains("reserved"), "{records:?}");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! GB held.
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
 use arrow_flight::FlightData;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -17,9 +18,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use thiserror::Error;
 use tonic::Status;
 
-use crate::limits::{
-    PARAMETER_BYTES_MAX, PARAMETER_CELLS_MAX, PARAMETERS_PER_STATEMENT_MAX, STATEMENT_ROWS_MAX,
-};
+use crate::limits::{PARAMETER_BYTES_MAX, PARAMETER_CELLS_MAX, STATEMENT_ROWS_MAX};
+use crate::peers::uncompressed_header;
 
 /// Why a DoPut's parameters were refused. Texts name the bound that was hit and never
 /// quote a value (a parameter may be personal data).
@@ -37,6 +37,8 @@ pub(crate) enum ParameterError {
     WrongColumnCount { expected: usize, got: usize },
     #[error("cannot decode parameters: {0}")]
     Undecodable(String),
+    #[error("parameter {position} has a nested type ({data_type}); parameters are scalars")]
+    NestedType { position: usize, data_type: String },
 }
 
 /// Reads the parameter batches of a DoPut for a statement that takes `parameters`
@@ -56,24 +58,28 @@ async fn read_rows(
     messages: impl Stream<Item = Result<FlightData, Status>> + Send + 'static,
     parameters: usize,
 ) -> Result<Vec<Vec<ScalarValue>>, ParameterError> {
-    let parameters = parameters.min(PARAMETERS_PER_STATEMENT_MAX);
-    // Messages with no IPC header carry only the command and are skipped. Wire bytes are
-    // counted before a message reaches the decoder.
+    // Wire bytes of every message (with an IPC header or not) are counted before it
+    // reaches the decoder, and a header declaring compressed buffers is refused there
+    // (see `peers::ipc_input`). Messages with no IPC header carry only the command and
+    // are skipped.
     let mut wire_bytes = 0usize;
     let messages = messages
-        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
         .map(move |message| {
             let data = message.map_err(FlightError::from)?;
             wire_bytes = wire_bytes
                 .saturating_add(data.data_header.len())
-                .saturating_add(data.data_body.len());
+                .saturating_add(data.data_body.len())
+                .saturating_add(data.app_metadata.len());
             if wire_bytes > PARAMETER_BYTES_MAX {
-                return Err(FlightError::ExternalError(Box::new(
-                    ParameterError::TooManyBytes,
-                )));
+                return Err(external(ParameterError::TooManyBytes));
+            }
+            if !data.data_header.is_empty() {
+                uncompressed_header(&data.data_header)
+                    .map_err(|detail| external(ParameterError::Undecodable(detail)))?;
             }
             Ok(data)
         })
+        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
         .boxed();
     let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
     let mut rows = Vec::new();
@@ -94,6 +100,10 @@ async fn read_rows(
     Ok(rows)
 }
 
+fn external(error: ParameterError) -> FlightError {
+    FlightError::ExternalError(Box::new(error))
+}
+
 /// Checks one decoded batch against the bounds, given the rows and cells read before it.
 fn check_shape(
     batch: &RecordBatch,
@@ -107,6 +117,17 @@ fn check_shape(
             got: batch.num_columns(),
         });
     }
+    // A nested column is many values per cell (a struct of 5,000 NULL children counts
+    // as one cell but converts into 5,000): parameters are scalars, so refuse them.
+    for (position, field) in batch.schema().fields().iter().enumerate() {
+        let data_type = field.data_type();
+        if data_type.is_nested() || matches!(data_type, DataType::RunEndEncoded(..)) {
+            return Err(ParameterError::NestedType {
+                position: position + 1,
+                data_type: data_type.to_string(),
+            });
+        }
+    }
     if rows_before.saturating_add(batch.num_rows()) > STATEMENT_ROWS_MAX {
         return Err(ParameterError::TooManyRows);
     }
@@ -117,18 +138,15 @@ fn check_shape(
     Ok(())
 }
 
-/// The decoder's error, or the bound the byte counter raised through it.
+/// The decoder's error, or the refusal the message check raised through it.
 fn decode_error(error: FlightError) -> ParameterError {
-    if let FlightError::ExternalError(inner) = &error
-        && let Some(bound) = inner.downcast_ref::<ParameterError>()
-    {
-        return if *bound == ParameterError::TooManyBytes {
-            ParameterError::TooManyBytes
-        } else {
-            ParameterError::Undecodable(bound.to_string())
-        };
+    match error {
+        FlightError::ExternalError(inner) => match inner.downcast::<ParameterError>() {
+            Ok(refusal) => *refusal,
+            Err(other) => ParameterError::Undecodable(other.to_string()),
+        },
+        other => ParameterError::Undecodable(other.to_string()),
     }
-    ParameterError::Undecodable(error.to_string())
 }
 
 #[cfg(test)]
@@ -248,6 +266,55 @@ mod tests {
         ));
         let outcome = read_rows(futures::stream::iter(stream), 1).await;
         assert_eq!(outcome.err(), Some(ParameterError::TooManyBytes));
+    }
+
+    /// A compressed buffer names its inflated size, which the decoder would allocate
+    /// before any bound: refused from the header, before decoding.
+    #[tokio::test]
+    async fn compressed_batches_are_refused_before_decoding() {
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
+            .expect("options");
+        let messages: Vec<Result<FlightData, Status>> = FlightDataEncoderBuilder::new()
+            .with_options(options)
+            .build(futures::stream::iter(vec![Ok(batch(1, 10, false))]))
+            .map(|m| m.map_err(Status::from))
+            .collect()
+            .await;
+        let outcome = read_rows(futures::stream::iter(messages), 1).await;
+        assert!(
+            matches!(&outcome, Err(ParameterError::Undecodable(detail)) if detail.contains("compressed")),
+            "{outcome:?}"
+        );
+    }
+
+    /// One struct parameter of 5,000 NULL children is one cell by count and 5,000
+    /// values once converted: nested parameters are refused.
+    #[tokio::test]
+    async fn nested_parameters_are_refused() {
+        let children: Vec<(Arc<Field>, ArrayRef)> = (0..5_000)
+            .map(|i| {
+                (
+                    Arc::new(Field::new(format!("c{i}"), DataType::Null, true)),
+                    Arc::new(NullArray::new(100)) as ArrayRef,
+                )
+            })
+            .collect();
+        let column: ArrayRef = Arc::new(arrow::array::StructArray::from(children));
+        let nested = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "$1",
+                column.data_type().clone(),
+                true,
+            )])),
+            vec![column],
+        )
+        .expect("batch");
+        let outcome = read(vec![nested], 1).await;
+        assert!(
+            matches!(outcome, Err(ParameterError::NestedType { position: 1, .. })),
+            "{outcome:?}"
+        );
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::limits::{
-    PREPARED_STATEMENT_IDLE_MAX_S, PREPARED_STATEMENTS_MAX, PREPARED_STATEMENTS_PER_SESSION_MAX,
-    PREPARED_STATEMENTS_PER_USER_MAX,
+    BOUND_PARAMETER_BYTES_MAX, BOUND_PARAMETER_BYTES_PER_USER_MAX, PREPARED_STATEMENT_IDLE_MAX_S,
+    PREPARED_STATEMENTS_MAX, PREPARED_STATEMENTS_PER_SESSION_MAX, PREPARED_STATEMENTS_PER_USER_MAX,
 };
 
 /// Identifies the session (bearer token) that opened a statement without keeping the
@@ -42,6 +42,14 @@ pub(crate) enum PreparedError {
     )]
     SessionFull,
     #[error(
+        "bound parameters of this user's prepared statements would pass bound_parameter_bytes_per_user_max = {BOUND_PARAMETER_BYTES_PER_USER_MAX}; bind fewer rows or close statements"
+    )]
+    UserParametersFull,
+    #[error(
+        "bound parameters of all prepared statements would pass bound_parameter_bytes_max = {BOUND_PARAMETER_BYTES_MAX}; retry later"
+    )]
+    NodeParametersFull,
+    #[error(
         "unknown prepared statement handle (closed, idle longer than prepared_statement_idle_max_s = {PREPARED_STATEMENT_IDLE_MAX_S}, or from another user)"
     )]
     Unknown,
@@ -51,6 +59,8 @@ struct Entry<T> {
     owner: String,
     session: SessionKey,
     last_used: Instant,
+    /// Memory held by the parameters bound to it, in bytes.
+    bound_bytes: usize,
     statement: T,
 }
 
@@ -105,10 +115,45 @@ impl<T> PreparedTable<T> {
                 owner: owner.to_string(),
                 session,
                 last_used: now,
+                bound_bytes: 0,
                 statement,
             },
         );
         Ok(())
+    }
+
+    /// The statement behind `handle`, for binding parameters that hold `bytes` of
+    /// memory in place of those bound before.
+    ///
+    /// Errors: `Unknown` as `get_mut`; the per-user or node budget of bound parameter
+    /// memory would be passed.
+    pub(crate) fn bind(
+        &mut self,
+        handle: &[u8],
+        user: &str,
+        bytes: usize,
+        now: Instant,
+    ) -> Result<&mut T, PreparedError> {
+        self.get_mut(handle, user, now)?;
+        let (mut of_user, mut of_node) = (0usize, 0usize);
+        for (key, entry) in &self.entries {
+            if key.as_slice() == handle {
+                continue;
+            }
+            of_node = of_node.saturating_add(entry.bound_bytes);
+            if entry.owner == user {
+                of_user = of_user.saturating_add(entry.bound_bytes);
+            }
+        }
+        if of_user.saturating_add(bytes) > BOUND_PARAMETER_BYTES_PER_USER_MAX {
+            return Err(PreparedError::UserParametersFull);
+        }
+        if of_node.saturating_add(bytes) > BOUND_PARAMETER_BYTES_MAX {
+            return Err(PreparedError::NodeParametersFull);
+        }
+        let entry = self.entries.get_mut(handle).ok_or(PreparedError::Unknown)?;
+        entry.bound_bytes = bytes;
+        Ok(&mut entry.statement)
     }
 
     /// The statement behind `handle` if `user` opened it and it has not gone idle; marks
@@ -221,6 +266,35 @@ mod tests {
             .expect("slots freed");
         assert_eq!(table.entries.len(), 2);
         assert_eq!(table.get_mut(&handle(3), "app", later).copied(), Ok(3));
+    }
+
+    #[test]
+    fn bound_parameters_are_budgeted_per_user_and_replaced_not_added() {
+        let mut table = PreparedTable::default();
+        let now = Instant::now();
+        let session = SessionKey::of(Some("Bearer s"));
+        for i in 0..3 {
+            table
+                .open(handle(i), "app", session, (), now)
+                .expect("open");
+        }
+        let half = BOUND_PARAMETER_BYTES_PER_USER_MAX / 2;
+        table
+            .bind(&handle(0), "app", half, now)
+            .expect("first half");
+        table
+            .bind(&handle(1), "app", half, now)
+            .expect("second half");
+        assert_eq!(
+            table.bind(&handle(2), "app", 1, now).err(),
+            Some(PreparedError::UserParametersFull)
+        );
+        // Re-binding a statement replaces its parameters: its old size does not count.
+        table.bind(&handle(1), "app", half, now).expect("rebind");
+        table.close(&handle(0), "app").expect("close");
+        table
+            .bind(&handle(2), "app", half, now)
+            .expect("closing frees the budget");
     }
 
     #[test]

@@ -36,6 +36,7 @@ use super::params::read_parameter_rows;
 use super::prepared::{PreparedTable, SessionKey};
 use super::status::{auth_status, prepared_status, sql_status};
 use crate::auth::{Authenticator, Principal, SessionOptions};
+use crate::limits::PARAMETERS_PER_STATEMENT_MAX;
 use crate::metrics::Metrics;
 use crate::sql::schemas_for_metadata;
 use crate::sql::{PreparedStatement, SqlEngine, SqlError, StatementKind};
@@ -53,9 +54,12 @@ struct OpenStatement {
     statement: PreparedStatement,
     /// How many parameters the statement takes: a bound batch has this many columns.
     parameter_count: usize,
-    /// Rows bound by the last DoPut; a query uses at most one, an update runs once per row.
-    parameters: Vec<Vec<ScalarValue>>,
+    /// Rows bound by the last DoPut; a query uses at most one, an update runs once per
+    /// row. Shared, so a lookup under the table's lock copies a pointer, not the rows.
+    parameters: ParameterRows,
 }
+
+type ParameterRows = Arc<Vec<Vec<ScalarValue>>>;
 
 /// The outcome of a write run at GetFlightInfo, waiting for the client's DoGet.
 struct WriteOutcome {
@@ -140,12 +144,12 @@ impl FlightSqlServer {
         &self,
         handle: &[u8],
         principal: &Principal,
-    ) -> Result<(PreparedStatement, Vec<Vec<ScalarValue>>), Status> {
+    ) -> Result<(PreparedStatement, ParameterRows), Status> {
         let mut statements = self.open_statements();
         let open = statements
             .get_mut(handle, &principal.user, Instant::now())
             .map_err(prepared_status)?;
-        Ok((open.statement.clone(), open.parameters.clone()))
+        Ok((open.statement.clone(), Arc::clone(&open.parameters)))
     }
 
     /// Reads the parameter rows a DoPut binds to the statement behind `handle`.
@@ -183,13 +187,13 @@ impl FlightSqlServer {
         &self,
         principal: &Principal,
         statement: &PreparedStatement,
-        rows: Vec<Vec<ScalarValue>>,
+        rows: ParameterRows,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
         let runs: Vec<Option<Vec<ScalarValue>>> = if rows.is_empty() {
             vec![None]
         } else {
-            rows.into_iter().map(Some).collect()
+            rows.iter().cloned().map(Some).collect()
         };
         let schema = statement.output_schema();
         let mut total: Option<u64> = None;
@@ -446,7 +450,7 @@ impl FlightSqlService for FlightSqlServer {
         }
         if statement.kind != StatementKind::Query {
             let info = self
-                .execute_write_now(&principal, &statement, Vec::new(), request.into_inner())
+                .execute_write_now(&principal, &statement, Arc::default(), request.into_inner())
                 .await?;
             return Ok(Response::new(info));
         }
@@ -516,7 +520,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request)?;
-        let (mut statement, mut parameters) =
+        let (mut statement, parameters) =
             self.lookup(&query.prepared_statement_handle, &principal)?;
         if parameters.len() > 1 {
             return Err(Status::invalid_argument(format!(
@@ -525,7 +529,7 @@ impl FlightSqlService for FlightSqlServer {
             )));
         }
         let warnings = statement.fresh_warnings();
-        let stream = self.execute(&statement, parameters.pop()).await?;
+        let stream = self.execute(&statement, parameters.last().cloned()).await?;
         Ok(Response::new(flight_stream(stream, warnings)))
     }
 
@@ -547,6 +551,12 @@ impl FlightSqlService for FlightSqlServer {
             .map_err(sql_status)?;
         let dataset_schema = schema_bytes(&statement.output_schema())?;
         let parameters = statement.parameter_schema().map_err(sql_status)?;
+        if parameters.fields().len() > PARAMETERS_PER_STATEMENT_MAX {
+            return Err(Status::invalid_argument(format!(
+                "the statement takes {} parameters, more than parameters_per_statement_max = {PARAMETERS_PER_STATEMENT_MAX}",
+                parameters.fields().len()
+            )));
+        }
         let parameter_schema = schema_bytes(&parameters)?;
         let mut handle = vec![0u8; 16];
         rand::rng().fill_bytes(&mut handle);
@@ -564,7 +574,7 @@ impl FlightSqlService for FlightSqlServer {
                 OpenStatement {
                     statement,
                     parameter_count: parameters.fields().len(),
-                    parameters: Vec::new(),
+                    parameters: Arc::new(Vec::new()),
                 },
                 Instant::now(),
             )
@@ -597,11 +607,16 @@ impl FlightSqlService for FlightSqlServer {
         let parameters = self
             .read_parameters(handle, &principal, request.into_inner())
             .await?;
+        let bytes = parameters
+            .iter()
+            .flatten()
+            .map(ScalarValue::size)
+            .fold(0usize, usize::saturating_add);
         let mut statements = self.open_statements();
         let open = statements
-            .get_mut(handle, &principal.user, Instant::now())
+            .bind(handle, &principal.user, bytes, Instant::now())
             .map_err(prepared_status)?;
-        open.parameters = parameters;
+        open.parameters = Arc::new(parameters);
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
         })
@@ -617,24 +632,26 @@ impl FlightSqlService for FlightSqlServer {
         if let Some(applied) = self.apply_session_statement(&request, &statement) {
             return applied.map(|()| 0);
         }
-        let mut rows = self
+        let sent = self
             .read_parameters(
                 &query.prepared_statement_handle,
                 &principal,
                 request.into_inner(),
             )
             .await?;
-        if rows.is_empty() {
-            rows = bound;
-        }
+        let rows = if sent.is_empty() {
+            bound
+        } else {
+            Arc::new(sent)
+        };
         if rows.is_empty() {
             let stream = self.execute(&statement, None).await?;
             return affected_rows(stream).await;
         }
         // One execution per parameter row (executemany); each is its own statement.
         let mut total = 0i64;
-        for row in rows {
-            let stream = self.execute(&statement, Some(row)).await?;
+        for row in rows.iter() {
+            let stream = self.execute(&statement, Some(row.clone())).await?;
             total += affected_rows(stream).await?;
         }
         Ok(total)

@@ -20,18 +20,20 @@ impl From<ParameterError> for Status {
             ParameterError::TooManyBytes
             | ParameterError::TooManyRows
             | ParameterError::TooManyCells => Status::resource_exhausted(error.to_string()),
-            ParameterError::WrongColumnCount { .. } | ParameterError::Undecodable(_) => {
-                Status::invalid_argument(error.to_string())
-            }
+            ParameterError::WrongColumnCount { .. }
+            | ParameterError::Undecodable(_)
+            | ParameterError::NestedType { .. } => Status::invalid_argument(error.to_string()),
         }
     }
 }
 
 pub(crate) fn prepared_status(error: PreparedError) -> Status {
     match error {
-        PreparedError::NodeFull | PreparedError::UserFull | PreparedError::SessionFull => {
-            Status::resource_exhausted(error.to_string())
-        }
+        PreparedError::NodeFull
+        | PreparedError::UserFull
+        | PreparedError::SessionFull
+        | PreparedError::UserParametersFull
+        | PreparedError::NodeParametersFull => Status::resource_exhausted(error.to_string()),
         PreparedError::Unknown => Status::not_found(error.to_string()),
     }
 }

@@ -7,11 +7,13 @@
 
 pub mod certs;
 mod config;
+mod ipc_input;
 mod peer_monitor;
 mod router;
 mod tls;
 
 pub use config::{MeshConfig, PeerConfig};
+pub(crate) use ipc_input::uncompressed_header;
 pub use peer_monitor::{PeerMonitor, PeerStatus};
 pub use router::{ForwardError, PeerRouter};
 pub(crate) use router::{decode as decode_ipc, encode_all};

@@ -330,7 +330,9 @@ pub(crate) fn encode_all(
     Ok(out)
 }
 
-/// The batches of one Arrow IPC stream.
+/// The batches of one Arrow IPC stream from a peer; compressed buffers are refused
+/// before anything is decoded (see `ipc_input`).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    super::ipc_input::uncompressed_stream(bytes).map_err(arrow::error::ArrowError::IpcError)?;
     arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?.collect()
 }

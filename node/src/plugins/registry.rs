@@ -59,6 +59,59 @@ pub struct Trust {
     pub minimum_versions: HashMap<(String, PluginKind), u64>,
 }
 
+impl Trust {
+    /// Why `record` may not be active under the trust configured now, if it may not:
+    /// below the minimum version, or not signed by a key trusted now.
+    pub fn refusal(&self, record: &PluginRecord) -> Option<UploadError> {
+        let kind = kind_from_str(&record.kind)?;
+        if let Some(error) = self.below_minimum(&record.jurisdiction, kind, record.version) {
+            return Some(error);
+        }
+        let keys = self
+            .keys
+            .get(&record.jurisdiction)
+            .map_or(&[][..], Vec::as_slice);
+        let trusted = if record.signature_hex.is_empty() {
+            keys.iter().any(|key| key_id(key) == record.signer)
+        } else {
+            let message = signed_message(
+                &record.jurisdiction,
+                &record.kind,
+                record.version,
+                &record.sha256,
+            );
+            keys.iter()
+                .any(|key| verify(key, &message, &record.signature_hex))
+        };
+        (!trusted).then(|| UploadError::NoLongerTrusted {
+            jurisdiction: record.jurisdiction.clone(),
+            kind: record.kind.clone(),
+            version: record.version,
+            reason: format!(
+                "its signer {} is not among the keys trusted for {} (trusted_keys)",
+                record.signer, record.jurisdiction
+            ),
+        })
+    }
+
+    fn below_minimum(
+        &self,
+        jurisdiction: &str,
+        kind: PluginKind,
+        version: u64,
+    ) -> Option<UploadError> {
+        let minimum = *self
+            .minimum_versions
+            .get(&(jurisdiction.to_string(), kind))?;
+        (version < minimum).then(|| UploadError::BelowMinimum {
+            jurisdiction: jurisdiction.to_string(),
+            kind: kind.as_str().to_string(),
+            version,
+            minimum,
+        })
+    }
+}
+
 impl From<HashMap<String, Vec<VerifyingKey>>> for Trust {
     fn from(keys: HashMap<String, Vec<VerifyingKey>>) -> Self {
         Self {
@@ -99,7 +152,10 @@ pub enum UploadError {
         kind: String,
         version: u64,
     },
-    #[error("{jurisdiction}/{kind} has no earlier version to roll back to")]
+    #[error(
+        "{jurisdiction}/{kind} has no earlier version to roll back to that trust allows \
+         (trusted_keys, plugins.minimum_versions)"
+    )]
     NothingToRollBack { jurisdiction: String, kind: String },
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -184,7 +240,7 @@ type Key = (String, PluginKind);
 pub struct PluginRegistry {
     runtime: Arc<PluginRuntime>,
     store: Store,
-    trust: Trust,
+    trust: Arc<Trust>,
     /// Secret of the redactors' keyed-hash import.
     hmac_secret: Arc<[u8]>,
     active: RwLock<HashMap<Key, Slot>>,
@@ -232,7 +288,7 @@ impl PluginRegistry {
         let registry = Arc::new(Self {
             runtime,
             store,
-            trust: trust.into(),
+            trust: Arc::new(trust.into()),
             hmac_secret,
             active: RwLock::new(HashMap::new()),
         });
@@ -324,13 +380,23 @@ impl PluginRegistry {
         let (jurisdiction, kind, version) =
             (upload.jurisdiction.clone(), upload.kind, upload.version);
         let bytes = upload.bytes;
+        let trust = Arc::clone(&self.trust);
         self.store
             .write(move |ctx| -> Result<(), UploadError> {
-                let existing = ctx.state_keys(&record_prefix(&jurisdiction, kind))?;
-                if let Some(latest) = existing
-                    .last()
-                    .and_then(|k| k.rsplit('/').next())
-                    .and_then(|v| v.parse::<u64>().ok())
+                // Newer than every version still trusted: one signed by a key removed
+                // since (say with version u64::MAX) must not block later uploads.
+                let mut newest_trusted = None;
+                for key in ctx.state_keys(&record_prefix(&jurisdiction, kind))? {
+                    let Some(json) = ctx.get_state(&key)? else {
+                        continue;
+                    };
+                    let record: PluginRecord =
+                        serde_json::from_slice(&json).map_err(|_| UploadError::Corrupt(key))?;
+                    if trust.refusal(&record).is_none() {
+                        newest_trusted = newest_trusted.max(Some(record.version));
+                    }
+                }
+                if let Some(latest) = newest_trusted
                     && version <= latest
                 {
                     return Err(UploadError::VersionNotNewer {
@@ -400,12 +466,17 @@ impl PluginRegistry {
             jurisdiction: jurisdiction.into(),
             kind: kind.as_str().into(),
         };
-        let current = current.ok_or_else(nothing)?;
+        // With no active version (say the active one is no longer trusted), the newest
+        // version that is trusted; versions trust refuses are skipped.
+        let current = current.unwrap_or(u64::MAX);
         let previous = self
             .records()?
             .into_iter()
             .filter(|r| {
-                r.jurisdiction == jurisdiction && r.kind == kind.as_str() && r.version < current
+                r.jurisdiction == jurisdiction
+                    && r.kind == kind.as_str()
+                    && r.version < current
+                    && self.refusal(r).is_none()
             })
             .map(|r| r.version)
             .max()
@@ -449,36 +520,7 @@ impl PluginRegistry {
     /// Why `record` may not be active under the trust configured now, if it may not:
     /// below the minimum version, or not signed by a key trusted now.
     pub fn refusal(&self, record: &PluginRecord) -> Option<UploadError> {
-        let kind = kind_from_str(&record.kind)?;
-        if let Some(error) = self.below_minimum(&record.jurisdiction, kind, record.version) {
-            return Some(error);
-        }
-        let keys = self
-            .trust
-            .keys
-            .get(&record.jurisdiction)
-            .map_or(&[][..], Vec::as_slice);
-        let trusted = if record.signature_hex.is_empty() {
-            keys.iter().any(|key| key_id(key) == record.signer)
-        } else {
-            let message = signed_message(
-                &record.jurisdiction,
-                &record.kind,
-                record.version,
-                &record.sha256,
-            );
-            keys.iter()
-                .any(|key| verify(key, &message, &record.signature_hex))
-        };
-        (!trusted).then(|| UploadError::NoLongerTrusted {
-            jurisdiction: record.jurisdiction.clone(),
-            kind: record.kind.clone(),
-            version: record.version,
-            reason: format!(
-                "its signer {} is not among the keys trusted for {} (trusted_keys)",
-                record.signer, record.jurisdiction
-            ),
-        })
+        self.trust.refusal(record)
     }
 
     fn below_minimum(
@@ -487,16 +529,7 @@ impl PluginRegistry {
         kind: PluginKind,
         version: u64,
     ) -> Option<UploadError> {
-        let minimum = *self
-            .trust
-            .minimum_versions
-            .get(&(jurisdiction.to_string(), kind))?;
-        (version < minimum).then(|| UploadError::BelowMinimum {
-            jurisdiction: jurisdiction.to_string(),
-            kind: kind.as_str().to_string(),
-            version,
-            minimum,
-        })
+        self.trust.below_minimum(jurisdiction, kind, version)
     }
 
     fn verify_signature(&self, upload: &PluginUpload, sha256: &str) -> Result<String, UploadError> {

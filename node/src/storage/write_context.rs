@@ -266,6 +266,7 @@ impl WriteContext<'_> {
     /// removed or retyped, so stored rows keep decoding.
     pub fn replace_table(&mut self, def: TableDef) -> Result<Arc<TableDef>, CatalogRefusal> {
         def.validate().map_err(CatalogRefusal::Invalid)?;
+        def.validate_shape().map_err(CatalogRefusal::Invalid)?;
         let def = Arc::new(def);
         self.staged_catalog
             .push(CatalogChange::Put(Arc::clone(&def)));
