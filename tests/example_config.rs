@@ -175,14 +175,30 @@ fn without_its_key_file_the_node_says_how_to_make_it() {
 fn demo_credentials_are_refused_off_loopback() {
     let dir = example_copy();
     keygen(dir.path());
-    let output = Command::new(domicile_binary())
-        .args(["node", "--config"])
-        .arg(dir.path().join("node.toml"))
-        .args(["--listen", "0.0.0.0:0"])
-        .output()
-        .expect("run");
-    assert!(!output.status.success(), "must refuse to start");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let start = |config: &str| {
+        let output = Command::new(domicile_binary())
+            .args(["node", "--config"])
+            .arg(dir.path().join(config))
+            .args(["--listen", "0.0.0.0:0"])
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "must refuse to start");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // Off loopback without [listen.tls]: the password would travel in clear.
+    let stderr = start("node.toml");
+    assert!(
+        stderr.contains("listen.flight_sql") && stderr.contains("[listen.tls]"),
+        "stderr: {stderr}"
+    );
+    // Even when the operator accepts plaintext, the published password is refused.
+    let text = std::fs::read_to_string(dir.path().join("node.toml")).expect("config");
+    std::fs::write(
+        dir.path().join("insecure.toml"),
+        text.replacen("[listen]", "[listen]\ninsecure = true", 1),
+    )
+    .expect("write");
+    let stderr = start("insecure.toml");
     assert!(
         stderr.contains("well-known demo password"),
         "stderr: {stderr}"

@@ -37,11 +37,8 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("rdkafka::", &["cdc/kafka.rs"]),
     ("foyer::", &["cache/"]),
     ("axum::", &["metrics/server.rs"]),
-    ("tonic::transport::Server", &["server.rs"]),
-    (
-        "_server::",
-        &["server.rs", "flight/", "admin/", "peer_api/"],
-    ),
+    ("tonic::transport::Server", &["server/"]),
+    ("_server::", &["server/", "flight/", "admin/", "peer_api/"]),
 ];
 
 fn floor_of(module: &str) -> Option<usize> {

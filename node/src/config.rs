@@ -258,6 +258,41 @@ pub struct ListenConfig {
     pub metrics: Option<SocketAddr>,
     /// Node-to-node gRPC with mutual TLS (needs `[mesh]`). Omit for a node without peers.
     pub peer: Option<SocketAddr>,
+    /// TLS for the client listeners (`flight_sql` and `admin`). Without it they speak
+    /// plaintext gRPC, which a node allows on loopback only (see `insecure`).
+    pub tls: Option<ListenTlsConfig>,
+    /// Lets `flight_sql` or `admin` listen on a non-loopback address without TLS
+    /// (passwords and bearer tokens then cross the network in clear). For a node behind a
+    /// TLS-terminating proxy on the same host or a private link; default false.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `[listen.tls]`: the certificate clients see on `flight_sql` and `admin`. PEM files,
+/// relative to the config file's folder; read at start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTlsConfig {
+    /// The server certificate chain (leaf first), e.g. from `domicile certs server`
+    /// or a public CA. Its names must match what clients dial.
+    pub cert: PathBuf,
+    /// The certificate's private key (PKCS#8, SEC1 or PKCS#1 PEM).
+    pub key: PathBuf,
+    /// When set, clients must also present a certificate issued by this CA (mutual
+    /// TLS), in addition to their password or token.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ListenConfig {
+    /// The client listeners as (config key, address): what TLS and the demo-password
+    /// rule apply to. The metrics listener carries no credentials and no rows.
+    pub fn client_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut listeners = vec![("listen.flight_sql", self.flight_sql)];
+        if let Some(admin) = self.admin {
+            listeners.push(("listen.admin", admin));
+        }
+        listeners
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -348,6 +383,13 @@ impl NodeConfig {
                     resolve(file);
                 }
             }
+            if let Some(tls) = &mut config.listen.tls {
+                resolve(&mut tls.cert);
+                resolve(&mut tls.key);
+                if let Some(ca) = &mut tls.client_ca {
+                    resolve(ca);
+                }
+            }
             if let Some(mesh) = &mut config.mesh {
                 resolve(&mut mesh.ca_cert);
                 resolve(&mut mesh.cert);
@@ -413,6 +455,21 @@ impl NodeConfig {
                     format!("peers[{index}].region"),
                     "a peer cannot be this node's own region",
                 ));
+            }
+        }
+        if self.listen.tls.is_none() && !self.listen.insecure {
+            for (key, address) in self.listen.client_listeners() {
+                if !address.ip().is_loopback() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{address} is not a loopback address and [listen.tls] is not set: \
+                             passwords and tokens would cross the network in clear. Give \
+                             [listen.tls] cert and key (e.g. `domicile certs server`), or set \
+                             listen.insecure = true if something else encrypts the link"
+                        ),
+                    ));
+                }
             }
         }
         if (self.listen.peer.is_some() || !self.peers.is_empty()) && self.mesh.is_none() {
@@ -607,5 +664,34 @@ home_region = "eu-central"
             let error = load(&text).expect_err(key).to_string();
             assert!(error.contains(key), "error {error:?} should name {key}");
         }
+    }
+
+    #[test]
+    fn client_listeners_off_loopback_need_tls_or_an_explicit_insecure() {
+        let wide = GOOD.replace("127.0.0.1:0", "0.0.0.0:0");
+        let error = load(&wide).expect_err("plaintext off loopback").to_string();
+        assert!(
+            error.contains("listen.flight_sql") && error.contains("[listen.tls]"),
+            "{error}"
+        );
+        let admin_wide = GOOD.replace(
+            "flight_sql = \"127.0.0.1:0\"",
+            "flight_sql = \"127.0.0.1:0\"\nadmin = \"[::]:0\"",
+        );
+        let error = load(&admin_wide)
+            .expect_err("admin off loopback")
+            .to_string();
+        assert!(error.contains("listen.admin"), "{error}");
+        let ipv6_loopback = GOOD.replace("127.0.0.1:0", "[::1]:0");
+        load(&ipv6_loopback).expect("::1 is loopback");
+        let insecure = wide.replace("[listen]", "[listen]\ninsecure = true");
+        load(&insecure).expect("the operator said insecure");
+        let tls = wide.replace(
+            "[listen]",
+            "[listen]\ntls = { cert = \"server.pem\", key = \"server.key\" }",
+        );
+        let config = load(&tls).expect("with TLS");
+        let tls = config.listen.tls.expect("tls");
+        assert!(tls.cert.is_absolute() && tls.key.ends_with("server.key"));
     }
 }

@@ -48,6 +48,10 @@ enum Command {
         /// e.g. grpc://127.0.0.1:50051 (http:// and grpc+tls:// work too)
         #[arg(long)]
         endpoint: String,
+        /// PEM CA that a grpc+tls:// node's certificate must chain to (default: the
+        /// system's trusted roots).
+        #[arg(long, env = "DOMICILE_TLS_CA")]
+        tls_ca: Option<PathBuf>,
         #[arg(long)]
         user: String,
         /// File holding the password; else DOMICILE_PASSWORD.
@@ -121,6 +125,19 @@ enum CertsCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make a server certificate for the client listeners ([listen.tls]) signed by the
+    /// CA in --ca-dir, naming each --name (host names or IP addresses clients dial):
+    /// OUT/server.pem and OUT/server.key. Clients trust the CA's ca.pem (--tls-ca, or
+    /// ADBC's tls_root_certs). A separate CA from the mesh's keeps client and mesh trust
+    /// apart.
+    Server {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,9 +174,13 @@ enum AuditCommand {
 /// Where and as whom to reach a node's admin API.
 #[derive(clap::Args)]
 struct AdminArgs {
-    /// e.g. grpc://127.0.0.1:50052
+    /// e.g. grpc://127.0.0.1:50052 (grpc+tls:// for a node with [listen.tls])
     #[arg(long)]
     endpoint: String,
+    /// PEM CA that a grpc+tls:// node's certificate must chain to (default: the
+    /// system's trusted roots).
+    #[arg(long, env = "DOMICILE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     #[arg(long)]
     user: String,
     /// File holding the password; else DOMICILE_PASSWORD.
@@ -257,12 +278,19 @@ fn run() -> anyhow::Result<()> {
         } => runtime.block_on(run_node(config, data_dir, listen)),
         Command::Sql {
             endpoint,
+            tls_ca,
             user,
             password_file,
             execute,
             file,
         } => {
-            let ok = runtime.block_on(run_sql(endpoint, user, password_file, execute, file))?;
+            let ok = runtime.block_on(run_sql(
+                (endpoint, tls_ca),
+                user,
+                password_file,
+                execute,
+                file,
+            ))?;
             std::process::exit(if ok { 0 } else { 1 });
         }
         Command::Plugin { command } => runtime.block_on(run_plugin_command(command)),
@@ -371,8 +399,23 @@ fn make_certs(command: CertsCommand) -> anyhow::Result<()> {
             write(out.join(format!("{region}.pem")), &node.cert_pem, false)?;
             write(out.join(format!("{region}.key")), &node.key_pem, true)?;
         }
+        CertsCommand::Server { ca_dir, names, out } => {
+            let ca = certs::Issued {
+                cert_pem: read_text(&ca_dir.join("ca.pem"))?,
+                key_pem: read_text(&ca_dir.join("ca.key"))?,
+            };
+            let server = certs::new_server_cert(&ca, &names)
+                .with_context(|| format!("cannot make a certificate for {names:?}"))?;
+            std::fs::create_dir_all(&out)?;
+            write(out.join("server.pem"), &server.cert_pem, false)?;
+            write(out.join("server.key"), &server.key_pem, true)?;
+        }
     }
     Ok(())
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn read_canaries(path: &Path) -> anyhow::Result<Vec<domicile::residency::leak_scan::Canary>> {
@@ -509,11 +552,17 @@ async fn run_node(
     // pipe must not make the node panic on the lines after it (EPIPE).
     let mut banner = format!(
         "listening flight_sql={} admin={admin} metrics={metrics} peer={peer}\n\
-         domicile node {} ({})\n  flight sql  grpc://{}\n",
-        node.listening.flight_sql, config.region, config.jurisdiction, node.listening.flight_sql
+         domicile node {} ({})\n  flight sql  {}\n",
+        node.listening.flight_sql,
+        config.region,
+        config.jurisdiction,
+        node.listening.client_url(node.listening.flight_sql)
     );
     if let Some(address) = node.listening.admin {
-        banner.push_str(&format!("  admin       grpc://{address}\n"));
+        banner.push_str(&format!(
+            "  admin       {}\n",
+            node.listening.client_url(address)
+        ));
     }
     if let Some(address) = node.listening.metrics {
         banner.push_str(&format!("  metrics     http://{address}/metrics\n"));
@@ -586,15 +635,18 @@ fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `target`: the endpoint and the CA its TLS certificate must chain to.
 async fn run_sql(
-    endpoint: String,
+    target: (String, Option<PathBuf>),
     user: String,
     password_file: Option<PathBuf>,
     execute: Option<String>,
     file: Option<PathBuf>,
 ) -> anyhow::Result<bool> {
     let password = read_password(password_file.as_deref())?;
-    let mut shell = SqlShell::connect(&endpoint, &user, &password).await?;
+    let (endpoint, tls_ca) = target;
+    let mut shell =
+        SqlShell::connect_with_ca(&endpoint, tls_ca.as_deref(), &user, &password).await?;
     let mut stdout = std::io::stdout();
     match (execute, file) {
         (Some(sql), _) => shell.run(&sql, &mut stdout).await,
@@ -613,7 +665,13 @@ async fn run_sql(
 
 async fn admin_client(args: &AdminArgs) -> anyhow::Result<AdminSession> {
     let password = read_password(args.password_file.as_deref())?;
-    AdminSession::connect(&args.endpoint, &args.user, &password).await
+    AdminSession::connect_with_ca(
+        &args.endpoint,
+        args.tls_ca.as_deref(),
+        &args.user,
+        &password,
+    )
+    .await
 }
 
 async fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {

@@ -41,43 +41,73 @@ def upload_eu_policy(folder: pathlib.Path, admin_address: str) -> None:
     )
 
 
+def start_node(folder: pathlib.Path, listen_extra: str = "", scheme: str = "grpc"):
+    """Starts a node in `folder`; yields (flight URL, process). `listen_extra` goes into
+    its `[listen]` table."""
+    users = "".join(
+        f'\n[[users]]\nname = "{name}"\npassword_hash = "{hash_password(password)}"\n'
+        f'roles = ["{name}"]\nhome_region = "eu-central"\n'
+        + ('compliance = ["EU"]\n' if name == "admin" else "")
+        for name, password in PASSWORDS.items()
+    )
+    trusted = subprocess.run(
+        [domicile_binary(), "plugin", "keygen", "--jurisdiction", "EU", "--out", str(folder / "eu.key")],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    (folder / "node.toml").write_text(
+        'region = "eu-central"\njurisdiction = "EU"\ndata_dir = "data"\n'
+        '[listen]\nflight_sql = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n' + listen_extra +
+        "[plugins]\ncall_deadline_ms = 2000\n" + users + "\n" + trusted
+    )
+    log = open(folder / "node.log", "w")
+    process = subprocess.Popen(
+        [domicile_binary(), "node", "--config", str(folder / "node.toml")],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    first_line = process.stdout.readline()
+    # Keep draining stdout so the node never blocks on a full pipe.
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    try:
+        address = next(p.split("=", 1)[1] for p in first_line.split() if p.startswith("flight_sql="))
+    except StopIteration:
+        process.kill()
+        pytest.fail(f"node did not start: {first_line!r}\n{(folder / 'node.log').read_text()}")
+    admin = next(p.split("=", 1)[1] for p in first_line.split() if p.startswith("admin="))
+    return f"{scheme}://{address}", admin, process, log
+
+
+def stop_node(process, log):
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
 @pytest.fixture(scope="module")
 def node():
     with tempfile.TemporaryDirectory() as folder:
         folder = pathlib.Path(folder)
-        users = "".join(
-            f'\n[[users]]\nname = "{name}"\npassword_hash = "{hash_password(password)}"\n'
-            f'roles = ["{name}"]\nhome_region = "eu-central"\n'
-            + ('compliance = ["EU"]\n' if name == "admin" else "")
-            for name, password in PASSWORDS.items()
-        )
-        trusted = subprocess.run(
-            [domicile_binary(), "plugin", "keygen", "--jurisdiction", "EU", "--out", str(folder / "eu.key")],
-            capture_output=True, text=True, check=True,
-        ).stdout
-        (folder / "node.toml").write_text(
-            'region = "eu-central"\njurisdiction = "EU"\ndata_dir = "data"\n'
-            '[listen]\nflight_sql = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
-            "[plugins]\ncall_deadline_ms = 2000\n" + users + "\n" + trusted
-        )
-        log = open(folder / "node.log", "w")
-        process = subprocess.Popen(
-            [domicile_binary(), "node", "--config", str(folder / "node.toml")],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        first_line = process.stdout.readline()
-        # Keep draining stdout so the node never blocks on a full pipe.
-        threading.Thread(target=process.stdout.read, daemon=True).start()
-        try:
-            address = next(p.split("=", 1)[1] for p in first_line.split() if p.startswith("flight_sql="))
-        except StopIteration:
-            process.kill()
-            pytest.fail(f"node did not start: {first_line!r}\n{(folder / 'node.log').read_text()}")
-        admin = next(p.split("=", 1)[1] for p in first_line.split() if p.startswith("admin="))
+        url, admin, process, log = start_node(folder)
         upload_eu_policy(folder, admin)
-        yield f"grpc://{address}"
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        yield url
+        stop_node(process, log)
+
+
+@pytest.fixture(scope="module")
+def tls_node():
+    """A node whose client listeners speak TLS, with a certificate from a CA made by
+    `domicile certs`; yields (grpc+tls URL, the CA's PEM text)."""
+    with tempfile.TemporaryDirectory() as folder:
+        folder = pathlib.Path(folder)
+        ca = folder / "client-ca"
+        subprocess.run([domicile_binary(), "certs", "ca", "--out", str(ca)], capture_output=True, check=True)
+        subprocess.run(
+            [domicile_binary(), "certs", "server", "--ca-dir", str(ca), "--name", "127.0.0.1",
+             "--name", "localhost", "--out", str(ca)],
+            capture_output=True, check=True,
+        )
+        tls = f'tls = {{ cert = "{ca / "server.pem"}", key = "{ca / "server.key"}" }}\n'
+        url, _, process, log = start_node(folder, tls, scheme="grpc+tls")
+        yield url, (ca / "ca.pem").read_text()
+        stop_node(process, log)

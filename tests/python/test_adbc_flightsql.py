@@ -79,6 +79,37 @@ def test_metadata(node):
         assert schema.names == ["k"]
 
 
+def test_tls_with_the_nodes_ca_and_nothing_else(tls_node):
+    """Issue 21: a stock client over grpc+tls://, trusting the CA that issued the node's
+    certificate; without that CA the same client refuses the node."""
+    url, ca_pem = tls_node
+    with flightsql.connect(
+        url,
+        db_kwargs={
+            "username": "admin",
+            "password": PASSWORDS["admin"],
+            "adbc.flight.sql.client_option.tls_root_certs": ca_pem,
+        },
+        autocommit=True,
+    ) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 40 + 2 AS answer")
+        assert cur.fetchall() == [(42,)]
+    with pytest.raises(adbc_driver_manager.Error) as error:
+        with flightsql.connect(
+            url, db_kwargs={"username": "admin", "password": PASSWORDS["admin"]}, autocommit=True
+        ) as conn:
+            conn.cursor().execute("SELECT 1")
+    assert "certificate" in str(error.value).lower(), str(error.value)
+    # Plaintext to the TLS listener gets nothing.
+    with pytest.raises(adbc_driver_manager.Error):
+        with flightsql.connect(
+            url.replace("grpc+tls://", "grpc://"),
+            db_kwargs={"username": "admin", "password": PASSWORDS["admin"]},
+            autocommit=True,
+        ) as conn:
+            conn.cursor().execute("SELECT 1")
+
+
 def test_wrong_password_is_refused(node):
     with pytest.raises(adbc_driver_manager.Error) as error:
         with flightsql.connect(

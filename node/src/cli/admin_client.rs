@@ -25,12 +25,20 @@ pub struct AdminSession {
 }
 
 impl AdminSession {
+    /// [`AdminSession::connect_with_ca`] trusting the system's roots for `grpc+tls://`.
     pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(super::endpoint::channel_uri(endpoint)?)
-            .with_context(|| format!("invalid endpoint {endpoint}"))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {endpoint}"))?;
+        Self::connect_with_ca(endpoint, None, user, password).await
+    }
+
+    /// Connects and logs in. `tls_ca`: the PEM CA a `grpc+tls://` node's certificate
+    /// must chain to (see [`super::endpoint::connect`]).
+    pub async fn connect_with_ca(
+        endpoint: &str,
+        tls_ca: Option<&std::path::Path>,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let channel = super::endpoint::connect(endpoint, tls_ca).await?;
         let client =
             AdminClient::new(channel).max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
         let credentials =

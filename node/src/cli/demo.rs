@@ -28,11 +28,12 @@ pub const REGIONS: [(&str, &str, &str); 3] = [
     ("ap-southeast", "SG", "sg_pdpa"),
 ];
 
-/// Demo credentials. Loopback only: a node refuses `admin`/`admin` on other addresses.
-const ADMIN: (&str, &str) = ("admin", "admin");
+/// Demo credentials. Loopback only: a node refuses every well-known demo password on
+/// other addresses.
+const ADMIN: (&str, &str) = ("admin", crate::auth::DEMO_ADMIN_PASSWORD);
 /// A reader homed in ap-southeast, present on every node: what a region may see of
 /// another region's data is what this user gets.
-const ANALYST: (&str, &str) = ("analyst-apac", "analyst");
+const ANALYST: (&str, &str) = ("analyst-apac", crate::auth::DEMO_ANALYST_PASSWORD);
 const ANALYST_HOME: &str = "ap-southeast";
 
 const SCHEMA: &str = include_str!("../../../examples/payments/schema.sql");

@@ -11,7 +11,7 @@ use arrow::util::pretty::pretty_format_batches;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 
@@ -20,12 +20,20 @@ pub struct SqlShell {
 }
 
 impl SqlShell {
+    /// [`SqlShell::connect_with_ca`] trusting the system's roots for `grpc+tls://`.
     pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(super::endpoint::channel_uri(endpoint)?)
-            .with_context(|| format!("invalid endpoint {endpoint}"))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {endpoint}"))?;
+        Self::connect_with_ca(endpoint, None, user, password).await
+    }
+
+    /// Connects and logs in (Flight SQL handshake). `tls_ca`: the PEM CA a
+    /// `grpc+tls://` node's certificate must chain to (see [`super::endpoint::connect`]).
+    pub async fn connect_with_ca(
+        endpoint: &str,
+        tls_ca: Option<&std::path::Path>,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let channel = super::endpoint::connect(endpoint, tls_ca).await?;
         let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
             .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
             .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);

@@ -69,6 +69,35 @@ pub fn new_node_cert(ca: &Issued, region: &str) -> Result<Issued, rcgen::Error> 
     })
 }
 
+/// A server certificate for the client listeners (`[listen.tls]`), signed by the CA in
+/// `ca`, naming `names` (DNS names, or IP addresses as IP SANs) and valid for serving
+/// only: it cannot be used as a mesh node's client certificate, and it names no region,
+/// so peers refuse it (`region_of` is `None`).
+///
+/// Errors: no names or a mesh name (`InvalidNameType`), a name that is not a valid DNS
+/// name or IP address, or a CA that cannot be parsed.
+pub fn new_server_cert(ca: &Issued, names: &[String]) -> Result<Issued, rcgen::Error> {
+    // A mesh name on a client-facing certificate would blur the two trusts; a node's
+    // mesh certificate comes from `new_node_cert` only.
+    if names.is_empty() || names.iter().any(|n| n.ends_with(MESH_DOMAIN)) {
+        return Err(rcgen::Error::InvalidNameType);
+    }
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("domicile {}", names[0]));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_after = rcgen::date_time_ymd(this_year() + 2, 1, 1);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// The region a (CA-verified) certificate names, if it names exactly one.
 pub fn region_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -104,6 +133,34 @@ mod tests {
             "the CA names no region"
         );
         assert_eq!(region_of(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_server_certificate_names_hosts_and_no_region() {
+        let ca = new_ca().expect("ca");
+        let names = ["127.0.0.1".to_string(), "db.example.com".to_string()];
+        let server = new_server_cert(&ca, &names).expect("server cert");
+        let der = pem_to_der(&server.cert_pem);
+        assert_eq!(region_of(&der), None, "a client listener's certificate");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("x509");
+        let sans = cert
+            .subject_alternative_name()
+            .expect("san")
+            .expect("present")
+            .value
+            .general_names
+            .iter()
+            .map(|name| format!("{name:?}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            sans.contains("IPAddress") && sans.contains("db.example.com"),
+            "{sans}"
+        );
+        let eku = cert.extended_key_usage().expect("eku").expect("present");
+        assert!(eku.value.server_auth && !eku.value.client_auth);
+        assert!(new_server_cert(&ca, &[]).is_err());
+        assert!(new_server_cert(&ca, &[dns_name("eu-central")]).is_err());
     }
 
     fn pem_to_der(pem: &str) -> Vec<u8> {

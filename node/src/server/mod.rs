@@ -1,13 +1,15 @@
 //! Starting and stopping one node: open storage, build the SQL engine, bind listeners,
 //! serve until told to stop.
 
+mod client_tls;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -33,10 +35,6 @@ use crate::saga::SagaEngine;
 use crate::sql::{MeshHandles, NodeIdentity, SqlEngine};
 use crate::storage::{CloseWatch, Store};
 
-/// The password of the example config's `admin` user. A node whose users accept it may
-/// only listen on loopback.
-const WELL_KNOWN_DEMO_PASSWORD: &str = "admin";
-
 /// How long a stopping node waits for calls in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -50,6 +48,18 @@ pub struct Listening {
     pub admin: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
+    /// Whether `flight_sql` and `admin` speak TLS (`[listen.tls]`).
+    pub tls: bool,
+}
+
+impl Listening {
+    /// A client listener's address as the URL stock clients take: `grpc+tls://` with
+    /// `[listen.tls]`, `grpc://` without (ADBC, the Go and Java Flight SQL drivers and
+    /// `domicile sql` accept both; none accepts `http://`).
+    pub fn client_url(&self, address: SocketAddr) -> String {
+        let scheme = if self.tls { "grpc+tls" } else { "grpc" };
+        format!("{scheme}://{address}")
+    }
 }
 
 pub struct Node {
@@ -115,18 +125,13 @@ impl Node {
             })
             .collect();
         let auth = Authenticator::new(users, Duration::from_secs(config.auth.token_ttl_secs));
-        if !config.listen.flight_sql.ip().is_loopback() {
-            for user in &config.users {
-                if auth.accepts_password_for(&user.name, WELL_KNOWN_DEMO_PASSWORD) {
-                    bail!(
-                        "user {} has the well-known demo password and listen.flight_sql {} is not a \
-                         loopback address: set a real password (domicile hash-password) or listen on 127.0.0.1",
-                        user.name,
-                        config.listen.flight_sql
-                    );
-                }
-            }
-        }
+        client_tls::refuse_demo_passwords(&config.listen, &config.users, &auth)?;
+        let client_tls = config
+            .listen
+            .tls
+            .as_ref()
+            .map(client_tls::server_config)
+            .transpose()?;
 
         let started_at_unix_ms = crate::clock::now_unix_ms();
         let identity = Arc::new(NodeIdentity {
@@ -374,8 +379,19 @@ impl Node {
             cache: Arc::clone(&cache),
             auth: Arc::clone(&auth),
         };
+        let client_server = || -> anyhow::Result<tonic::transport::Server> {
+            let builder = tonic::transport::Server::builder();
+            Ok(match &client_tls {
+                Some(tls) => builder
+                    .tls_config(tls.clone())
+                    .context("listen.tls: the certificate and key do not make a TLS identity")?,
+                None => builder,
+            })
+        };
+        let mut flight_server = client_server()?;
+        let mut admin_server = client_server()?;
         let serve = tokio::spawn(async move {
-            let flight = tonic::transport::Server::builder()
+            let flight = flight_server
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     incoming_without_delay(flight_listener),
@@ -394,7 +410,7 @@ impl Node {
             };
             let admin_server = async move {
                 match admin_listener {
-                    Some(listener) => tonic::transport::Server::builder()
+                    Some(listener) => admin_server
                         .add_service(admin_service)
                         .serve_with_incoming_shutdown(
                             incoming_without_delay(listener),
@@ -434,6 +450,7 @@ impl Node {
                 admin: admin_address,
                 metrics: metrics_address,
                 peer: peer_address,
+                tls: config.listen.tls.is_some(),
             },
             engine,
             serve,
