@@ -165,7 +165,13 @@ async fn a_forged_principal_gets_what_the_callers_region_may_see_and_no_more() {
         .await
         .expect("a scan the caller's region may see (masked)")
         .into_inner();
-    let batches = decode(&reply.arrow_ipc);
+    let replies: Vec<_> = futures::TryStreamExt::try_collect(reply)
+        .await
+        .expect("the rows stream");
+    let batches: Vec<RecordBatch> = replies
+        .iter()
+        .flat_map(|reply| decode(&reply.arrow_ipc))
+        .collect();
     assert_eq!(column_strings(&batches, "id"), ["21"]);
     for (column, clear) in [("name", "Siti Rahman"), ("iban", "SG12ABCD0001234567")] {
         let got = column_strings(&batches, column);
@@ -581,6 +587,8 @@ mod compromised {
     #[tonic::async_trait]
     impl Peer for ConfirmsEverything {
         type StreamChangesStream = Changes;
+        type ScanRowsStream =
+            Pin<Box<dyn futures::Stream<Item = Result<ScanRowsReply, Status>> + Send>>;
 
         async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
             Ok(Response::new(PingReply {
@@ -596,7 +604,7 @@ mod compromised {
         async fn scan_rows(
             &self,
             _: Request<ScanRowsRequest>,
-        ) -> Result<Response<ScanRowsReply>, Status> {
+        ) -> Result<Response<Self::ScanRowsStream>, Status> {
             Err(Status::unimplemented("compromised"))
         }
         async fn stream_changes(

@@ -22,6 +22,14 @@ pub const WRITE_QUEUE_STATEMENTS_MAX: usize = 4096;
 pub const SCAN_BATCH_ROWS_MAX: usize = 4096;
 /// Batches buffered between a storage scan thread and the query that consumes it.
 pub const SCAN_CHANNEL_BATCHES_MAX: usize = 4;
+/// Rows a node streams to a peer (`ScanRows`) go in messages of about this many bytes
+/// of Arrow data (a single row larger than this goes alone): small enough that neither
+/// side holds more than a few of them, far below `GRPC_MESSAGE_SIZE_MAX_BYTES`.
+pub const PEER_SCAN_MESSAGE_BYTES_TARGET: usize = 1 << 20;
+/// A `mesh.<table>` leg's answer from another region is kept in the cache only up to
+/// this many bytes of Arrow data; a larger one streams through uncached rather than
+/// being held whole for the cache.
+pub const MESH_LEG_CACHE_BYTES_MAX: usize = 8 << 20;
 /// Longest SQL text accepted, in bytes.
 pub const SQL_LENGTH_MAX_BYTES: usize = 1 << 20;
 /// Largest gRPC message the Flight SQL server decodes, in bytes.

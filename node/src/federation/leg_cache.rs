@@ -12,9 +12,13 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 
+use futures::StreamExt;
+
 use super::Federation;
+use super::remote::LegStream;
 use crate::auth::Principal;
 use crate::catalog::TableDef;
+use crate::limits::MESH_LEG_CACHE_BYTES_MAX;
 use crate::sql::arrow_convert::append_column_values;
 use crate::storage::Value;
 
@@ -36,6 +40,51 @@ pub(super) async fn cached(federation: &Federation, key: &[u8]) -> Option<Vec<Re
     let bytes = federation.cache.as_ref()?.remote_get(key).await?;
     let reader = StreamReader::try_new(bytes.as_slice(), None).ok()?;
     reader.collect::<Result<Vec<_>, _>>().ok()
+}
+
+/// Passes `answer` on unchanged, keeping a copy of its batches while they total at most
+/// `MESH_LEG_CACHE_BYTES_MAX`; when the answer ends without an error and within that
+/// bound, `complete` gets the copy (to [`keep`] it). A larger or failed answer is never
+/// handed over, so the cache never holds part of an answer.
+pub(super) fn keep_when_complete(
+    answer: LegStream,
+    complete: impl FnOnce(Vec<RecordBatch>) + Send + 'static,
+) -> LegStream {
+    struct Tee<F> {
+        answer: LegStream,
+        kept: Option<(Vec<RecordBatch>, usize)>,
+        complete: Option<F>,
+    }
+    let tee = Tee {
+        answer,
+        kept: Some((Vec::new(), 0)),
+        complete: Some(complete),
+    };
+    Box::pin(futures::stream::unfold(tee, |mut tee| async move {
+        match tee.answer.next().await {
+            Some(Ok(batch)) => {
+                if let Some((kept, bytes)) = &mut tee.kept {
+                    *bytes = bytes.saturating_add(batch.get_array_memory_size());
+                    if *bytes > MESH_LEG_CACHE_BYTES_MAX {
+                        tee.kept = None;
+                    } else {
+                        kept.push(batch.clone());
+                    }
+                }
+                Some((Ok(batch), tee))
+            }
+            Some(Err(error)) => {
+                tee.kept = None;
+                Some((Err(error), tee))
+            }
+            None => {
+                if let (Some((kept, _)), Some(complete)) = (tee.kept.take(), tee.complete.take()) {
+                    complete(kept);
+                }
+                None
+            }
+        }
+    }))
 }
 
 /// Keeps `batches` (the answer of `region` to a leg over `columns` of `def`) if the
@@ -119,4 +168,74 @@ fn encode(schema: &SchemaRef, batches: &[RecordBatch]) -> Option<Vec<u8>> {
     writer.finish().ok()?;
     drop(writer);
     Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::federation::remote::LegError;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(rows: usize, width: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("body", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|_| "x".repeat(width)),
+                )),
+            ],
+        )
+        .expect("batch")
+    }
+
+    /// Runs `items` through the tee; returns what passed and what was handed to keep.
+    async fn tee(
+        items: Vec<Result<RecordBatch, LegError>>,
+    ) -> (Vec<Result<RecordBatch, String>>, Option<usize>) {
+        let kept = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&kept);
+        let answer: LegStream = Box::pin(futures::stream::iter(items));
+        let passed: Vec<_> = keep_when_complete(answer, move |batches| {
+            *sink.lock().expect("lock") = Some(batches.iter().map(RecordBatch::num_rows).sum());
+        })
+        .map(|item| item.map_err(|e| e.to_string()))
+        .collect()
+        .await;
+        let kept = *kept.lock().expect("lock");
+        (passed, kept)
+    }
+
+    #[tokio::test]
+    async fn only_a_complete_answer_within_the_bound_is_kept_and_everything_passes() {
+        let (passed, kept) = tee(vec![Ok(batch(3, 10)), Ok(batch(4, 10))]).await;
+        assert_eq!(passed.len(), 2);
+        assert_eq!(kept, Some(7), "a small complete answer is kept whole");
+
+        let failed = LegError::failed("eu-central", "link cut");
+        let (passed, kept) = tee(vec![Ok(batch(3, 10)), Err(failed)]).await;
+        assert!(passed[1].is_err(), "the error reaches the query");
+        assert_eq!(kept, None, "part of an answer is never cached");
+
+        // 3 batches of 4 MiB: more than MESH_LEG_CACHE_BYTES_MAX, passed on, not kept.
+        let large: Vec<_> = (0..3).map(|_| Ok(batch(4, 1 << 20))).collect();
+        let (passed, kept) = tee(large).await;
+        let rows: usize = passed
+            .iter()
+            .map(|b| b.as_ref().map_or(0, RecordBatch::num_rows))
+            .sum();
+        assert_eq!(rows, 12);
+        assert_eq!(kept, None);
+
+        let (passed, kept) = tee(Vec::new()).await;
+        assert!(passed.is_empty());
+        assert_eq!(kept, Some(0), "an empty answer is an answer");
+    }
 }

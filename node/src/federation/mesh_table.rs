@@ -19,11 +19,11 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::leg_cache;
 use super::leg_sql::{can_push, leg_sql};
-use super::remote::{self, LegError};
+use super::remote::{self, LegError, LegStream};
 use super::{Federation, REGION_COLUMN, with_region_tag};
 use crate::catalog::{Locality, TableDef};
 use crate::sql::StatementContext;
@@ -371,24 +371,32 @@ impl ExecutionPlan for MeshScanExec {
             properties: Arc::clone(&self.properties),
         };
         let leg = async move {
+            // The region must start answering within the timeout; after that each of
+            // its messages must follow within it (see `remote::run`).
             let timeout = federation.timeout;
-            let answer =
-                tokio::time::timeout(timeout, run_leg(&federation, &session, &region, question))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(LegError::Timeout {
-                            region: region.clone(),
-                            timeout_ms: timeout.as_millis(),
-                        })
-                    });
-            let batches = match answer {
-                Ok(batches) => batches,
+            let first = tokio::time::timeout(timeout, async {
+                let mut answer = run_leg(&federation, &session, &region, question).await?;
+                let first = answer.try_next().await?;
+                Ok::<_, LegError>((first, answer))
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(LegError::Timeout {
+                    region: region.clone(),
+                    timeout_ms: timeout.as_millis(),
+                })
+            });
+            let answer: LegStream = match first {
+                Ok((Some(first), rest)) => {
+                    Box::pin(futures::stream::once(std::future::ready(Ok(first))).chain(rest))
+                }
+                Ok((None, _)) => Box::pin(futures::stream::empty()),
                 Err(error) if session.options.mesh_partial_results => {
                     tracing::warn!(region = %region, table = %this.table, error = %error, "mesh query answered without a region");
                     if let Ok(mut warnings) = session.warnings.lock() {
                         warnings.push(format!("partial result: {error}"));
                     }
-                    Vec::new()
+                    Box::pin(futures::stream::empty())
                 }
                 Err(error) => {
                     return Err(DataFusionError::External(
@@ -400,14 +408,16 @@ impl ExecutionPlan for MeshScanExec {
                     ));
                 }
             };
-            batches
-                .iter()
-                .map(|batch| this.tag(batch, &region))
-                .collect::<Result<Vec<_>>>()
+            // Rows already passed on cannot be taken back: a region that fails after its
+            // first rows fails the query, partial results or not.
+            Ok::<_, DataFusionError>(answer.map(move |batch| match batch {
+                Ok(batch) => this.tag(&batch, &region),
+                Err(error) => Err(DataFusionError::External(
+                    format!("{error} (midway through its answer)").into(),
+                )),
+            }))
         };
-        let stream = futures::stream::once(leg)
-            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-            .try_flatten();
+        let stream = futures::stream::once(leg).try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             stream,
@@ -427,14 +437,14 @@ pub(super) struct Leg {
     pub(super) cacheable: bool,
 }
 
-/// One region's answer: this node's own leg in process, another's from the cache or
-/// over the mesh.
+/// One region's answer as it comes: this node's own leg in process, another's from the
+/// cache or over the mesh (kept in the cache once complete, when small enough).
 async fn run_leg(
     federation: &Arc<Federation>,
     session: &StatementContext,
     region: &str,
     leg: Leg,
-) -> Result<Vec<RecordBatch>, LegError> {
+) -> Result<LegStream, LegError> {
     let Leg {
         def,
         columns,
@@ -450,27 +460,38 @@ async fn run_leg(
             .run_mesh_leg(&session.principal, &sql, None)
             .await
             .map_err(|e| LegError::failed(region, e))?;
-        return stream
-            .try_collect()
-            .await
-            .map_err(|e| LegError::failed(region, e));
+        let region = region.to_string();
+        return Ok(Box::pin(
+            stream.map_err(move |e| LegError::failed(&region, e)),
+        ));
     }
     let key = leg_cache::key(region, &session.principal, &federation.region, &sql);
     if cacheable && let Some(batches) = leg_cache::cached(federation, &key).await {
-        return Ok(batches);
+        return Ok(Box::pin(futures::stream::iter(batches.into_iter().map(Ok))));
     }
-    let batches = remote::run(&federation.router, region, &session.principal, sql).await?;
-    if !cacheable {
-        return Ok(batches);
-    }
-    leg_cache::keep(
-        federation,
-        &session.principal,
-        &def,
-        &columns,
+    let answer = remote::run(
+        &federation.router,
         region,
-        key,
-        (schema, &batches),
-    );
-    Ok(batches)
+        &session.principal,
+        sql,
+        federation.timeout,
+    )
+    .await?;
+    if !cacheable {
+        return Ok(answer);
+    }
+    let federation = Arc::clone(federation);
+    let principal = session.principal.clone();
+    let region = region.to_string();
+    Ok(leg_cache::keep_when_complete(answer, move |batches| {
+        leg_cache::keep(
+            &federation,
+            &principal,
+            &def,
+            &columns,
+            &region,
+            key,
+            (schema, &batches),
+        );
+    }))
 }

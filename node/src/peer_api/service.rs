@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::TryStreamExt;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -16,7 +17,7 @@ use crate::peers::proto::{
     InsertRowsRequest, PingReply, PingRequest, RunStepReply, RunStepRequest, ScanRowsReply,
     ScanRowsRequest, StartSagaReply, StartSagaRequest, StreamChangesRequest,
 };
-use crate::peers::{decode_ipc, encode_all};
+use crate::peers::{decode_ipc, encode_chunks};
 use crate::plugins::{StepDirection, StepError};
 use crate::saga::SagaEngine;
 use crate::saga::fields::Fields;
@@ -109,6 +110,9 @@ impl PeerService {
 #[tonic::async_trait]
 impl Peer for PeerService {
     type StreamChangesStream = ReceiverStream<Result<ChangeBatch, Status>>;
+    type ScanRowsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<ScanRowsReply, Status>> + Send + 'static>,
+    >;
 
     async fn run_step(
         &self,
@@ -264,7 +268,7 @@ impl Peer for PeerService {
     async fn scan_rows(
         &self,
         request: Request<ScanRowsRequest>,
-    ) -> Result<Response<ScanRowsReply>, Status> {
+    ) -> Result<Response<Self::ScanRowsStream>, Status> {
         let caller = self.authenticate(&request)?;
         let body = request.into_inner();
         let principal = principal(body.principal, &caller, Role::Reader)?;
@@ -279,14 +283,28 @@ impl Peer for PeerService {
             })?)
         };
         let limit = usize::try_from(body.limit).ok().filter(|l| *l > 0);
-        let (schema, batches) = self
+        let batches = self
             .engine
             .scan_forwarded(principal, &body.table, &body.columns, keys, limit, &caller)
             .await
             .map_err(sql_status)?;
-        let arrow_ipc = encode_all(&schema, &batches)
-            .map_err(|e| Status::internal(format!("cannot encode rows: {e}")))?;
-        Ok(Response::new(ScanRowsReply { arrow_ipc }))
+        // Read, decided and sent batch by batch: the storage reader's channel and
+        // HTTP/2 flow control hold back reading while the caller is slow.
+        let replies = batches
+            .map_err(|e| sql_status(crate::sql::SqlError::from_datafusion(e)))
+            .and_then(|batch| {
+                let chunks = encode_chunks(&batch, crate::limits::PEER_SCAN_MESSAGE_BYTES_TARGET)
+                    .map_err(|e| Status::internal(format!("cannot encode rows: {e}")));
+                std::future::ready(chunks.map(|chunks| {
+                    futures::stream::iter(
+                        chunks
+                            .into_iter()
+                            .map(|arrow_ipc| Ok(ScanRowsReply { arrow_ipc })),
+                    )
+                }))
+            })
+            .try_flatten();
+        Ok(Response::new(Box::pin(replies)))
     }
 }
 

@@ -15,8 +15,8 @@ mod tls;
 pub use config::{MeshConfig, PeerConfig};
 pub(crate) use ipc_input::uncompressed_header;
 pub use peer_monitor::{PeerMonitor, PeerStatus};
-pub use router::{ForwardError, PeerRouter};
-pub(crate) use router::{decode as decode_ipc, encode_all};
+pub use router::{ForwardError, PeerRouter, RowStream};
+pub(crate) use router::{decode as decode_ipc, encode_chunks};
 pub use tls::MeshTls;
 
 /// Generated protobuf messages, server and client.

@@ -17,6 +17,11 @@ use super::proto::{
 use super::tls::MeshTls;
 use crate::auth::Principal;
 
+/// Rows read from a peer, in order, as they arrive.
+pub type RowStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<RecordBatch, ForwardError>> + Send + 'static>,
+>;
+
 /// Why a forwarded write did not happen. Texts name regions and tables, not values.
 #[derive(Debug, Error)]
 pub enum ForwardError {
@@ -133,6 +138,12 @@ impl PeerRouter {
     /// Reads `columns` of the rows of `table` homed in `home` (only those with the
     /// primary keys in `keys`, if given) from `home`'s node, as `principal` may see them
     /// there.
+    ///
+    /// The rows arrive as a stream, one message of at most about
+    /// `PEER_SCAN_MESSAGE_BYTES_TARGET` at a time, each checked (no compressed buffers)
+    /// before it is decoded: neither node holds the whole answer. The call and every
+    /// message after it must come within the peer timeout, so a stalled peer ends the
+    /// read with `Unreachable` instead of holding it.
     pub async fn scan_rows(
         &self,
         home: &str,
@@ -141,8 +152,12 @@ impl PeerRouter {
         columns: Vec<String>,
         keys: Option<&RecordBatch>,
         limit: Option<usize>,
-    ) -> Result<Vec<RecordBatch>, ForwardError> {
-        let mut client = self.client(home)?;
+    ) -> Result<RowStream, ForwardError> {
+        let mut client = self
+            .stream_clients
+            .get(home)
+            .cloned()
+            .ok_or_else(|| ForwardError::UnknownRegion(home.into()))?;
         let keys_ipc = match keys {
             Some(keys) => encode(keys).map_err(|_| ForwardError::Encode(home.into()))?,
             None => Vec::new(),
@@ -155,15 +170,39 @@ impl PeerRouter {
             keys_ipc,
             limit: limit.map_or(0, |l| l as u64),
         };
-        let reply = client
-            .scan_rows(request)
-            .await
-            .map_err(|status| classify(home, status))?;
-        decode(&reply.into_inner().arrow_ipc).map_err(|e| ForwardError::Refused {
+        let timeout = self.timeout;
+        let stalled = move |home: &str| ForwardError::Unreachable {
             region: home.into(),
-            code: tonic::Code::Internal,
-            message: format!("unreadable rows: {}", crate::redact_text::shown(&e)),
-        })
+            detail: format!("no answer within {} ms", timeout.as_millis()),
+        };
+        let replies = tokio::time::timeout(timeout, client.scan_rows(request))
+            .await
+            .map_err(|_| stalled(home))?
+            .map_err(|status| classify(home, status))?
+            .into_inner();
+        let home = home.to_string();
+        let batches = futures::stream::try_unfold(replies, move |mut replies| {
+            let home = home.clone();
+            async move {
+                let reply = tokio::time::timeout(timeout, replies.message())
+                    .await
+                    .map_err(|_| stalled(&home))?
+                    .map_err(|status| classify(&home, status))?;
+                let Some(reply) = reply else {
+                    return Ok(None);
+                };
+                let batches = decode(&reply.arrow_ipc).map_err(|e| ForwardError::Refused {
+                    region: home.clone(),
+                    code: tonic::Code::Internal,
+                    message: format!("unreadable rows: {}", crate::redact_text::shown(&e)),
+                })?;
+                Ok(Some((
+                    futures::stream::iter(batches.into_iter().map(Ok)),
+                    replies,
+                )))
+            }
+        });
+        Ok(Box::pin(futures::TryStreamExt::try_flatten(batches)))
     }
 
     /// Runs a saga step on `region`'s node.
@@ -313,6 +352,27 @@ fn classify(home: &str, status: tonic::Status) -> ForwardError {
 
 fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
     encode_all(&batch.schema(), std::slice::from_ref(batch))
+}
+
+/// `batch` as Arrow IPC streams of about `target_bytes` of array data each (a single
+/// row larger than that goes alone), for messages that stay small whatever the batch.
+pub(crate) fn encode_chunks(
+    batch: &RecordBatch,
+    target_bytes: usize,
+) -> Result<Vec<Vec<u8>>, arrow::error::ArrowError> {
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let bytes_per_row = batch.get_array_memory_size().div_ceil(rows).max(1);
+    let rows_per_chunk = (target_bytes / bytes_per_row).clamp(1, rows);
+    (0..rows)
+        .step_by(rows_per_chunk)
+        .map(|offset| {
+            let chunk = batch.slice(offset, rows_per_chunk.min(rows - offset));
+            encode_all(&chunk.schema(), std::slice::from_ref(&chunk))
+        })
+        .collect()
 }
 
 /// One Arrow IPC stream of `batches` (possibly none) of `schema`.

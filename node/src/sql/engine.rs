@@ -570,7 +570,8 @@ impl SqlEngine {
 
     /// Reads `columns` of the rows of `table` homed here (those with the given primary
     /// keys, if any) for a principal a peer of region `via` forwarded; egress is decided
-    /// for `via` and the principal's home region. Returns the result schema and rows.
+    /// for `via` and the principal's home region. The rows stream as they are read
+    /// (see [`super::scan::stream_rows`]).
     pub async fn scan_forwarded(
         &self,
         principal: Principal,
@@ -579,7 +580,7 @@ impl SqlEngine {
         keys: Option<Vec<arrow::array::RecordBatch>>,
         limit: Option<usize>,
         via: &str,
-    ) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>), SqlError> {
+    ) -> Result<SendableRecordBatchStream, SqlError> {
         let def = self
             .store
             .table(table)
@@ -612,8 +613,7 @@ impl SqlEngine {
             keys,
             partitions: Some(vec![self.identity.region.to_string()]),
         };
-        super::scan::read_all(def, self.store.clone(), access, projection, limit, session)
-            .await
+        super::scan::stream_rows(def, self.store.clone(), access, projection, limit, session)
             .map_err(SqlError::from_datafusion)
     }
 

@@ -15,6 +15,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use futures::{StreamExt, TryStreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::StatementContext;
@@ -149,18 +150,25 @@ impl ExecutionPlan for StorageScanExec {
             })?;
             return Ok(Box::pin(MemoryStream::try_new(batches, schema, None)?));
         }
-        let (sender, receiver) = tokio::sync::mpsc::channel(SCAN_CHANNEL_BATCHES_MAX);
-        tokio::task::spawn_blocking(move || {
-            let result = reader.produce(|batch| sender.blocking_send(Ok(batch)).is_ok());
-            if let Err(error) = result {
-                let _ = sender.blocking_send(Err(error));
-            }
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            ReceiverStream::new(receiver),
-        )))
+        Ok(spawn_reader(reader))
     }
+}
+
+/// Runs `reader` on a blocking thread that hands its batches over a bounded channel:
+/// the reader waits while the consumer is slow, and stops when the consumer goes away.
+fn spawn_reader(reader: RowReader) -> SendableRecordBatchStream {
+    let schema = Arc::clone(&reader.schema);
+    let (sender, receiver) = tokio::sync::mpsc::channel(SCAN_CHANNEL_BATCHES_MAX);
+    tokio::task::spawn_blocking(move || {
+        let result = reader.produce(|batch| sender.blocking_send(Ok(batch)).is_ok());
+        if let Err(error) = result {
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        ReceiverStream::new(receiver),
+    ))
 }
 
 impl StorageScanExec {
@@ -174,7 +182,6 @@ impl StorageScanExec {
         remote: Vec<String>,
     ) -> Result<SendableRecordBatchStream> {
         let schema = self.schema();
-        let mut batches: Vec<Result<arrow::array::RecordBatch>> = Vec::new();
         let locals: Vec<String> = self
             .access
             .partitions
@@ -188,10 +195,6 @@ impl StorageScanExec {
             partitions: Some(locals),
         };
         let def = Arc::clone(&self.def);
-        let store = self.store.clone();
-        let projection = self.projection.clone();
-        let limit = self.limit;
-        let session = Arc::clone(session);
         let keys = match &self.access.keys {
             Some(keys) => {
                 let pk_schema = Arc::new(table_schema(&def).project(&def.primary_key)?);
@@ -199,64 +202,75 @@ impl StorageScanExec {
             }
             None => None,
         };
-        let columns: Vec<String> = projection
+        let columns: Vec<String> = self
+            .projection
             .iter()
             .map(|&i| def.columns[i].name.clone())
             .collect();
+        let local_rows = stream_rows(
+            Arc::clone(&def),
+            self.store.clone(),
+            local_access,
+            self.projection.clone(),
+            self.limit,
+            Arc::clone(session),
+        )?;
+        // Each home region's rows are asked for once the ones before them are read,
+        // and pass through as they arrive: nothing here holds a whole answer.
+        let limit = self.limit;
+        let session = Arc::clone(session);
         let stream_schema = Arc::clone(&schema);
-        let run = async move {
-            let (_, local_rows) = read_all(
-                Arc::clone(&def),
-                store,
-                local_access,
-                projection,
-                limit,
-                Arc::clone(&session),
-            )
-            .await?;
-            batches.extend(local_rows.into_iter().map(Ok));
-            for region in remote {
-                let rows = session
-                    .router
-                    .scan_rows(
-                        &region,
-                        &session.principal,
-                        &def.name,
-                        columns.clone(),
-                        keys.as_ref(),
-                        limit,
-                    )
-                    .await
-                    .map_err(|e| external(WriteError::Forward(e)))?;
-                for batch in rows {
-                    // The home node's schema must be ours: same catalog, same columns.
-                    let batch = arrow::array::RecordBatch::try_new(
-                        Arc::clone(&stream_schema),
-                        batch.columns().to_vec(),
-                    )?;
-                    batches.push(Ok(batch));
+        let remote_rows = futures::stream::iter(remote)
+            .then(move |region| {
+                let session = Arc::clone(&session);
+                let def = Arc::clone(&def);
+                let columns = columns.clone();
+                let keys = keys.clone();
+                let stream_schema = Arc::clone(&stream_schema);
+                async move {
+                    let rows = session
+                        .router
+                        .scan_rows(
+                            &region,
+                            &session.principal,
+                            &def.name,
+                            columns,
+                            keys.as_ref(),
+                            limit,
+                        )
+                        .await
+                        .map_err(|e| external(WriteError::Forward(e)))?;
+                    Ok::<_, DataFusionError>(rows.map(move |batch| {
+                        let batch = batch.map_err(|e| external(WriteError::Forward(e)))?;
+                        // The home node's schema must be ours: same catalog, same columns.
+                        Ok(arrow::array::RecordBatch::try_new(
+                            Arc::clone(&stream_schema),
+                            batch.columns().to_vec(),
+                        )?)
+                    }))
                 }
-            }
-            Ok::<_, DataFusionError>(futures::stream::iter(batches))
-        };
-        let stream = futures::TryStreamExt::try_flatten(futures::stream::once(run));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+            })
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            local_rows.chain(remote_rows),
+        )))
     }
 }
 
-/// Reads matching rows of `def` (all of them) on a blocking thread, deciding egress
-/// for `session`'s principal if they leave the region. Returns the projected schema too.
-pub(crate) async fn read_all(
+/// Streams the matching rows of `def` from a blocking thread (see `spawn_reader`),
+/// deciding egress for `session`'s principal if they leave the region.
+pub(crate) fn stream_rows(
     def: Arc<TableDef>,
     store: Store,
     access: Access,
     projection: Vec<usize>,
     limit: Option<usize>,
     session: Arc<StatementContext>,
-) -> Result<(SchemaRef, Vec<arrow::array::RecordBatch>)> {
+) -> Result<SendableRecordBatchStream> {
     let schema = Arc::new(table_schema(&def).project(&projection)?);
     if access.partitions.as_ref().is_some_and(Vec::is_empty) {
-        return Ok((schema, Vec::new()));
+        return Ok(Box::pin(MemoryStream::try_new(Vec::new(), schema, None)?));
     }
     let decides = session.guard.decides_egress(&session.destinations(), &def);
     let egress = decides.then_some(session);
@@ -266,21 +280,10 @@ pub(crate) async fn read_all(
         access,
         projection,
         limit,
-        schema: Arc::clone(&schema),
+        schema,
         egress,
     };
-    let batches = tokio::task::spawn_blocking(move || {
-        let mut batches = Vec::new();
-        reader
-            .produce(|batch| {
-                batches.push(batch);
-                true
-            })
-            .map(|()| batches)
-    })
-    .await
-    .map_err(|e| DataFusionError::Execution(format!("scan task failed: {e}")))??;
-    Ok((schema, batches))
+    Ok(spawn_reader(reader))
 }
 
 /// Primary keys sent by a peer (the key columns, in key order) as storage values.
