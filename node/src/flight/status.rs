@@ -106,6 +106,8 @@ fn residency_status(error: GuardError) -> Status {
         GuardError::Denied { .. } | GuardError::AlteredStore(_) => {
             Status::permission_denied(message)
         }
+        // No slot for the policy: refused now, worth retrying.
+        GuardError::PolicyFailed { .. } if error.is_unavailable() => Status::unavailable(message),
         // Nothing to decide with, or the policy broke: refused until an operator acts.
         GuardError::NoPolicy(_) | GuardError::PolicyFailed { .. } => {
             Status::failed_precondition(message)

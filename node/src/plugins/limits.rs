@@ -12,6 +12,11 @@ pub(crate) const DENIAL_REASON_MAX_BYTES: usize = 1024;
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Instance slots in the pooling allocator: the most plugin calls running at once.
 pub(crate) const CONCURRENT_CALLS_MAX: u32 = 64;
+/// How long a call waits for a free instance slot before it fails as unavailable.
+pub(crate) const PLUGIN_SLOT_WAIT_MAX: Duration = Duration::from_millis(250);
+/// Calls that may wait for a slot at once; one more is refused at once (unavailable),
+/// so a burst cannot queue without bound behind the pool.
+pub(crate) const PLUGIN_SLOT_WAITERS_MAX: usize = 1024;
 
 /// Sandbox bounds for plugin calls.
 #[derive(Clone, Copy, Debug)]

@@ -92,7 +92,7 @@ impl RedactorPlugin {
     /// remaining event's values match the returned columns.
     pub fn redact(&self, batch: &EventBatch) -> Result<RedactedBatch, CallError> {
         let answer = blocking(async {
-            let mut store = self.runtime.store();
+            let mut store = self.runtime.store().await?;
             store.data_mut().hmac_secret = Arc::clone(&self.secret);
             let instance = self.pre.instantiate_async(&mut store).await;
             let instance = self

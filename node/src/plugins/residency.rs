@@ -68,7 +68,7 @@ impl ResidencyPolicyPlugin {
     async fn instance(
         &self,
     ) -> Result<(bindings::ResidencyPolicy, wasmtime::Store<HostState>), CallError> {
-        let mut store = self.runtime.store();
+        let mut store = self.runtime.store().await?;
         let instance = self.pre.instantiate_async(&mut store).await;
         let instance = self
             .runtime

@@ -12,10 +12,9 @@ use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
-use super::limits::{CONCURRENT_CALLS_MAX, EPOCH_TICK, PluginLimits};
-
-/// Wall time an instantiation may take (instantiation runs guest start-up code too).
-const INSTANTIATION_DEADLINE: Duration = Duration::from_millis(100);
+use super::limits::{
+    CONCURRENT_CALLS_MAX, EPOCH_TICK, PLUGIN_SLOT_WAIT_MAX, PLUGIN_SLOT_WAITERS_MAX, PluginLimits,
+};
 /// Dirtied linear memory reset in place (not returned to the kernel) when a call's
 /// instance ends; bounds the resident memory of idle slots.
 const MEMORY_KEEP_RESIDENT_BYTES: usize = 1 << 20;
@@ -77,6 +76,14 @@ pub enum CallError {
     InvalidOutput(String),
     #[error("plugin could not be instantiated: {0}")]
     Instantiation(String),
+    /// Every instance slot was busy for as long as a call may wait: the node is
+    /// overloaded, the plugin did not run. Fails closed like any error, but is no
+    /// decision of the plugin (reported as unavailable, not as a denial).
+    #[error(
+        "no plugin instance free within {waited_ms} ms ({CONCURRENT_CALLS_MAX} calls run at \
+         once): the node is overloaded, try again"
+    )]
+    Unavailable { waited_ms: u64 },
 }
 
 /// Counters of one loaded plugin version, for `system.plugins` and `/metrics`.
@@ -134,10 +141,97 @@ pub(super) struct HostState {
     pub(super) step: Option<super::saga_host::StepTransaction>,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: CallLimits,
     /// When the running instantiation or call is interrupted (checked at every epoch
     /// tick; until then the guest yields to the executor at each tick).
     deadline: Instant,
+    /// The instance slot this call holds, given back when the store is dropped.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A call's resource limits: `StoreLimits` for counts and each memory's size, plus the
+/// sum of all its linear memories, which `StoreLimits` does not bound (it checks each
+/// memory alone, so a component with four memories could use four times the cap).
+pub(super) struct CallLimits {
+    each: StoreLimits,
+    /// Bytes of linear memory the call's instances hold, all memories together.
+    memory_total: usize,
+    memory_max: usize,
+    /// The last growth let through, taken back if it then failed.
+    last_growth: usize,
+}
+
+impl CallLimits {
+    fn new(memory_max: usize) -> Self {
+        Self {
+            each: StoreLimitsBuilder::new()
+                .memory_size(memory_max)
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_total: 0,
+            memory_max,
+            last_growth: 0,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for CallLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        let total = self.memory_total.saturating_add(growth);
+        if total > self.memory_max {
+            return Err(wasmtime::Error::msg(format!(
+                "forcing trap when growing memory: the instance's linear memories would hold \
+                 {total} bytes, over the limit of {}",
+                self.memory_max
+            )));
+        }
+        if !self.each.memory_growing(current, desired, maximum)? {
+            return Ok(false);
+        }
+        self.memory_total = total;
+        self.last_growth = growth;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_total = self.memory_total.saturating_sub(self.last_growth);
+        self.last_growth = 0;
+        self.each.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.each.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.each.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.each.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.each.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.each.memories()
+    }
 }
 
 impl WasiView for HostState {
@@ -175,6 +269,12 @@ pub struct PluginRuntime {
     engine: Engine,
     limits: PluginLimits,
     ticker_stop: Arc<AtomicBool>,
+    /// One permit per instance slot of the pooling allocator: a call waits for one
+    /// (briefly, see `store`) instead of failing when the pool is full.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Calls waiting for a slot now; past `PLUGIN_SLOT_WAITERS_MAX` a call does not
+    /// queue but is refused at once.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -235,7 +335,45 @@ impl PluginRuntime {
             engine,
             limits,
             ticker_stop,
+            slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS_MAX as usize)),
+            waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }))
+    }
+
+    /// An instance slot: at once if one is free, else after waiting for one up to
+    /// `PLUGIN_SLOT_WAIT_MAX` in a queue of at most `PLUGIN_SLOT_WAITERS_MAX` calls.
+    ///
+    /// Errors: `Unavailable` when the queue is full or the wait runs out.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, CallError> {
+        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(permit);
+        }
+        /// Counts a waiting call for as long as it waits, even if it is cancelled.
+        struct Waiting(Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let queued = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(Arc::clone(&self.waiting));
+        if queued >= PLUGIN_SLOT_WAITERS_MAX {
+            return Err(CallError::Unavailable { waited_ms: 0 });
+        }
+        let waited_ms = u64::try_from(PLUGIN_SLOT_WAIT_MAX.as_millis()).unwrap_or(u64::MAX);
+        // Without a Tokio runtime (tools, some tests) there is no timer to wait with.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(CallError::Unavailable { waited_ms: 0 });
+        }
+        match tokio::time::timeout(
+            PLUGIN_SLOT_WAIT_MAX,
+            Arc::clone(&self.slots).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(CallError::Unavailable { waited_ms }),
+        }
     }
 
     pub fn limits(&self) -> PluginLimits {
@@ -278,8 +416,13 @@ impl PluginRuntime {
             })
     }
 
-    /// A store for one call: fresh state, memory capped, deadline armed.
-    pub(super) fn store(&self) -> Store<HostState> {
+    /// A store for one call, holding an instance slot (see `slot`): fresh state, memory
+    /// capped, and the call deadline armed for the guest's start-up code, which runs
+    /// during instantiation (`instantiated` arms it again for the call itself).
+    ///
+    /// Errors: `Unavailable` when no slot comes free in time.
+    pub(super) async fn store(&self) -> Result<Store<HostState>, CallError> {
+        let slot = self.slot().await?;
         let wasi = WasiCtxBuilder::new()
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
@@ -289,13 +432,6 @@ impl PluginRuntime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_max_bytes)
-            .instances(16)
-            .tables(16)
-            .memories(4)
-            .trap_on_grow_failure(true)
-            .build();
         let mut store = Store::new(
             &self.engine,
             HostState {
@@ -303,8 +439,9 @@ impl PluginRuntime {
                 step: None,
                 wasi,
                 table: ResourceTable::new(),
-                limits,
-                deadline: Instant::now() + INSTANTIATION_DEADLINE.max(self.limits.call_deadline),
+                limits: CallLimits::new(self.limits.memory_max_bytes),
+                deadline: Instant::now() + self.limits.call_deadline,
+                _slot: slot,
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -319,7 +456,7 @@ impl PluginRuntime {
             })
         });
         store.set_epoch_deadline(1);
-        store
+        Ok(store)
     }
 
     /// Classifies the outcome of instantiating a call's fresh instance in `store`
@@ -357,15 +494,22 @@ impl PluginRuntime {
     }
 
     /// Instantiates once to prove a component starts (its start-up code runs under the
-    /// instantiation deadline).
+    /// call deadline).
     pub(super) fn instantiate_trial<F>(
         &self,
-        instantiate: impl FnOnce(Store<HostState>) -> F,
+        instantiate: impl FnOnce(Store<HostState>) -> F + Send,
     ) -> Result<(), LoadError>
     where
         F: Future<Output = wasmtime::Result<()>> + Send,
     {
-        blocking(instantiate(self.store())).map_err(|e| LoadError::Instantiation(format!("{e:#}")))
+        blocking(async {
+            let store = self
+                .store()
+                .await
+                .map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+            instantiate(store).await
+        })
+        .map_err(|e| LoadError::Instantiation(format!("{e:#}")))
     }
 
     /// Sorts a wasmtime error from a call into what callers need to know.
@@ -455,5 +599,88 @@ fn forbid_waiting(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 impl Drop for PluginRuntime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter;
+
+    use super::*;
+
+    /// Issue 21: with every slot taken, a call used to fail at once; now it waits for
+    /// one, and only a wait that runs out is refused, as unavailable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_waits_for_a_slot_and_fails_as_unavailable_only_when_none_comes() {
+        let runtime = PluginRuntime::new(PluginLimits::default()).expect("runtime");
+        let mut held = Vec::new();
+        for _ in 0..CONCURRENT_CALLS_MAX {
+            held.push(runtime.store().await.expect("a free slot"));
+        }
+        let started = Instant::now();
+        let refused = runtime.store().await.err().expect("no slot left");
+        assert!(
+            matches!(refused, CallError::Unavailable { waited_ms } if waited_ms == 250),
+            "{refused:?}"
+        );
+        assert!(started.elapsed() >= PLUGIN_SLOT_WAIT_MAX, "it waited first");
+
+        // A slot given back while a call waits goes to that call.
+        let waiter = {
+            let runtime = Arc::clone(&runtime);
+            tokio::spawn(async move { runtime.store().await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held.pop();
+        waiter.await.expect("join").expect("the freed slot");
+        assert_eq!(runtime.waiting.load(Ordering::Relaxed), 0);
+    }
+
+    /// The start-up code of a guest runs under the call deadline, not a looser one.
+    #[tokio::test]
+    async fn start_up_runs_under_the_call_deadline() {
+        let limits = PluginLimits {
+            call_deadline: Duration::from_millis(5),
+            ..PluginLimits::default()
+        };
+        let runtime = PluginRuntime::new(limits).expect("runtime");
+        let before = Instant::now();
+        let store = runtime.store().await.expect("store");
+        assert!(store.data().deadline <= Instant::now() + limits.call_deadline);
+        assert!(store.data().deadline >= before + limits.call_deadline);
+    }
+
+    /// `StoreLimits` caps each memory alone; a call's memories together stay under the
+    /// documented cap.
+    #[test]
+    fn the_memory_cap_covers_all_of_a_calls_memories_together() {
+        let cap = 10 << 20;
+        let mut limits = CallLimits::new(cap);
+        let six = 6 << 20;
+        assert!(limits.memory_growing(0, six, None).expect("first memory"));
+        let second = limits.memory_growing(0, six, None);
+        let error = second.expect_err("two memories of 6 MiB exceed 10 MiB");
+        assert!(
+            error
+                .to_string()
+                .contains("forcing trap when growing memory")
+        );
+        // A growth let through that then fails is taken back.
+        assert!(
+            limits
+                .memory_growing(0, 2 << 20, None)
+                .expect("within the cap")
+        );
+        let _ = limits.memory_grow_failed(wasmtime::Error::msg("os refused"));
+        assert_eq!(limits.memory_total, six);
+        assert!(
+            limits
+                .memory_growing(0, 4 << 20, None)
+                .expect("within the cap")
+        );
+        assert!(
+            limits.memory_growing(six, six + 1, None).is_err(),
+            "at the cap"
+        );
     }
 }

@@ -122,7 +122,7 @@ impl SagaStepPlugin {
         })?;
         let stats = CallStats::default();
         let saga_types = blocking(async {
-            let mut store = runtime.store();
+            let mut store = runtime.store().await?;
             let instance = pre.instantiate_async(&mut store).await;
             let instance = runtime.instantiated(&stats, &mut store, instance)?;
             let call = instance.domicile_plugin_saga();
@@ -264,7 +264,7 @@ impl SagaStepPlugin {
         direction: StepDirection,
         transaction: StepTransaction,
     ) -> Result<(Vec<(String, Value)>, StepTransaction), StepError> {
-        let mut store = self.runtime.store();
+        let mut store = self.runtime.store().await?;
         store.data_mut().step = Some(transaction);
         let instance = self.pre.instantiate_async(&mut store).await;
         let instance = self

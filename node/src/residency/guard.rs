@@ -56,6 +56,20 @@ pub enum GuardError {
     Audit(#[from] StorageError),
 }
 
+impl GuardError {
+    /// Whether the policy could not be asked at all because the node is overloaded
+    /// (no plugin instance free in time): a retryable refusal, not a decision.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            GuardError::PolicyFailed {
+                error: CallError::Unavailable { .. },
+                ..
+            }
+        )
+    }
+}
+
 /// The outcome of one decision, and the audit entry that records it (`None` when no
 /// decision was needed: a GLOBAL table, a reader in the data's own region, guard off).
 #[derive(Debug)]
@@ -731,7 +745,14 @@ fn finish(audit: &mut AuditEntry, outcome: &Result<(), GuardError>) {
         Ok(()) if audit.decision == "allow-with" => {}
         Ok(()) => audit.decision = "allow".into(),
         Err(error) => {
-            audit.decision = "deny".into();
+            // Refused either way (fail closed), but an overloaded node is not a policy
+            // decision: auditors counting denials must not count load.
+            audit.decision = if error.is_unavailable() {
+                "unavailable"
+            } else {
+                "deny"
+            }
+            .into();
             audit.reason = Some(crate::redact_text::shown(error));
         }
     }
@@ -740,6 +761,38 @@ fn finish(audit: &mut AuditEntry, outcome: &Result<(), GuardError>) {
 #[cfg(test)]
 mod tests {
     use super::{ColumnAction, mask_text, stricter};
+
+    #[test]
+    fn an_overloaded_policy_is_audited_as_unavailable_not_as_a_denial() {
+        use super::{AuditEntry, CallError, GuardError, finish};
+        let entry = || AuditEntry {
+            time_unix_ms: 0,
+            principal: "ana".into(),
+            path: crate::residency::AuditPath::QueryResult,
+            table: "accounts".into(),
+            columns: Vec::new(),
+            source_region: "eu-central".into(),
+            destination_region: "us-east".into(),
+            decision: "deny".into(),
+            reason: None,
+            rows: 1,
+            plugin: None,
+        };
+        let failed = |error| GuardError::PolicyFailed {
+            jurisdiction: "EU".into(),
+            error,
+        };
+        let mut busy = entry();
+        finish(
+            &mut busy,
+            &Err(failed(CallError::Unavailable { waited_ms: 250 })),
+        );
+        assert_eq!(busy.decision, "unavailable");
+        assert!(busy.reason.as_deref().unwrap_or("").contains("overloaded"));
+        let mut broken = entry();
+        finish(&mut broken, &Err(failed(CallError::Trap("boom".into()))));
+        assert_eq!(broken.decision, "deny", "a broken policy still denies");
+    }
 
     #[test]
     fn the_strictest_column_action_wins_across_destinations() {
