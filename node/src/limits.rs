@@ -32,6 +32,22 @@ pub const PEER_SCAN_MESSAGE_BYTES_TARGET: usize = 1 << 20;
 pub const MESH_LEG_CACHE_BYTES_MAX: usize = 8 << 20;
 /// Longest SQL text accepted, in bytes.
 pub const SQL_LENGTH_MAX_BYTES: usize = 1 << 20;
+/// Deepest an expression may chain or nest (operators in a row plus nesting levels,
+/// counted on tokens before parsing; see `sql::statement_shape`). Every walk of the
+/// parsed tree recurses once per level, on a worker's stack, and planning time grows
+/// about with the cube of the depth (measured in a debug build: 100 levels 1 s, 200
+/// levels 8 s), so one statement of a few KiB could hold a core for minutes.
+pub const EXPRESSION_DEPTH_MAX: usize = 128;
+/// Stack of each runtime thread (async workers and blocking threads), in bytes.
+/// Planning and rewriting a statement walk its expression tree recursively, about once
+/// per level: Tokio's default of 2 MiB overflowed (aborting the node) below 1 000 levels
+/// in a debug build. The margin over `EXPRESSION_DEPTH_MAX` is deliberate. Address space
+/// only: pages are touched as the stack grows.
+pub const WORKER_STACK_BYTES: usize = 16 << 20;
+/// Most values in one `IN (...)` list.
+pub const IN_LIST_VALUES_MAX: usize = 100_000;
+/// Longest identifier (table, column, alias), in bytes: PostgreSQL's NAMEDATALEN - 1.
+pub const IDENTIFIER_LENGTH_MAX_BYTES: usize = 63;
 /// Largest gRPC message the Flight SQL server decodes, in bytes.
 pub const GRPC_MESSAGE_SIZE_MAX_BYTES: usize = 64 << 20;
 /// Rows put to a residency policy in one call: each call has its own deadline, so a

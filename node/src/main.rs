@@ -269,6 +269,7 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(domicile::limits::WORKER_STACK_BYTES)
         .build()?;
     match cli.command {
         Command::Node {

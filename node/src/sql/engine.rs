@@ -304,6 +304,7 @@ impl SqlEngine {
                 sql.len()
             )));
         }
+        super::statement_shape::check(sql)?;
         if let Some(assignment) = session_option(sql) {
             let (name, value) = assignment?;
             // Refuse an unknown option or value now, not when it is applied.

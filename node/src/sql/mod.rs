@@ -14,6 +14,7 @@ mod saga_function;
 mod scan;
 mod schemas;
 mod statement_context;
+mod statement_shape;
 mod system_tables;
 mod table_provider;
 
