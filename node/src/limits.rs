@@ -22,6 +22,10 @@ pub const WRITE_QUEUE_STATEMENTS_MAX: usize = 4096;
 pub const SCAN_BATCH_ROWS_MAX: usize = 4096;
 /// Batches buffered between a storage scan thread and the query that consumes it.
 pub const SCAN_CHANNEL_BATCHES_MAX: usize = 4;
+/// How long a scan's reader waits for its consumer (a client or a peer) to take a
+/// batch before it stops and the scan fails: a reader holds a blocking thread and a
+/// storage snapshot while it waits.
+pub const SCAN_CONSUMER_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// Rows a node streams to a peer (`ScanRows`) go in messages of about this many bytes
 /// of Arrow data (a single row larger than this goes alone): small enough that neither
 /// side holds more than a few of them, far below `GRPC_MESSAGE_SIZE_MAX_BYTES`.
@@ -48,6 +52,9 @@ pub const WORKER_STACK_BYTES: usize = 16 << 20;
 pub const IN_LIST_VALUES_MAX: usize = 100_000;
 /// Longest identifier (table, column, alias), in bytes: PostgreSQL's NAMEDATALEN - 1.
 pub const IDENTIFIER_LENGTH_MAX_BYTES: usize = 63;
+/// Longest quoted identifier in a statement, in bytes: tools name result columns after
+/// their expressions. Stored names keep the 63-byte bound (`TableDef::validate_shape`).
+pub const QUOTED_IDENTIFIER_LENGTH_MAX_BYTES: usize = 1_024;
 /// Largest gRPC message the Flight SQL server decodes, in bytes.
 pub const GRPC_MESSAGE_SIZE_MAX_BYTES: usize = 64 << 20;
 /// Rows put to a residency policy in one call: each call has its own deadline, so a

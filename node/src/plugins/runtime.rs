@@ -470,6 +470,13 @@ impl PluginRuntime {
     ) -> Result<I, CallError> {
         let instance = instance.map_err(|e| {
             let error = match self.classify(&e) {
+                // The slot's permit is given back when the store's data is dropped,
+                // just before its instances return to the pool: a woken waiter can
+                // find the pool still full for a moment. That is load, not a plugin
+                // fault.
+                CallError::Trap(text) if text.contains("maximum concurrent limit") => {
+                    CallError::Unavailable { waited_ms: 0 }
+                }
                 CallError::Trap(text) => CallError::Instantiation(text),
                 other => other,
             };

@@ -24,7 +24,7 @@ use super::dml::WriteError;
 use super::dml::guard_session;
 use super::pushdown::Access;
 use crate::catalog::TableDef;
-use crate::limits::{SCAN_BATCH_ROWS_MAX, SCAN_CHANNEL_BATCHES_MAX};
+use crate::limits::{SCAN_BATCH_ROWS_MAX, SCAN_CHANNEL_BATCHES_MAX, SCAN_CONSUMER_IDLE_MAX};
 use crate::storage::{Snapshot, Store, Value};
 
 /// Point lookups up to this many keys are answered on the calling task.
@@ -157,17 +157,43 @@ impl ExecutionPlan for StorageScanExec {
 /// Runs `reader` on a blocking thread that hands its batches over a bounded channel:
 /// the reader waits while the consumer is slow, and stops when the consumer goes away.
 fn spawn_reader(reader: RowReader) -> SendableRecordBatchStream {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let schema = Arc::clone(&reader.schema);
     let (sender, receiver) = tokio::sync::mpsc::channel(SCAN_CHANNEL_BATCHES_MAX);
+    let handle = tokio::runtime::Handle::current();
+    // A consumer that takes no batch for SCAN_CONSUMER_IDLE_MAX (a client or a peer
+    // that stopped reading) would hold this thread and its snapshot for ever: the
+    // reader stops, and the stream ends with an error, never as if it were complete.
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&abandoned);
     tokio::task::spawn_blocking(move || {
-        let result = reader.produce(|batch| sender.blocking_send(Ok(batch)).is_ok());
+        let send = |item| match handle.block_on(tokio::time::timeout(
+            SCAN_CONSUMER_IDLE_MAX,
+            sender.send(item),
+        )) {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                flag.store(true, Ordering::Relaxed);
+                false
+            }
+        };
+        let result = reader.produce(|batch| send(Ok(batch)));
         if let Err(error) = result {
-            let _ = sender.blocking_send(Err(error));
+            let _ = send(Err(error));
         }
     });
+    let ended = futures::stream::once(async move {
+        abandoned.load(Ordering::Relaxed).then(|| {
+            Err(DataFusionError::ResourcesExhausted(format!(
+                "the scan was stopped: its reader took no rows for {} s",
+                SCAN_CONSUMER_IDLE_MAX.as_secs()
+            )))
+        })
+    })
+    .filter_map(std::future::ready);
     Box::pin(RecordBatchStreamAdapter::new(
         schema,
-        ReceiverStream::new(receiver),
+        ReceiverStream::new(receiver).chain(ended),
     ))
 }
 

@@ -17,7 +17,10 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::SqlError;
-use crate::limits::{EXPRESSION_DEPTH_MAX, IDENTIFIER_LENGTH_MAX_BYTES, IN_LIST_VALUES_MAX};
+use crate::limits::{
+    EXPRESSION_DEPTH_MAX, IDENTIFIER_LENGTH_MAX_BYTES, IN_LIST_VALUES_MAX,
+    QUOTED_IDENTIFIER_LENGTH_MAX_BYTES,
+};
 
 #[derive(Default)]
 struct Level {
@@ -63,10 +66,19 @@ pub(crate) fn check(sql: &str) -> Result<(), SqlError> {
                 continue;
             }
             Token::Word(word) => {
-                if word.value.len() > IDENTIFIER_LENGTH_MAX_BYTES {
+                // Tools generate long quoted aliases (a column's expression as its
+                // name); stored names are capped at 63 bytes when tables are made.
+                let (max, bound) = if word.quote_style.is_some() {
+                    (
+                        QUOTED_IDENTIFIER_LENGTH_MAX_BYTES,
+                        "quoted_identifier_length_max_bytes",
+                    )
+                } else {
+                    (IDENTIFIER_LENGTH_MAX_BYTES, "identifier_length_max_bytes")
+                };
+                if word.value.len() > max {
                     return Err(SqlError::TooLarge(format!(
-                        "an identifier of {} bytes exceeds identifier_length_max_bytes = \
-                         {IDENTIFIER_LENGTH_MAX_BYTES}",
+                        "an identifier of {} bytes exceeds {bound} = {max}",
                         word.value.len()
                     )));
                 }
@@ -129,11 +141,18 @@ pub(crate) fn check(sql: &str) -> Result<(), SqlError> {
                     }
                 }
             }
-            Token::LParen | Token::LBracket => {
+            Token::LParen => {
                 opens = Some(Level {
                     in_list: was_after_in,
                     ..Level::default()
                 })
+            }
+            // `x['a']['b']...` parses in a loop into one flat access that the planner
+            // folds into nested calls, one level per subscript: each counts on the
+            // enclosing level as well as opening its own.
+            Token::LBracket => {
+                operator = true;
+                opens = Some(Level::default());
             }
             Token::RParen | Token::RBracket => closes = true,
             Token::Comma => {
@@ -272,5 +291,16 @@ mod tests {
             "x".repeat(IDENTIFIER_LENGTH_MAX_BYTES)
         ))
         .expect("63");
+        let tool_alias = format!("SELECT sum(balance) AS \"{}\" FROM t", "s".repeat(200));
+        check(&tool_alias).expect("a long quoted alias, as BI tools write them");
+        let quoted = format!(
+            "SELECT 1 AS \"{}\"",
+            "q".repeat(QUOTED_IDENTIFIER_LENGTH_MAX_BYTES + 1)
+        );
+        assert!(refused(&quoted).contains("quoted_identifier_length_max_bytes"));
+        // Subscript chains nest without parentheses (one level per subscript).
+        let subscripts = "['a']".repeat(500);
+        assert!(refused(&format!("SELECT x{subscripts} FROM t")).contains("expression_depth_max"));
+        check("SELECT x['a']['b'], y[1] FROM t").expect("a few subscripts");
     }
 }
