@@ -33,6 +33,10 @@ struct Level {
     values: usize,
     /// Opened by `CASE`, closed by `END` (not by a parenthesis).
     case: bool,
+    /// In a FROM list or a WITH list at this level: each comma adds a join (`FROM a, b`
+    /// plans as a cross join nested one level deeper per table) or a CTE (which may
+    /// read the one before it), so commas chain here.
+    in_relation_list: bool,
 }
 
 impl Level {
@@ -108,6 +112,12 @@ pub(crate) fn check(sql: &str) -> Result<(), SqlError> {
                                 level.operators = 0;
                             }
                         }
+                        Keyword::FROM | Keyword::WITH => {
+                            if let Some(level) = levels.last_mut() {
+                                level.operators = 0;
+                                level.in_relation_list = true;
+                            }
+                        }
                         Keyword::CASE => {
                             opens = Some(Level {
                                 case: true,
@@ -116,7 +126,6 @@ pub(crate) fn check(sql: &str) -> Result<(), SqlError> {
                         }
                         Keyword::END if levels.last().is_some_and(|l| l.case) => closes = true,
                         Keyword::SELECT
-                        | Keyword::FROM
                         | Keyword::WHERE
                         | Keyword::GROUP
                         | Keyword::HAVING
@@ -135,6 +144,13 @@ pub(crate) fn check(sql: &str) -> Result<(), SqlError> {
                         | Keyword::RETURNING => {
                             if let Some(level) = levels.last_mut() {
                                 level.operators = 0;
+                                // `ON`, `USING` and `AS` belong to the list they are in.
+                                if !matches!(
+                                    word.keyword,
+                                    Keyword::ON | Keyword::USING | Keyword::AS
+                                ) {
+                                    level.in_relation_list = false;
+                                }
                             }
                         }
                         _ => {}
@@ -158,6 +174,9 @@ pub(crate) fn check(sql: &str) -> Result<(), SqlError> {
             Token::Comma => {
                 if let Some(level) = levels.last_mut() {
                     level.operators = 0;
+                    if level.in_relation_list {
+                        level.chained += 1;
+                    }
                     if level.in_list {
                         level.values += 1;
                         if level.values >= IN_LIST_VALUES_MAX {
@@ -298,6 +317,19 @@ mod tests {
             "q".repeat(QUOTED_IDENTIFIER_LENGTH_MAX_BYTES + 1)
         );
         assert!(refused(&quoted).contains("quoted_identifier_length_max_bytes"));
+        // Comma joins and CTE lists chain like JOIN.
+        let tables = vec!["t"; 200].join(", ");
+        assert!(refused(&format!("SELECT 1 FROM {tables}")).contains("expression_depth_max"));
+        let ctes: Vec<String> = (1..200)
+            .map(|i| format!("c{i} AS (SELECT * FROM c{})", i - 1))
+            .collect();
+        let with = format!(
+            "WITH c0 AS (SELECT 1 AS x), {} SELECT * FROM c199",
+            ctes.join(", ")
+        );
+        assert!(refused(&with).contains("expression_depth_max"));
+        check("WITH a AS (SELECT 1), b AS (SELECT 2) SELECT x, y, z FROM a, b WHERE x IN (1, 2, 3) ORDER BY x, y")
+            .expect("a few CTEs, comma joins and lists");
         // Subscript chains nest without parentheses (one level per subscript).
         let subscripts = "['a']".repeat(500);
         assert!(refused(&format!("SELECT x{subscripts} FROM t")).contains("expression_depth_max"));
