@@ -25,7 +25,7 @@ const FLOORS: &[&[&str]] = &[
     &["federation", "flight"],
     &["peer_api"],
     &["server"],
-    &["cli"],
+    &["cli", "fuzzing"],
 ];
 
 /// An outside library and the only places (path prefixes under `node/src`) that may

@@ -367,7 +367,7 @@ impl NodeConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config = Self::parse(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -411,6 +411,14 @@ impl NodeConfig {
             })?;
         }
         Ok(config)
+    }
+
+    /// The config in `text` as written: relative paths are not resolved and no key file
+    /// is read (that is [`NodeConfig::load`]).
+    ///
+    /// Errors: TOML syntax, or a key of the wrong type or unknown.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -13,6 +13,8 @@ pub mod clock;
 pub mod config;
 pub mod federation;
 pub mod flight;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
 pub mod peer_api;

@@ -319,6 +319,21 @@ pub enum EnvelopeError {
     Field { field: String, detail: String },
 }
 
+/// A name twice in one schema lets one JSON value fill two columns, or a column be read
+/// as two types (found by the `cdc_envelope` fuzz target); no producer writes one.
+fn refuse_repeated_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), EnvelopeError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            return Err(EnvelopeError::Field {
+                field: name.to_string(),
+                detail: "appears twice in the schema".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn schema_column(field: &Json) -> Result<OutColumn, EnvelopeError> {
     let name = field["field"]
         .as_str()
@@ -443,6 +458,8 @@ pub fn parse(key: &[u8], value: &[u8], redactor: &str) -> Result<Change, Envelop
         .iter()
         .map(schema_column)
         .collect::<Result<Vec<_>, _>>()?;
+    refuse_repeated_names(key_out.iter().map(|(column, _)| column.name.as_str()))?;
+    refuse_repeated_names(columns.iter().map(|column| column.name.as_str()))?;
     let row = |json: &Json| -> Result<Option<OutRow>, EnvelopeError> {
         if json.is_null() {
             return Ok(None);
@@ -587,6 +604,25 @@ mod tests {
             row.pop();
         }
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn a_column_named_twice_is_refused() {
+        // The `cdc_envelope` fuzz target's find: `c2` as INT and again as DOUBLE.
+        let input = include_bytes!("../../fuzz/corpus/cdc_envelope/crash-a-column-named-twice");
+        let split = input
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("key, newline, value");
+        let refused = parse(&input[..split], &input[split + 1..], "x").expect_err("refused");
+        assert_eq!(refused.to_string(), "field c2: appears twice in the schema");
+        let mut change = sample();
+        change.key.push(change.key[0].clone());
+        let message = change.to_message();
+        assert!(
+            parse(&message.key, &message.value, "x").is_err(),
+            "twice in the key"
+        );
     }
 
     #[test]

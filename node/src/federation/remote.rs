@@ -108,14 +108,17 @@ pub(crate) async fn run(
         }
     });
     let region = region.to_string();
-    let batches =
-        FlightRecordBatchStream::new_from_flight_data(checked).map_err(move |error| match error {
-            FlightError::ExternalError(inner) => match inner.downcast::<LegError>() {
-                Ok(leg) => *leg,
-                Err(other) => LegError::failed(&region, other),
-            },
-            other => LegError::failed(&region, status_text(other)),
-        });
+    let decoded = crate::peers::Guarded::new(
+        FlightRecordBatchStream::new_from_flight_data(checked),
+        || Err(FlightError::DecodeError(crate::peers::MALFORMED_IPC.into())),
+    );
+    let batches = decoded.map_err(move |error| match error {
+        FlightError::ExternalError(inner) => match inner.downcast::<LegError>() {
+            Ok(leg) => *leg,
+            Err(other) => LegError::failed(&region, other),
+        },
+        other => LegError::failed(&region, status_text(other)),
+    });
     Ok(Box::pin(batches))
 }
 

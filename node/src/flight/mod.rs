@@ -7,5 +7,6 @@ mod prepared;
 mod service;
 mod status;
 
+pub(crate) use params::read_rows as read_parameter_messages;
 pub use service::FlightSqlServer;
 pub(crate) use status::sql_status;

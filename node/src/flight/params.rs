@@ -54,7 +54,8 @@ pub(crate) async fn read_parameter_rows(
     read_rows(stream.into_peekable(), parameters).await
 }
 
-async fn read_rows(
+/// [`read_parameter_rows`] over any stream of messages (the fuzz target's entry).
+pub(crate) async fn read_rows(
     messages: impl Stream<Item = Result<FlightData, Status>> + Send + 'static,
     parameters: usize,
 ) -> Result<Vec<Vec<ScalarValue>>, ParameterError> {
@@ -81,7 +82,10 @@ async fn read_rows(
         })
         .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
         .boxed();
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
+    let mut batches = crate::peers::Guarded::new(
+        FlightRecordBatchStream::new_from_flight_data(messages),
+        || Err(FlightError::DecodeError(crate::peers::MALFORMED_IPC.into())),
+    );
     let mut rows = Vec::new();
     let mut cells = 0usize;
     while let Some(batch) = batches.next().await {

@@ -13,10 +13,11 @@ mod router;
 mod tls;
 
 pub use config::{MeshConfig, PeerConfig};
-pub(crate) use ipc_input::uncompressed_header;
+pub use ipc_input::install_panic_hook;
+pub(crate) use ipc_input::{Guarded, MALFORMED_IPC, guarded, uncompressed_header};
 pub use peer_monitor::{PeerMonitor, PeerStatus};
 pub use router::{ForwardError, PeerRouter, RowStream};
-pub(crate) use router::{decode as decode_ipc, encode_chunks};
+pub(crate) use router::{decode as decode_ipc, encode_all, encode_chunks};
 pub use tls::MeshTls;
 
 /// Generated protobuf messages, server and client.

@@ -394,5 +394,7 @@ pub(crate) fn encode_all(
 /// before anything is decoded (see `ipc_input`).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     super::ipc_input::uncompressed_stream(bytes).map_err(arrow::error::ArrowError::IpcError)?;
-    arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?.collect()
+    super::ipc_input::guarded(|| {
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?.collect()
+    })
 }

@@ -7,7 +7,7 @@
 mod audit_log;
 mod change_log;
 mod error;
-mod key_codec;
+pub(crate) mod key_codec;
 mod row_cache;
 mod row_codec;
 mod snapshot;
@@ -21,6 +21,7 @@ pub use change_log::{ChangeEvent, ChangeOp, OutboxBacklog};
 pub use error::StorageError;
 pub use row_cache::RowCache;
 pub use row_codec::CorruptRow;
+pub(crate) use row_codec::{RowDecoder, encode_row};
 pub use snapshot::{RowScan, Snapshot};
 pub use store::{CloseWatch, Store};
 pub use value::Value;

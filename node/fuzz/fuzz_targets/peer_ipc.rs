@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(init: domicile::fuzzing::init(), |data: &[u8]| {
+    domicile::fuzzing::peer_ipc(data)
+});
