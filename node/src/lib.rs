@@ -11,6 +11,7 @@ pub mod cdc;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connection_gate;
 pub mod federation;
 pub mod flight;
 #[doc(hidden)]

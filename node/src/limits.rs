@@ -113,6 +113,24 @@ pub const LOGIN_FAILURES_FREE: u32 = 5;
 pub const LOGIN_BACKOFF_MAX_S: u64 = 60;
 /// User names and client addresses whose failures are remembered.
 pub const LOGIN_FAILURE_KEYS_MAX: usize = 100_000;
+/// Connections one listener keeps open at most (its share of the open-file limit is
+/// used when smaller; see `server::connection_gate`), and at most from one client
+/// address, so that one client cannot take every slot.
+pub const CONNECTIONS_PER_LISTENER_MAX: usize = 8_192;
+pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 256;
+/// How soon a new connection must send its first bytes (the HTTP/2 preface or a TLS
+/// ClientHello), and complete a TLS handshake, in milliseconds.
+pub const CONNECTION_HANDSHAKE_MAX_MS: u64 = 10_000;
+/// HTTP/2 keepalive: a ping after this many seconds without frames, and the connection
+/// closed if it is not answered within the timeout (seconds). Closes connections whose
+/// client vanished or stopped reading.
+pub const HTTP2_KEEPALIVE_INTERVAL_S: u64 = 20;
+pub const HTTP2_KEEPALIVE_TIMEOUT_S: u64 = 20;
+/// Streams (calls) one HTTP/2 connection may have open at once.
+pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 200;
+/// Largest header block of one call, in bytes (decoded; `authorization` is bounded
+/// separately).
+pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 64 << 10;
 /// Longest `authorization` header value accepted, in bytes.
 pub const AUTHORIZATION_LENGTH_MAX_BYTES: usize = 4_096;
 
@@ -126,5 +144,7 @@ const _: () = assert!(BOUND_PARAMETER_BYTES_PER_USER_MAX <= BOUND_PARAMETER_BYTE
 const _: () = assert!(PARAMETER_BYTES_MAX <= BOUND_PARAMETER_BYTES_PER_USER_MAX);
 const _: () = assert!(SESSIONS_PER_USER_MAX <= SESSIONS_MAX);
 const _: () = assert!(ARGON2_CONCURRENT_MAX >= 1);
+const _: () = assert!(CONNECTIONS_PER_ADDRESS_MAX <= CONNECTIONS_PER_LISTENER_MAX);
+const _: () = assert!(AUTHORIZATION_LENGTH_MAX_BYTES < HTTP2_HEADER_LIST_BYTES_MAX as usize);
 const _: () = assert!(CELL_SIZE_MAX_BYTES < CDC_MESSAGE_BYTES_MAX);
 const _: () = assert!(CHANGE_STREAM_RETAINED_MAX < CDC_SEQ_JUMP_MAX);

@@ -16,6 +16,7 @@ use futures::TryStreamExt;
 
 mod cdc;
 mod federation;
+mod overload;
 mod sagas;
 
 struct Options {
@@ -43,6 +44,8 @@ struct Options {
     commit_windows_us: Vec<Option<u64>>,
     /// Measure federated queries over the WAN (cold, cached) and the local row cache.
     federation: bool,
+    /// Measure the steady workload with the hostile mix off, on and off again.
+    overload: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -60,6 +63,7 @@ fn parse_options() -> anyhow::Result<Options> {
         saga_clients: vec![32],
         commit_windows_us: vec![None],
         federation: false,
+        overload: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -88,9 +92,10 @@ fn parse_options() -> anyhow::Result<Options> {
                     .collect::<Result<_, _>>()?;
             }
             "--federation" => options.federation = true,
+            "--overload" => options.overload = true,
             other => anyhow::bail!(
                 "unknown argument {other} (--rows N --seconds S --postgres URL --seed N \
-                 --guard | --wan | --cdc | --sagas [--runs N --loopback-only --clients N,M --commit-window-us A,B] | --federation)"
+                 --guard | --wan | --cdc | --sagas [--runs N --loopback-only --clients N,M --commit-window-us A,B] | --federation | --overload)"
             ),
         }
     }
@@ -481,6 +486,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if options.federation {
         return federation::federation(&options).await;
+    }
+    if options.overload {
+        return overload::overload(&options).await;
     }
     let node = TestNode::start("eu-central")?;
     load_domicile(&node, options.rows).await?;

@@ -14,7 +14,10 @@
 # RTT, 1 and 32 (or the given) clients, each many-client run N times, with the median; with
 # each given storage commit window (default: the node's);
 # `run.sh --federation [--seconds S]` federated queries over the simulated WAN, cold and
-# cached, and local point reads with the row cache on and off.
+# cached, and local point reads with the row cache on and off;
+# `run.sh --overload [--seconds S]` the steady workload of tests/overload.rs (point reads
+# and transfers on the bank's us-east node) with the hostile mix off, on and off again:
+# p50 / p99, calls/s and the node's RSS of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
@@ -31,7 +34,8 @@ fi
 cargo build --release -p domicile --bin domicile -p domicile-tests --bin domicile-bench
 
 if [ "${1:-}" = "--guard" ] || [ "${1:-}" = "--wan" ] || [ "${1:-}" = "--cdc" ] \
-  || [ "${1:-}" = "--sagas" ] || [ "${1:-}" = "--federation" ]; then
+  || [ "${1:-}" = "--sagas" ] || [ "${1:-}" = "--federation" ] \
+  || [ "${1:-}" = "--overload" ]; then
   # Residency guard on vs off, two nodes, same run; no PostgreSQL needed.
   cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
   cargo build --release --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml

@@ -21,6 +21,7 @@ pub mod bank;
 mod kafka_broker;
 mod link_proxy;
 mod mesh;
+pub mod overload;
 pub mod postgres;
 pub mod sql_engines;
 pub mod sql_gen;
@@ -417,6 +418,27 @@ impl TestNode {
         Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
     }
 
+    /// The running node process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The running node's resident memory now and its high-water mark (`VmRSS`,
+    /// `VmHWM` of `/proc/<pid>/status`), in KiB; `None` off Linux or when not running.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     /// All log output of every start of this node.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -485,6 +507,20 @@ impl Client {
         let endpoint = domicile::cli::endpoint::channel_uri(endpoint)?;
         let channel = Endpoint::from_shared(endpoint)?.connect().await?;
         let mut inner = FlightSqlServiceClient::new(channel);
+        inner.handshake(user, password).await?;
+        Ok(Self { inner })
+    }
+
+    /// [`Client::connect`] over a connection whose local end is bound to `source` (any
+    /// of 127.0.0.0/8 reaches a loopback listener on Linux): tests that need clients
+    /// at several addresses, as the node's per-address bounds see them.
+    pub async fn connect_from(
+        endpoint: &str,
+        source: std::net::IpAddr,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let mut inner = FlightSqlServiceClient::new(channel_from(endpoint, source).await?);
         inner.handshake(user, password).await?;
         Ok(Self { inner })
     }
@@ -569,6 +605,35 @@ impl Client {
             .await
             .map_err(to_status)
     }
+}
+
+/// A gRPC channel to `endpoint` whose TCP connections leave from `source`.
+pub async fn channel_from(endpoint: &str, source: std::net::IpAddr) -> anyhow::Result<Channel> {
+    let endpoint = domicile::cli::endpoint::channel_uri(endpoint)?;
+    let connector = tower::service_fn(move |uri: tonic::codegen::http::Uri| async move {
+        let host = uri.host().unwrap_or("127.0.0.1").to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let target: SocketAddr = format!("{host}:{port}")
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let stream = bound_tcp(source, target).await?;
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+    });
+    Ok(Endpoint::from_shared(endpoint)?
+        .connect_with_connector(connector)
+        .await?)
+}
+
+/// A TCP connection to `target` whose local end is bound to `source`.
+pub async fn bound_tcp(
+    source: std::net::IpAddr,
+    target: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Recovers the gRPC status from the client's error wrappers.

@@ -5,7 +5,6 @@
 
 use arrow::array::RecordBatch;
 use arrow_flight::Ticket;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
@@ -108,10 +107,7 @@ pub(crate) async fn run(
         }
     });
     let region = region.to_string();
-    let decoded = crate::peers::Guarded::new(
-        FlightRecordBatchStream::new_from_flight_data(checked),
-        || Err(FlightError::DecodeError(crate::peers::MALFORMED_IPC.into())),
-    );
+    let decoded = crate::peers::guarded_batches(checked);
     let batches = decoded.map_err(move |error| match error {
         FlightError::ExternalError(inner) => match inner.downcast::<LegError>() {
             Ok(leg) => *leg,

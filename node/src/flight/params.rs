@@ -10,7 +10,6 @@
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow_flight::FlightData;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use datafusion::common::ScalarValue;
@@ -82,10 +81,7 @@ pub(crate) async fn read_rows(
         })
         .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
         .boxed();
-    let mut batches = crate::peers::Guarded::new(
-        FlightRecordBatchStream::new_from_flight_data(messages),
-        || Err(FlightError::DecodeError(crate::peers::MALFORMED_IPC.into())),
-    );
+    let mut batches = crate::peers::guarded_batches(messages);
     let mut rows = Vec::new();
     let mut cells = 0usize;
     while let Some(batch) = batches.next().await {

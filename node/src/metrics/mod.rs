@@ -30,6 +30,17 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerReasonLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
     jurisdiction: String,
     kind: String,
@@ -63,6 +74,8 @@ pub struct Metrics {
     plugin_timeouts: Family<PluginLabels, Gauge>,
     plugin_call_micros: Family<PluginLabels, Gauge>,
     login_refusals: Family<ReasonLabels, Gauge>,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_closed: Family<ListenerReasonLabels, Gauge>,
     cdc: CdcGauges,
     cache: CacheGauges,
 }
@@ -292,6 +305,18 @@ impl Metrics {
             "logins refused since start, by reason: failed (wrong name or password), \
              blocked (back-off after failures, argon2 not run), busy (no argon2 slot)",
         );
+        let connections_open: Family<ListenerLabels, Gauge> = registered(
+            &mut registry,
+            "connections_open",
+            "TCP connections open now, by listener",
+        );
+        let connections_closed: Family<ListenerReasonLabels, Gauge> = registered(
+            &mut registry,
+            "connections_refused",
+            "connections the node closed or could not accept since start, by listener and \
+             reason: listener_full, address_full (connection bounds), greeting_timeout (no \
+             protocol greeting within connection_handshake_max_ms), accept_error",
+        );
         let cdc = CdcGauges::default();
         cdc.register(&mut registry);
         let cache = CacheGauges::default();
@@ -304,6 +329,8 @@ impl Metrics {
             plugin_timeouts,
             plugin_call_micros,
             login_refusals,
+            connections_open,
+            connections_closed,
             registry,
             statements,
             statement_seconds,
@@ -365,6 +392,36 @@ impl Metrics {
             self.login_refusals
                 .get_or_create(&ReasonLabels { reason })
                 .set(i64::try_from(count.load(Relaxed)).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Copies each listener's connection gate counters into gauges just before a scrape.
+    pub fn observe_connections(
+        &self,
+        gates: &[std::sync::Arc<crate::connection_gate::ConnectionGate>],
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for gate in gates {
+            let counters = &gate.counters;
+            self.connections_open
+                .get_or_create(&ListenerLabels {
+                    listener: gate.listener,
+                })
+                .set(clamp(counters.open.load(Relaxed)));
+            for (reason, count) in [
+                ("listener_full", &counters.refused_listener_full),
+                ("address_full", &counters.refused_address_full),
+                ("greeting_timeout", &counters.greeting_timeouts),
+                ("accept_error", &counters.accept_errors),
+            ] {
+                self.connections_closed
+                    .get_or_create(&ListenerReasonLabels {
+                        listener: gate.listener,
+                        reason,
+                    })
+                    .set(clamp(count.load(Relaxed)));
+            }
         }
     }
 

@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
 
 use super::Metrics;
 use crate::cdc::CdcStatus;
+use crate::connection_gate::{ConnectionGate, GatedListener, GatedStream};
 use crate::plugins::PluginRegistry;
 use crate::storage::Store;
 
@@ -21,10 +21,12 @@ pub struct MetricsState {
     pub cdc: Arc<CdcStatus>,
     pub cache: Arc<crate::cache::NodeCache>,
     pub auth: Arc<crate::auth::Authenticator>,
+    /// Every listener's connection gate.
+    pub connections: Vec<Arc<ConnectionGate>>,
 }
 
 /// Serves `GET /metrics` on `listener` until the future is dropped.
-pub async fn serve_metrics(listener: TcpListener, state: MetricsState) -> std::io::Result<()> {
+pub async fn serve_metrics(listener: GatedListener, state: MetricsState) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(scrape))
         .with_state(state);
@@ -35,6 +37,7 @@ async fn scrape(State(state): State<MetricsState>) -> impl IntoResponse {
     state.metrics.observe_storage(&state.store);
     state.metrics.observe_plugins(&state.plugins);
     state.metrics.observe_auth(state.auth.login_refusals());
+    state.metrics.observe_connections(&state.connections);
     let store = state.store.clone();
     let backlog = tokio::task::spawn_blocking(move || store.outbox_backlog())
         .await
@@ -47,4 +50,18 @@ async fn scrape(State(state): State<MetricsState>) -> impl IntoResponse {
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.encode(),
     )
+}
+
+/// The metrics listener admits connections like the others (`connection_gate`).
+impl axum::serve::Listener for GatedListener {
+    type Io = GatedStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.accept_admitted().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        GatedListener::local_addr(self)
+    }
 }

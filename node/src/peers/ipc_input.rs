@@ -87,6 +87,30 @@ where
     }
 }
 
+/// The record batches of a stream of Flight messages from outside, decoded under
+/// [`Guarded`]: a decoder panic ends the stream with a `DecodeError` naming
+/// [`MALFORMED_IPC`].
+pub(crate) fn guarded_batches<S>(
+    messages: S,
+) -> Guarded<
+    arrow_flight::decode::FlightRecordBatchStream,
+    fn() -> Result<arrow::array::RecordBatch, arrow_flight::error::FlightError>,
+>
+where
+    S: Stream<Item = Result<arrow_flight::FlightData, arrow_flight::error::FlightError>>
+        + Send
+        + 'static,
+{
+    Guarded::new(
+        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(messages),
+        || {
+            Err(arrow_flight::error::FlightError::DecodeError(
+                MALFORMED_IPC.into(),
+            ))
+        },
+    )
+}
+
 /// Replaces the panic hook so that a panic inside [`guarded`] is one warning line (it is
 /// an answer to hostile input, not a crash) while every other panic still reaches the
 /// hook that was there before. Idempotent.

@@ -14,7 +14,7 @@ mod tls;
 
 pub use config::{MeshConfig, PeerConfig};
 pub use ipc_input::install_panic_hook;
-pub(crate) use ipc_input::{Guarded, MALFORMED_IPC, guarded, uncompressed_header};
+pub(crate) use ipc_input::{guarded, guarded_batches, uncompressed_header};
 pub use peer_monitor::{PeerMonitor, PeerStatus};
 pub use router::{ForwardError, PeerRouter, RowStream};
 pub(crate) use router::{decode as decode_ipc, encode_all, encode_chunks};

@@ -50,6 +50,9 @@ impl MeshTls {
         ServerTlsConfig::new()
             .identity(self.identity.clone())
             .client_ca_root(self.ca.clone())
+            .timeout(std::time::Duration::from_millis(
+                crate::limits::CONNECTION_HANDSHAKE_MAX_MS,
+            ))
     }
 
     /// Calling the node of `region`: its certificate must name that region.

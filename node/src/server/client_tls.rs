@@ -44,7 +44,11 @@ fn read_pem(path: &Path, key: &str) -> anyhow::Result<Vec<u8>> {
 pub(super) fn server_config(tls: &ListenTlsConfig) -> anyhow::Result<ServerTlsConfig> {
     let cert = read_pem(&tls.cert, "listen.tls.cert")?;
     let key = read_pem(&tls.key, "listen.tls.key")?;
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    let mut config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .timeout(std::time::Duration::from_millis(
+            crate::limits::CONNECTION_HANDSHAKE_MAX_MS,
+        ));
     if let Some(ca) = &tls.client_ca {
         config =
             config.client_ca_root(Certificate::from_pem(read_pem(ca, "listen.tls.client_ca")?));

@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
@@ -20,9 +19,13 @@ use crate::auth::{Authenticator, UserRecord};
 use crate::cache::NodeCache;
 use crate::cdc::{CdcStatus, Follower, KafkaFollower, KafkaPublisher, Relay};
 use crate::config::NodeConfig;
+use crate::connection_gate::{ConnectionGate, ConnectionLimits, GatedListener};
 use crate::federation::Federation;
 use crate::flight::FlightSqlServer;
-use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
+use crate::limits::{
+    GRPC_MESSAGE_SIZE_MAX_BYTES, HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL_S,
+    HTTP2_KEEPALIVE_TIMEOUT_S, HTTP2_STREAMS_PER_CONNECTION_MAX,
+};
 use crate::metrics::{Metrics, MetricsState, serve_metrics};
 use crate::peer_api::{PeerFlightSql, PeerService};
 use crate::peers::proto::peer_server::PeerServer;
@@ -328,6 +331,30 @@ impl Node {
             Some(listener) => Some(listener.local_addr()?),
             None => None,
         };
+        // Every listener admits connections through a gate (count per listener and per
+        // client address, greeting deadline); the open-file limit is split between them.
+        let limits = ConnectionLimits::for_listeners(
+            1 + [metrics_address, admin_address, peer_address]
+                .iter()
+                .filter(|a| a.is_some())
+                .count(),
+        );
+        tracing::info!(
+            per_listener = limits.per_listener,
+            per_address = limits.per_address,
+            open_files = limits.descriptors,
+            "connection limits"
+        );
+        let mut gates = Vec::new();
+        let mut gate = |name: &'static str, listener: TcpListener| {
+            let gate = ConnectionGate::new(name, limits);
+            gates.push(Arc::clone(&gate));
+            GatedListener::new(listener, gate)
+        };
+        let flight_listener = gate("flight_sql", flight_listener);
+        let metrics_listener = metrics_listener.map(|l| gate("metrics", l));
+        let admin_listener = admin_listener.map(|l| gate("admin", l));
+        let peer_listener = peer_listener.map(|l| gate("peer", l));
         let peer_server = match (peer_listener, &mesh_tls) {
             (Some(listener), Some(tls)) => {
                 let service = PeerServer::new(PeerService::new(
@@ -344,7 +371,7 @@ impl Node {
                 ))
                 .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
                 .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
-                let router = tonic::transport::Server::builder()
+                let router = hardened(tonic::transport::Server::builder())
                     .tls_config(tls.server())
                     .context("mesh TLS configuration")?
                     .add_service(service)
@@ -378,9 +405,10 @@ impl Node {
             cdc: cdc_status,
             cache: Arc::clone(&cache),
             auth: Arc::clone(&auth),
+            connections: gates,
         };
         let client_server = || -> anyhow::Result<tonic::transport::Server> {
-            let builder = tonic::transport::Server::builder();
+            let builder = hardened(tonic::transport::Server::builder());
             Ok(match &client_tls {
                 Some(tls) => builder
                     .tls_config(tls.clone())
@@ -393,12 +421,9 @@ impl Node {
         let serve = tokio::spawn(async move {
             let flight = flight_server
                 .add_service(service)
-                .serve_with_incoming_shutdown(
-                    incoming_without_delay(flight_listener),
-                    async move {
-                        let _ = shutdown_signal.wait_for(|stop| *stop).await;
-                    },
-                );
+                .serve_with_incoming_shutdown(flight_listener.incoming(), async move {
+                    let _ = shutdown_signal.wait_for(|stop| *stop).await;
+                });
             let metrics_server = async move {
                 match metrics_listener {
                     Some(listener) => tokio::select! {
@@ -412,12 +437,9 @@ impl Node {
                 match admin_listener {
                     Some(listener) => admin_server
                         .add_service(admin_service)
-                        .serve_with_incoming_shutdown(
-                            incoming_without_delay(listener),
-                            async move {
-                                let _ = admin_shutdown.wait_for(|stop| *stop).await;
-                            },
-                        )
+                        .serve_with_incoming_shutdown(listener.incoming(), async move {
+                            let _ = admin_shutdown.wait_for(|stop| *stop).await;
+                        })
                         .await
                         .context("admin server failed"),
                     None => Ok(()),
@@ -426,12 +448,9 @@ impl Node {
             let peer = async move {
                 match peer_server {
                     Some((router, listener)) => router
-                        .serve_with_incoming_shutdown(
-                            incoming_without_delay(listener),
-                            async move {
-                                let _ = peer_shutdown.wait_for(|stop| *stop).await;
-                            },
-                        )
+                        .serve_with_incoming_shutdown(listener.incoming(), async move {
+                            let _ = peer_shutdown.wait_for(|stop| *stop).await;
+                        })
                         .await
                         .context("peer server failed"),
                     None => Ok(()),
@@ -555,15 +574,15 @@ async fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<
 
 /// Accepted connections with Nagle's algorithm off: Flight SQL exchanges small messages
 /// in request/response turns, and Nagle plus delayed ACKs would add ~40 ms to each turn.
-fn incoming_without_delay(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
+/// The HTTP/2 settings every listener serves with: keepalive pings close connections
+/// whose client vanished or stopped answering, and a connection's streams and headers
+/// are bounded (`limits.rs`).
+fn hardened(builder: tonic::transport::Server) -> tonic::transport::Server {
+    builder
+        .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_S)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(HTTP2_KEEPALIVE_TIMEOUT_S)))
+        .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX)
+        .http2_max_header_list_size(HTTP2_HEADER_LIST_BYTES_MAX)
 }
 
 pub(crate) async fn wait_for_signal() {
