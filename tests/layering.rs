@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Floors, lowest first. A module may use modules of lower floors only.
 const FLOORS: &[&[&str]] = &[
     &["clock", "limits"],
-    &["auth", "catalog", "connection_gate"],
+    &["auth", "bounded_file", "catalog", "connection_gate"],
     &["storage"],
     &["redact_text"],
     &["plugins", "cache"],

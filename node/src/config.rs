@@ -10,15 +10,15 @@ use thiserror::Error;
 
 use crate::auth::Role;
 pub use crate::cache::CacheConfig;
+use crate::limits::{CONFIG_FILE_SIZE_MAX_BYTES, KEY_FILE_SIZE_MAX_BYTES};
 pub use crate::peers::{MeshConfig, PeerConfig};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The file could not be opened or read, is larger than
+    /// `limits::CONFIG_FILE_SIZE_MAX_BYTES`, or is not UTF-8.
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
@@ -27,26 +27,16 @@ pub enum ConfigError {
 
 /// The hex key in `path`, bounded before it is read.
 fn read_public_key_file(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|file| {
-            file.take(PUBLIC_KEY_FILE_SIZE_MAX_BYTES + 1)
-                .read_to_string(&mut text)
-        })
-        .map_err(|e| {
-            format!(
-                "cannot read {}: {e} (make it with `domicile plugin keygen --jurisdiction J \
-                 --out KEY`, which writes KEY.pub)",
-                path.display()
-            )
-        })?;
-    if text.len() as u64 > PUBLIC_KEY_FILE_SIZE_MAX_BYTES {
-        return Err(format!(
-            "{} is larger than {PUBLIC_KEY_FILE_SIZE_MAX_BYTES} bytes: not a public key",
-            path.display()
-        ));
-    }
+    let text =
+        crate::bounded_file::read_to_string(path, KEY_FILE_SIZE_MAX_BYTES).map_err(
+            |e| match e {
+                crate::bounded_file::BoundedReadError::Io { .. } => format!(
+                    "{e} (make it with `domicile plugin keygen --jurisdiction J --out KEY`, which \
+                 writes KEY.pub)"
+                ),
+                other => format!("{other}: not a public key"),
+            },
+        )?;
     Ok(text.trim().to_string())
 }
 
@@ -244,9 +234,6 @@ pub struct TrustedKeyConfig {
     pub public_key_file: Option<PathBuf>,
 }
 
-/// A public key file holds 64 hex digits and a newline; anything longer is not one.
-const PUBLIC_KEY_FILE_SIZE_MAX_BYTES: u64 = 4096;
-
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
@@ -363,10 +350,20 @@ pub struct UserConfig {
 
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::bounded_file::read_to_string(path, CONFIG_FILE_SIZE_MAX_BYTES).map_err(
+            |error| ConfigError::Read {
+                path: path.to_path_buf(),
+                reason: match error {
+                    crate::bounded_file::BoundedReadError::Io { source, .. } => source.to_string(),
+                    crate::bounded_file::BoundedReadError::TooLarge { max_bytes, .. } => {
+                        format!("larger than {max_bytes} bytes (its bound)")
+                    }
+                    crate::bounded_file::BoundedReadError::NotText { .. } => {
+                        "not UTF-8 text".to_string()
+                    }
+                },
+            },
+        )?;
         let mut config = Self::parse(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),

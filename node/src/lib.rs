@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bounded_file;
 pub mod cache;
 pub mod catalog;
 pub mod cdc;

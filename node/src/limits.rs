@@ -30,6 +30,10 @@ pub const SCAN_CONSUMER_IDLE_MAX: std::time::Duration = std::time::Duration::fro
 /// of Arrow data (a single row larger than this goes alone): small enough that neither
 /// side holds more than a few of them, far below `GRPC_MESSAGE_SIZE_MAX_BYTES`.
 pub const PEER_SCAN_MESSAGE_BYTES_TARGET: usize = 1 << 20;
+/// How long a peer's whole streamed answer (a routed read, a `mesh.<table>` leg) may
+/// take, in seconds, however steadily its messages come: a peer trickling messages just
+/// inside the idle timeout would otherwise hold the query and its client for ever.
+pub const PEER_ANSWER_DURATION_MAX_S: u64 = 900;
 /// A `mesh.<table>` leg's answer from another region is kept in the cache only up to
 /// this many bytes of Arrow data; a larger one streams through uncached rather than
 /// being held whole for the cache.
@@ -131,6 +135,16 @@ pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 200;
 /// Largest header block of one call, in bytes (decoded; `authorization` is bounded
 /// separately).
 pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 64 << 10;
+/// Largest file read for each purpose, in bytes (`bounded_file`, checked while
+/// reading): the node's config (and a leak-scan canary file); a PEM certificate chain,
+/// key or CA; an ed25519 key file (hex); a password file or a password on standard
+/// input; a SQL script (`domicile sql -f`). A component file read by the CLI is
+/// bounded by `GRPC_MESSAGE_SIZE_MAX_BYTES`: it is uploaded in one message.
+pub const CONFIG_FILE_SIZE_MAX_BYTES: u64 = 4 << 20;
+pub const PEM_FILE_SIZE_MAX_BYTES: u64 = 1 << 20;
+pub const KEY_FILE_SIZE_MAX_BYTES: u64 = 4_096;
+pub const PASSWORD_SIZE_MAX_BYTES: u64 = 4_096;
+pub const SQL_SCRIPT_FILE_SIZE_MAX_BYTES: u64 = 64 << 20;
 /// Longest `authorization` header value accepted, in bytes.
 pub const AUTHORIZATION_LENGTH_MAX_BYTES: usize = 4_096;
 

@@ -1,12 +1,13 @@
 //! The `domicile` binary: wiring only.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use domicile::bounded_file;
 use domicile::cli::admin_client::{AdminSession, describe};
+use domicile::cli::endpoint::Target;
 use domicile::cli::sql_shell::{SqlShell, interactive, read_password, split_statements};
 use domicile::config::{LogFormat, NodeConfig};
 use domicile::server::Node;
@@ -45,13 +46,8 @@ enum Command {
     },
     /// Run SQL against a node over Flight SQL.
     Sql {
-        /// e.g. grpc://127.0.0.1:50051 (http:// and grpc+tls:// work too)
-        #[arg(long)]
-        endpoint: String,
-        /// PEM CA that a grpc+tls:// node's certificate must chain to (default: the
-        /// system's trusted roots).
-        #[arg(long, env = "DOMICILE_TLS_CA")]
-        tls_ca: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         user: String,
         /// File holding the password; else DOMICILE_PASSWORD.
@@ -174,13 +170,9 @@ enum AuditCommand {
 /// Where and as whom to reach a node's admin API.
 #[derive(clap::Args)]
 struct AdminArgs {
-    /// e.g. grpc://127.0.0.1:50052 (grpc+tls:// for a node with [listen.tls])
-    #[arg(long)]
-    endpoint: String,
-    /// PEM CA that a grpc+tls:// node's certificate must chain to (default: the
-    /// system's trusted roots).
-    #[arg(long, env = "DOMICILE_TLS_CA")]
-    tls_ca: Option<PathBuf>,
+    // The admin listener (listen.admin), e.g. grpc://127.0.0.1:50052.
+    #[command(flatten)]
+    target: Target,
     #[arg(long)]
     user: String,
     /// File holding the password; else DOMICILE_PASSWORD.
@@ -279,20 +271,13 @@ fn run() -> anyhow::Result<()> {
             listen,
         } => runtime.block_on(run_node(config, data_dir, listen)),
         Command::Sql {
-            endpoint,
-            tls_ca,
+            target,
             user,
             password_file,
             execute,
             file,
         } => {
-            let ok = runtime.block_on(run_sql(
-                (endpoint, tls_ca),
-                user,
-                password_file,
-                execute,
-                file,
-            ))?;
+            let ok = runtime.block_on(run_sql(target, user, password_file, execute, file))?;
             std::process::exit(if ok { 0 } else { 1 });
         }
         Command::Plugin { command } => runtime.block_on(run_plugin_command(command)),
@@ -349,8 +334,11 @@ fn run() -> anyhow::Result<()> {
             std::process::exit(if clean { 0 } else { 1 });
         }
         Command::HashPassword => {
-            let mut password = String::new();
-            std::io::stdin().read_to_string(&mut password)?;
+            let password = bounded_file::read_text_from(
+                std::io::stdin(),
+                domicile::limits::PASSWORD_SIZE_MAX_BYTES,
+                "standard input",
+            )?;
             let hash = domicile::auth::hash_password(password.trim_end_matches(['\r', '\n']))
                 .map_err(|e| anyhow::anyhow!(e))?;
             println!("{hash}");
@@ -388,13 +376,9 @@ fn make_certs(command: CertsCommand) -> anyhow::Result<()> {
             region,
             out,
         } => {
-            let read = |name: &str| {
-                std::fs::read_to_string(ca_dir.join(name))
-                    .with_context(|| format!("cannot read {}", ca_dir.join(name).display()))
-            };
             let ca = certs::Issued {
-                cert_pem: read("ca.pem")?,
-                key_pem: read("ca.key")?,
+                cert_pem: read_text(&ca_dir.join("ca.pem"))?,
+                key_pem: read_text(&ca_dir.join("ca.key"))?,
             };
             let node = certs::new_node_cert(&ca, &region)?;
             std::fs::create_dir_all(&out)?;
@@ -416,13 +400,16 @@ fn make_certs(command: CertsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A PEM file's text, bounded (`limits::PEM_FILE_SIZE_MAX_BYTES`).
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    Ok(bounded_file::read_to_string(
+        path,
+        domicile::limits::PEM_FILE_SIZE_MAX_BYTES,
+    )?)
 }
 
 fn read_canaries(path: &Path) -> anyhow::Result<Vec<domicile::residency::leak_scan::Canary>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = bounded_file::read_to_string(path, domicile::limits::CONFIG_FILE_SIZE_MAX_BYTES)?;
     let file: domicile::residency::leak_scan::CanaryFile =
         toml::from_str(&text).with_context(|| format!("invalid canary file {}", path.display()))?;
     anyhow::ensure!(
@@ -637,24 +624,23 @@ fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `target`: the endpoint and the CA its TLS certificate must chain to.
 async fn run_sql(
-    target: (String, Option<PathBuf>),
+    target: Target,
     user: String,
     password_file: Option<PathBuf>,
     execute: Option<String>,
     file: Option<PathBuf>,
 ) -> anyhow::Result<bool> {
     let password = read_password(password_file.as_deref())?;
-    let (endpoint, tls_ca) = target;
-    let mut shell =
-        SqlShell::connect_with_ca(&endpoint, tls_ca.as_deref(), &user, &password).await?;
+    let mut shell = SqlShell::connect_to(&target, &user, &password).await?;
     let mut stdout = std::io::stdout();
     match (execute, file) {
         (Some(sql), _) => shell.run(&sql, &mut stdout).await,
         (None, Some(path)) => {
-            let script = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let script = bounded_file::read_to_string(
+                &path,
+                domicile::limits::SQL_SCRIPT_FILE_SIZE_MAX_BYTES,
+            )?;
             let mut all_ok = true;
             for statement in split_statements(&script) {
                 all_ok &= shell.run(&statement, &mut stdout).await?;
@@ -667,13 +653,7 @@ async fn run_sql(
 
 async fn admin_client(args: &AdminArgs) -> anyhow::Result<AdminSession> {
     let password = read_password(args.password_file.as_deref())?;
-    AdminSession::connect_with_ca(
-        &args.endpoint,
-        args.tls_ca.as_deref(),
-        &args.user,
-        &password,
-    )
-    .await
+    AdminSession::connect_to(&args.target, &args.user, &password).await
 }
 
 async fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {
@@ -748,11 +728,14 @@ async fn run_plugin_command(command: PluginCommand) -> anyhow::Result<()> {
             key,
             file,
         } => {
-            let secret = std::fs::read_to_string(&key)
-                .with_context(|| format!("cannot read key {}", key.display()))?;
+            let secret =
+                bounded_file::read_to_string(&key, domicile::limits::KEY_FILE_SIZE_MAX_BYTES)
+                    .context("signing key")?;
             let signing_key = signing::parse_signing_key(&secret).map_err(anyhow::Error::msg)?;
+            // Uploaded in one message: a larger file could not be sent.
             let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                bounded_file::read(&file, domicile::limits::GRPC_MESSAGE_SIZE_MAX_BYTES as u64)
+                    .context("component")?;
             let message = signing::signed_message(
                 &jurisdiction,
                 &kind,

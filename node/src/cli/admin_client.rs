@@ -9,6 +9,7 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use super::endpoint::Target;
 use crate::admin::proto::admin_client::AdminClient;
 use crate::admin::proto::{
     ActivatePluginRequest, GetSagaRequest, ListPluginsRequest, ListSagasRequest, LoginRequest,
@@ -25,20 +26,15 @@ pub struct AdminSession {
 }
 
 impl AdminSession {
-    /// [`AdminSession::connect_with_ca`] trusting the system's roots for `grpc+tls://`.
+    /// [`AdminSession::connect_to`] `endpoint`, trusting the system's roots for
+    /// `grpc+tls://` and allowing plaintext only to loopback.
     pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
-        Self::connect_with_ca(endpoint, None, user, password).await
+        Self::connect_to(&Target::new(endpoint), user, password).await
     }
 
-    /// Connects and logs in. `tls_ca`: the PEM CA a `grpc+tls://` node's certificate
-    /// must chain to (see [`super::endpoint::connect`]).
-    pub async fn connect_with_ca(
-        endpoint: &str,
-        tls_ca: Option<&std::path::Path>,
-        user: &str,
-        password: &str,
-    ) -> anyhow::Result<Self> {
-        let channel = super::endpoint::connect(endpoint, tls_ca).await?;
+    /// Connects (see [`Target::connect`]) and logs in.
+    pub async fn connect_to(target: &Target, user: &str, password: &str) -> anyhow::Result<Self> {
+        let channel = target.connect().await?;
         let client =
             AdminClient::new(channel).max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
         let credentials =
@@ -172,11 +168,13 @@ impl AdminSession {
         key_file: &Path,
         file: &Path,
     ) -> anyhow::Result<PluginInfo> {
-        let secret = std::fs::read_to_string(key_file)
-            .with_context(|| format!("cannot read key {}", key_file.display()))?;
+        let secret =
+            crate::bounded_file::read_to_string(key_file, crate::limits::KEY_FILE_SIZE_MAX_BYTES)
+                .context("signing key")?;
         let key = signing::parse_signing_key(&secret).map_err(anyhow::Error::msg)?;
-        let component =
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        // Uploaded in one message: a larger file could not be sent.
+        let component = crate::bounded_file::read(file, GRPC_MESSAGE_SIZE_MAX_BYTES as u64)
+            .context("component")?;
         let message = signing::signed_message(
             jurisdiction,
             kind,

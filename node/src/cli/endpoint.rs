@@ -5,13 +5,83 @@
 //! `https://`. Every CLI command accepts either spelling, and everything the node and the
 //! demo print uses the `grpc` scheme so that it can be pasted into any of them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-/// A CA file holds a few certificates; anything above this is not one.
-const CA_FILE_SIZE_MAX_BYTES: u64 = 1 << 20;
+/// Where a CLI command reaches a node and how it trusts it (the `--endpoint`,
+/// `--tls-ca` and `--insecure` flags of `domicile sql` and the admin commands).
+#[derive(Clone, Debug, clap::Args)]
+pub struct Target {
+    /// e.g. grpc://127.0.0.1:50051, or grpc+tls://HOST:PORT for a node with
+    /// [listen.tls] (http:// and https:// work too)
+    #[arg(long)]
+    pub endpoint: String,
+    /// PEM CA that a grpc+tls:// node's certificate must chain to (default: the
+    /// system's trusted roots).
+    #[arg(long, env = "DOMICILE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Allow a plaintext endpoint (grpc://) on another host: the password, the session
+    /// token and every row then cross the network in clear.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl Target {
+    /// A target at `endpoint` with the system's roots for TLS and plaintext allowed only
+    /// to loopback.
+    pub fn new(endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_string(),
+            tls_ca: None,
+            insecure: false,
+        }
+    }
+
+    /// Connects: see [`connect`]; first refuses a plaintext endpoint off loopback unless
+    /// `insecure` (see [`refuse_plaintext_off_loopback`]).
+    ///
+    /// # Errors
+    /// As [`connect`], and that refusal.
+    pub async fn connect(&self) -> anyhow::Result<Channel> {
+        if !self.insecure {
+            refuse_plaintext_off_loopback(&self.endpoint)?;
+        }
+        connect(&self.endpoint, self.tls_ca.as_deref()).await
+    }
+}
+
+/// Refuses a plaintext endpoint whose host is not loopback (`localhost`, 127.0.0.0/8,
+/// `::1`): a CLI sends the user's password on its first call, so a typo of
+/// `grpc://` for `grpc+tls://` would publish it. `--insecure` allows it.
+///
+/// # Errors
+/// The endpoint is plaintext and names another host, or is not a valid URL.
+pub fn refuse_plaintext_off_loopback(endpoint: &str) -> anyhow::Result<()> {
+    let uri = channel_uri(endpoint)?;
+    if uri.starts_with("https://") {
+        return Ok(());
+    }
+    let parsed: tonic::codegen::http::Uri = uri
+        .parse()
+        .with_context(|| format!("invalid endpoint {endpoint}"))?;
+    let host = parsed.host().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!(
+            "{endpoint} is plaintext and not on this machine: the password and every row \
+             would cross the network in clear. Use grpc+tls://{host}:PORT for a node with \
+             [listen.tls], or pass --insecure to send them in clear anyway"
+        );
+    }
+    Ok(())
+}
 
 /// Connects to `endpoint` (any spelling [`channel_uri`] takes). A `grpc+tls://` (or
 /// `https://`) endpoint's certificate must chain to `tls_ca` (a PEM file) when given,
@@ -45,21 +115,7 @@ pub async fn connect(endpoint: &str, tls_ca: Option<&Path>) -> anyhow::Result<Ch
 }
 
 fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| {
-            file.take(CA_FILE_SIZE_MAX_BYTES + 1)
-                .read_to_end(&mut bytes)
-        })
-        .with_context(|| format!("cannot read TLS CA file {}", path.display()))?;
-    if bytes.len() as u64 > CA_FILE_SIZE_MAX_BYTES {
-        bail!(
-            "TLS CA file {} is larger than {CA_FILE_SIZE_MAX_BYTES} bytes",
-            path.display()
-        );
-    }
-    Ok(bytes)
+    crate::bounded_file::read(path, crate::limits::PEM_FILE_SIZE_MAX_BYTES).context("TLS CA file")
 }
 
 /// The `http(s)://` URI tonic dials for `endpoint`.
@@ -110,5 +166,34 @@ mod tests {
         check("grpc+unix:///tmp/s", None);
         check("ftp://h:1", None);
         assert_eq!(grpc_url("127.0.0.1:7"), "grpc://127.0.0.1:7");
+    }
+
+    #[test]
+    fn plaintext_is_refused_off_loopback_and_allowed_on_it() {
+        for local in [
+            "grpc://127.0.0.1:1",
+            "grpc://127.3.4.5:1",
+            "http://localhost:1",
+            "grpc://LOCALHOST:1",
+            "grpc://[::1]:1",
+            "127.0.0.1:1",
+            "grpc+tls://db.example.com:1",
+            "https://10.0.0.1:1",
+        ] {
+            refuse_plaintext_off_loopback(local).unwrap_or_else(|e| panic!("{local}: {e}"));
+        }
+        for remote in [
+            "grpc://10.0.0.1:1",
+            "grpc://db.example.com:1",
+            "http://[2001:db8::1]:1",
+            "db.example.com:1",
+            "grpc://localhost.evil.example:1",
+            "grpc://127.0.0.1.nip.io:1",
+        ] {
+            let refused = refuse_plaintext_off_loopback(remote)
+                .err()
+                .unwrap_or_else(|| panic!("{remote} was allowed"));
+            assert!(refused.to_string().contains("--insecure"), "{refused}");
+        }
     }
 }

@@ -13,6 +13,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 
+use super::endpoint::Target;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 
 pub struct SqlShell {
@@ -20,20 +21,15 @@ pub struct SqlShell {
 }
 
 impl SqlShell {
-    /// [`SqlShell::connect_with_ca`] trusting the system's roots for `grpc+tls://`.
+    /// [`SqlShell::connect_to`] `endpoint`, trusting the system's roots for
+    /// `grpc+tls://` and allowing plaintext only to loopback.
     pub async fn connect(endpoint: &str, user: &str, password: &str) -> anyhow::Result<Self> {
-        Self::connect_with_ca(endpoint, None, user, password).await
+        Self::connect_to(&Target::new(endpoint), user, password).await
     }
 
-    /// Connects and logs in (Flight SQL handshake). `tls_ca`: the PEM CA a
-    /// `grpc+tls://` node's certificate must chain to (see [`super::endpoint::connect`]).
-    pub async fn connect_with_ca(
-        endpoint: &str,
-        tls_ca: Option<&std::path::Path>,
-        user: &str,
-        password: &str,
-    ) -> anyhow::Result<Self> {
-        let channel = super::endpoint::connect(endpoint, tls_ca).await?;
+    /// Connects (see [`Target::connect`]) and logs in (Flight SQL handshake).
+    pub async fn connect_to(target: &Target, user: &str, password: &str) -> anyhow::Result<Self> {
+        let channel = target.connect().await?;
         let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
             .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
             .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
@@ -211,8 +207,9 @@ pub async fn interactive(shell: &mut SqlShell) -> anyhow::Result<bool> {
 
 pub fn read_password(password_file: Option<&std::path::Path>) -> anyhow::Result<String> {
     if let Some(path) = password_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            crate::bounded_file::read_to_string(path, crate::limits::PASSWORD_SIZE_MAX_BYTES)
+                .context("password file")?;
         return Ok(text.trim_end_matches(['\r', '\n']).to_string());
     }
     if let Ok(password) = std::env::var("DOMICILE_PASSWORD") {

@@ -77,24 +77,31 @@ pub(crate) async fn run(
             .map_err(|_| LegError::failed(region, format!("{name} is not a valid header")))?;
         request.metadata_mut().insert(name, value);
     }
+    // Each message within `idle`, the whole answer within PEER_ANSWER_DURATION_MAX_S.
+    let deadline = crate::peers::AnswerDeadline::start(idle);
     let timed_out = {
         let region = region.to_string();
-        move || LegError::Timeout {
-            region: region.clone(),
-            timeout_ms: idle.as_millis(),
+        move |stall: crate::peers::Stall| match stall {
+            crate::peers::Stall::Idle => LegError::Timeout {
+                region: region.clone(),
+                timeout_ms: idle.as_millis(),
+            },
+            crate::peers::Stall::Total => LegError::failed(&region, stall.describe(idle)),
         }
     };
-    let messages = tokio::time::timeout(idle, client.do_get(request))
+    let messages = deadline
+        .within(client.do_get(request))
         .await
-        .map_err(|_| timed_out())?
+        .map_err(&timed_out)?
         .map_err(|status| LegError::failed(region, status.message()))?
         .into_inner();
     let checked = futures::stream::try_unfold(messages, move |mut messages| {
         let timed_out = timed_out.clone();
         async move {
-            let message = tokio::time::timeout(idle, messages.message())
+            let message = deadline
+                .within(messages.message())
                 .await
-                .map_err(|_| FlightError::ExternalError(Box::new(timed_out())))?
+                .map_err(|stall| FlightError::ExternalError(Box::new(timed_out(stall))))?
                 .map_err(|status| FlightError::Tonic(Box::new(status)))?;
             let Some(data) = message else {
                 return Ok(None);

@@ -5,6 +5,7 @@
 //! What a node answers its peers (the `Peer` API's server) is the `peer_api` module; the
 //! federated `mesh.<table>` schema is `federation`.
 
+mod answer_deadline;
 pub mod certs;
 mod config;
 mod ipc_input;
@@ -12,6 +13,7 @@ mod peer_monitor;
 mod router;
 mod tls;
 
+pub(crate) use answer_deadline::{AnswerDeadline, Stall};
 pub use config::{MeshConfig, PeerConfig};
 pub use ipc_input::install_panic_hook;
 pub(crate) use ipc_input::{guarded, guarded_batches, uncompressed_header};

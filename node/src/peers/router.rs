@@ -8,6 +8,7 @@ use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
 use super::PeerConfig;
+use super::answer_deadline::{AnswerDeadline, Stall};
 use super::proto::peer_client::PeerClient;
 use super::proto::{
     ChangeBatch, ForwardedPrincipal, GetSagaStepReply, GetSagaStepRequest, InsertRowsRequest,
@@ -170,23 +171,27 @@ impl PeerRouter {
             keys_ipc,
             limit: limit.map_or(0, |l| l as u64),
         };
-        let timeout = self.timeout;
-        let stalled = move |home: &str| ForwardError::Unreachable {
+        // Each message within the peer timeout, the whole answer within
+        // PEER_ANSWER_DURATION_MAX_S (a peer that trickles is cut off too).
+        let deadline = AnswerDeadline::start(self.timeout);
+        let stalled = move |home: &str, stall: Stall| ForwardError::Unreachable {
             region: home.into(),
-            detail: format!("no answer within {} ms", timeout.as_millis()),
+            detail: stall.describe(deadline.idle()),
         };
-        let replies = tokio::time::timeout(timeout, client.scan_rows(request))
+        let replies = deadline
+            .within(client.scan_rows(request))
             .await
-            .map_err(|_| stalled(home))?
+            .map_err(|stall| stalled(home, stall))?
             .map_err(|status| classify(home, status))?
             .into_inner();
         let home = home.to_string();
         let batches = futures::stream::try_unfold(replies, move |mut replies| {
             let home = home.clone();
             async move {
-                let reply = tokio::time::timeout(timeout, replies.message())
+                let reply = deadline
+                    .within(replies.message())
                     .await
-                    .map_err(|_| stalled(&home))?
+                    .map_err(|stall| stalled(&home, stall))?
                     .map_err(|status| classify(&home, status))?;
                 let Some(reply) = reply else {
                     return Ok(None);

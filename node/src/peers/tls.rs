@@ -21,7 +21,8 @@ impl std::fmt::Debug for MeshTls {
 }
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read mesh.{what} {}", path.display()))
+    crate::bounded_file::read(path, crate::limits::PEM_FILE_SIZE_MAX_BYTES)
+        .with_context(|| format!("mesh.{what}"))
 }
 
 impl MeshTls {

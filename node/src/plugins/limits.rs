@@ -12,6 +12,15 @@ pub(crate) const DENIAL_REASON_MAX_BYTES: usize = 1024;
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Instance slots in the pooling allocator: the most plugin calls running at once.
 pub(crate) const CONCURRENT_CALLS_MAX: u32 = 64;
+/// What one plugin instance may hold of the pool (wasmtime's per-component maxima). The
+/// pool's totals are these times `CONCURRENT_CALLS_MAX`, so each of the 64 slots a call
+/// may wait for can hold any accepted plugin: the pool never runs out of memories or
+/// tables while a slot is free. A component that needs more does not instantiate and is
+/// refused at upload. (A Rust `wasm32-wasip2` component uses one memory, a few tables
+/// and about five core instances.)
+pub(crate) const CORE_INSTANCES_PER_COMPONENT_MAX: u32 = 16;
+pub(crate) const MEMORIES_PER_COMPONENT_MAX: u32 = 2;
+pub(crate) const TABLES_PER_COMPONENT_MAX: u32 = 8;
 /// How long a call waits for a free instance slot before it fails as unavailable.
 pub(crate) const PLUGIN_SLOT_WAIT_MAX: Duration = Duration::from_millis(250);
 /// Calls that may wait for a slot at once; one more is refused at once (unavailable),

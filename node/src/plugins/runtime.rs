@@ -13,7 +13,8 @@ use wasmtime_wasi::{
 };
 
 use super::limits::{
-    CONCURRENT_CALLS_MAX, EPOCH_TICK, PLUGIN_SLOT_WAIT_MAX, PLUGIN_SLOT_WAITERS_MAX, PluginLimits,
+    CONCURRENT_CALLS_MAX, CORE_INSTANCES_PER_COMPONENT_MAX, EPOCH_TICK, MEMORIES_PER_COMPONENT_MAX,
+    PLUGIN_SLOT_WAIT_MAX, PLUGIN_SLOT_WAITERS_MAX, PluginLimits, TABLES_PER_COMPONENT_MAX,
 };
 /// Dirtied linear memory reset in place (not returned to the kernel) when a call's
 /// instance ends; bounds the resident memory of idle slots.
@@ -289,13 +290,13 @@ impl PluginRuntime {
     pub fn new(limits: PluginLimits) -> Result<Arc<Self>, LoadError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(CONCURRENT_CALLS_MAX)
-            .total_core_instances(CONCURRENT_CALLS_MAX * 8)
-            .total_memories(CONCURRENT_CALLS_MAX * 2)
-            .total_tables(CONCURRENT_CALLS_MAX * 4)
+            .total_core_instances(CONCURRENT_CALLS_MAX * CORE_INSTANCES_PER_COMPONENT_MAX)
+            .total_memories(CONCURRENT_CALLS_MAX * MEMORIES_PER_COMPONENT_MAX)
+            .total_tables(CONCURRENT_CALLS_MAX * TABLES_PER_COMPONENT_MAX)
             .total_stacks(CONCURRENT_CALLS_MAX)
-            .max_core_instances_per_component(16)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT_MAX)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT_MAX)
+            .max_tables_per_component(TABLES_PER_COMPONENT_MAX)
             .max_memory_size(limits.memory_max_bytes)
             // A call's instance is dropped at its end. Resetting its memory with
             // madvise costs a TLB shootdown on every core the node runs on (profiled:

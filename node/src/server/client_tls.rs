@@ -1,7 +1,6 @@
 //! The client listeners' (Flight SQL, admin) transport rules: TLS from `[listen.tls]`,
 //! and no well-known demo password on an address other hosts can reach.
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -10,24 +9,9 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use crate::auth::{Authenticator, WELL_KNOWN_DEMO_PASSWORDS};
 use crate::config::{ListenConfig, ListenTlsConfig, UserConfig};
 
-/// A PEM file of a certificate chain or key is a few KiB; anything above this is not
-/// one, and is refused before it is read whole.
-const PEM_FILE_SIZE_MAX_BYTES: u64 = 1 << 20;
-
 fn read_pem(path: &Path, key: &str) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| {
-            file.take(PEM_FILE_SIZE_MAX_BYTES + 1)
-                .read_to_end(&mut bytes)
-        })
-        .with_context(|| format!("cannot read {key} {}", path.display()))?;
-    if bytes.len() as u64 > PEM_FILE_SIZE_MAX_BYTES {
-        bail!(
-            "{key} {} is larger than {PEM_FILE_SIZE_MAX_BYTES} bytes: not a PEM certificate or key",
-            path.display()
-        );
-    }
+    let bytes = crate::bounded_file::read(path, crate::limits::PEM_FILE_SIZE_MAX_BYTES)
+        .with_context(|| format!("{key}: not a readable PEM certificate or key"))?;
     if !bytes.starts_with(b"-----BEGIN") && !String::from_utf8_lossy(&bytes).contains("-----BEGIN")
     {
         bail!("{key} {} holds no PEM block", path.display());

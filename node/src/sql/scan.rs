@@ -157,28 +157,39 @@ impl ExecutionPlan for StorageScanExec {
 /// Runs `reader` on a blocking thread that hands its batches over a bounded channel:
 /// the reader waits while the consumer is slow, and stops when the consumer goes away.
 fn spawn_reader(reader: RowReader) -> SendableRecordBatchStream {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let schema = Arc::clone(&reader.schema);
+    stream_from_blocking(schema, SCAN_CONSUMER_IDLE_MAX, move |emit| {
+        reader.produce(|batch| emit(Ok(batch)))
+    })
+}
+
+/// Runs `produce` on a blocking thread and streams what it emits through a channel of
+/// `SCAN_CHANNEL_BATCHES_MAX` batches. `emit` answers false once the consumer is gone, or
+/// once it took nothing for `idle`: a consumer that stopped reading (a client or a peer)
+/// would otherwise hold the thread and its storage snapshot for ever. The reader then
+/// stops, and the stream ends with an error, never as if it were complete. An error
+/// `produce` returns ends the stream too.
+fn stream_from_blocking(
+    schema: SchemaRef,
+    idle: std::time::Duration,
+    produce: impl FnOnce(&mut dyn FnMut(Result<arrow::array::RecordBatch>) -> bool) -> Result<()>
+    + Send
+    + 'static,
+) -> SendableRecordBatchStream {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let (sender, receiver) = tokio::sync::mpsc::channel(SCAN_CHANNEL_BATCHES_MAX);
     let handle = tokio::runtime::Handle::current();
-    // A consumer that takes no batch for SCAN_CONSUMER_IDLE_MAX (a client or a peer
-    // that stopped reading) would hold this thread and its snapshot for ever: the
-    // reader stops, and the stream ends with an error, never as if it were complete.
     let abandoned = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&abandoned);
     tokio::task::spawn_blocking(move || {
-        let send = |item| match handle.block_on(tokio::time::timeout(
-            SCAN_CONSUMER_IDLE_MAX,
-            sender.send(item),
-        )) {
+        let mut send = |item| match handle.block_on(tokio::time::timeout(idle, sender.send(item))) {
             Ok(sent) => sent.is_ok(),
             Err(_) => {
                 flag.store(true, Ordering::Relaxed);
                 false
             }
         };
-        let result = reader.produce(|batch| send(Ok(batch)));
-        if let Err(error) = result {
+        if let Err(error) = produce(&mut send) {
             let _ = send(Err(error));
         }
     });
@@ -186,7 +197,7 @@ fn spawn_reader(reader: RowReader) -> SendableRecordBatchStream {
         abandoned.load(Ordering::Relaxed).then(|| {
             Err(DataFusionError::ResourcesExhausted(format!(
                 "the scan was stopped: its reader took no rows for {} s",
-                SCAN_CONSUMER_IDLE_MAX.as_secs()
+                idle.as_secs()
             )))
         })
     })
@@ -430,5 +441,89 @@ impl RowReader {
         }
         flush(&mut rows)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A reader whose consumer stops taking batches gives up after `idle` (it would
+    /// otherwise hold a blocking thread and a snapshot for ever), and the stream ends
+    /// with an error naming the wait, not as if the scan were complete.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_whose_consumer_stops_reading_ends_with_an_error() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&produced);
+        let batch_schema = Arc::clone(&schema);
+        let mut stream = stream_from_blocking(
+            Arc::clone(&schema),
+            Duration::from_millis(200),
+            move |emit| {
+                for n in 0..1_000i64 {
+                    let batch = RecordBatch::try_new(
+                        Arc::clone(&batch_schema),
+                        vec![Arc::new(Int64Array::from(vec![n]))],
+                    )?;
+                    if !emit(Ok(batch)) {
+                        return Ok(());
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        );
+        let first = stream.next().await.expect("a batch").expect("no error");
+        assert_eq!(first.num_rows(), 1);
+        // The consumer takes nothing for longer than `idle`.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let mut taken = 1;
+        let ended = loop {
+            match stream.next().await {
+                Some(Ok(_)) => taken += 1,
+                Some(Err(error)) => break error,
+                None => panic!("the abandoned scan ended as if complete after {taken} batches"),
+            }
+        };
+        assert!(ended.to_string().contains("took no rows"), "{ended}");
+        // Only what fitted in the channel was produced: the reader stopped.
+        assert!(
+            produced.load(Ordering::Relaxed) <= 1 + SCAN_CHANNEL_BATCHES_MAX,
+            "{} batches produced",
+            produced.load(Ordering::Relaxed)
+        );
+        assert_eq!(taken, produced.load(Ordering::Relaxed));
+    }
+
+    /// A consumer that keeps reading gets every batch and a clean end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_read_to_the_end_is_complete() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch_schema = Arc::clone(&schema);
+        let stream = stream_from_blocking(
+            Arc::clone(&schema),
+            Duration::from_millis(200),
+            move |emit| {
+                for n in 0..100i64 {
+                    let batch = RecordBatch::try_new(
+                        Arc::clone(&batch_schema),
+                        vec![Arc::new(Int64Array::from(vec![n]))],
+                    )?;
+                    if !emit(Ok(batch)) {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            },
+        );
+        let batches: Vec<RecordBatch> = stream.try_collect().await.expect("complete");
+        assert_eq!(batches.len(), 100);
     }
 }
