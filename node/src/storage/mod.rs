@@ -8,6 +8,7 @@ mod audit_log;
 mod change_log;
 mod error;
 pub(crate) mod key_codec;
+mod partitions;
 mod row_cache;
 mod row_codec;
 mod snapshot;

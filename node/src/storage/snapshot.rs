@@ -61,22 +61,7 @@ impl Snapshot {
     /// Partitions (home regions) that hold at least one row of `table_id`, found by
     /// skipping from one partition prefix to the next: one seek per partition, no scan.
     pub fn partitions(&self, table_id: TableId) -> Result<Vec<String>, StorageError> {
-        let mut partitions = Vec::new();
-        let end = key_codec::prefix_end(&key_codec::table_prefix(table_id));
-        let mut start = key_codec::table_prefix(table_id);
-        loop {
-            let mut range = self.rows.range(start.as_slice()..end.as_slice())?;
-            let Some(entry) = range.next() else { break };
-            let (key, _) = entry?;
-            let Some(partition) = key_codec::partition_of(key.value()) else {
-                return Err(StorageError::Transaction(format!(
-                    "row key of table {table_id} has no partition"
-                )));
-            };
-            start = key_codec::prefix_end(&key_codec::partition_prefix(table_id, &partition));
-            partitions.push(partition);
-        }
-        Ok(partitions)
+        super::partitions::partitions_of(self.rows.as_ref(), table_id)
     }
 
     /// Every row of `partition` (or of all partitions) in primary-key order, projected.

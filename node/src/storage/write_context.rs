@@ -112,21 +112,9 @@ impl WriteContext<'_> {
         Ok(false)
     }
 
+    /// Partitions of `table_id` holding committed rows (see `partitions::partitions_of`).
     pub fn partitions(&self, table_id: TableId) -> Result<Vec<String>, StorageError> {
-        let mut partitions = Vec::new();
-        let end = key_codec::prefix_end(&key_codec::table_prefix(table_id));
-        let mut start = key_codec::table_prefix(table_id);
-        loop {
-            let mut range = self.rows.range(start.as_slice()..end.as_slice())?;
-            let Some(entry) = range.next() else { break };
-            let (key, _) = entry?;
-            let Some(partition) = key_codec::partition_of(key.value()) else {
-                break;
-            };
-            start = key_codec::prefix_end(&key_codec::partition_prefix(table_id, &partition));
-            partitions.push(partition);
-        }
-        Ok(partitions)
+        super::partitions::partitions_of(&self.rows, table_id)
     }
 
     /// Visits every committed row of `partition` (or all partitions) as of the start of
