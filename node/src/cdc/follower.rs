@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::Backoff;
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -48,7 +49,7 @@ pub struct Follower {
 impl Follower {
     /// Follows until `shutdown` turns true, reconnecting with backoff.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut last_error: Option<String> = None;
         loop {
             if *shutdown.borrow() {
@@ -67,16 +68,15 @@ impl Follower {
             last_error = Some(message);
             tokio::select! {
                 _ = shutdown.changed() => {}
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.next_wait()) => {}
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
     async fn follow(
         &self,
         shutdown: &mut watch::Receiver<bool>,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Result<(), FollowError> {
         let store = self.store.clone();
         let source = self.source.clone();
@@ -103,7 +103,7 @@ impl Follower {
                 Ok(Ok(Some(batch))) => batch,
             };
             self.apply(batch).await?;
-            *backoff = BACKOFF_MIN;
+            backoff.reset();
         }
     }
 

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::clock::now_unix_ms;
+use crate::clock::{Backoff, now_unix_ms};
 
 use thiserror::Error;
 
@@ -820,7 +820,7 @@ impl SagaEngine {
         ahead: &mut Option<DecidedAhead>,
     ) -> Result<Option<String>, SagaError> {
         let started = Instant::now();
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             saga.steps[index].attempts += 1;
             match self
@@ -850,8 +850,7 @@ impl SagaEngine {
                     }
                     self.persist(saga).await?;
                     // The last wait ends at the deadline, not after it.
-                    self.pause(&saga.id, backoff.min(left)).await?;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    self.pause(&saga.id, backoff.next_wait().min(left)).await?;
                 }
             }
         }
@@ -859,7 +858,7 @@ impl SagaEngine {
 
     /// Compensates step `index` until done (`None`) or given up (`Some(reason)`).
     async fn undo(&self, saga: &mut SagaRecord, index: usize) -> Result<Option<String>, SagaError> {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         saga.steps[index].attempts = 0;
         loop {
             saga.steps[index].attempts += 1;
@@ -890,8 +889,7 @@ impl SagaEngine {
                         )));
                     }
                     self.persist(saga).await?;
-                    self.pause(&saga.id, backoff).await?;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    self.pause(&saga.id, backoff.next_wait()).await?;
                 }
             }
         }
