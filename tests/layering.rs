@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Floors, lowest first. A module may use modules of lower floors only.
 const FLOORS: &[&[&str]] = &[
-    &["clock", "limits"],
+    &["client_address", "clock", "limits"],
     &["auth", "bounded_file", "catalog", "connection_gate"],
     &["storage"],
     &["redact_text"],

@@ -89,13 +89,19 @@ async fn the_steady_workload_keeps_succeeding_under_a_hostile_mix() {
             outcomes.unexpected
         );
     }
-    // Slow-loris: 300 connections from one address past a bound of 256, then all of
-    // them cut at the greeting deadline: many more closures than sockets.
-    assert!(
-        hostile.kinds["slow-loris"].refused >= 300,
-        "{:?}",
-        hostile.kinds["slow-loris"]
-    );
+    // Slow-loris: 300 connections from one address past a bound of 256: the surplus is
+    // closed at once, the rest at the greeting deadline (each closure timed; one at
+    // another time is unexpected, above).
+    let loris = &hostile.kinds["slow-loris"];
+    for how in [
+        "closed over the address bound",
+        "closed at the greeting deadline",
+    ] {
+        assert!(
+            loris.tallies.get(how).copied().unwrap_or(0) > 0,
+            "none {how}: {loris:?}"
+        );
+    }
     assert!(
         hostile.kinds["stalled TLS handshakes"].refused >= 50,
         "{:?}",

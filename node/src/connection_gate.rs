@@ -164,8 +164,10 @@ impl ConnectionGate {
         })
     }
 
-    /// A slot for a connection from `address`, or why there is none.
+    /// A slot for a connection from `address` (counted by
+    /// `client_address::client_key`: an IPv6 client by its /64), or why there is none.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admission, Refusal> {
+        let address = crate::client_address::client_key(address);
         let mut by_address = self
             .by_address
             .lock()
@@ -225,11 +227,24 @@ impl Drop for Admission {
 pub struct GatedListener {
     listener: TcpListener,
     gate: Arc<ConnectionGate>,
+    lifetime: Option<Duration>,
 }
 
 impl GatedListener {
     pub fn new(listener: TcpListener, gate: Arc<ConnectionGate>) -> Self {
-        Self { listener, gate }
+        Self {
+            listener,
+            gate,
+            lifetime: None,
+        }
+    }
+
+    /// Connections of this listener fail their reads (and so close) once `lifetime`
+    /// old: for a listener of short requests (metrics scrapes), where a connection held
+    /// longer is idle or hostile.
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = Some(lifetime);
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -265,11 +280,13 @@ impl GatedListener {
             let greeting = Greeting {
                 deadline: Box::pin(tokio::time::sleep(self.gate.handshake)),
                 seen: 0,
+                expired: false,
             };
             return (
                 GatedStream {
                     inner: stream,
                     greeting: Some(greeting),
+                    lifetime: self.lifetime.map(|l| Box::pin(tokio::time::sleep(l))),
                     _admission: admission,
                 },
                 address,
@@ -289,6 +306,8 @@ impl GatedListener {
 struct Greeting {
     deadline: Pin<Box<Sleep>>,
     seen: usize,
+    /// Counted once, however often the connection is read after the deadline.
+    expired: bool,
 }
 
 /// An admitted TCP connection: holds its slot, and fails its reads once the greeting
@@ -296,6 +315,8 @@ struct Greeting {
 pub struct GatedStream {
     inner: TcpStream,
     greeting: Option<Greeting>,
+    /// See [`GatedListener::with_lifetime`].
+    lifetime: Option<Pin<Box<Sleep>>>,
     _admission: Admission,
 }
 
@@ -306,6 +327,14 @@ impl AsyncRead for GatedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(lifetime) = this.lifetime.as_mut()
+            && lifetime.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection older than its listener allows",
+            )));
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
         let Some(greeting) = this.greeting.as_mut() else {
@@ -323,15 +352,18 @@ impl AsyncRead for GatedStream {
             return read;
         }
         ready!(greeting.deadline.as_mut().poll(cx));
-        this._admission
-            .gate
-            .counters
-            .greeting_timeouts
-            .fetch_add(1, Relaxed);
+        if !greeting.expired {
+            greeting.expired = true;
+            this._admission
+                .gate
+                .counters
+                .greeting_timeouts
+                .fetch_add(1, Relaxed);
+        }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "no protocol greeting within connection_handshake_max_ms = {CONNECTION_HANDSHAKE_MAX_MS}"
+                "no protocol greeting within {CONNECTION_HANDSHAKE_MAX_MS} ms (limits::CONNECTION_HANDSHAKE_MAX_MS)"
             ),
         )))
     }
@@ -490,6 +522,52 @@ mod tests {
             .expect("echo after deadline");
         assert_eq!(&back, b"still here");
         assert_eq!(gate.open(), 1, "the silent connection's slot was freed");
+        server.abort();
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_slash_64() {
+        let gate = ConnectionGate::new("test", limits(100, 2));
+        let one: IpAddr = "2001:db8::1".parse().expect("ip");
+        let other: IpAddr = "2001:db8::ffff:2".parse().expect("ip");
+        let _a = gate.admit(one).expect("first");
+        let _b = gate.admit(other).expect("second, same /64");
+        assert_eq!(
+            gate.admit("2001:db8::3".parse().expect("ip")).err(),
+            Some(Refusal::AddressFull)
+        );
+        gate.admit("2001:db8:0:1::1".parse().expect("ip"))
+            .expect("another /64");
+    }
+
+    #[tokio::test]
+    async fn a_listener_with_a_lifetime_closes_even_busy_connections_when_it_passes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let gate = ConnectionGate::new("test", limits(10, 10));
+        let mut gated = GatedListener::new(listener, Arc::clone(&gate))
+            .with_lifetime(Duration::from_millis(300));
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = gated.accept_admitted().await;
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let mut client = TcpStream::connect(address).await.expect("connect");
+        client
+            .write_all(&[b'g'; GREETING_BYTES])
+            .await
+            .expect("greet");
+        let mut echo = [0u8; GREETING_BYTES];
+        client.read_exact(&mut echo).await.expect("echo");
+        assert!(closed_within(&mut client, Duration::from_secs(5)).await);
         server.abort();
     }
 

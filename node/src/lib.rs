@@ -10,6 +10,7 @@ pub mod cache;
 pub mod catalog;
 pub mod cdc;
 pub mod cli;
+pub mod client_address;
 pub mod clock;
 pub mod config;
 pub mod connection_gate;

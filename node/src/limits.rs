@@ -118,8 +118,8 @@ pub const LOGIN_BACKOFF_MAX_S: u64 = 60;
 /// User names and client addresses whose failures are remembered.
 pub const LOGIN_FAILURE_KEYS_MAX: usize = 100_000;
 /// Connections one listener keeps open at most (its share of the open-file limit is
-/// used when smaller; see `server::connection_gate`), and at most from one client
-/// address, so that one client cannot take every slot.
+/// used when smaller; see `connection_gate`), and at most from one client address (an
+/// IPv6 client by its /64), so that one client cannot take every slot.
 pub const CONNECTIONS_PER_LISTENER_MAX: usize = 8_192;
 pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 256;
 /// How soon a new connection must send its first bytes (the HTTP/2 preface or a TLS
@@ -130,11 +130,23 @@ pub const CONNECTION_HANDSHAKE_MAX_MS: u64 = 10_000;
 /// client vanished or stopped reading.
 pub const HTTP2_KEEPALIVE_INTERVAL_S: u64 = 20;
 pub const HTTP2_KEEPALIVE_TIMEOUT_S: u64 = 20;
-/// Streams (calls) one HTTP/2 connection may have open at once.
-pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 200;
+/// Streams (calls) one HTTP/2 connection may have open at once. Each open stream holds
+/// its headers and buffers (measured: ~90 KB per stream held open without a body), so
+/// this times `CONNECTIONS_PER_ADDRESS_MAX` bounds what one client can pin.
+pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 32;
 /// Largest header block of one call, in bytes (decoded; `authorization` is bounded
-/// separately).
-pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 64 << 10;
+/// separately, at 4 KiB).
+pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 16 << 10;
+/// Oldest a connection may grow, in seconds, before the node asks its client to move
+/// to a new one (HTTP/2 GOAWAY; calls in flight get `CONNECTION_AGE_GRACE_S` more).
+/// Bounds how long an idle connection that answers keepalive pings, or one that
+/// finished TLS but never sent the HTTP/2 preface, holds its slot.
+pub const CONNECTION_AGE_MAX_S: u64 = 3_600;
+pub const CONNECTION_AGE_GRACE_S: u64 = 60;
+/// The metrics listener serves scrapes (one short request each): it keeps at most this
+/// many connections, each for at most `METRICS_CONNECTION_LIFETIME_MAX_S` seconds.
+pub const METRICS_CONNECTIONS_MAX: usize = 64;
+pub const METRICS_CONNECTION_LIFETIME_MAX_S: u64 = 60;
 /// Largest file read for each purpose, in bytes (`bounded_file`, checked while
 /// reading): the node's config (and a leak-scan canary file); a PEM certificate chain,
 /// key or CA; an ed25519 key file (hex); a password file or a password on standard

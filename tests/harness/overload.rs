@@ -158,9 +158,20 @@ pub struct Outcomes {
     pub refused: u64,
     /// Anything else (accepted garbage, a wrong error, a hang), at most 10 kept.
     pub unexpected: Vec<String>,
+    /// Refusals by how they happened, where a kind tells them apart.
+    pub tallies: BTreeMap<&'static str, u64>,
 }
 
 impl Outcomes {
+    fn merge(&mut self, other: Outcomes) {
+        self.attempts += other.attempts;
+        self.refused += other.refused;
+        self.unexpected.extend(other.unexpected);
+        for (name, count) in other.tallies {
+            *self.tallies.entry(name).or_default() += count;
+        }
+    }
+
     fn expect(&mut self, ok: bool, what: impl FnOnce() -> String) {
         self.attempts += 1;
         if ok {
@@ -244,10 +255,7 @@ pub async fn attack(node: &TestNode, run: Duration) -> AttackReport {
         let mut kinds: BTreeMap<&'static str, Outcomes> = BTreeMap::new();
         while let Some(done) = tasks.join_next().await {
             let (kind, outcomes) = done.expect("attack task");
-            let entry = kinds.entry(kind).or_default();
-            entry.attempts += outcomes.attempts;
-            entry.refused += outcomes.refused;
-            entry.unexpected.extend(outcomes.unexpected);
+            kinds.entry(kind).or_default().merge(outcomes);
         }
         kinds
     };
@@ -513,16 +521,33 @@ async fn slow_loris(address: SocketAddr, deadline: Instant) -> Outcomes {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
+                let opened = Instant::now();
                 let _ = stream.write_all(b"PRI * HT").await;
                 let mut buf = [0u8; 64];
-                // Held until the node closes it; the deadline is 10 s.
+                // Held until the node closes it: at once past the per-address bound,
+                // else at the greeting deadline (10 s).
                 let closed = tokio::time::timeout(
                     deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(15),
                     async { while let Ok(1..) = stream.read(&mut buf).await {} },
                 )
                 .await
                 .is_ok();
-                outcomes.expect(closed, || "a silent connection was held 25 s".into());
+                let held = opened.elapsed();
+                let how = if !closed {
+                    None
+                } else if held < Duration::from_secs(2) {
+                    Some("closed over the address bound")
+                } else if (Duration::from_secs(9)..Duration::from_secs(14)).contains(&held) {
+                    Some("closed at the greeting deadline")
+                } else {
+                    None
+                };
+                outcomes.expect(how.is_some(), || {
+                    format!("a silent connection was held {held:?} (closed: {closed})")
+                });
+                if let Some(how) = how {
+                    *outcomes.tallies.entry(how).or_default() += 1;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             outcomes
@@ -530,10 +555,7 @@ async fn slow_loris(address: SocketAddr, deadline: Instant) -> Outcomes {
     }
     let mut total = Outcomes::default();
     while let Some(done) = tasks.join_next().await {
-        let outcomes = done.expect("slow-loris task");
-        total.attempts += outcomes.attempts;
-        total.refused += outcomes.refused;
-        total.unexpected.extend(outcomes.unexpected);
+        total.merge(done.expect("slow-loris task"));
     }
     total
 }
@@ -572,10 +594,7 @@ async fn stalled_tls_handshakes(address: SocketAddr, deadline: Instant) -> Outco
     }
     let mut total = Outcomes::default();
     while let Some(done) = tasks.join_next().await {
-        let outcomes = done.expect("stalled TLS task");
-        total.attempts += outcomes.attempts;
-        total.refused += outcomes.refused;
-        total.unexpected.extend(outcomes.unexpected);
+        total.merge(done.expect("stalled TLS task"));
     }
     total
 }

@@ -33,16 +33,10 @@ pub(crate) enum FailureKey {
 }
 
 impl FailureKey {
-    /// The key of a client address: an IPv6 client counts by its /64 (one host usually
-    /// holds a whole /64, so single addresses would let it guess without back-off).
+    /// The key of a client address (`client_address::client_key`): an IPv6 client
+    /// counts by its /64, an IPv4 client as itself even when seen as IPv4-mapped IPv6.
     pub(crate) fn address(address: IpAddr) -> Self {
-        match address {
-            IpAddr::V4(_) => Self::Address(address),
-            IpAddr::V6(v6) => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                Self::Address(IpAddr::V6(prefix.into()))
-            }
-        }
+        Self::Address(crate::client_address::client_key(address))
     }
 }
 

@@ -74,10 +74,11 @@ pub fn refuse_plaintext_off_loopback(endpoint: &str) -> anyhow::Result<()> {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     if !loopback {
+        // The host only: the URL may carry user information (a password) before it.
         bail!(
-            "{endpoint} is plaintext and not on this machine: the password and every row \
-             would cross the network in clear. Use grpc+tls://{host}:PORT for a node with \
-             [listen.tls], or pass --insecure to send them in clear anyway"
+            "the plaintext endpoint on {host} is not on this machine: the password and \
+             every row would cross the network in clear. Use grpc+tls://{host}:PORT for a \
+             node with [listen.tls], or pass --insecure to send them in clear anyway"
         );
     }
     Ok(())
@@ -195,5 +196,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("{remote} was allowed"));
             assert!(refused.to_string().contains("--insecure"), "{refused}");
         }
+        let refused = refuse_plaintext_off_loopback("grpc://user:s3cret@10.0.0.1:1")
+            .expect_err("off loopback");
+        assert!(!refused.to_string().contains("s3cret"), "{refused}");
     }
 }

@@ -312,7 +312,7 @@ impl Metrics {
         );
         let connections_closed: Family<ListenerReasonLabels, Gauge> = registered(
             &mut registry,
-            "connections_refused",
+            "connections_closed",
             "connections the node closed or could not accept since start, by listener and \
              reason: listener_full, address_full (connection bounds), greeting_timeout (no \
              protocol greeting within connection_handshake_max_ms), accept_error",

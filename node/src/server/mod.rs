@@ -23,8 +23,9 @@ use crate::connection_gate::{ConnectionGate, ConnectionLimits, GatedListener};
 use crate::federation::Federation;
 use crate::flight::FlightSqlServer;
 use crate::limits::{
-    GRPC_MESSAGE_SIZE_MAX_BYTES, HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL_S,
-    HTTP2_KEEPALIVE_TIMEOUT_S, HTTP2_STREAMS_PER_CONNECTION_MAX,
+    CONNECTION_AGE_GRACE_S, CONNECTION_AGE_MAX_S, GRPC_MESSAGE_SIZE_MAX_BYTES,
+    HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL_S, HTTP2_KEEPALIVE_TIMEOUT_S,
+    HTTP2_STREAMS_PER_CONNECTION_MAX, METRICS_CONNECTION_LIFETIME_MAX_S, METRICS_CONNECTIONS_MAX,
 };
 use crate::metrics::{Metrics, MetricsState, serve_metrics};
 use crate::peer_api::{PeerFlightSql, PeerService};
@@ -346,15 +347,25 @@ impl Node {
             "connection limits"
         );
         let mut gates = Vec::new();
-        let mut gate = |name: &'static str, listener: TcpListener| {
+        let mut gate = |name: &'static str, listener: TcpListener, limits: ConnectionLimits| {
             let gate = ConnectionGate::new(name, limits);
             gates.push(Arc::clone(&gate));
             GatedListener::new(listener, gate)
         };
-        let flight_listener = gate("flight_sql", flight_listener);
-        let metrics_listener = metrics_listener.map(|l| gate("metrics", l));
-        let admin_listener = admin_listener.map(|l| gate("admin", l));
-        let peer_listener = peer_listener.map(|l| gate("peer", l));
+        let flight_listener = gate("flight_sql", flight_listener, limits);
+        // Scrapes are short requests: few connections, each briefly (axum sets no
+        // header or idle timeout of its own).
+        let scrapes = ConnectionLimits {
+            per_listener: METRICS_CONNECTIONS_MAX,
+            per_address: METRICS_CONNECTIONS_MAX.min(limits.per_address),
+            descriptors: limits.descriptors,
+        };
+        let metrics_listener = metrics_listener.map(|l| {
+            gate("metrics", l, scrapes)
+                .with_lifetime(Duration::from_secs(METRICS_CONNECTION_LIFETIME_MAX_S))
+        });
+        let admin_listener = admin_listener.map(|l| gate("admin", l, limits));
+        let peer_listener = peer_listener.map(|l| gate("peer", l, limits));
         let peer_server = match (peer_listener, &mesh_tls) {
             (Some(listener), Some(tls)) => {
                 let service = PeerServer::new(PeerService::new(
@@ -572,17 +583,18 @@ async fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<
         .context("cannot open the plugin registry")
 }
 
-/// Accepted connections with Nagle's algorithm off: Flight SQL exchanges small messages
-/// in request/response turns, and Nagle plus delayed ACKs would add ~40 ms to each turn.
-/// The HTTP/2 settings every listener serves with: keepalive pings close connections
-/// whose client vanished or stopped answering, and a connection's streams and headers
-/// are bounded (`limits.rs`).
+/// The HTTP/2 settings every gRPC listener serves with: keepalive pings close
+/// connections whose client vanished or stopped answering; a connection's streams and
+/// headers are bounded; a connection older than `CONNECTION_AGE_MAX_S` is asked to
+/// reconnect (`limits.rs`).
 fn hardened(builder: tonic::transport::Server) -> tonic::transport::Server {
     builder
         .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_S)))
         .http2_keepalive_timeout(Some(Duration::from_secs(HTTP2_KEEPALIVE_TIMEOUT_S)))
         .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX)
         .http2_max_header_list_size(HTTP2_HEADER_LIST_BYTES_MAX)
+        .max_connection_age(Duration::from_secs(CONNECTION_AGE_MAX_S))
+        .max_connection_age_grace(Duration::from_secs(CONNECTION_AGE_GRACE_S))
 }
 
 pub(crate) async fn wait_for_signal() {
