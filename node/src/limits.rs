@@ -137,6 +137,12 @@ pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 32;
 /// Largest header block of one call, in bytes (decoded; `authorization` is bounded
 /// separately, at 4 KiB).
 pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 16 << 10;
+/// Calls a gRPC listener has accepted and not yet answered (a streaming answer counts
+/// until its first message), over all its connections; the next call is refused at
+/// once with RESOURCE_EXHAUSTED. Streams held open without a request body cost ~40 KB
+/// each (measured), so this bounds what every client together can pin per listener to
+/// about 80 MB, where the per-connection and per-address bounds alone allow gigabytes.
+pub const CALLS_IN_FLIGHT_PER_LISTENER_MAX: usize = 2_048;
 /// Oldest a connection may grow, in seconds, before the node asks its client to move
 /// to a new one (HTTP/2 GOAWAY; calls in flight get `CONNECTION_AGE_GRACE_S` more).
 /// Bounds how long an idle connection that answers keepalive pings, or one that

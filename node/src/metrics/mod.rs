@@ -315,7 +315,7 @@ impl Metrics {
             "connections_closed",
             "connections the node closed or could not accept since start, by listener and \
              reason: listener_full, address_full (connection bounds), greeting_timeout (no \
-             protocol greeting within connection_handshake_max_ms), accept_error",
+             protocol greeting within 10 s), accept_error",
         );
         let cdc = CdcGauges::default();
         cdc.register(&mut registry);

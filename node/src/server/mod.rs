@@ -23,9 +23,10 @@ use crate::connection_gate::{ConnectionGate, ConnectionLimits, GatedListener};
 use crate::federation::Federation;
 use crate::flight::FlightSqlServer;
 use crate::limits::{
-    CONNECTION_AGE_GRACE_S, CONNECTION_AGE_MAX_S, GRPC_MESSAGE_SIZE_MAX_BYTES,
-    HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL_S, HTTP2_KEEPALIVE_TIMEOUT_S,
-    HTTP2_STREAMS_PER_CONNECTION_MAX, METRICS_CONNECTION_LIFETIME_MAX_S, METRICS_CONNECTIONS_MAX,
+    CALLS_IN_FLIGHT_PER_LISTENER_MAX, CONNECTION_AGE_GRACE_S, CONNECTION_AGE_MAX_S,
+    GRPC_MESSAGE_SIZE_MAX_BYTES, HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL_S,
+    HTTP2_KEEPALIVE_TIMEOUT_S, HTTP2_STREAMS_PER_CONNECTION_MAX, METRICS_CONNECTION_LIFETIME_MAX_S,
+    METRICS_CONNECTIONS_MAX,
 };
 use crate::metrics::{Metrics, MetricsState, serve_metrics};
 use crate::peer_api::{PeerFlightSql, PeerService};
@@ -385,6 +386,7 @@ impl Node {
                 let router = hardened(tonic::transport::Server::builder())
                     .tls_config(tls.server())
                     .context("mesh TLS configuration")?
+                    .layer(call_limit())
                     .add_service(service)
                     .add_service(legs);
                 Some((router, listener))
@@ -418,14 +420,15 @@ impl Node {
             auth: Arc::clone(&auth),
             connections: gates,
         };
-        let client_server = || -> anyhow::Result<tonic::transport::Server> {
+        let client_server = || -> anyhow::Result<LimitedServer> {
             let builder = hardened(tonic::transport::Server::builder());
-            Ok(match &client_tls {
+            let builder = match &client_tls {
                 Some(tls) => builder
                     .tls_config(tls.clone())
                     .context("listen.tls: the certificate and key do not make a TLS identity")?,
                 None => builder,
-            })
+            };
+            Ok(builder.layer(call_limit()))
         };
         let mut flight_server = client_server()?;
         let mut admin_server = client_server()?;
@@ -581,6 +584,30 @@ async fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<
     };
     PluginRegistry::open(runtime, store.clone(), trust, secret)
         .context("cannot open the plugin registry")
+}
+
+/// The layers of [`call_limit`].
+type CallLimit = tower::layer::util::Stack<
+    tower::limit::GlobalConcurrencyLimitLayer,
+    tower::layer::util::Stack<tower::load_shed::LoadShedLayer, tower::layer::util::Identity>,
+>;
+
+/// A gRPC server whose calls pass [`call_limit`].
+type LimitedServer = tonic::transport::Server<
+    tower::layer::util::Stack<tower::ServiceBuilder<CallLimit>, tower::layer::util::Identity>,
+>;
+
+/// At most `CALLS_IN_FLIGHT_PER_LISTENER_MAX` unanswered calls over all of one
+/// listener's connections; past it a call is refused at once (tonic answers load
+/// shedding with RESOURCE_EXHAUSTED) rather than queued, since a queued call still holds
+/// its stream. One per listener: the limit's semaphore is shared by every connection the
+/// layer is applied to.
+fn call_limit() -> tower::ServiceBuilder<CallLimit> {
+    tower::ServiceBuilder::new()
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            CALLS_IN_FLIGHT_PER_LISTENER_MAX,
+        ))
 }
 
 /// The HTTP/2 settings every gRPC listener serves with: keepalive pings close
