@@ -2,11 +2,7 @@
 //! with a stock Flight SQL client and nothing else, and asserts that the node refuses it
 //! with an error naming the bound it hit, keeps serving, and loses nothing.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, NullArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
-use domicile_tests::{Client, TestNode, column_strings, to_status};
+use domicile_tests::{Client, TestNode, column_strings, null_batch, to_status};
 use tonic::Code;
 
 async fn setup() -> (TestNode, Client) {
@@ -25,18 +21,6 @@ async fn setup() -> (TestNode, Client) {
         .await
         .expect("insert");
     (node, admin)
-}
-
-/// A batch of `columns` NULL columns and `rows` rows: a few hundred bytes on the wire
-/// whatever its size once every cell is a value.
-fn null_batch(columns: usize, rows: usize) -> RecordBatch {
-    let fields: Vec<Field> = (1..=columns)
-        .map(|i| Field::new(format!("${i}"), DataType::Null, true))
-        .collect();
-    let arrays: Vec<ArrayRef> = (0..columns)
-        .map(|_| Arc::new(NullArray::new(rows)) as ArrayRef)
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
 }
 
 async fn still_serves(admin: &mut Client) {

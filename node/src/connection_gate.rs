@@ -462,9 +462,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let gate = ConnectionGate::with_handshake("test", limits(100, per_address), handshake);
-        let mut gated = GatedListener::new(listener, Arc::clone(&gate));
-        // An echo server: answers what it reads until the stream fails or ends.
-        let server = tokio::spawn(async move {
+        let server = spawn_echo(GatedListener::new(listener, Arc::clone(&gate)));
+        (gate, address, server)
+    }
+
+    /// An echo server on `gated`: each connection answers what it reads until its
+    /// stream fails or ends.
+    fn spawn_echo(mut gated: GatedListener) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
             loop {
                 let (mut stream, _) = gated.accept_admitted().await;
                 tokio::spawn(async move {
@@ -476,8 +481,7 @@ mod tests {
                     }
                 });
             }
-        });
-        (gate, address, server)
+        })
     }
 
     /// Reads until the server closes the connection; true if it did within `within`.
@@ -545,21 +549,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let gate = ConnectionGate::new("test", limits(10, 10));
-        let mut gated = GatedListener::new(listener, Arc::clone(&gate))
-            .with_lifetime(Duration::from_millis(300));
-        let server = tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = gated.accept_admitted().await;
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 64];
-                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
-                        if stream.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
+        let server = spawn_echo(
+            GatedListener::new(listener, Arc::clone(&gate))
+                .with_lifetime(Duration::from_millis(300)),
+        );
         let mut client = TcpStream::connect(address).await.expect("connect");
         client
             .write_all(&[b'g'; GREETING_BYTES])

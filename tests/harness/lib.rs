@@ -607,6 +607,22 @@ impl Client {
     }
 }
 
+/// A batch of `columns` NULL columns (named `$1`, `$2`, ...) and `rows` rows: a few
+/// hundred bytes on the wire whatever it would cost once every cell is a value.
+pub fn null_batch(columns: usize, rows: usize) -> RecordBatch {
+    use std::sync::Arc;
+    let fields: Vec<arrow::datatypes::Field> = (1..=columns)
+        .map(|i| {
+            arrow::datatypes::Field::new(format!("${i}"), arrow::datatypes::DataType::Null, true)
+        })
+        .collect();
+    let arrays: Vec<arrow::array::ArrayRef> = (0..columns)
+        .map(|_| Arc::new(arrow::array::NullArray::new(rows)) as arrow::array::ArrayRef)
+        .collect();
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), arrays)
+        .expect("a batch of NULL columns")
+}
+
 /// A gRPC channel to `endpoint` whose TCP connections leave from `source`.
 pub async fn channel_from(endpoint: &str, source: std::net::IpAddr) -> anyhow::Result<Channel> {
     let endpoint = domicile::cli::endpoint::channel_uri(endpoint)?;

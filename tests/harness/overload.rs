@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, BinaryArray, NullArray, RecordBatch};
+use arrow::array::{ArrayRef, BinaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightData, FlightDescriptor, Ticket};
@@ -20,27 +20,17 @@ use domicile::saga::SagaState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bank::{transfer, writer_session};
-use crate::{Client, Mesh, TestNode, bound_tcp, channel_from, to_status};
+use crate::sql_gen::Rng;
+use crate::{Client, Mesh, TestNode, bound_tcp, channel_from, null_batch, to_status};
 
 /// A loopback address of its own for each hostile kind.
 fn attacker(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
 
-/// xorshift64: seeded, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+/// Random bytes from the harness's seeded generator.
+fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// What the steady clients saw.
@@ -266,18 +256,6 @@ pub async fn attack(node: &TestNode, run: Duration) -> AttackReport {
     report
 }
 
-/// A batch of `columns` NULL columns and `rows` rows: a few hundred bytes on the wire
-/// whatever it would cost once every cell is a value.
-fn null_batch(columns: usize, rows: usize) -> RecordBatch {
-    let fields: Vec<Field> = (1..=columns)
-        .map(|i| Field::new(format!("${i}"), DataType::Null, true))
-        .collect();
-    let arrays: Vec<ArrayRef> = (0..columns)
-        .map(|_| Arc::new(NullArray::new(rows)) as ArrayRef)
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch")
-}
-
 /// A logged-in user binds parameter batches far past every bound: 10 M NULL cells,
 /// 5 000 columns for a one-parameter statement, and one batch of 65 MiB of bytes.
 async fn oversized_parameters(endpoint: &str, deadline: Instant) -> Outcomes {
@@ -420,18 +398,18 @@ async fn garbage_flight(endpoint: &str, deadline: Instant) -> Outcomes {
     while Instant::now() < deadline {
         round += 1;
         let session = token.as_deref().filter(|_| round.is_multiple_of(2));
-        let size = (rng.next() % 4096) as usize;
+        let size = (rng.next_u64() % 4096) as usize;
         let answer: Result<(), tonic::Status> = match round % 5 {
             0 => client
                 .do_get(with_token(
-                    tonic::Request::new(Ticket::new(rng.bytes(size))),
+                    tonic::Request::new(Ticket::new(random_bytes(&mut rng, size))),
                     session,
                 ))
                 .await
                 .map(|_| ()),
             1 => client
                 .get_flight_info(with_token(
-                    tonic::Request::new(FlightDescriptor::new_cmd(rng.bytes(size))),
+                    tonic::Request::new(FlightDescriptor::new_cmd(random_bytes(&mut rng, size))),
                     session,
                 ))
                 .await
@@ -439,8 +417,8 @@ async fn garbage_flight(endpoint: &str, deadline: Instant) -> Outcomes {
             2 => client
                 .do_action(with_token(
                     tonic::Request::new(Action::new(
-                        String::from_utf8_lossy(&rng.bytes(16)).to_string(),
-                        rng.bytes(size),
+                        String::from_utf8_lossy(&random_bytes(&mut rng, 16)).to_string(),
+                        random_bytes(&mut rng, size),
                     )),
                     session,
                 ))
@@ -448,9 +426,9 @@ async fn garbage_flight(endpoint: &str, deadline: Instant) -> Outcomes {
                 .map(|_| ()),
             3 => {
                 let data = FlightData::new()
-                    .with_descriptor(FlightDescriptor::new_cmd(rng.bytes(64)))
-                    .with_data_header(rng.bytes(size))
-                    .with_data_body(rng.bytes(size));
+                    .with_descriptor(FlightDescriptor::new_cmd(random_bytes(&mut rng, 64)))
+                    .with_data_header(random_bytes(&mut rng, size))
+                    .with_data_body(random_bytes(&mut rng, size));
                 let stream = futures::stream::iter(vec![data.clone(), data]);
                 client
                     .do_put(with_token(tonic::Request::new(stream), session))
@@ -460,7 +438,7 @@ async fn garbage_flight(endpoint: &str, deadline: Instant) -> Outcomes {
             _ => {
                 let request = arrow_flight::HandshakeRequest {
                     protocol_version: 0,
-                    payload: rng.bytes(size).into(),
+                    payload: random_bytes(&mut rng, size).into(),
                 };
                 client
                     .handshake(with_token(
@@ -493,7 +471,7 @@ async fn garbage_bytes(address: SocketAddr, deadline: Instant) -> Outcomes {
     while Instant::now() < deadline {
         let closed = async {
             let mut stream = bound_tcp(attacker(5), address).await.ok()?;
-            let _ = stream.write_all(&rng.bytes(4096)).await;
+            let _ = stream.write_all(&random_bytes(&mut rng, 4096)).await;
             let mut buf = [0u8; 4096];
             tokio::time::timeout(Duration::from_secs(15), async {
                 while let Ok(1..) = stream.read(&mut buf).await {}
@@ -509,23 +487,61 @@ async fn garbage_bytes(address: SocketAddr, deadline: Instant) -> Outcomes {
 
 /// Slow-loris: 300 connections from one address, each sending a few bytes of the
 /// HTTP/2 preface and then nothing. Past the per-address bound they must be closed at
-/// once; the rest when the greeting deadline passes. Each closed connection is opened
-/// again while the attack lasts.
+/// once; the rest when the greeting deadline (10 s) passes.
 async fn slow_loris(address: SocketAddr, deadline: Instant) -> Outcomes {
+    silent_connections(300, attacker(6), address, b"PRI * HT", deadline, |held| {
+        if held < Duration::from_secs(2) {
+            Some("closed over the address bound")
+        } else if (Duration::from_secs(9)..Duration::from_secs(14)).contains(&held) {
+            Some("closed at the greeting deadline")
+        } else {
+            None
+        }
+    })
+    .await
+}
+
+/// 50 connections to the peer listener (mutual TLS) that send the start of a TLS
+/// ClientHello (more than the greeting's 24 bytes) and then nothing: each must be
+/// closed by the TLS handshake deadline (10 s).
+async fn stalled_tls_handshakes(address: SocketAddr, deadline: Instant) -> Outcomes {
+    // A handshake record (22), TLS 1.0 record version, 512 bytes announced; a
+    // ClientHello (1) of 508 bytes, version 1.2, then 32 "random" bytes.
+    let mut partial = vec![22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3];
+    partial.extend_from_slice(&[0x5a; 32]);
+    silent_connections(50, attacker(7), address, &partial, deadline, |held| {
+        (Duration::from_secs(9)..Duration::from_secs(14))
+            .contains(&held)
+            .then_some("closed at the TLS handshake deadline")
+    })
+    .await
+}
+
+/// `count` connections from `source` that each send `first` and then nothing, opened
+/// again whenever the node closes them, until `deadline`. `classify` names how a
+/// closure after `held` came about, or `None` if the node should not have closed it
+/// then; a connection never closed is unexpected too.
+async fn silent_connections(
+    count: usize,
+    source: IpAddr,
+    address: SocketAddr,
+    first: &[u8],
+    deadline: Instant,
+    classify: fn(Duration) -> Option<&'static str>,
+) -> Outcomes {
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..300 {
+    for _ in 0..count {
+        let first = first.to_vec();
         tasks.spawn(async move {
             let mut outcomes = Outcomes::default();
             while Instant::now() < deadline {
-                let Ok(mut stream) = bound_tcp(attacker(6), address).await else {
+                let Ok(mut stream) = bound_tcp(source, address).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
                 let opened = Instant::now();
-                let _ = stream.write_all(b"PRI * HT").await;
+                let _ = stream.write_all(&first).await;
                 let mut buf = [0u8; 64];
-                // Held until the node closes it: at once past the per-address bound,
-                // else at the greeting deadline (10 s).
                 let closed = tokio::time::timeout(
                     deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(15),
                     async { while let Ok(1..) = stream.read(&mut buf).await {} },
@@ -533,15 +549,7 @@ async fn slow_loris(address: SocketAddr, deadline: Instant) -> Outcomes {
                 .await
                 .is_ok();
                 let held = opened.elapsed();
-                let how = if !closed {
-                    None
-                } else if held < Duration::from_secs(2) {
-                    Some("closed over the address bound")
-                } else if (Duration::from_secs(9)..Duration::from_secs(14)).contains(&held) {
-                    Some("closed at the greeting deadline")
-                } else {
-                    None
-                };
+                let how = closed.then(|| classify(held)).flatten();
                 outcomes.expect(how.is_some(), || {
                     format!("a silent connection was held {held:?} (closed: {closed})")
                 });
@@ -555,46 +563,7 @@ async fn slow_loris(address: SocketAddr, deadline: Instant) -> Outcomes {
     }
     let mut total = Outcomes::default();
     while let Some(done) = tasks.join_next().await {
-        total.merge(done.expect("slow-loris task"));
-    }
-    total
-}
-
-/// 50 connections to the peer listener (mutual TLS) that send the start of a TLS
-/// ClientHello (more than the greeting's 24 bytes) and then nothing: each must be
-/// closed by the TLS handshake deadline, and opened again while the attack lasts.
-async fn stalled_tls_handshakes(address: SocketAddr, deadline: Instant) -> Outcomes {
-    // A handshake record (22), TLS 1.0 record version, 512 bytes announced; a
-    // ClientHello (1) of 508 bytes, version 1.2, then 32 "random" bytes.
-    let mut partial = vec![22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3];
-    partial.extend_from_slice(&[0x5a; 32]);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let partial = partial.clone();
-        tasks.spawn(async move {
-            let mut outcomes = Outcomes::default();
-            while Instant::now() < deadline {
-                let Ok(mut stream) = bound_tcp(attacker(7), address).await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                let _ = stream.write_all(&partial).await;
-                let mut buf = [0u8; 64];
-                let closed = tokio::time::timeout(
-                    deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(15),
-                    async { while let Ok(1..) = stream.read(&mut buf).await {} },
-                )
-                .await
-                .is_ok();
-                outcomes.expect(closed, || "a stalled TLS handshake was held 25 s".into());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            outcomes
-        });
-    }
-    let mut total = Outcomes::default();
-    while let Some(done) = tasks.join_next().await {
-        total.merge(done.expect("stalled TLS task"));
+        total.merge(done.expect("silent connection task"));
     }
     total
 }

@@ -454,32 +454,35 @@ mod tests {
 
     use super::*;
 
+    /// A scan of `batches` one-row batches through `stream_from_blocking` with an idle
+    /// bound of 200 ms; the counter says how many batches the consumer was sent.
+    fn counted_scan(batches: i64) -> (SendableRecordBatchStream, Arc<AtomicUsize>) {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&produced);
+        let batch_schema = Arc::clone(&schema);
+        let stream = stream_from_blocking(schema, Duration::from_millis(200), move |emit| {
+            for n in 0..batches {
+                let batch = RecordBatch::try_new(
+                    Arc::clone(&batch_schema),
+                    vec![Arc::new(Int64Array::from(vec![n]))],
+                )?;
+                if !emit(Ok(batch)) {
+                    return Ok(());
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        (stream, produced)
+    }
+
     /// A reader whose consumer stops taking batches gives up after `idle` (it would
     /// otherwise hold a blocking thread and a snapshot for ever), and the stream ends
     /// with an error naming the wait, not as if the scan were complete.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_scan_whose_consumer_stops_reading_ends_with_an_error() {
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let produced = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&produced);
-        let batch_schema = Arc::clone(&schema);
-        let mut stream = stream_from_blocking(
-            Arc::clone(&schema),
-            Duration::from_millis(200),
-            move |emit| {
-                for n in 0..1_000i64 {
-                    let batch = RecordBatch::try_new(
-                        Arc::clone(&batch_schema),
-                        vec![Arc::new(Int64Array::from(vec![n]))],
-                    )?;
-                    if !emit(Ok(batch)) {
-                        return Ok(());
-                    }
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(())
-            },
-        );
+        let (mut stream, produced) = counted_scan(1_000);
         let first = stream.next().await.expect("a batch").expect("no error");
         assert_eq!(first.num_rows(), 1);
         // The consumer takes nothing for longer than `idle`.
@@ -505,25 +508,9 @@ mod tests {
     /// A consumer that keeps reading gets every batch and a clean end.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_scan_read_to_the_end_is_complete() {
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let batch_schema = Arc::clone(&schema);
-        let stream = stream_from_blocking(
-            Arc::clone(&schema),
-            Duration::from_millis(200),
-            move |emit| {
-                for n in 0..100i64 {
-                    let batch = RecordBatch::try_new(
-                        Arc::clone(&batch_schema),
-                        vec![Arc::new(Int64Array::from(vec![n]))],
-                    )?;
-                    if !emit(Ok(batch)) {
-                        return Ok(());
-                    }
-                }
-                Ok(())
-            },
-        );
+        let (stream, produced) = counted_scan(100);
         let batches: Vec<RecordBatch> = stream.try_collect().await.expect("complete");
         assert_eq!(batches.len(), 100);
+        assert_eq!(produced.load(Ordering::Relaxed), 100);
     }
 }
