@@ -143,6 +143,9 @@ pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 16 << 10;
 /// each (measured), so this bounds what every client together can pin per listener to
 /// about 80 MB, where the per-connection and per-address bounds alone allow gigabytes.
 pub const CALLS_IN_FLIGHT_PER_LISTENER_MAX: usize = 2_048;
+/// Of those, what one client address (an IPv6 client by its /64) may hold: a quarter,
+/// so one client cannot take every slot from the others.
+pub const CALLS_IN_FLIGHT_PER_ADDRESS_MAX: usize = 512;
 /// Oldest a connection may grow, in seconds, before the node asks its client to move
 /// to a new one (HTTP/2 GOAWAY; calls in flight get `CONNECTION_AGE_GRACE_S` more).
 /// Bounds how long an idle connection that answers keepalive pings, or one that
@@ -177,6 +180,7 @@ const _: () = assert!(PARAMETER_BYTES_MAX <= BOUND_PARAMETER_BYTES_PER_USER_MAX)
 const _: () = assert!(SESSIONS_PER_USER_MAX <= SESSIONS_MAX);
 const _: () = assert!(ARGON2_CONCURRENT_MAX >= 1);
 const _: () = assert!(CONNECTIONS_PER_ADDRESS_MAX <= CONNECTIONS_PER_LISTENER_MAX);
+const _: () = assert!(CALLS_IN_FLIGHT_PER_ADDRESS_MAX < CALLS_IN_FLIGHT_PER_LISTENER_MAX);
 const _: () = assert!(AUTHORIZATION_LENGTH_MAX_BYTES < HTTP2_HEADER_LIST_BYTES_MAX as usize);
 const _: () = assert!(CELL_SIZE_MAX_BYTES < CDC_MESSAGE_BYTES_MAX);
 const _: () = assert!(CHANGE_STREAM_RETAINED_MAX < CDC_SEQ_JUMP_MAX);

@@ -1,6 +1,7 @@
 //! Starting and stopping one node: open storage, build the SQL engine, bind listeners,
 //! serve until told to stop.
 
+mod call_limit;
 mod client_tls;
 
 use std::collections::HashMap;
@@ -589,7 +590,13 @@ async fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<
 /// The layers of [`call_limit`].
 type CallLimit = tower::layer::util::Stack<
     tower::limit::GlobalConcurrencyLimitLayer,
-    tower::layer::util::Stack<tower::load_shed::LoadShedLayer, tower::layer::util::Identity>,
+    tower::layer::util::Stack<
+        tower::load_shed::LoadShedLayer,
+        tower::layer::util::Stack<
+            call_limit::PerAddressCallLimitLayer,
+            tower::layer::util::Identity,
+        >,
+    >,
 >;
 
 /// A gRPC server whose calls pass [`call_limit`].
@@ -597,13 +604,16 @@ type LimitedServer = tonic::transport::Server<
     tower::layer::util::Stack<tower::ServiceBuilder<CallLimit>, tower::layer::util::Identity>,
 >;
 
-/// At most `CALLS_IN_FLIGHT_PER_LISTENER_MAX` unanswered calls over all of one
-/// listener's connections; past it a call is refused at once (tonic answers load
-/// shedding with RESOURCE_EXHAUSTED) rather than queued, since a queued call still holds
-/// its stream. One per listener: the limit's semaphore is shared by every connection the
-/// layer is applied to.
+/// At most `CALLS_IN_FLIGHT_PER_ADDRESS_MAX` unanswered calls from one client address
+/// (`call_limit::PerAddressCallLimitLayer`, checked first so that a refused call takes no
+/// listener-wide slot), and `CALLS_IN_FLIGHT_PER_LISTENER_MAX` over all of one
+/// listener's connections; past either a call is refused at once with
+/// RESOURCE_EXHAUSTED (tonic answers load shedding so) rather than queued, since a
+/// queued call still holds its stream. One per listener: its counts and semaphore are
+/// shared by every connection the layer is applied to.
 fn call_limit() -> tower::ServiceBuilder<CallLimit> {
     tower::ServiceBuilder::new()
+        .layer(call_limit::PerAddressCallLimitLayer::new())
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             CALLS_IN_FLIGHT_PER_LISTENER_MAX,
