@@ -253,6 +253,32 @@ pub struct ListenConfig {
     /// TLS-terminating proxy on the same host or a private link; default false.
     #[serde(default)]
     pub insecure: bool,
+    /// Connections one client address (an IPv6 client by its /64) may hold open on each
+    /// listener; a client address never holds more than remain free in any case. Raise
+    /// it for many clients behind one NAT or proxy. 1 to `CONNECTIONS_PER_LISTENER_MAX`.
+    #[serde(default = "default_connections_per_address")]
+    pub connections_per_address: usize,
+    /// Calls one client address may have accepted and not yet answered on each gRPC
+    /// listener (past it a call is refused with RESOURCE_EXHAUSTED); likewise never more
+    /// than remain free. 1 to `calls_in_flight`.
+    #[serde(default = "default_calls_in_flight_per_address")]
+    pub calls_in_flight_per_address: usize,
+    /// Calls accepted and not yet answered on each gRPC listener over all clients.
+    /// 1 to `CALLS_IN_FLIGHT_PER_LISTENER_MAX`.
+    #[serde(default = "default_calls_in_flight")]
+    pub calls_in_flight: usize,
+}
+
+fn default_connections_per_address() -> usize {
+    crate::limits::CONNECTIONS_PER_ADDRESS_MAX
+}
+
+fn default_calls_in_flight_per_address() -> usize {
+    crate::limits::CALLS_IN_FLIGHT_PER_ADDRESS_MAX
+}
+
+fn default_calls_in_flight() -> usize {
+    crate::limits::CALLS_IN_FLIGHT_PER_LISTENER_MAX
 }
 
 /// `[listen.tls]`: the certificate clients see on `flight_sql` and `admin`. PEM files,
@@ -462,6 +488,28 @@ impl NodeConfig {
                 ));
             }
         }
+        let bounded = |key: &str, value: usize, max: usize| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(key, format!("must be between 1 and {max}")))
+            }
+        };
+        bounded(
+            "listen.connections_per_address",
+            self.listen.connections_per_address,
+            crate::limits::CONNECTIONS_PER_LISTENER_MAX,
+        )?;
+        bounded(
+            "listen.calls_in_flight",
+            self.listen.calls_in_flight,
+            crate::limits::CALLS_IN_FLIGHT_PER_LISTENER_MAX,
+        )?;
+        bounded(
+            "listen.calls_in_flight_per_address",
+            self.listen.calls_in_flight_per_address,
+            self.listen.calls_in_flight,
+        )?;
         if self.listen.tls.is_none() && !self.listen.insecure {
             for (key, address) in self.listen.client_listeners() {
                 if !address.ip().is_loopback() {
@@ -616,6 +664,9 @@ home_region = "eu-central"
         assert_eq!(config.storage.commit_window_us, 200);
         assert_eq!(config.users[0].role(), Role::Writer);
         assert!(config.data_dir.ends_with("data") && config.data_dir.is_absolute());
+        assert_eq!(config.listen.connections_per_address, 256);
+        assert_eq!(config.listen.calls_in_flight, 2_048);
+        assert_eq!(config.listen.calls_in_flight_per_address, 512);
     }
 
     #[test]
@@ -663,6 +714,27 @@ home_region = "eu-central"
                     "home_region = \"eu central\"",
                 ),
                 "users[0].home_region",
+            ),
+            (
+                GOOD.replace(
+                    "flight_sql = \"127.0.0.1:0\"",
+                    "flight_sql = \"127.0.0.1:0\"\nconnections_per_address = 0",
+                ),
+                "listen.connections_per_address",
+            ),
+            (
+                GOOD.replace(
+                    "flight_sql = \"127.0.0.1:0\"",
+                    "flight_sql = \"127.0.0.1:0\"\ncalls_in_flight = 100000",
+                ),
+                "listen.calls_in_flight",
+            ),
+            (
+                GOOD.replace(
+                    "flight_sql = \"127.0.0.1:0\"",
+                    "flight_sql = \"127.0.0.1:0\"\ncalls_in_flight = 64",
+                ),
+                "listen.calls_in_flight_per_address",
             ),
         ];
         for (text, key) in cases {

@@ -4,9 +4,11 @@
 //! descriptors (then storage, peers and every listener fail), or hold thousands open
 //! without ever speaking (slow-loris). Each listener therefore
 //!
-//! - keeps at most `per_listener` connections open, and at most
-//!   [`CONNECTIONS_PER_ADDRESS_MAX`] from one client address, closing the surplus at once
-//!   (one client cannot take every slot);
+//! - keeps at most `per_listener` connections open, and at most `per_address` from one
+//!   client address (`[listen] connections_per_address`, default
+//!   [`CONNECTIONS_PER_ADDRESS_MAX`]) and never more than remain free
+//!   (`client_address::FairShare`), closing the surplus at once: no client, and no set
+//!   of fewer clients than there are slots, can take every slot;
 //! - closes a connection whose first [`GREETING_BYTES`] bytes (the HTTP/2 preface, or
 //!   the start of a TLS ClientHello) have not arrived within
 //!   [`CONNECTION_HANDSHAKE_MAX_MS`]; after that, HTTP/2 keepalive pings and the TLS
@@ -21,12 +23,11 @@
 //! process's descriptor limit between the listeners after keeping
 //! [`FILES_RESERVED`] for storage, plugins and outgoing connections.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::client_address::{FairShare, ShareRefusal};
 use crate::limits::{
     CONNECTION_HANDSHAKE_MAX_MS, CONNECTIONS_PER_ADDRESS_MAX, CONNECTIONS_PER_LISTENER_MAX,
 };
@@ -69,6 +71,15 @@ impl ConnectionLimits {
     /// [`CONNECTIONS_PER_LISTENER_MAX`].
     pub fn for_listeners(listeners: usize) -> Self {
         Self::split(raise_descriptor_limit(), listeners)
+    }
+
+    /// These limits with `per_address` connections from one client address (at most
+    /// the listener's own bound).
+    pub fn with_per_address(self, per_address: usize) -> Self {
+        Self {
+            per_address: per_address.min(self.per_listener),
+            ..self
+        }
     }
 
     /// The share of `descriptors` each of `listeners` gets.
@@ -117,6 +128,8 @@ pub enum Refusal {
     ListenerFull,
     /// The client address held `per_address` connections.
     AddressFull,
+    /// The client address held as many connections as remained free.
+    OverShare,
 }
 
 /// Counters of one listener's gate (monotonic since start, except `open`).
@@ -125,6 +138,7 @@ pub struct GateCounters {
     pub open: AtomicU64,
     pub refused_listener_full: AtomicU64,
     pub refused_address_full: AtomicU64,
+    pub refused_over_share: AtomicU64,
     pub greeting_timeouts: AtomicU64,
     pub accept_errors: AtomicU64,
 }
@@ -134,9 +148,8 @@ pub struct GateCounters {
 pub struct ConnectionGate {
     /// The listener's config key (`flight_sql`, `admin`, `peer`, `metrics`).
     pub listener: &'static str,
-    limits: ConnectionLimits,
     handshake: Duration,
-    by_address: Mutex<HashMap<IpAddr, usize>>,
+    slots: Mutex<FairShare>,
     pub counters: GateCounters,
 }
 
@@ -157,33 +170,38 @@ impl ConnectionGate {
     ) -> Arc<Self> {
         Arc::new(Self {
             listener,
-            limits,
             handshake,
-            by_address: Mutex::new(HashMap::new()),
+            slots: Mutex::new(FairShare::new(limits.per_listener, limits.per_address)),
             counters: GateCounters::default(),
         })
     }
 
     /// A slot for a connection from `address` (counted by
     /// `client_address::client_key`: an IPv6 client by its /64), or why there is none.
+    /// Slots are shared by [`FairShare`]: an address holds at most `per_address`, and
+    /// never more than remain free, so no set of addresses locks the others out.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admission, Refusal> {
         let address = crate::client_address::client_key(address);
-        let mut by_address = self
-            .by_address
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let open: usize = self.counters.open.load(Relaxed) as usize;
-        if open >= self.limits.per_listener {
-            self.counters.refused_listener_full.fetch_add(1, Relaxed);
-            return Err(Refusal::ListenerFull);
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        match slots.take(address) {
+            Ok(()) => {}
+            Err(refusal) => {
+                let (counter, refusal) = match refusal {
+                    ShareRefusal::PoolFull => {
+                        (&self.counters.refused_listener_full, Refusal::ListenerFull)
+                    }
+                    ShareRefusal::ClientFull => {
+                        (&self.counters.refused_address_full, Refusal::AddressFull)
+                    }
+                    ShareRefusal::OverShare => {
+                        (&self.counters.refused_over_share, Refusal::OverShare)
+                    }
+                };
+                counter.fetch_add(1, Relaxed);
+                return Err(refusal);
+            }
         }
-        let from_address = by_address.entry(address).or_insert(0);
-        if *from_address >= self.limits.per_address {
-            self.counters.refused_address_full.fetch_add(1, Relaxed);
-            return Err(Refusal::AddressFull);
-        }
-        *from_address += 1;
-        self.counters.open.fetch_add(1, Relaxed);
+        self.counters.open.store(slots.held() as u64, Relaxed);
         Ok(Admission {
             gate: Arc::clone(self),
             address,
@@ -196,17 +214,9 @@ impl ConnectionGate {
     }
 
     fn release(&self, address: IpAddr) {
-        let mut by_address = self
-            .by_address
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = by_address.get_mut(&address) {
-            *count -= 1;
-            if *count == 0 {
-                by_address.remove(&address);
-            }
-        }
-        self.counters.open.fetch_sub(1, Relaxed);
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.give_back(address);
+        self.counters.open.store(slots.held() as u64, Relaxed);
     }
 }
 
@@ -435,6 +445,12 @@ mod tests {
         let tiny = ConnectionLimits::split(256, 3);
         assert_eq!(tiny.per_listener, CONNECTIONS_PER_LISTENER_MIN);
         assert!(tiny.per_address <= tiny.per_listener);
+        // A configured per-address bound applies, but never above the listener's.
+        assert_eq!(split.with_per_address(1_000).per_address, 1_000);
+        assert_eq!(
+            tiny.with_per_address(1_000).per_address,
+            CONNECTIONS_PER_LISTENER_MIN
+        );
     }
 
     #[test]
@@ -450,9 +466,35 @@ mod tests {
         assert_eq!(gate.open(), 3);
         drop(first);
         assert_eq!(gate.open(), 2);
-        let _again = gate.admit(a).expect("a freed slot is reusable");
+        // `a` now holds as many as remain free; the freed slot goes to another address.
+        assert_eq!(gate.admit(a).err(), Some(Refusal::OverShare));
+        let _again = gate
+            .admit("10.0.0.3".parse().expect("ip"))
+            .expect("a freed slot is reusable");
         assert_eq!(gate.counters.refused_address_full.load(Relaxed), 1);
         assert_eq!(gate.counters.refused_listener_full.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_handful_of_addresses_cannot_take_every_slot() {
+        // 32 addresses at the per-address bound used to fill a listener of 8 192: with
+        // a fair share each stops at about what remains free.
+        let gate = ConnectionGate::new("test", limits(8_192, 256));
+        let mut held = Vec::new();
+        for round in 0..256 {
+            for n in 0..32u8 {
+                if let Ok(admission) = gate.admit(IpAddr::from([10, 0, 1, n])) {
+                    held.push(admission);
+                } else {
+                    assert!(round > 0, "every address gets a first slot");
+                }
+            }
+        }
+        assert!(gate.open() < 8_192, "32 addresses filled the listener");
+        let _newcomer = gate
+            .admit("10.0.2.1".parse().expect("ip"))
+            .expect("a new client still gets a connection");
+        assert!(gate.counters.refused_over_share.load(Relaxed) > 0);
     }
 
     async fn gated(

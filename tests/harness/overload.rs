@@ -567,3 +567,73 @@ async fn silent_connections(
     }
     total
 }
+
+/// Calls one client address holds open on a node: DoPut calls whose request stream
+/// never sends its first message, so the node keeps each one accepted and unanswered
+/// (the Flight SQL service waits for the command in that first message).
+pub struct HeldCalls {
+    /// The calls still unanswered; aborting them (or dropping the `HeldCalls`) lets the
+    /// node free their slots.
+    pub held: Vec<tokio::task::JoinHandle<Result<(), tonic::Status>>>,
+    /// Calls the node answered at once with RESOURCE_EXHAUSTED.
+    pub refused: usize,
+    /// Anything else: a connection that failed, a call answered otherwise.
+    pub unexpected: Vec<String>,
+}
+
+impl Drop for HeldCalls {
+    fn drop(&mut self) {
+        for call in &self.held {
+            call.abort();
+        }
+    }
+}
+
+/// Opens `connections` HTTP/2 connections from `source`, each with as many calls as a
+/// connection may carry (32), and sorts the calls after `settle` into held and refused.
+pub async fn hold_calls(
+    endpoint: &str,
+    source: IpAddr,
+    connections: usize,
+    settle: Duration,
+) -> HeldCalls {
+    const STREAMS_PER_CONNECTION: usize = 32;
+    let mut calls = Vec::new();
+    let mut unexpected = Vec::new();
+    for _ in 0..connections {
+        let channel = match channel_from(endpoint, source).await {
+            Ok(channel) => channel,
+            Err(error) => {
+                unexpected.push(format!("connect from {source}: {error:#}"));
+                continue;
+            }
+        };
+        for _ in 0..STREAMS_PER_CONNECTION {
+            let mut client = FlightServiceClient::new(channel.clone());
+            calls.push(tokio::spawn(async move {
+                client
+                    .do_put(tonic::Request::new(futures::stream::pending::<FlightData>()))
+                    .await
+                    .map(|_| ())
+            }));
+        }
+    }
+    tokio::time::sleep(settle).await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for call in calls {
+        if !call.is_finished() {
+            held.push(call);
+            continue;
+        }
+        match call.await {
+            Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
+            other => unexpected.push(format!("a held call ended: {other:?}")),
+        }
+    }
+    HeldCalls {
+        held,
+        refused,
+        unexpected,
+    }
+}

@@ -412,6 +412,7 @@ impl Metrics {
             for (reason, count) in [
                 ("listener_full", &counters.refused_listener_full),
                 ("address_full", &counters.refused_address_full),
+                ("over_share", &counters.refused_over_share),
                 ("greeting_timeout", &counters.greeting_timeouts),
                 ("accept_error", &counters.accept_errors),
             ] {

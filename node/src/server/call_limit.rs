@@ -1,49 +1,44 @@
 //! Calls accepted and not yet answered, per client address and per listener.
 //!
-//! A client address may hold `CALLS_IN_FLIGHT_PER_ADDRESS_MAX` unanswered calls on a
-//! listener; the next is answered at once with RESOURCE_EXHAUSTED, before it reaches
-//! the listener-wide bound (`CALLS_IN_FLIGHT_PER_LISTENER_MAX`), so one address (256
-//! connections of 32 streams each) cannot take every slot of a listener from the other
-//! clients. The address comes from the connection (tonic puts its `ConnectInfo` in the
-//! request's extensions outside these layers) and is counted by
-//! `client_address::client_key`.
+//! A listener holds at most `[listen] calls_in_flight` unanswered calls
+//! (`CALLS_IN_FLIGHT_PER_LISTENER_MAX` by default), one client address at most
+//! `[listen] calls_in_flight_per_address` (`CALLS_IN_FLIGHT_PER_ADDRESS_MAX`) and never
+//! more than remain free (`client_address::FairShare`); past any of these a call is
+//! answered at once with RESOURCE_EXHAUSTED rather than queued, since a queued call
+//! still holds its stream. So neither one address (256 connections of 32 streams each)
+//! nor a handful of them can take every slot of a listener from the other clients. The
+//! address comes from the connection (tonic puts its `ConnectInfo` in the request's
+//! extensions outside these layers) and is counted by `client_address::client_key`.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use crate::client_address::client_key;
-use crate::limits::CALLS_IN_FLIGHT_PER_ADDRESS_MAX;
+use crate::client_address::{FairShare, ShareRefusal, client_key};
 
-/// Unanswered calls per client key of one listener.
-#[derive(Debug, Default)]
+/// The unanswered calls of one listener.
+#[derive(Debug)]
 struct InFlight {
-    by_address: Mutex<HashMap<IpAddr, usize>>,
+    slots: Mutex<FairShare>,
 }
 
 impl InFlight {
-    fn take(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<Slot> {
-        let mut by_address = self
-            .by_address
+    fn take(self: &Arc<Self>, address: IpAddr) -> Result<Slot, ShareRefusal> {
+        self.slots
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let count = by_address.entry(address).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(address)?;
+        Ok(Slot {
             in_flight: Arc::clone(self),
             address,
         })
     }
 }
 
-/// One call's place in its address's count; freed when the call is answered (or
+/// One call's place in the listener's count; freed when the call is answered (or
 /// dropped).
 struct Slot {
     in_flight: Arc<InFlight>,
@@ -52,57 +47,80 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut by_address = self
-            .in_flight
-            .by_address
+        self.in_flight
+            .slots
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = by_address.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                by_address.remove(&self.address);
-            }
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .give_back(self.address);
     }
+}
+
+/// The bounds of one listener, from `[listen]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallBounds {
+    /// `[listen] calls_in_flight`.
+    pub per_listener: usize,
+    /// `[listen] calls_in_flight_per_address`.
+    pub per_address: usize,
 }
 
 /// The layer: one per listener (its clones share the counts).
 #[derive(Clone, Debug)]
-pub(super) struct PerAddressCallLimitLayer {
+pub(crate) struct CallLimitLayer {
     in_flight: Arc<InFlight>,
-    max: usize,
+    bounds: CallBounds,
 }
 
-impl PerAddressCallLimitLayer {
-    pub(super) fn new() -> Self {
-        Self::with_max(CALLS_IN_FLIGHT_PER_ADDRESS_MAX)
-    }
-
-    fn with_max(max: usize) -> Self {
+impl CallLimitLayer {
+    pub(crate) fn new(bounds: CallBounds) -> Self {
         Self {
-            in_flight: Arc::default(),
-            max,
+            in_flight: Arc::new(InFlight {
+                slots: Mutex::new(FairShare::new(bounds.per_listener, bounds.per_address)),
+            }),
+            bounds,
         }
     }
 }
 
-impl<S> tower::Layer<S> for PerAddressCallLimitLayer {
-    type Service = PerAddressCallLimit<S>;
+impl<S> tower::Layer<S> for CallLimitLayer {
+    type Service = CallLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PerAddressCallLimit {
+        CallLimit {
             inner,
             in_flight: Arc::clone(&self.in_flight),
-            max: self.max,
+            bounds: self.bounds,
         }
     }
 }
 
 #[derive(Clone, Debug)]
-pub(super) struct PerAddressCallLimit<S> {
+pub(crate) struct CallLimit<S> {
     inner: S,
     in_flight: Arc<InFlight>,
-    max: usize,
+    bounds: CallBounds,
+}
+
+impl CallBounds {
+    /// What a refused call is told: the bound that refused it, by its config key.
+    fn refusal(&self, refusal: ShareRefusal) -> tonic::Status {
+        let message = match refusal {
+            ShareRefusal::PoolFull => format!(
+                "too many calls in flight on this listener (listen.calls_in_flight = {})",
+                self.per_listener
+            ),
+            ShareRefusal::ClientFull => format!(
+                "too many calls in flight from this client address \
+                 (listen.calls_in_flight_per_address = {})",
+                self.per_address
+            ),
+            ShareRefusal::OverShare => "too many calls in flight from this client address \
+                 while the listener is nearly full (listen.calls_in_flight: an address \
+                 holds no more than remain free)"
+                .to_string(),
+        };
+        tonic::Status::resource_exhausted(message)
+    }
 }
 
 /// The client address of a call, from its connection's info (plaintext or TLS).
@@ -119,7 +137,7 @@ fn remote_address<B>(request: &http::Request<B>) -> Option<IpAddr> {
         .map(|address| client_key(address.ip()))
 }
 
-impl<S, B> tower::Service<http::Request<B>> for PerAddressCallLimit<S>
+impl<S, B> tower::Service<http::Request<B>> for CallLimit<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
@@ -134,19 +152,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let slot = match remote_address(&request) {
-            Some(address) => match self.in_flight.take(address, self.max) {
-                Some(slot) => Some(slot),
-                None => {
-                    let status = tonic::Status::resource_exhausted(format!(
-                        "too many calls in flight from this client address \
-                         (calls_in_flight_per_address_max = {})",
-                        self.max
-                    ));
-                    return Box::pin(std::future::ready(Ok(status.into_http())));
-                }
-            },
-            None => None,
+        // A call whose connection info is missing (none of the node's listeners) shares
+        // one key rather than escaping the bound.
+        let address = remote_address(&request).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let slot = match self.in_flight.take(address) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let status = self.bounds.refusal(refusal);
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
         };
         let answer = self.inner.call(request);
         Box::pin(async move {
@@ -161,24 +175,45 @@ where
 mod tests {
     use super::*;
 
+    fn layer(per_listener: usize, per_address: usize) -> CallLimitLayer {
+        CallLimitLayer::new(CallBounds {
+            per_listener,
+            per_address,
+        })
+    }
+
     #[test]
-    fn an_address_holds_at_most_its_slots_and_gets_them_back() {
-        let in_flight = Arc::new(InFlight::default());
+    fn each_refusal_names_the_bound_that_refused() {
+        let bounds = CallBounds {
+            per_listener: 8,
+            per_address: 2,
+        };
+        for (refusal, key) in [
+            (ShareRefusal::PoolFull, "listen.calls_in_flight = 8"),
+            (
+                ShareRefusal::ClientFull,
+                "listen.calls_in_flight_per_address = 2",
+            ),
+            (ShareRefusal::OverShare, "nearly full"),
+        ] {
+            let status = bounds.refusal(refusal);
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+            assert!(status.message().contains(key), "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn slots_are_shared_between_addresses_and_given_back() {
+        let in_flight = layer(4, 3).in_flight;
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
-        let first = in_flight.take(a, 2).expect("first");
-        let _second = in_flight.take(a, 2).expect("second");
-        assert!(
-            in_flight.take(a, 2).is_none(),
-            "a third call of one address"
-        );
-        let _other = in_flight
-            .take(b, 2)
-            .expect("another address is not affected");
+        let first = in_flight.take(a).expect("first");
+        let _second = in_flight.take(a).expect("second");
+        // Two taken, two free: `a` holds as many as remain free.
+        assert_eq!(in_flight.take(a).err(), Some(ShareRefusal::OverShare));
+        let _other = in_flight.take(b).expect("another address gets a slot");
         drop(first);
-        let _again = in_flight
-            .take(a, 2)
-            .expect("an answered call frees its slot");
+        let _again = in_flight.take(a).expect("an answered call frees its slot");
     }
 
     #[tokio::test]
@@ -190,7 +225,7 @@ mod tests {
                 Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
             >()
         });
-        let mut service = PerAddressCallLimitLayer::with_max(1).layer(never);
+        let mut service = layer(16, 1).layer(never);
         let request = || {
             let mut request = http::Request::new(());
             let info: TcpConnectInfo = tokio_connect_info();
@@ -207,7 +242,11 @@ mod tests {
             .expect("an answer");
         let status = tonic::Status::from_header_map(refused.headers()).expect("a grpc status");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert!(status.message().contains("calls_in_flight_per_address_max"));
+        assert!(
+            status
+                .message()
+                .contains("listen.calls_in_flight_per_address = 1")
+        );
         drop(held);
         // The held call was dropped: its slot is free again.
         let next = service.ready().await.expect("ready").call(request());

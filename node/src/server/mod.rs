@@ -24,10 +24,9 @@ use crate::connection_gate::{ConnectionGate, ConnectionLimits, GatedListener};
 use crate::federation::Federation;
 use crate::flight::FlightSqlServer;
 use crate::limits::{
-    CALLS_IN_FLIGHT_PER_LISTENER_MAX, CONNECTION_AGE_GRACE_S, CONNECTION_AGE_MAX_S,
-    GRPC_MESSAGE_SIZE_MAX_BYTES, HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL_S,
-    HTTP2_KEEPALIVE_TIMEOUT_S, HTTP2_STREAMS_PER_CONNECTION_MAX, METRICS_CONNECTION_LIFETIME_MAX_S,
-    METRICS_CONNECTIONS_MAX,
+    CONNECTION_AGE_GRACE_S, CONNECTION_AGE_MAX_S, GRPC_MESSAGE_SIZE_MAX_BYTES,
+    HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL_S, HTTP2_KEEPALIVE_TIMEOUT_S,
+    HTTP2_STREAMS_PER_CONNECTION_MAX, METRICS_CONNECTION_LIFETIME_MAX_S, METRICS_CONNECTIONS_MAX,
 };
 use crate::metrics::{Metrics, MetricsState, serve_metrics};
 use crate::peer_api::{PeerFlightSql, PeerService};
@@ -341,7 +340,8 @@ impl Node {
                 .iter()
                 .filter(|a| a.is_some())
                 .count(),
-        );
+        )
+        .with_per_address(config.listen.connections_per_address);
         tracing::info!(
             per_listener = limits.per_listener,
             per_address = limits.per_address,
@@ -387,7 +387,7 @@ impl Node {
                 let router = hardened(tonic::transport::Server::builder())
                     .tls_config(tls.server())
                     .context("mesh TLS configuration")?
-                    .layer(call_limit())
+                    .layer(call_limit(&config.listen))
                     .add_service(service)
                     .add_service(legs);
                 Some((router, listener))
@@ -429,7 +429,7 @@ impl Node {
                     .context("listen.tls: the certificate and key do not make a TLS identity")?,
                 None => builder,
             };
-            Ok(builder.layer(call_limit()))
+            Ok(builder.layer(call_limit(&config.listen)))
         };
         let mut flight_server = client_server()?;
         let mut admin_server = client_server()?;
@@ -587,37 +587,18 @@ async fn open_plugins(config: &NodeConfig, store: &Store) -> anyhow::Result<Arc<
         .context("cannot open the plugin registry")
 }
 
-/// The layers of [`call_limit`].
-type CallLimit = tower::layer::util::Stack<
-    tower::limit::GlobalConcurrencyLimitLayer,
-    tower::layer::util::Stack<
-        tower::load_shed::LoadShedLayer,
-        tower::layer::util::Stack<
-            call_limit::PerAddressCallLimitLayer,
-            tower::layer::util::Identity,
-        >,
-    >,
->;
-
-/// A gRPC server whose calls pass [`call_limit`].
+/// A gRPC server whose calls pass a [`call_limit::CallLimitLayer`].
 type LimitedServer = tonic::transport::Server<
-    tower::layer::util::Stack<tower::ServiceBuilder<CallLimit>, tower::layer::util::Identity>,
+    tower::layer::util::Stack<call_limit::CallLimitLayer, tower::layer::util::Identity>,
 >;
 
-/// At most `CALLS_IN_FLIGHT_PER_ADDRESS_MAX` unanswered calls from one client address
-/// (`call_limit::PerAddressCallLimitLayer`, checked first so that a refused call takes no
-/// listener-wide slot), and `CALLS_IN_FLIGHT_PER_LISTENER_MAX` over all of one
-/// listener's connections; past either a call is refused at once with
-/// RESOURCE_EXHAUSTED (tonic answers load shedding so) rather than queued, since a
-/// queued call still holds its stream. One per listener: its counts and semaphore are
-/// shared by every connection the layer is applied to.
-fn call_limit() -> tower::ServiceBuilder<CallLimit> {
-    tower::ServiceBuilder::new()
-        .layer(call_limit::PerAddressCallLimitLayer::new())
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            CALLS_IN_FLIGHT_PER_LISTENER_MAX,
-        ))
+/// The call bounds of one listener, from `[listen]`: one layer per listener, whose
+/// counts are shared by every connection it is applied to.
+fn call_limit(listen: &crate::config::ListenConfig) -> call_limit::CallLimitLayer {
+    call_limit::CallLimitLayer::new(call_limit::CallBounds {
+        per_listener: listen.calls_in_flight,
+        per_address: listen.calls_in_flight_per_address,
+    })
 }
 
 /// The HTTP/2 settings every gRPC listener serves with: keepalive pings close
