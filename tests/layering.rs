@@ -1,9 +1,11 @@
 //! The node's modules form floors, and code only looks down (ARCHITECTURE.md, "Layers").
 //!
-//! Every `crate::<module>` path in `node/src` (comments left out) must name a module on
-//! a lower floor than the file's own module; an outside library with a room of its own
-//! (redb, wasmtime, rdkafka, foyer, tonic's servers, axum) is named only in that room.
-//! A new module must be given a floor here before it builds green.
+//! Every `crate::<module>` path in the node's crates (comments left out) must name a
+//! module on a lower floor than the file's own module; an outside library with a room of
+//! its own (redb, wasmtime, rdkafka, foyer, tonic's servers, axum) is named only in that
+//! room. A new module must be given a floor here before it builds green. Between crates
+//! cargo itself forbids cycles; what a lower crate must not pull in at all (the storage
+//! crate: DataFusion, wasmtime, rdkafka, tonic) is checked on its dependency tree.
 //!
 //! The checker is tested on made-up sources too, so this test cannot pass by finding
 //! nothing: an upward import and a library outside its room are both reported.
@@ -41,13 +43,53 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("_server::", &["server/", "flight/", "admin/", "peer_api/"]),
 ];
 
+/// The node's crates: their source folder (relative to the repository) and, for a crate
+/// that is one module of the floors, that module's name (its files count as
+/// `<module>/<file>`); a crate without one holds several modules, one per top file.
+const CRATES: &[(&str, Option<&str>)] = &[
+    ("node/model/src", None),
+    ("node/storage/src", Some("storage")),
+    ("node/src", None),
+];
+
+/// Packages a crate must not depend on, directly or through others.
+const FORBIDDEN_DEPENDENCIES: &[(&str, &[&str])] = &[
+    (
+        "domicile-model",
+        &[
+            "datafusion",
+            "arrow",
+            "redb",
+            "wasmtime",
+            "rdkafka",
+            "tonic",
+            "tokio",
+            "foyer",
+        ],
+    ),
+    (
+        "domicile-storage",
+        &[
+            "datafusion",
+            "arrow",
+            "wasmtime",
+            "rdkafka",
+            "tonic",
+            "foyer",
+        ],
+    ),
+];
+
 fn floor_of(module: &str) -> Option<usize> {
     FLOORS.iter().position(|floor| floor.contains(&module))
 }
 
-/// The module a file under `node/src` belongs to (`sql/engine.rs` → `sql`); `None` for
-/// the crate roots.
+/// The module a file belongs to (`sql/engine.rs` → `sql`); `None` for the crate roots
+/// (named by their folder, `node/src/lib.rs`).
 fn module_of(relative: &str) -> Option<&str> {
+    if relative.starts_with("node/") {
+        return None;
+    }
     let first = relative.split('/').next()?;
     let module = first.strip_suffix(".rs").unwrap_or(first);
     (!matches!(module, "lib" | "main")).then_some(module)
@@ -188,12 +230,73 @@ fn sources(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
 
 #[test]
 fn node_modules_only_look_down_and_outside_libraries_stay_in_their_rooms() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/src");
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = BTreeMap::new();
-    sources(&root, &root, &mut files);
+    for (dir, module) in CRATES {
+        let root = repository.join(dir);
+        let mut own = BTreeMap::new();
+        sources(&root, &root, &mut own);
+        assert!(!own.is_empty(), "no sources in {dir}");
+        for (path, text) in own {
+            let path = match module {
+                Some(module) => format!("{module}/{path}"),
+                None if path == "lib.rs" || path == "main.rs" => format!("{dir}/{path}"),
+                None => path,
+            };
+            assert!(files.insert(path.clone(), text).is_none(), "{path} twice");
+        }
+    }
     assert!(files.len() > 50, "read {} files", files.len());
     let found = violations(&files);
     assert!(found.is_empty(), "layering broken:\n{}", found.join("\n"));
+}
+
+/// The packages `package` depends on for building (not its dev-dependencies), directly
+/// or not, from `cargo tree` on the locked dependency graph.
+fn dependency_tree(package: &str) -> Vec<String> {
+    let output = std::process::Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["tree", "--locked", "--offline", "--edges", "normal,build"])
+        .args(["--prefix", "none", "--format", "{p}", "--package", package])
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        output.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn lower_crates_build_without_the_engines_above_them() {
+    for (package, forbidden) in FORBIDDEN_DEPENDENCIES {
+        let tree = dependency_tree(package);
+        assert!(
+            tree.iter().any(|p| p == package),
+            "cargo tree of {package} does not list it: {tree:?}"
+        );
+        let pulled: Vec<&String> = tree
+            .iter()
+            .filter(|p| forbidden.contains(&p.as_str()))
+            .collect();
+        assert!(
+            pulled.is_empty(),
+            "{package} depends on {pulled:?}, which it must build without"
+        );
+    }
+    // The check can fail: the node's own crate pulls in every one of them.
+    let node = dependency_tree("domicile");
+    for engine in ["datafusion", "wasmtime", "rdkafka", "tonic"] {
+        assert!(
+            node.iter().any(|p| p == engine),
+            "domicile without {engine}?"
+        );
+    }
 }
 
 #[test]

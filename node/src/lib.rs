@@ -3,22 +3,21 @@
 //! Rows live in `storage` (redb), described by `catalog`, queried through `sql`
 //! (DataFusion) and served by `flight` (Arrow Flight SQL). See ARCHITECTURE.md.
 
+// The lower crates under the module names the rest of the node uses.
+pub use domicile_model::{bounded_file, catalog, client_address, clock, limits};
+pub use domicile_storage as storage;
+
 pub mod admin;
 pub mod auth;
-pub mod bounded_file;
 pub mod cache;
-pub mod catalog;
 pub mod cdc;
 pub mod cli;
-pub mod client_address;
-pub mod clock;
 pub mod config;
 pub mod connection_gate;
 pub mod federation;
 pub mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod limits;
 pub mod metrics;
 pub mod peer_api;
 pub mod peers;
@@ -28,4 +27,3 @@ pub mod residency;
 pub mod saga;
 pub mod server;
 pub mod sql;
-pub mod storage;

@@ -21,17 +21,17 @@ const TERMINATOR: u8 = 0x01;
 const TAG_NULL: u8 = 0x00;
 const TAG_PRESENT: u8 = 0x01;
 
-pub(crate) fn table_prefix(table_id: u32) -> Vec<u8> {
+pub fn table_prefix(table_id: u32) -> Vec<u8> {
     table_id.to_be_bytes().to_vec()
 }
 
-pub(crate) fn partition_prefix(table_id: u32, partition: &str) -> Vec<u8> {
+pub fn partition_prefix(table_id: u32, partition: &str) -> Vec<u8> {
     let mut key = table_prefix(table_id);
     put_escaped(&mut key, partition.as_bytes());
     key
 }
 
-pub(crate) fn row_key(table_id: u32, partition: &str, primary_key: &[Value]) -> Vec<u8> {
+pub fn row_key(table_id: u32, partition: &str, primary_key: &[Value]) -> Vec<u8> {
     let mut key = partition_prefix(table_id, partition);
     for value in primary_key {
         put_value(&mut key, value);
@@ -40,7 +40,7 @@ pub(crate) fn row_key(table_id: u32, partition: &str, primary_key: &[Value]) -> 
 }
 
 /// The smallest key strictly greater than every key starting with `prefix`.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last != 0xFF {
@@ -53,7 +53,7 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// Reads the partition (home region) out of a row key of `table_id`.
-pub(crate) fn partition_of(key: &[u8]) -> Option<String> {
+pub fn partition_of(key: &[u8]) -> Option<String> {
     let rest = key.get(4..)?;
     let (bytes, _) = take_escaped(rest)?;
     String::from_utf8(bytes).ok()

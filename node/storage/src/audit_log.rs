@@ -182,7 +182,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::storage::Store;
+    use crate::Store;
 
     async fn store_with_entries(path: &std::path::Path, count: u64) {
         let store = Store::open(path).expect("store");

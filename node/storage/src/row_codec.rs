@@ -30,7 +30,7 @@ pub struct CorruptRow {
 }
 
 /// Encodes `values` (one per column of `def`, in column order).
-pub(crate) fn encode_row(def: &TableDef, values: &[Value]) -> Vec<u8> {
+pub fn encode_row(def: &TableDef, values: &[Value]) -> Vec<u8> {
     assert_eq!(
         values.len(),
         def.columns.len(),
@@ -95,7 +95,7 @@ fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
 }
 
 /// Decodes rows of one table into a chosen subset of its columns.
-pub(crate) struct RowDecoder {
+pub struct RowDecoder {
     table: String,
     /// Indexed by column id: the output slot of that column, if projected.
     slot_by_column_id: Vec<Option<usize>>,
@@ -106,7 +106,7 @@ pub(crate) struct RowDecoder {
 
 impl RowDecoder {
     /// `projection` lists column positions of `def` to produce, in output order.
-    pub(crate) fn new(def: &TableDef, projection: &[usize]) -> Self {
+    pub fn new(def: &TableDef, projection: &[usize]) -> Self {
         let id_count = usize::from(def.next_column_id);
         let mut slot_by_column_id = vec![None; id_count];
         let mut tag_by_column_id = vec![0; id_count];
@@ -125,7 +125,7 @@ impl RowDecoder {
         }
     }
 
-    pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Vec<Value>, CorruptRow> {
+    pub fn decode(&self, bytes: &[u8]) -> Result<Vec<Value>, CorruptRow> {
         let mut row = vec![Value::Null; self.width];
         let mut reader = Reader { bytes, offset: 0 };
         let version = reader.u8().ok_or_else(|| self.corrupt("empty row"))?;

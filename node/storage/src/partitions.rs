@@ -42,7 +42,7 @@ mod tests {
     use redb::{Database, ReadableDatabase, TableDefinition};
 
     use super::*;
-    use crate::storage::Value;
+    use crate::Value;
 
     const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rows");
 

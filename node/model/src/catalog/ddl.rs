@@ -17,7 +17,7 @@
 //! );
 //! ```
 
-use datafusion::sql::sqlparser::ast::{
+use sqlparser::ast::{
     self, ColumnOption, CreateTableOptions, DataType, ExactNumberInfo, Expr, Ident, SqlOption,
     TableConstraint,
 };
@@ -386,8 +386,8 @@ fn column_list(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
+    use sqlparser::dialect::GenericDialect;
+    use sqlparser::parser::Parser;
 
     use super::*;
 
