@@ -5,6 +5,8 @@
 
 // The lower crates under the module names the rest of the node uses.
 pub use domicile_model::{bounded_file, catalog, client_address, clock, limits};
+pub use domicile_plugin_host as plugins;
+pub use domicile_redact_text as redact_text;
 pub use domicile_storage as storage;
 
 pub mod admin;
@@ -21,8 +23,6 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod peer_api;
 pub mod peers;
-pub mod plugins;
-pub mod redact_text;
 pub mod residency;
 pub mod saga;
 pub mod server;

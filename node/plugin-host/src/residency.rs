@@ -10,7 +10,7 @@ use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime, 
 pub(super) mod bindings {
     wasmtime::component::bindgen!({
         world: "residency-policy",
-        path: "../wit",
+        path: "../../wit",
         additional_derives: [PartialEq],
         exports: { default: async },
     });
@@ -23,7 +23,7 @@ pub mod residency_types {
     pub use super::bindings::exports::domicile::plugin::residency::{
         BatchDecision, ColumnAction, Decision, Denial, RowBatch, StepPayload,
     };
-    pub use crate::plugins::wit_values::{Column, DataClass, Decimal, Purpose, Table, Value};
+    pub use crate::wit_values::{Column, DataClass, Decimal, Purpose, Table, Value};
 }
 
 use residency_types::{BatchDecision, Decision, Purpose, RowBatch, StepPayload};

@@ -17,8 +17,8 @@ use crate::storage::{StorageError, Store, WriteContext};
 pub(super) mod bindings {
     wasmtime::component::bindgen!({
         world: "saga-step",
-        path: "../wit",
-        with: { "domicile:plugin/types": crate::plugins::residency::bindings::domicile::plugin::types },
+        path: "../../wit",
+        with: { "domicile:plugin/types": crate::residency::bindings::domicile::plugin::types },
         exports: { default: async },
     });
 }
@@ -28,7 +28,7 @@ pub mod saga_types {
     pub use super::bindings::exports::domicile::plugin::saga::{
         SagaType, StepDescriptor, StepFailure, StepInput,
     };
-    pub use crate::plugins::wit_values::Value;
+    pub use crate::wit_values::Value;
 }
 
 use saga_types::{SagaType, StepFailure, StepInput, Value};

@@ -13,8 +13,8 @@ use super::runtime::{CallError, CallStats, HostState, LoadError, PluginRuntime, 
 mod bindings {
     wasmtime::component::bindgen!({
         world: "cdc-redactor",
-        path: "../wit",
-        with: { "domicile:plugin/types": crate::plugins::residency::bindings::domicile::plugin::types },
+        path: "../../wit",
+        with: { "domicile:plugin/types": crate::residency::bindings::domicile::plugin::types },
         exports: { default: async },
     });
 }
@@ -24,7 +24,7 @@ pub mod redactor_types {
     pub use super::bindings::exports::domicile::plugin::redactor::{
         ChangeEvent, EventBatch, Operation, RedactedBatch,
     };
-    pub use crate::plugins::wit_values::{Column, DataClass, Decimal, Table, Value};
+    pub use crate::wit_values::{Column, DataClass, Decimal, Table, Value};
 }
 
 use redactor_types::{EventBatch, RedactedBatch};

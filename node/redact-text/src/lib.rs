@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::RwLock;
 
-use crate::catalog::{ColumnType, TableDef};
-use crate::storage::Value;
+use domicile_model::catalog::{ColumnType, TableDef};
+use domicile_storage::Value;
 
 /// What a withheld value becomes.
 pub const WITHHELD: &str = "<value withheld>";

@@ -13,6 +13,11 @@
 //! call returns. What is NOT limited: CPU time below the deadline, the number of
 //! concurrent calls (bounded by the pool's instance slots).
 
+// The lower crates under the names the plugin code uses (`crate::storage`, ...).
+use domicile_model::{catalog, clock};
+use domicile_redact_text as redact_text;
+use domicile_storage as storage;
+
 pub mod keyed_hash_secret;
 mod limits;
 mod redactor;
