@@ -1,11 +1,9 @@
 //! Generates the gRPC APIs from `proto/` with protox (a protobuf compiler in Rust), so
-//! building needs no `protoc` on the machine: the admin API and the node-to-node mesh API.
+//! building needs no `protoc` on the machine: the admin API (the node-to-node mesh API is
+//! generated in `domicile-engine`, whose peer transport uses it).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = [
-        "proto/domicile/admin/v1/admin.proto",
-        "proto/domicile/mesh/v1/mesh.proto",
-    ];
+    let protos = ["proto/domicile/admin/v1/admin.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

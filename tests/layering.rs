@@ -51,6 +51,7 @@ const CRATES: &[(&str, Option<&str>)] = &[
     ("node/storage/src", Some("storage")),
     ("node/redact-text/src", Some("redact_text")),
     ("node/plugin-host/src", Some("plugins")),
+    ("node/engine/src", None),
     ("node/src", None),
 ];
 

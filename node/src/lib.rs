@@ -4,26 +4,19 @@
 //! (DataFusion) and served by `flight` (Arrow Flight SQL). See ARCHITECTURE.md.
 
 // The lower crates under the module names the rest of the node uses.
+pub use domicile_engine::{
+    auth, cache, cdc, config, connection_gate, metrics, peers, residency, saga, sql,
+};
 pub use domicile_model::{bounded_file, catalog, client_address, clock, limits};
 pub use domicile_plugin_host as plugins;
 pub use domicile_redact_text as redact_text;
 pub use domicile_storage as storage;
 
 pub mod admin;
-pub mod auth;
-pub mod cache;
-pub mod cdc;
 pub mod cli;
-pub mod config;
-pub mod connection_gate;
 pub mod federation;
 pub mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod metrics;
 pub mod peer_api;
-pub mod peers;
-pub mod residency;
-pub mod saga;
 pub mod server;
-pub mod sql;

@@ -3,15 +3,15 @@
 # one comment line at its top (every span in the file moves, as after a real edit),
 # times `cargo nextest run --workspace --no-run` (the node, its unit tests and every
 # end-to-end test binary), then restores the file and rebuilds untimed. Debug profile,
-# this machine's cores. Usage: rebuild.sh [file ...] (default: one file in storage, one
-# in sql, and the binary's main.rs).
+# this machine's cores. Usage: rebuild.sh [file ...] (default: one file in the storage
+# crate, one in the engine's sql, one in the top crate's Flight SQL service, and the
+# binary's main.rs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
 if [ "$#" -eq 0 ]; then
-  set -- "$(ls node/storage/src/value.rs node/src/storage/value.rs 2>/dev/null | head -1)" \
-    "$(ls node/engine/src/sql/engine.rs node/src/sql/engine.rs 2>/dev/null | head -1)" \
-    node/src/main.rs
+  set -- node/storage/src/value.rs node/engine/src/sql/engine.rs \
+    node/src/flight/service.rs node/src/main.rs
 fi
 build() { cargo nextest run --workspace --no-run >/dev/null 2>&1; }
 echo "warming up"

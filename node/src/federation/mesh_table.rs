@@ -319,7 +319,7 @@ impl MeshScanExec {
 }
 
 impl ExecutionPlan for MeshScanExec {
-    crate::sql::leaf_exec::leaf_exec_methods!("MeshScanExec", no_expressions);
+    domicile_engine::leaf_exec_methods!("MeshScanExec", no_expressions);
 
     fn execute(
         &self,

@@ -120,12 +120,12 @@ impl PeerRouter {
     }
 
     /// A channel to `region`'s node without a per-call deadline.
-    pub(crate) fn channel(&self, region: &str) -> Option<Channel> {
+    pub fn channel(&self, region: &str) -> Option<Channel> {
         self.channels.get(region).cloned()
     }
 
     /// The channel to `region`'s node that forwarded calls use.
-    pub(crate) fn peer_client(&self, region: &str) -> Option<PeerClient<Channel>> {
+    pub fn peer_client(&self, region: &str) -> Option<PeerClient<Channel>> {
         self.clients.get(region).cloned()
     }
 
@@ -361,7 +361,7 @@ fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
 
 /// `batch` as Arrow IPC streams of about `target_bytes` of array data each (a single
 /// row larger than that goes alone), for messages that stay small whatever the batch.
-pub(crate) fn encode_chunks(
+pub fn encode_chunks(
     batch: &RecordBatch,
     target_bytes: usize,
 ) -> Result<Vec<Vec<u8>>, arrow::error::ArrowError> {
@@ -381,7 +381,7 @@ pub(crate) fn encode_chunks(
 }
 
 /// One Arrow IPC stream of `batches` (possibly none) of `schema`.
-pub(crate) fn encode_all(
+pub fn encode_all(
     schema: &arrow::datatypes::Schema,
     batches: &[RecordBatch],
 ) -> Result<Vec<u8>, arrow::error::ArrowError> {
@@ -397,7 +397,7 @@ pub(crate) fn encode_all(
 
 /// The batches of one Arrow IPC stream from a peer; compressed buffers are refused
 /// before anything is decoded (see `ipc_input`).
-pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+pub fn decode(bytes: &[u8]) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     super::ipc_input::uncompressed_stream(bytes).map_err(arrow::error::ArrowError::IpcError)?;
     super::ipc_input::guarded(|| {
         arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?.collect()

@@ -39,7 +39,7 @@ thread_local! {
 /// the `flight_parameters` fuzz target). One client's DoPut or one peer's answer would
 /// end the task serving it, mid-request. The decoders share no state with the rest of
 /// the node, so unwinding out of them leaves nothing half-changed.
-pub(crate) fn guarded<T>(decode: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
+pub fn guarded<T>(decode: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
     let was = DECODING.with(|flag| flag.replace(true));
     let result = catch_unwind(AssertUnwindSafe(decode));
     DECODING.with(|flag| flag.set(was));
@@ -48,13 +48,13 @@ pub(crate) fn guarded<T>(decode: impl FnOnce() -> Result<T, ArrowError>) -> Resu
 
 /// A stream of decoded items whose every poll runs under [`guarded`]'s protection; after
 /// a panic it yields `malformed()` once and ends.
-pub(crate) struct Guarded<S, F> {
+pub struct Guarded<S, F> {
     inner: Option<S>,
     malformed: F,
 }
 
 impl<S, F> Guarded<S, F> {
-    pub(crate) fn new(inner: S, malformed: F) -> Self {
+    pub fn new(inner: S, malformed: F) -> Self {
         Self {
             inner: Some(inner),
             malformed,
@@ -90,7 +90,7 @@ where
 /// The record batches of a stream of Flight messages from outside, decoded under
 /// [`Guarded`]: a decoder panic ends the stream with a `DecodeError` naming
 /// [`MALFORMED_IPC`].
-pub(crate) fn guarded_batches<S>(
+pub fn guarded_batches<S>(
     messages: S,
 ) -> Guarded<
     arrow_flight::decode::FlightRecordBatchStream,
@@ -130,7 +130,7 @@ pub fn install_panic_hook() {
 
 /// Refuses one encapsulated message's metadata (a Flight `data_header`) if it is not a
 /// valid `Message` flatbuffer or declares compressed buffers.
-pub(crate) fn uncompressed_header(header: &[u8]) -> Result<(), String> {
+pub fn uncompressed_header(header: &[u8]) -> Result<(), String> {
     let message = root_as_message(header).map_err(|e| format!("not an Arrow IPC message: {e}"))?;
     let compressed = message
         .header_as_record_batch()
@@ -199,7 +199,8 @@ mod tests {
     /// (`fuzzing::frames`): a parameter count, then `u16 LE header length | u32 LE body
     /// length | header | body`; the first message's header is the schema.
     fn int_of_width_zero() -> Vec<u8> {
-        let input = include_bytes!("../../fuzz/corpus/flight_parameters/crash-int-of-width-zero");
+        let input =
+            include_bytes!("../../../fuzz/corpus/flight_parameters/crash-int-of-width-zero");
         let length = usize::from(u16::from_le_bytes([input[1], input[2]]));
         input[7..7 + length].to_vec()
     }

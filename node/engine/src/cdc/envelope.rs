@@ -609,7 +609,7 @@ mod tests {
     #[test]
     fn a_column_named_twice_is_refused() {
         // The `cdc_envelope` fuzz target's find: `c2` as INT and again as DOUBLE.
-        let input = include_bytes!("../../fuzz/corpus/cdc_envelope/crash-a-column-named-twice");
+        let input = include_bytes!("../../../fuzz/corpus/cdc_envelope/crash-a-column-named-twice");
         let split = input
             .iter()
             .position(|&b| b == b'\n')

@@ -6,7 +6,7 @@ pub mod arrow_convert;
 mod dml;
 mod engine;
 mod error;
-pub(crate) mod leaf_exec;
+pub mod leaf_exec;
 mod need_to_know;
 mod postgres_semantics;
 mod pushdown;

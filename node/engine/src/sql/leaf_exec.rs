@@ -4,7 +4,9 @@
 
 /// Implements `name`, `properties`, `children` and `with_new_children` of a leaf plan
 /// with a `properties: Arc<PlanProperties>` field; with `no_expressions`, also
-/// `apply_expressions` for a plan that holds no physical expressions.
+/// `apply_expressions` for a plan that holds no physical expressions. Exported (at the
+/// crate root) for the leaf plans of the crates above, `mesh.<table>`'s scan.
+#[macro_export]
 macro_rules! leaf_exec_methods {
     ($name:literal) => {
         fn name(&self) -> &str {
@@ -34,7 +36,7 @@ macro_rules! leaf_exec_methods {
         }
     };
     ($name:literal, no_expressions) => {
-        $crate::sql::leaf_exec::leaf_exec_methods!($name);
+        $crate::leaf_exec_methods!($name);
 
         fn apply_expressions(
             &self,
@@ -49,10 +51,8 @@ macro_rules! leaf_exec_methods {
     };
 }
 
-pub(crate) use leaf_exec_methods;
-
 /// Refuses a partition a single-partition plan does not have.
-pub(crate) fn only_partition_zero(plan: &str, partition: usize) -> datafusion::error::Result<()> {
+pub fn only_partition_zero(plan: &str, partition: usize) -> datafusion::error::Result<()> {
     if partition == 0 {
         Ok(())
     } else {

@@ -14,7 +14,7 @@ use crate::limits::PEER_ANSWER_DURATION_MAX_S;
 
 /// Which bound an answer missed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stall {
+pub enum Stall {
     /// No message within `idle` of the previous one.
     Idle,
     /// The answer was still not complete after `PEER_ANSWER_DURATION_MAX_S`.
@@ -23,7 +23,7 @@ pub(crate) enum Stall {
 
 impl Stall {
     /// What a caller's error says, naming the bound (no values from the answer).
-    pub(crate) fn describe(self, idle: Duration) -> String {
+    pub fn describe(self, idle: Duration) -> String {
         match self {
             Stall::Idle => format!("no answer within {} ms", idle.as_millis()),
             Stall::Total => format!(
@@ -35,14 +35,14 @@ impl Stall {
 
 /// The deadlines of one answer, from its request on.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct AnswerDeadline {
+pub struct AnswerDeadline {
     idle: Duration,
     end: Instant,
 }
 
 impl AnswerDeadline {
     /// Starts now: each message within `idle`, all within `PEER_ANSWER_DURATION_MAX_S`.
-    pub(crate) fn start(idle: Duration) -> Self {
+    pub fn start(idle: Duration) -> Self {
         Self::with_total(idle, Duration::from_secs(PEER_ANSWER_DURATION_MAX_S))
     }
 
@@ -53,13 +53,13 @@ impl AnswerDeadline {
         }
     }
 
-    pub(crate) fn idle(&self) -> Duration {
+    pub fn idle(&self) -> Duration {
         self.idle
     }
 
     /// Waits for `next` (the request, or the answer's next message) for whichever of the
     /// two bounds comes first.
-    pub(crate) async fn within<F: Future>(&self, next: F) -> Result<F::Output, Stall> {
+    pub async fn within<F: Future>(&self, next: F) -> Result<F::Output, Stall> {
         let left = self.end.saturating_duration_since(Instant::now());
         if left < self.idle {
             tokio::time::timeout(left, next)

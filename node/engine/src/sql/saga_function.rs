@@ -229,7 +229,7 @@ impl DisplayAs for StartSagaExec {
 }
 
 impl ExecutionPlan for StartSagaExec {
-    crate::sql::leaf_exec::leaf_exec_methods!("StartSagaExec", no_expressions);
+    crate::leaf_exec_methods!("StartSagaExec", no_expressions);
 
     fn execute(
         &self,

@@ -610,7 +610,7 @@ impl DisplayAs for MutationExec {
 }
 
 impl ExecutionPlan for MutationExec {
-    crate::sql::leaf_exec::leaf_exec_methods!("MutationExec");
+    crate::leaf_exec_methods!("MutationExec");
 
     fn apply_expressions(
         &self,

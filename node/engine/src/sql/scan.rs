@@ -82,7 +82,7 @@ impl DisplayAs for StorageScanExec {
 }
 
 impl ExecutionPlan for StorageScanExec {
-    crate::sql::leaf_exec::leaf_exec_methods!("StorageScanExec", no_expressions);
+    crate::leaf_exec_methods!("StorageScanExec", no_expressions);
 
     fn execute(
         &self,

@@ -184,7 +184,7 @@ impl DisplayAs for NeedToKnowExec {
 }
 
 impl ExecutionPlan for NeedToKnowExec {
-    crate::sql::leaf_exec::leaf_exec_methods!("NeedToKnowExec", no_expressions);
+    crate::leaf_exec_methods!("NeedToKnowExec", no_expressions);
 
     fn execute(
         &self,

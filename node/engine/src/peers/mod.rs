@@ -13,13 +13,13 @@ mod peer_monitor;
 mod router;
 mod tls;
 
-pub(crate) use answer_deadline::{AnswerDeadline, Stall};
+pub use answer_deadline::{AnswerDeadline, Stall};
 pub use config::{MeshConfig, PeerConfig};
 pub use ipc_input::install_panic_hook;
-pub(crate) use ipc_input::{guarded, guarded_batches, uncompressed_header};
+pub use ipc_input::{guarded, guarded_batches, uncompressed_header};
 pub use peer_monitor::{PeerMonitor, PeerStatus};
 pub use router::{ForwardError, PeerRouter, RowStream};
-pub(crate) use router::{decode as decode_ipc, encode_all, encode_chunks};
+pub use router::{decode as decode_ipc, encode_all, encode_chunks};
 pub use tls::MeshTls;
 
 /// Generated protobuf messages, server and client.
