@@ -14,7 +14,7 @@
 //! Seeded (`BANK_SEED`; by default seeds 1 and 2) and timed (`BANK_SECONDS`, default
 //! 20 per seed): the same seed draws the same transfers and faults (their interleaving
 //! still depends on timing). Soak: `BANK_SEEDS="1 2 3 ..." BANK_SECONDS=120 cargo
-//! nextest run -p domicile-tests --test bank --no-capture`.
+//! nextest run -p domicile-tests --test e2e -E 'test(/^bank::/)' --no-capture`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -70,7 +70,7 @@ impl Comparison<'_> {
             panic!(
                 "differential seed {seed}, statement {n} differs\n  {sql}\n  domicile:   {ours:?} {our_error:?}\n  postgresql: {theirs:?} {their_error:?}\n\
                  last statements (newest first):\n    {log}\n\
-                 replay: DIFF_SEEDS={seed} cargo nextest run -p domicile-tests --test differential --no-capture",
+                 replay: DIFF_SEEDS={seed} cargo nextest run -p domicile-tests --test e2e -E 'test(/^differential::/)' --no-capture",
                 seed = self.seed,
                 n = self.statements,
                 log = tail.join("\n    "),

@@ -133,7 +133,7 @@ async fn run_seed(postgres: &Postgres, seed: u64, rounds: usize) -> usize {
             assert!(
                 same,
                 "mesh differential seed {seed}: asked on {}\n  {sql}\n  mesh:  {a:?}\n  union: {b:?}\n\
-                 replay: MESH_DIFF_SEEDS={seed} cargo nextest run -p domicile-tests --test mesh_differential --no-capture",
+                 replay: MESH_DIFF_SEEDS={seed} cargo nextest run -p domicile-tests --test e2e -E 'test(/^mesh_differential::/)' --no-capture",
                 node.region
             );
             compared += 1;
