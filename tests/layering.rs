@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 
 /// Floors, lowest first. A module may use modules of lower floors only.
 const FLOORS: &[&[&str]] = &[
-    &["client_address", "clock", "limits"],
+    &["client_address", "clock", "error_kind", "limits"],
     &["auth", "bounded_file", "catalog", "connection_gate"],
     &["storage"],
     &["redact_text"],
-    &["plugins", "cache"],
+    &["plugins", "cache", "grpc_status"],
     &["residency", "peers"],
     &["saga", "cdc", "config"],
     &["metrics", "admin"],
@@ -41,6 +41,22 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("axum::", &["metrics/server.rs"]),
     ("tonic::transport::Server", &["server/"]),
     ("_server::", &["server/", "flight/", "admin/", "peer_api/"]),
+    // One error model: errors carry an `ErrorKind`; only `grpc_status` turns a kind into
+    // a status or a peer's status back into a kind. No domain code reads gRPC codes
+    // (metrics count calls by code; the servers' tests assert them).
+    ("tonic::Code", &["grpc_status.rs", "metrics/", "server/"]),
+    ("Status::new(", &["grpc_status.rs"]),
+    ("Status::invalid_argument(", &["grpc_status.rs"]),
+    ("Status::permission_denied(", &["grpc_status.rs"]),
+    ("Status::unauthenticated(", &["grpc_status.rs"]),
+    ("Status::not_found(", &["grpc_status.rs"]),
+    ("Status::already_exists(", &["grpc_status.rs"]),
+    ("Status::failed_precondition(", &["grpc_status.rs"]),
+    ("Status::aborted(", &["grpc_status.rs"]),
+    ("Status::resource_exhausted(", &["grpc_status.rs"]),
+    ("Status::unavailable(", &["grpc_status.rs"]),
+    ("Status::unimplemented(", &["grpc_status.rs"]),
+    ("Status::internal(", &["grpc_status.rs"]),
 ];
 
 /// The node's crates: their source folder (relative to the repository) and, for a crate
@@ -329,6 +345,11 @@ fn the_checker_reports_an_upward_import_and_a_library_outside_its_room() {
             "use crate::residency::bindings;\nuse crate::storage::Store;\n",
         ),
         ("plugins/residency.rs", "use crate::cdc::Relay;\n"),
+        (
+            "saga/steps.rs",
+            "fn fenced(s: &Status) -> bool { s.code() == tonic::Code::Aborted }\n",
+        ),
+        ("flight/service.rs", "fn no() -> Status { Status::aborted(\"x\") }\n"),
     ]
     .into_iter()
     .map(|(path, text)| (path.to_string(), text.to_string()))
@@ -340,6 +361,8 @@ fn the_checker_reports_an_upward_import_and_a_library_outside_its_room() {
         "sql/engine.rs names redb::",
         "newroom/mod.rs: module newroom has no floor",
         "plugins/residency.rs: plugins (floor 4) uses cdc (floor 6)",
+        "saga/steps.rs names tonic::Code",
+        "flight/service.rs names Status::aborted(",
     ];
     for needle in expected {
         assert!(

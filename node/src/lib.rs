@@ -5,9 +5,9 @@
 
 // The lower crates under the module names the rest of the node uses.
 pub use domicile_engine::{
-    auth, cache, cdc, config, connection_gate, metrics, peers, residency, saga, sql,
+    auth, cache, cdc, config, connection_gate, grpc_status, metrics, peers, residency, saga, sql,
 };
-pub use domicile_model::{bounded_file, catalog, client_address, clock, limits};
+pub use domicile_model::{bounded_file, catalog, client_address, clock, error_kind, limits};
 pub use domicile_plugin_host as plugins;
 pub use domicile_redact_text as redact_text;
 pub use domicile_storage as storage;

@@ -11,7 +11,7 @@
 //! there never rebuilds this crate.
 
 // The lower crates under the module names the engine code uses (`crate::storage`, ...).
-pub use domicile_model::{bounded_file, catalog, client_address, clock, limits};
+pub use domicile_model::{bounded_file, catalog, client_address, clock, error_kind, limits};
 pub use domicile_plugin_host as plugins;
 pub use domicile_redact_text as redact_text;
 pub use domicile_storage as storage;
@@ -21,6 +21,7 @@ pub mod cache;
 pub mod cdc;
 pub mod config;
 pub mod connection_gate;
+pub mod grpc_status;
 pub mod metrics;
 pub mod peers;
 pub mod residency;

@@ -14,7 +14,7 @@
 //! concurrent calls (bounded by the pool's instance slots).
 
 // The lower crates under the names the plugin code uses (`crate::storage`, ...).
-use domicile_model::{catalog, clock};
+use domicile_model::{catalog, clock, error_kind};
 use domicile_redact_text as redact_text;
 use domicile_storage as storage;
 

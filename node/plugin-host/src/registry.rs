@@ -185,6 +185,26 @@ pub enum UploadError {
     },
 }
 
+impl crate::error_kind::Classify for UploadError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            UploadError::Unsigned
+            | UploadError::BadSignature(_)
+            | UploadError::UntrustedJurisdiction(_)
+            | UploadError::NoLongerTrusted { .. } => ErrorKind::Refused,
+            UploadError::BelowMinimum { .. } => ErrorKind::Precondition,
+            UploadError::VersionNotNewer { .. } => ErrorKind::AlreadyExists,
+            UploadError::UnknownVersion { .. } | UploadError::NothingToRollBack { .. } => {
+                ErrorKind::NotFound
+            }
+            UploadError::Load(error) => error.kind(),
+            UploadError::Storage(error) => error.kind(),
+            UploadError::Corrupt(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 /// An active version: its record and its loaded, callable form. Callers hold the `Arc`
 /// for the length of a call, so a swap never pulls a version from under a call.
 pub struct Active<P> {

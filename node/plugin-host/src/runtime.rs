@@ -64,6 +64,18 @@ pub enum LoadError {
     Instantiation(String),
 }
 
+impl crate::error_kind::Classify for LoadError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            LoadError::TooLarge { .. } => ErrorKind::Exhausted,
+            LoadError::NotAComponent(_)
+            | LoadError::WrongWorld { .. }
+            | LoadError::Instantiation(_) => ErrorKind::Invalid,
+        }
+    }
+}
+
 /// Why one call failed. Every caller treats any of these as "deny / hold".
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CallError {
@@ -85,6 +97,23 @@ pub enum CallError {
          once): the node is overloaded, try again"
     )]
     Unavailable { waited_ms: u64 },
+}
+
+impl crate::error_kind::Classify for CallError {
+    /// A plugin that broke is the operator's to look at; one that could not be asked in
+    /// time may be asked again. (A residency refusal classifies its policy's failure
+    /// itself: a decision not taken is refused until an operator acts.)
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            CallError::Unavailable { .. } => ErrorKind::Unavailable,
+            CallError::Timeout { .. }
+            | CallError::OutOfMemory { .. }
+            | CallError::Trap(_)
+            | CallError::InvalidOutput(_)
+            | CallError::Instantiation(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Counters of one loaded plugin version, for `system.plugins` and `/metrics`.

@@ -70,6 +70,24 @@ pub enum StepError {
     Storage(#[from] StorageError),
 }
 
+impl crate::error_kind::Classify for StepError {
+    /// Refused by a business rule: compensate (precondition). Lost races: retry
+    /// (conflict). A step this node cannot run yet, or a call called off: retry later.
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            StepError::Rejected(_) => ErrorKind::Precondition,
+            StepError::Conflict => ErrorKind::Conflict,
+            StepError::UnknownStep { .. }
+            | StepError::UnknownTable { .. }
+            | StepError::Retryable(_)
+            | StepError::Withdrawn(_) => ErrorKind::Unavailable,
+            StepError::Plugin(error) => error.kind(),
+            StepError::Storage(error) => error.kind(),
+        }
+    }
+}
+
 impl From<StepCommitError> for StepError {
     fn from(error: StepCommitError) -> Self {
         match error {

@@ -9,9 +9,9 @@ use super::proto::{
     StartSagaRequest, UploadPluginRequest,
 };
 use crate::auth::{AuthError, Authenticator, Principal, Role};
-use crate::plugins::{
-    LoadError, PluginKind, PluginRecord, PluginRegistry, PluginUpload, UploadError,
-};
+use crate::error_kind::{Classify, ErrorKind};
+use crate::grpc_status::{status, status_of};
+use crate::plugins::{PluginKind, PluginRecord, PluginRegistry, PluginUpload};
 use crate::residency::{AuditEntry, AuditPath, ResidencyGuard};
 use crate::saga::{SagaEngine, SagaError, SagaRecord, SagaState};
 
@@ -29,11 +29,14 @@ impl AdminService {
         if principal.may(Role::Admin) || principal.home_region == self.guard.region() {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!(
-                "saga records are shown to admins and users homed in {}; \
+            Err(status(
+                ErrorKind::Refused,
+                format!(
+                    "saga records are shown to admins and users homed in {}; \
                  SELECT * FROM system.sagas shows states",
-                self.guard.region()
-            )))
+                    self.guard.region()
+                ),
+            ))
         }
     }
 
@@ -56,10 +59,10 @@ impl AdminService {
         if principal.may(role) {
             Ok(principal)
         } else {
-            Err(Status::permission_denied(format!(
-                "user {} lacks the {role} role",
-                principal.user
-            )))
+            Err(status(
+                ErrorKind::Refused,
+                format!("user {} lacks the {role} role", principal.user),
+            ))
         }
     }
 
@@ -94,7 +97,7 @@ impl AdminService {
         self.guard
             .record(entry)
             .await
-            .map_err(|e| Status::internal(crate::redact_text::shown(&e)))?;
+            .map_err(|e| status(ErrorKind::Internal, crate::redact_text::shown(&e)))?;
         tracing::info!(user = %principal.user, saga = %id, action, ok = outcome.is_ok(), "saga support action");
         saga_reply(&outcome.map_err(saga_status)?)
     }
@@ -124,19 +127,23 @@ impl AdminService {
         if principal.is_compliance_officer_for(jurisdiction) {
             Ok(principal)
         } else {
-            Err(Status::permission_denied(format!(
-                "user {} lacks the compliance role for jurisdiction {jurisdiction}",
-                principal.user
-            )))
+            Err(status(
+                ErrorKind::Refused,
+                format!(
+                    "user {} lacks the compliance role for jurisdiction {jurisdiction}",
+                    principal.user
+                ),
+            ))
         }
     }
 }
 
 fn parse_kind(kind: &str) -> Result<PluginKind, Status> {
     PluginKind::parse(kind).ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "unknown plugin kind {kind:?} (residency-policy, cdc-redactor, saga-step)"
-        ))
+        status(
+            ErrorKind::Invalid,
+            format!("unknown plugin kind {kind:?} (residency-policy, cdc-redactor, saga-step)"),
+        )
     })
 }
 
@@ -164,70 +171,17 @@ pub(crate) fn wait_limit(wait_ms: u64) -> std::time::Duration {
 fn saga_reply(saga: &SagaRecord) -> Result<Response<SagaReply>, Status> {
     serde_json::to_string(saga)
         .map(|saga_json| Response::new(SagaReply { saga_json }))
-        .map_err(|e| Status::internal(format!("cannot encode the saga: {e}")))
+        .map_err(|e| status(ErrorKind::Internal, format!("cannot encode the saga: {e}")))
 }
 
-/// The status of a refused login or token, for every service. Texts name no password.
+/// The status of a refused login or token, for every service. Texts name no password
+/// and quote no value: shown as written.
 pub(crate) fn auth_status(error: AuthError) -> Status {
-    let message = error.to_string();
-    match error {
-        AuthError::MissingCredentials
-        | AuthError::Malformed
-        | AuthError::InvalidCredentials
-        | AuthError::InvalidToken => Status::unauthenticated(message),
-        AuthError::TooManySessions | AuthError::Throttled { .. } => {
-            Status::resource_exhausted(message)
-        }
-        AuthError::Busy => Status::unavailable(message),
-    }
+    status(error.kind(), error.to_string())
 }
 
 pub(crate) fn saga_status(error: SagaError) -> Status {
-    let message = crate::redact_text::shown(&error);
-    match error {
-        SagaError::NoPlugin(_)
-        | SagaError::WrongState { .. }
-        | SagaError::Fenced(_)
-        | SagaError::NotKeyOwner(_)
-        | SagaError::PlacementDiffers { .. } => Status::failed_precondition(message),
-        SagaError::StartRefused { .. } => Status::permission_denied(message),
-        SagaError::Stopping(_) | SagaError::OwnerUnreachable { .. } => Status::unavailable(message),
-        SagaError::UnknownType(_)
-        | SagaError::MissingRegion { .. }
-        | SagaError::BadKey
-        | SagaError::UnknownOwner(_) => Status::invalid_argument(message),
-        SagaError::KeyInUse => Status::already_exists(message),
-        SagaError::NotFound(_) => Status::not_found(message),
-        // The owner's own answer, under its own code.
-        SagaError::OwnerRefused { code, .. } => Status::new(code, message),
-        SagaError::Storage(_) => Status::internal(message),
-    }
-}
-
-/// The one mapping from registry errors to gRPC status.
-fn upload_status(error: UploadError) -> Status {
-    let message = crate::redact_text::shown(&error);
-    match error {
-        UploadError::Unsigned
-        | UploadError::BadSignature(_)
-        | UploadError::UntrustedJurisdiction(_) => Status::permission_denied(message),
-        UploadError::NoLongerTrusted { .. } => Status::permission_denied(message),
-        UploadError::BelowMinimum { .. } => Status::failed_precondition(message),
-        UploadError::VersionNotNewer { .. } => Status::already_exists(message),
-        UploadError::UnknownVersion { .. } | UploadError::NothingToRollBack { .. } => {
-            Status::not_found(message)
-        }
-        UploadError::Load(LoadError::TooLarge { .. }) => Status::resource_exhausted(message),
-        UploadError::Load(
-            LoadError::NotAComponent(_)
-            | LoadError::WrongWorld { .. }
-            | LoadError::Instantiation(_),
-        ) => Status::invalid_argument(message),
-        UploadError::Storage(_) | UploadError::Corrupt(_) => {
-            tracing::error!(error = %message, "plugin registry failure");
-            Status::internal(message)
-        }
-    }
+    status_of(&error)
 }
 
 #[tonic::async_trait]
@@ -254,7 +208,10 @@ impl Admin for AdminService {
         let principal = self.with_role(&request, Role::Writer).await?;
         let body = request.into_inner();
         let input = serde_json::from_str(&body.fields_json).map_err(|e| {
-            Status::invalid_argument(format!("fields_json: {}", crate::redact_text::shown(&e)))
+            status(
+                ErrorKind::Invalid,
+                format!("fields_json: {}", crate::redact_text::shown(&e)),
+            )
         })?;
         // With a wait, the answer comes when the saga ended, or as it stands when the
         // wait ran out.
@@ -286,7 +243,7 @@ impl Admin for AdminService {
             .wait_settled(&id, wait_limit(body.wait_ms))
             .await
             .map_err(saga_status)?
-            .ok_or_else(|| Status::not_found(format!("no saga {id}")))?;
+            .ok_or_else(|| status(ErrorKind::NotFound, format!("no saga {id}")))?;
         saga_reply(&saga)
     }
 
@@ -300,7 +257,7 @@ impl Admin for AdminService {
         let wanted = match state.as_str() {
             "" => None,
             text => Some(SagaState::parse(text).ok_or_else(|| {
-                Status::invalid_argument(format!(
+                status(ErrorKind::Invalid, format!(
                     "unknown state {text} (pending, running, committed, compensating, compensated, stuck)"
                 ))
             })?),
@@ -313,7 +270,7 @@ impl Admin for AdminService {
             .filter(|s| wanted.is_none_or(|w| s.state == w))
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::internal(crate::redact_text::shown(&e)))?;
+            .map_err(|e| status(ErrorKind::Internal, crate::redact_text::shown(&e)))?;
         Ok(Response::new(ListSagasReply { sagas_json }))
     }
 
@@ -355,7 +312,7 @@ impl Admin for AdminService {
             }
             Err(error) => {
                 tracing::warn!(user = %principal.user, %jurisdiction, %kind, version, %error, "plugin upload refused");
-                Err(upload_status(error))
+                Err(status_of(&error))
             }
         }
     }
@@ -368,7 +325,7 @@ impl Admin for AdminService {
         let plugins = self
             .plugins
             .list()
-            .map_err(upload_status)?
+            .map_err(|e| status_of(&e))?
             .into_iter()
             .map(|(r, a)| {
                 let refused = self.plugins.refusal(&r).map(|e| e.to_string());
@@ -390,7 +347,7 @@ impl Admin for AdminService {
             .plugins
             .activate(&body.jurisdiction, parse_kind(&body.kind)?, body.version)
             .await
-            .map_err(upload_status)?;
+            .map_err(|e| status_of(&e))?;
         tracing::info!(user = %principal.user, jurisdiction = %body.jurisdiction, kind = %body.kind, version = body.version, "plugin version activated");
         Ok(Response::new(info(record, true, None)))
     }
@@ -407,7 +364,7 @@ impl Admin for AdminService {
             .plugins
             .rollback(&body.jurisdiction, parse_kind(&body.kind)?)
             .await
-            .map_err(upload_status)?;
+            .map_err(|e| status_of(&e))?;
         tracing::info!(user = %principal.user, jurisdiction = %body.jurisdiction, kind = %body.kind, version = record.version, "plugin rolled back");
         Ok(Response::new(info(record, true, None)))
     }

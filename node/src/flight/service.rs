@@ -36,6 +36,8 @@ use super::params::read_parameter_rows;
 use super::prepared::{PreparedTable, SessionKey};
 use super::status::{auth_status, prepared_status, sql_status};
 use crate::auth::{Authenticator, Principal, SessionOptions};
+use crate::error_kind::ErrorKind;
+use crate::grpc_status::status;
 use crate::limits::PARAMETERS_PER_STATEMENT_MAX;
 use crate::metrics::Metrics;
 use crate::sql::schemas_for_metadata;
@@ -128,7 +130,7 @@ impl FlightSqlServer {
             .and_then(|v| v.to_str().ok());
         Some(match self.auth.set_option(header, name, value) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(Status::invalid_argument(message)),
+            Ok(Err(message)) => Err(status(ErrorKind::Invalid, message)),
             Err(error) => Err(auth_status(error)),
         })
     }
@@ -216,7 +218,7 @@ impl FlightSqlServer {
                     Arc::clone(&schema),
                     vec![Arc::new(arrow::array::UInt64Array::from(vec![count]))],
                 )
-                .map_err(|e| Status::internal(e.to_string()))?,
+                .map_err(|e| status(ErrorKind::Internal, e.to_string()))?,
             ],
             _ => Vec::new(),
         };
@@ -272,7 +274,7 @@ impl FlightSqlServer {
             .get(OUTCOME_TICKET_PREFIX.len()..)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_be_bytes)
-            .ok_or_else(|| Status::invalid_argument("malformed outcome ticket"))?;
+            .ok_or_else(|| status(ErrorKind::Invalid, "malformed outcome ticket"))?;
         let mut outcomes = self.outcomes.lock().expect("outcome lock poisoned");
         match outcomes.remove(&id) {
             Some(outcome) if outcome.owner == principal.user => {
@@ -281,7 +283,10 @@ impl FlightSqlServer {
                     .build(futures::stream::iter(outcome.batches.into_iter().map(Ok)));
                 Ok(Box::pin(stream.map_err(Status::from)))
             }
-            _ => Err(Status::not_found("write outcome already read or expired")),
+            _ => Err(status(
+                ErrorKind::NotFound,
+                "write outcome already read or expired",
+            )),
         }
     }
 
@@ -293,7 +298,7 @@ impl FlightSqlServer {
         let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
         Ok(FlightInfo::new()
             .try_with_schema(schema)
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+            .map_err(|e| status(ErrorKind::Internal, format!("cannot encode schema: {e}")))?
             .with_endpoint(endpoint)
             .with_descriptor(descriptor)
             .with_ordered(true))
@@ -315,7 +320,7 @@ fn flight_stream(stream: SendableRecordBatchStream, warnings: crate::sql::Warnin
         .build(batches)
         .map_err(|e| match e {
             FlightError::Tonic(status) => *status,
-            other => Status::internal(other.to_string()),
+            other => status(ErrorKind::Internal, other.to_string()),
         });
     // Each message is held back until the next arrives, so the last can carry them.
     let with_warnings = futures::stream::unfold(
@@ -381,14 +386,14 @@ fn schema_bytes(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
         .map_err(|e: arrow::error::ArrowError| {
-            Status::internal(format!("cannot encode schema: {e}"))
+            status(ErrorKind::Internal, format!("cannot encode schema: {e}"))
         })?;
     Ok(bytes)
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Result<String, Status> {
     String::from_utf8(bytes.to_vec())
-        .map_err(|_| Status::invalid_argument(format!("{what} is not UTF-8")))
+        .map_err(|_| status(ErrorKind::Invalid, format!("{what} is not UTF-8")))
 }
 
 #[tonic::async_trait]
@@ -412,15 +417,15 @@ impl FlightSqlService for FlightSqlServer {
             Ok(ok) => ok,
             Err(error) => {
                 let status = auth_status(error);
-                self.metrics.record_rpc("handshake", status.code());
+                self.metrics.record_rpc("handshake", Err(&status));
                 tracing::info!(reason = %status.message(), "handshake refused");
                 return Err(status);
             }
         };
-        self.metrics.record_rpc("handshake", tonic::Code::Ok);
+        self.metrics.record_rpc("handshake", Ok(()));
         tracing::info!(user = %principal.user, role = %principal.role, "session opened");
         let bearer = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| Status::internal("token is not a valid header value"))?;
+            .map_err(|_| status(ErrorKind::Internal, "token is not a valid header value"))?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.into_bytes().into(),
@@ -523,10 +528,13 @@ impl FlightSqlService for FlightSqlServer {
         let (mut statement, parameters) =
             self.lookup(&query.prepared_statement_handle, &principal)?;
         if parameters.len() > 1 {
-            return Err(Status::invalid_argument(format!(
-                "a query runs with one row of parameters, {} are bound",
-                parameters.len()
-            )));
+            return Err(status(
+                ErrorKind::Invalid,
+                format!(
+                    "a query runs with one row of parameters, {} are bound",
+                    parameters.len()
+                ),
+            ));
         }
         let warnings = statement.fresh_warnings();
         let stream = self.execute(&statement, parameters.last().cloned()).await?;
@@ -540,7 +548,8 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let (principal, options) = self.session(&request)?;
         if query.transaction_id.is_some() {
-            return Err(Status::unimplemented(
+            return Err(status(
+                ErrorKind::Unsupported,
                 "transactions are not supported; omit transaction_id",
             ));
         }
@@ -552,10 +561,13 @@ impl FlightSqlService for FlightSqlServer {
         let dataset_schema = schema_bytes(&statement.output_schema())?;
         let parameters = statement.parameter_schema().map_err(sql_status)?;
         if parameters.fields().len() > PARAMETERS_PER_STATEMENT_MAX {
-            return Err(Status::invalid_argument(format!(
-                "the statement takes {} parameters, more than parameters_per_statement_max = {PARAMETERS_PER_STATEMENT_MAX}",
-                parameters.fields().len()
-            )));
+            return Err(status(
+                ErrorKind::Invalid,
+                format!(
+                    "the statement takes {} parameters, more than parameters_per_statement_max = {PARAMETERS_PER_STATEMENT_MAX}",
+                    parameters.fields().len()
+                ),
+            ));
         }
         let parameter_schema = schema_bytes(&parameters)?;
         let mut handle = vec![0u8; 16];
@@ -663,7 +675,8 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         if command.transaction_id.is_some() {
-            return Err(Status::unimplemented(
+            return Err(status(
+                ErrorKind::Unsupported,
                 "transactions are not supported; omit transaction_id",
             ));
         }
@@ -865,10 +878,10 @@ impl FlightSqlService for FlightSqlServer {
         _request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<DoGetStream>, Status> {
-        Err(Status::unimplemented(format!(
-            "unsupported ticket type {}",
-            message.type_url
-        )))
+        Err(status(
+            ErrorKind::Unsupported,
+            format!("unsupported ticket type {}", message.type_url),
+        ))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -3,6 +3,7 @@
 //! caller's region is its certificate's, the user and role those it vouches for. The
 //! rows leave for the caller's region, so this node's policy decides for that region.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -19,16 +20,17 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Principal, Role};
+use crate::error_kind::ErrorKind;
 use crate::federation::{HOME_REGION_HEADER, ROLE_HEADER, USER_HEADER};
 use crate::flight::sql_status;
-use crate::peers::certs;
+use crate::grpc_status::status;
 use crate::sql::{SqlEngine, SqlError};
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
 
 pub struct PeerFlightSql {
     engine: Arc<SqlEngine>,
-    peers: Vec<String>,
+    peers: HashSet<String>,
 }
 
 impl PeerFlightSql {
@@ -43,24 +45,22 @@ impl PeerFlightSql {
     /// capped at reader and named `user@<region>`; its claimed home region (header,
     /// the peer's region if absent) is decided for as well as the peer's region.
     fn principal<T>(&self, request: &Request<T>) -> Result<(Principal, String), Status> {
-        let certs = request
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("mesh calls need a client certificate"))?;
-        let region = certs
-            .first()
-            .and_then(|c| certs::region_of(c.as_ref()))
-            .filter(|region| self.peers.contains(region))
-            .ok_or_else(|| Status::permission_denied("the caller is not a peer of this node"))?;
+        let region = super::identity::peer_region(
+            request,
+            &self.peers,
+            None,
+            &self.engine.identity().region,
+        )?;
         let header = |name: &str| {
             request
                 .metadata()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
-                .ok_or_else(|| Status::invalid_argument(format!("a mesh leg needs {name}")))
+                .ok_or_else(|| status(ErrorKind::Invalid, format!("a mesh leg needs {name}")))
         };
         let role = Role::parse(&header(ROLE_HEADER)?)
-            .ok_or_else(|| Status::invalid_argument("a mesh leg names an unknown role"))?;
+            .ok_or_else(|| status(ErrorKind::Invalid, "a mesh leg names an unknown role"))?;
         let home_region = header(HOME_REGION_HEADER)
             .ok()
             .filter(|home| !home.is_empty())
@@ -86,7 +86,8 @@ impl FlightSqlService for PeerFlightSql {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        Err(Status::unimplemented(
+        Err(status(
+            ErrorKind::Unsupported,
             "mesh legs authenticate with the mesh certificate, not a handshake",
         ))
     }
@@ -109,7 +110,7 @@ impl FlightSqlService for PeerFlightSql {
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         let info = FlightInfo::new()
             .try_with_schema(&statement.output_schema())
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+            .map_err(|e| status(ErrorKind::Internal, format!("cannot encode schema: {e}")))?
             .with_endpoint(endpoint)
             .with_descriptor(request.into_inner())
             .with_ordered(true);
@@ -123,7 +124,7 @@ impl FlightSqlService for PeerFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let (principal, caller) = self.principal(&request)?;
         let sql = std::str::from_utf8(&ticket.statement_handle)
-            .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8"))?;
+            .map_err(|_| status(ErrorKind::Invalid, "the statement handle is not UTF-8"))?;
         let stream = self
             .engine
             .run_mesh_leg(&principal, sql, Some(caller.as_str()))
@@ -137,7 +138,7 @@ impl FlightSqlService for PeerFlightSql {
             .build(batches);
         let stream: DoGetStream = Box::pin(encoded.map_err(|e| match e {
             FlightError::Tonic(status) => *status,
-            other => Status::internal(other.to_string()),
+            other => status(ErrorKind::Internal, other.to_string()),
         }));
         Ok(Response::new(stream))
     }

@@ -6,6 +6,7 @@
 //! `flight` and `admin`, above the engines it dispatches into; `crate::peers` is the
 //! transport it is reached over.
 
+mod identity;
 mod mesh_legs;
 mod service;
 

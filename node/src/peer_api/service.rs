@@ -9,8 +9,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Principal, Role};
+use crate::error_kind::ErrorKind;
 use crate::flight::sql_status;
-use crate::peers::certs;
+use crate::grpc_status::{status, status_of};
 use crate::peers::proto::peer_server::Peer;
 use crate::peers::proto::{
     ChangeBatch, ForwardedPrincipal, GetSagaStepReply, GetSagaStepRequest, InsertRowsReply,
@@ -18,10 +19,10 @@ use crate::peers::proto::{
     ScanRowsRequest, StartSagaReply, StartSagaRequest, StreamChangesRequest,
 };
 use crate::peers::{decode_ipc, encode_chunks};
-use crate::plugins::{StepDirection, StepError};
+use crate::plugins::StepDirection;
 use crate::saga::SagaEngine;
 use crate::saga::fields::Fields;
-use crate::saga::participant::{ParticipantError, StepRequest};
+use crate::saga::participant::StepRequest;
 use crate::sql::SqlEngine;
 
 /// A peer request, which names the region its caller claims to be.
@@ -76,34 +77,11 @@ impl PeerService {
         }
     }
 
-    /// The caller's region (see `caller`), for a request that names the region it claims;
-    /// a refusal is logged. Every peer call starts here.
+    /// The caller's region, proven by its certificate and matching the region the
+    /// request claims (`identity::peer_region`). Every peer call starts here.
     fn authenticate<T: ClaimsRegion>(&self, request: &Request<T>) -> Result<String, Status> {
         let claimed = request.get_ref().claimed_region();
-        self.caller(request, claimed).inspect_err(|refusal| {
-            tracing::warn!(claimed = %claimed, reason = %refusal.message(), "peer call refused");
-        })
-    }
-
-    /// The caller's region, proven by its certificate (TLS has already checked the
-    /// certificate against the cluster CA): it must be the region the caller claims, and
-    /// one this node knows as a peer.
-    fn caller<T>(&self, request: &Request<T>, claimed: &str) -> Result<String, Status> {
-        let certs = request
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("peer calls need a client certificate"))?;
-        let named = certs.first().and_then(|c| certs::region_of(c.as_ref()));
-        match named {
-            Some(region) if region == claimed && self.peers.contains(&region) => Ok(region),
-            Some(region) if region == claimed => Err(Status::permission_denied(format!(
-                "region {region} is not a peer of {}",
-                self.region
-            ))),
-            other => Err(Status::permission_denied(format!(
-                "caller claims region {claimed} but its certificate names {}",
-                other.as_deref().unwrap_or("no region")
-            ))),
-        }
+        super::identity::peer_region(request, &self.peers, Some(claimed), &self.region)
     }
 }
 
@@ -124,18 +102,22 @@ impl Peer for PeerService {
             "execute" => StepDirection::Execute,
             "compensate" => StepDirection::Compensate,
             other => {
-                return Err(Status::invalid_argument(format!(
-                    "direction {other} is not execute or compensate"
-                )));
+                return Err(status(
+                    ErrorKind::Invalid,
+                    format!("direction {other} is not execute or compensate"),
+                ));
             }
         };
         // The saga, step, direction, input and epoch are checked against the
         // orchestrator's log (`SagaEngine::run_for_peer`); only the region is proven here.
         let fields: Fields = serde_json::from_str(&body.fields_json).map_err(|e| {
-            Status::invalid_argument(format!(
-                "fields are not saga fields: {}",
-                crate::redact_text::shown(&e)
-            ))
+            status(
+                ErrorKind::Invalid,
+                format!(
+                    "fields are not saga fields: {}",
+                    crate::redact_text::shown(&e)
+                ),
+            )
         })?;
         let step = StepRequest {
             saga_id: body.saga_id,
@@ -157,9 +139,13 @@ impl Peer for PeerService {
                 tracing::info!(orchestrator = %caller, saga = %saga, step = %name, error = %crate::redact_text::shown(&error), "saga step for a peer failed")
             }
         }
-        let result = outcome.map_err(participant_status)?;
-        let fields_json = serde_json::to_string(&result)
-            .map_err(|e| Status::internal(format!("cannot encode the step result: {e}")))?;
+        let result = outcome.map_err(|e| status_of(&e))?;
+        let fields_json = serde_json::to_string(&result).map_err(|e| {
+            status(
+                ErrorKind::Internal,
+                format!("cannot encode the step result: {e}"),
+            )
+        })?;
         Ok(Response::new(RunStepReply { fields_json }))
     }
 
@@ -173,13 +159,15 @@ impl Peer for PeerService {
             Ok(Some(epoch)) => Ok(Response::new(GetSagaStepReply { epoch })),
             Ok(None) => {
                 tracing::warn!(participant = %caller, saga = %asked.saga_id, step = %asked.step, "a peer asked about a saga step this node did not send");
-                Err(Status::not_found(
+                Err(status(
+                    ErrorKind::NotFound,
                     "this node's saga log holds no such step for your region",
                 ))
             }
-            Err(error) => Err(Status::unavailable(format!(
-                "cannot read the saga log: {error}"
-            ))),
+            Err(error) => Err(status(
+                ErrorKind::Unavailable,
+                format!("cannot read the saga log: {error}"),
+            )),
         }
     }
 
@@ -191,16 +179,22 @@ impl Peer for PeerService {
         let body = request.into_inner();
         let principal = principal(body.principal, &caller, Role::Writer)?;
         if !principal.may(Role::Writer) {
-            return Err(Status::permission_denied(format!(
-                "user {} may not start sagas: that needs the writer role",
-                principal.user
-            )));
+            return Err(status(
+                ErrorKind::Refused,
+                format!(
+                    "user {} may not start sagas: that needs the writer role",
+                    principal.user
+                ),
+            ));
         }
         let input: Fields = serde_json::from_str(&body.fields_json).map_err(|e| {
-            Status::invalid_argument(format!(
-                "fields are not saga fields: {}",
-                crate::redact_text::shown(&e)
-            ))
+            status(
+                ErrorKind::Invalid,
+                format!(
+                    "fields are not saga fields: {}",
+                    crate::redact_text::shown(&e)
+                ),
+            )
         })?;
         let saga = self
             .sagas
@@ -216,7 +210,7 @@ impl Peer for PeerService {
             .map_err(crate::admin::saga_status)?;
         tracing::info!(user = %principal.user, saga = %saga.id, saga_type = %saga.saga_type, "saga start forwarded by a peer");
         let saga_json = serde_json::to_string(&saga)
-            .map_err(|e| Status::internal(format!("cannot encode the saga: {e}")))?;
+            .map_err(|e| status(ErrorKind::Internal, format!("cannot encode the saga: {e}")))?;
         Ok(Response::new(StartSagaReply { saga_json }))
     }
 
@@ -251,10 +245,13 @@ impl Peer for PeerService {
         let body = request.into_inner();
         let principal = principal(body.principal, &caller, Role::Writer)?;
         let batches = decode_ipc(&body.arrow_ipc).map_err(|e| {
-            Status::invalid_argument(format!(
-                "rows are not an Arrow IPC stream: {}",
-                crate::redact_text::shown(&e)
-            ))
+            status(
+                ErrorKind::Invalid,
+                format!(
+                    "rows are not an Arrow IPC stream: {}",
+                    crate::redact_text::shown(&e)
+                ),
+            )
         })?;
         let count = self
             .engine
@@ -276,10 +273,13 @@ impl Peer for PeerService {
             None
         } else {
             Some(decode_ipc(&body.keys_ipc).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "keys are not an Arrow IPC stream: {}",
-                    crate::redact_text::shown(&e)
-                ))
+                status(
+                    ErrorKind::Invalid,
+                    format!(
+                        "keys are not an Arrow IPC stream: {}",
+                        crate::redact_text::shown(&e)
+                    ),
+                )
             })?)
         };
         let limit = usize::try_from(body.limit).ok().filter(|l| *l > 0);
@@ -294,7 +294,7 @@ impl Peer for PeerService {
             .map_err(|e| sql_status(crate::sql::SqlError::from_datafusion(e)))
             .and_then(|batch| {
                 let chunks = encode_chunks(&batch, crate::limits::PEER_SCAN_MESSAGE_BYTES_TARGET)
-                    .map_err(|e| Status::internal(format!("cannot encode rows: {e}")));
+                    .map_err(|e| status(ErrorKind::Internal, format!("cannot encode rows: {e}")));
                 std::future::ready(chunks.map(|chunks| {
                     futures::stream::iter(
                         chunks
@@ -308,23 +308,6 @@ impl Peer for PeerService {
     }
 }
 
-/// Rejected (or recorded before orchestrators were known) → FAILED_PRECONDITION
-/// (compensate), fenced → ABORTED (stop), not the caller's to drive → PERMISSION_DENIED,
-/// the rest → UNAVAILABLE (retry).
-fn participant_status(error: ParticipantError) -> Status {
-    let message = crate::redact_text::shown(&error);
-    match error {
-        ParticipantError::Step(StepError::Rejected(_)) | ParticipantError::Legacy { .. } => {
-            Status::failed_precondition(message)
-        }
-        ParticipantError::Fenced { .. } => Status::aborted(message),
-        ParticipantError::Foreign { .. }
-        | ParticipantError::Misplaced { .. }
-        | ParticipantError::Unverified { .. } => Status::permission_denied(message),
-        _ => Status::unavailable(message),
-    }
-}
-
 /// The client a peer (of region `caller`, its certificate's) calls for. Only vouched
 /// for by the peer, so: never more than `cap` (never admin), named `user@<caller>` in
 /// audit entries, and its claimed home region only adds a destination to decide for
@@ -335,9 +318,13 @@ fn principal(
     cap: Role,
 ) -> Result<Principal, Status> {
     let forwarded =
-        forwarded.ok_or_else(|| Status::invalid_argument("the call names no principal"))?;
-    let role = Role::parse(&forwarded.role)
-        .ok_or_else(|| Status::invalid_argument("forwarded principal has an unknown role"))?;
+        forwarded.ok_or_else(|| status(ErrorKind::Invalid, "the call names no principal"))?;
+    let role = Role::parse(&forwarded.role).ok_or_else(|| {
+        status(
+            ErrorKind::Invalid,
+            "forwarded principal has an unknown role",
+        )
+    })?;
     let home_region = if forwarded.home_region.is_empty() {
         caller.to_string()
     } else {

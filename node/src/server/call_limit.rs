@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tonic::codegen::http;
+
+use crate::error_kind::ErrorKind;
+use crate::grpc_status::status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::client_address::{FairShare, ShareRefusal, client_key};
@@ -119,7 +122,7 @@ impl CallBounds {
                  holds no more than remain free)"
                 .to_string(),
         };
-        tonic::Status::resource_exhausted(message)
+        status(ErrorKind::Exhausted, message)
     }
 }
 

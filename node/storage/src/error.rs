@@ -43,3 +43,19 @@ from_redb!(
     redb::StorageError
 );
 from_redb!(Commit, redb::CommitError);
+
+impl domicile_model::error_kind::Classify for StorageError {
+    fn kind(&self) -> domicile_model::error_kind::ErrorKind {
+        use domicile_model::error_kind::ErrorKind;
+        match self {
+            // Refused now, worth retrying: the queue drains, or a restarted node serves.
+            StorageError::Overloaded(_) | StorageError::WriterStopped => ErrorKind::Unavailable,
+            StorageError::Open(_)
+            | StorageError::Transaction(_)
+            | StorageError::Commit(_)
+            | StorageError::StatementPanicked
+            | StorageError::CorruptRow(_)
+            | StorageError::CorruptCatalog { .. } => ErrorKind::Internal,
+        }
+    }
+}

@@ -48,6 +48,20 @@ pub enum AuthError {
     Busy,
 }
 
+impl crate::error_kind::Classify for AuthError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            AuthError::MissingCredentials
+            | AuthError::Malformed
+            | AuthError::InvalidCredentials
+            | AuthError::InvalidToken => ErrorKind::Unauthenticated,
+            AuthError::TooManySessions | AuthError::Throttled { .. } => ErrorKind::Exhausted,
+            AuthError::Busy => ErrorKind::Unavailable,
+        }
+    }
+}
+
 /// A configured user, as the authenticator needs it.
 #[derive(Clone, Debug)]
 pub struct UserRecord {

@@ -9,6 +9,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::cdc::envelope::{HEADER_RELEASED_TO, header, is_released_to};
+use crate::error_kind::ErrorKind;
+use crate::grpc_status::status;
 use crate::limits::STREAM_BATCH_MESSAGES_MAX;
 use crate::peers::proto::{ChangeBatch, ChangeMessage};
 use crate::storage::{StorageError, Store};
@@ -41,10 +43,13 @@ pub fn follow(
         .and_then(|(_, v)| v.try_into().ok().map(u64::from_be_bytes))
         .unwrap_or(0);
     if after_seq.saturating_add(1) < pruned_below {
-        return Err(Status::failed_precondition(format!(
-            "changes after {after_seq} are no longer retained (the stream starts at \
+        return Err(status(
+            ErrorKind::Precondition,
+            format!(
+                "changes after {after_seq} are no longer retained (the stream starts at \
              {pruned_below}); this replica must be rebuilt"
-        )));
+            ),
+        ));
     }
     let (sender, receiver) = mpsc::channel(4);
     tokio::spawn(async move {
@@ -134,10 +139,15 @@ async fn read_batch(store: &Store, follower: &str, after: u64) -> Result<ChangeB
         })
     })
     .await
-    .map_err(|e| Status::internal(format!("change stream read failed: {e}")))?
+    .map_err(|e| {
+        status(
+            ErrorKind::Internal,
+            format!("change stream read failed: {e}"),
+        )
+    })?
     .map_err(storage_status)
 }
 
 fn storage_status(error: StorageError) -> Status {
-    Status::internal(format!("change stream: {error}"))
+    status(ErrorKind::Internal, format!("change stream: {error}"))
 }

@@ -354,13 +354,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn record_rpc(&self, method: &'static str, code: tonic::Code) {
-        self.rpcs
-            .get_or_create(&RpcLabels {
-                method,
-                code: format!("{code:?}"),
-            })
-            .inc();
+    /// Counts one call of `method`, by its gRPC code (`Ok` when it succeeded).
+    pub fn record_rpc(&self, method: &'static str, outcome: Result<(), &tonic::Status>) {
+        let code = match outcome {
+            Ok(()) => "Ok".to_string(),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        self.rpcs.get_or_create(&RpcLabels { method, code }).inc();
     }
 
     /// Copies storage counters into gauges just before a scrape.

@@ -17,6 +17,8 @@ use super::proto::{
 };
 use super::tls::MeshTls;
 use crate::auth::Principal;
+use crate::error_kind::{Classify, ErrorKind};
+use crate::grpc_status;
 
 /// Rows read from a peer, in order, as they arrive.
 pub type RowStream = std::pin::Pin<
@@ -37,11 +39,24 @@ pub enum ForwardError {
     #[error("region {region} refused the rows: {message}")]
     Refused {
         region: String,
-        code: tonic::Code,
+        /// The kind of the home's answer (`grpc_status::kind_of`).
+        kind: ErrorKind,
         message: String,
     },
     #[error("cannot encode rows for region {0}")]
     Encode(String),
+}
+
+impl Classify for ForwardError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ForwardError::Unreachable { .. } => ErrorKind::Unavailable,
+            ForwardError::UnknownRegion(_) => ErrorKind::Precondition,
+            // The home's own answer, under its own kind.
+            ForwardError::Refused { kind, .. } => *kind,
+            ForwardError::Encode(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 pub struct PeerRouter {
@@ -198,7 +213,7 @@ impl PeerRouter {
                 };
                 let batches = decode(&reply.arrow_ipc).map_err(|e| ForwardError::Refused {
                     region: home.clone(),
-                    code: tonic::Code::Internal,
+                    kind: ErrorKind::Internal,
                     message: format!("unreadable rows: {}", crate::redact_text::shown(&e)),
                 })?;
                 Ok(Some((
@@ -336,12 +351,7 @@ fn forwarded(principal: &Principal) -> ForwardedPrincipal {
 
 /// A transport failure means the home is unreachable; anything else is its answer.
 fn classify(home: &str, status: tonic::Status) -> ForwardError {
-    let transport = matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-    ) || status.code() == tonic::Code::Unknown
-        && status.message().contains("transport");
-    if transport {
+    if grpc_status::is_unreachable(&status) {
         ForwardError::Unreachable {
             region: home.into(),
             detail: crate::redact_text::shown(&status.message()),
@@ -349,7 +359,7 @@ fn classify(home: &str, status: tonic::Status) -> ForwardError {
     } else {
         ForwardError::Refused {
             region: home.into(),
-            code: status.code(),
+            kind: grpc_status::kind_of(&status),
             message: crate::redact_text::shown(&status.message()),
         }
     }

@@ -56,6 +56,20 @@ pub enum GuardError {
     Audit(#[from] StorageError),
 }
 
+impl crate::error_kind::Classify for GuardError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            GuardError::Denied { .. } | GuardError::AlteredStore(_) => ErrorKind::Refused,
+            // No slot for the policy: refused now, worth retrying.
+            GuardError::PolicyFailed { .. } if self.is_unavailable() => ErrorKind::Unavailable,
+            // Nothing to decide with, or the policy broke: refused until an operator acts.
+            GuardError::NoPolicy(_) | GuardError::PolicyFailed { .. } => ErrorKind::Precondition,
+            GuardError::Audit(error) => error.kind(),
+        }
+    }
+}
+
 impl GuardError {
     /// Whether the policy could not be asked at all because the node is overloaded
     /// (no plugin instance free in time): a retryable refusal, not a decision.

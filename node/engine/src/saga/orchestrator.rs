@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::clock::{Backoff, now_unix_ms};
+use crate::error_kind::{Classify, ErrorKind};
 
 use thiserror::Error;
 
@@ -87,11 +88,35 @@ pub enum SagaError {
     #[error("region {region} refused the saga start: {message}")]
     OwnerRefused {
         region: String,
-        code: tonic::Code,
+        /// The owner's own answer's kind, passed on as it is.
+        kind: ErrorKind,
         message: String,
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl Classify for SagaError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SagaError::NoPlugin(_)
+            | SagaError::WrongState { .. }
+            | SagaError::NotKeyOwner(_)
+            | SagaError::PlacementDiffers { .. } => ErrorKind::Precondition,
+            SagaError::Fenced(_) => ErrorKind::Fenced,
+            SagaError::StartRefused { .. } => ErrorKind::Refused,
+            SagaError::Stopping(_) | SagaError::OwnerUnreachable { .. } => ErrorKind::Unavailable,
+            SagaError::UnknownType(_)
+            | SagaError::MissingRegion { .. }
+            | SagaError::BadKey
+            | SagaError::UnknownOwner(_) => ErrorKind::Invalid,
+            SagaError::KeyInUse => ErrorKind::AlreadyExists,
+            SagaError::NotFound(_) => ErrorKind::NotFound,
+            // The owner's own answer, under its own kind.
+            SagaError::OwnerRefused { kind, .. } => *kind,
+            SagaError::Storage(error) => error.kind(),
+        }
+    }
 }
 
 /// The message of step `index` to another region, decided before the local step ahead
@@ -395,23 +420,23 @@ impl SagaEngine {
                 }
                 ForwardError::Refused {
                     region,
-                    code,
+                    kind,
                     message,
                 } => SagaError::OwnerRefused {
                     region,
-                    code,
+                    kind,
                     message,
                 },
                 ForwardError::Encode(region) => SagaError::OwnerRefused {
                     region,
-                    code: tonic::Code::Internal,
+                    kind: ErrorKind::Internal,
                     message: "cannot encode the request".into(),
                 },
             })?;
         let saga: SagaRecord =
             serde_json::from_str(&reply.saga_json).map_err(|e| SagaError::OwnerRefused {
                 region: owner.to_string(),
-                code: tonic::Code::Internal,
+                kind: ErrorKind::Internal,
                 message: format!(
                     "its answer is not a saga record: {}",
                     crate::redact_text::shown(&e)
@@ -424,7 +449,7 @@ impl SagaEngine {
         {
             return Err(SagaError::OwnerRefused {
                 region: owner.to_string(),
-                code: tonic::Code::Internal,
+                kind: ErrorKind::Internal,
                 message: "it answered with another saga".into(),
             });
         }
@@ -1089,12 +1114,12 @@ impl SagaEngine {
                 Err(error) => StepCall::Transient(format!("unreadable step result: {error}")),
             },
             Err(ForwardError::Refused {
-                code: tonic::Code::FailedPrecondition,
+                kind: ErrorKind::Precondition,
                 message,
                 ..
             }) => StepCall::Refused(message),
             Err(ForwardError::Refused {
-                code: tonic::Code::Aborted,
+                kind: ErrorKind::Fenced,
                 ..
             }) => StepCall::Fenced,
             Err(error @ ForwardError::UnknownRegion(_)) => StepCall::Refused(error.to_string()),
@@ -1213,7 +1238,7 @@ impl SagaEngine {
         match self.router.get_saga_step(orchestrator, asked).await {
             Ok(reply) => Ok(reply.epoch),
             Err(ForwardError::Refused {
-                code: tonic::Code::NotFound,
+                kind: ErrorKind::NotFound,
                 ..
             }) => Err(ParticipantError::Unverified {
                 saga: request.saga_id.clone(),

@@ -82,6 +82,25 @@ pub enum ParticipantError {
     Storage(#[from] StorageError),
 }
 
+impl crate::error_kind::Classify for ParticipantError {
+    /// What the orchestrator does with the answer: precondition → compensate, fenced →
+    /// stop, refused → not the caller's to drive, anything else → retry.
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            ParticipantError::Legacy { .. } => ErrorKind::Precondition,
+            ParticipantError::Fenced { .. } => ErrorKind::Fenced,
+            ParticipantError::Foreign { .. }
+            | ParticipantError::Misplaced { .. }
+            | ParticipantError::Unverified { .. } => ErrorKind::Refused,
+            // The plugin may be uploaded yet: retry.
+            ParticipantError::NoPlugin(_) => ErrorKind::Unavailable,
+            ParticipantError::Step(error) => error.kind(),
+            ParticipantError::Storage(error) => error.kind(),
+        }
+    }
+}
+
 pub(crate) fn direction_name(direction: StepDirection) -> &'static str {
     match direction {
         StepDirection::Execute => "execute",

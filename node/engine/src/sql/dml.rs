@@ -128,6 +128,31 @@ pub enum WriteError {
     Forward(#[from] ForwardError),
 }
 
+impl crate::error_kind::Classify for WriteError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            WriteError::DuplicateKey { .. } => ErrorKind::AlreadyExists,
+            WriteError::NotHome { .. }
+            | WriteError::HomedElsewhere { .. }
+            | WriteError::WrongRegion { .. }
+            | WriteError::ReadOnlyReplica(_) => ErrorKind::Precondition,
+            WriteError::Convert(_) | WriteError::Evaluate(_) | WriteError::SpansRegions { .. } => {
+                ErrorKind::Invalid
+            }
+            WriteError::TooManyRows => ErrorKind::Exhausted,
+            WriteError::ReadsProtected { .. } | WriteError::ClassDowngrade { .. } => {
+                ErrorKind::Refused
+            }
+            WriteError::TableChanged(_) => ErrorKind::Conflict,
+            WriteError::NoSession => ErrorKind::Internal,
+            WriteError::Storage(error) => error.kind(),
+            WriteError::Residency { error, .. } => error.kind(),
+            WriteError::Forward(error) => error.kind(),
+        }
+    }
+}
+
 /// The principal and guard of the statement being executed.
 pub(crate) fn guard_session(context: &TaskContext) -> Result<Arc<StatementContext>, WriteError> {
     context

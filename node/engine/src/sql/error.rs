@@ -4,13 +4,14 @@ use thiserror::Error;
 use super::dml::WriteError;
 use crate::auth::Role;
 use crate::catalog::DdlError;
+use crate::error_kind::{Classify, ErrorKind};
 use crate::peers::ForwardError;
 use crate::redact_text::{Origin, withhold_values};
 use crate::residency::GuardError;
 use crate::storage::StorageError;
 
-/// Why a statement failed, sorted by whose fault it is: the transport layer maps each
-/// variant to one status code (see `flight::status`).
+/// Why a statement failed, sorted by whose fault it is (`Classify`); each protocol maps
+/// the kind to its status (`grpc_status`).
 #[derive(Debug, Error)]
 pub enum SqlError {
     #[error("SQL parse error: {0}")]
@@ -44,6 +45,51 @@ pub enum SqlError {
     Saga(crate::saga::SagaError),
     #[error("execution error: {0}")]
     Execution(String),
+}
+
+impl Classify for SqlError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SqlError::Parse(_) | SqlError::Plan(_) | SqlError::Ddl(_) | SqlError::Execution(_) => {
+                ErrorKind::Invalid
+            }
+            SqlError::TooLarge(_) => ErrorKind::Exhausted,
+            SqlError::Unsupported(_) => ErrorKind::Unsupported,
+            SqlError::PermissionDenied { .. } => ErrorKind::Refused,
+            SqlError::NotFound(_) => ErrorKind::NotFound,
+            SqlError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            SqlError::Write(error) => error.kind(),
+            SqlError::Storage(error) => error.kind(),
+            SqlError::Residency(error) => error.kind(),
+            SqlError::Forward(error) => error.kind(),
+            SqlError::Saga(error) => error.kind(),
+        }
+    }
+}
+
+impl SqlError {
+    /// The text a client is shown. Errors raised before any row is read quote only the
+    /// statement and the catalog (an unknown table's name is what the client typed):
+    /// shown as they are. Everything raised while rows are read or written passes the
+    /// sanitizer (`redact_text::shown`), so no stored value leaves in an error.
+    pub fn client_message(&self) -> String {
+        match self {
+            SqlError::Parse(_)
+            | SqlError::Plan(_)
+            | SqlError::Unsupported(_)
+            | SqlError::PermissionDenied { .. }
+            | SqlError::NotFound(_)
+            | SqlError::AlreadyExists(_)
+            | SqlError::TooLarge(_)
+            | SqlError::Ddl(_) => self.to_string(),
+            SqlError::Write(_)
+            | SqlError::Storage(_)
+            | SqlError::Residency(_)
+            | SqlError::Forward(_)
+            | SqlError::Saga(_)
+            | SqlError::Execution(_) => crate::redact_text::shown(self),
+        }
+    }
 }
 
 impl SqlError {
