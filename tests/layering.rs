@@ -373,3 +373,53 @@ fn the_checker_reports_an_upward_import_and_a_library_outside_its_room() {
     // Nothing else: the doc comment's `crate::sql` is prose, and storage may use catalog.
     assert_eq!(found.len(), expected.len(), "{found:#?}");
 }
+
+/// Where `code` defines a constant whose name says it is a bound (`*_MAX`,
+/// `*_MAX_BYTES`, `*_MAX_MS` ...): the names found.
+fn bounds_defined(code: &str) -> Vec<String> {
+    code.lines()
+        .filter_map(|line| {
+            let rest = line.trim_start();
+            let rest = rest
+                .strip_prefix("pub(crate) ")
+                .or_else(|| rest.strip_prefix("pub "))
+                .unwrap_or(rest);
+            let name: String = rest
+                .strip_prefix("const ")?
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (name.ends_with("_MAX") || name.contains("_MAX_")).then_some(name)
+        })
+        .collect()
+}
+
+#[test]
+fn every_bound_is_defined_in_a_limits_file() {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = Vec::new();
+    for (dir, _) in CRATES {
+        let root = repository.join(dir);
+        let mut files = BTreeMap::new();
+        sources(&root, &root, &mut files);
+        for (path, text) in files {
+            if path.ends_with("limits.rs") {
+                continue;
+            }
+            for name in bounds_defined(&code_of(&text)) {
+                found.push(format!("{dir}/{path} defines {name}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "bounds belong in limits.rs (named with their unit, related by const assertions): {found:#?}"
+    );
+    // The check can fail.
+    assert_eq!(
+        bounds_defined(
+            "/// x\npub(crate) const STEP_ROWS_MAX: usize = 1;\nconst A_MAX_MS: u64 = 2;\nconst MAXIMUM: u8 = 3;\n"
+        ),
+        ["STEP_ROWS_MAX", "A_MAX_MS"]
+    );
+}

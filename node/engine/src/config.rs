@@ -444,6 +444,46 @@ impl NodeConfig {
         toml::from_str(text)
     }
 
+    /// The plugin trust this config declares: each `trusted_keys` entry's key, parsed,
+    /// by jurisdiction, and `plugins.minimum_versions` by (jurisdiction, kind). The one
+    /// place both are parsed; `validate` refuses a config whose trust does not parse.
+    ///
+    /// Errors: `ConfigError::Invalid` naming the entry (`trusted_keys[2].public_key`,
+    /// `plugins.minimum_versions.<name>`).
+    pub fn trust(&self) -> Result<crate::plugins::Trust, ConfigError> {
+        let mut keys: std::collections::HashMap<String, Vec<_>> = Default::default();
+        for (index, key) in self.trusted_keys.iter().enumerate() {
+            check_name(
+                &format!("trusted_keys[{index}].jurisdiction"),
+                &key.jurisdiction,
+            )?;
+            let public = crate::plugins::signing::parse_public_key(&key.public_key)
+                .map_err(|e| invalid(format!("trusted_keys[{index}].public_key"), e))?;
+            keys.entry(key.jurisdiction.clone())
+                .or_default()
+                .push(public);
+        }
+        let mut minimum_versions = std::collections::HashMap::new();
+        for (name, &version) in &self.plugins.minimum_versions {
+            let parsed = name.split_once('/').and_then(|(jurisdiction, kind)| {
+                let kind = crate::plugins::PluginKind::parse(kind)?;
+                (!jurisdiction.is_empty()).then(|| (jurisdiction.to_string(), kind))
+            });
+            let Some(key) = parsed else {
+                return Err(invalid(
+                    format!("plugins.minimum_versions.{name}"),
+                    "name a plugin as <jurisdiction>/<kind>, kind one of residency-policy, \
+                     cdc-redactor, saga-step",
+                ));
+            };
+            minimum_versions.insert(key, version);
+        }
+        Ok(crate::plugins::Trust {
+            keys,
+            minimum_versions,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_name("region", &self.region)?;
         check_name("jurisdiction", &self.jurisdiction)?;
@@ -539,26 +579,7 @@ impl NodeConfig {
                 "ping_interval_ms and peer_timeout_ms must be > 0",
             ));
         }
-        for name in self.plugins.minimum_versions.keys() {
-            let valid = name.split_once('/').is_some_and(|(jurisdiction, kind)| {
-                !jurisdiction.is_empty() && crate::plugins::PluginKind::parse(kind).is_some()
-            });
-            if !valid {
-                return Err(invalid(
-                    format!("plugins.minimum_versions.{name}"),
-                    "name a plugin as <jurisdiction>/<kind>, kind one of residency-policy, \
-                     cdc-redactor, saga-step",
-                ));
-            }
-        }
-        for (index, key) in self.trusted_keys.iter().enumerate() {
-            check_name(
-                &format!("trusted_keys[{index}].jurisdiction"),
-                &key.jurisdiction,
-            )?;
-            crate::plugins::signing::parse_public_key(&key.public_key)
-                .map_err(|e| invalid(format!("trusted_keys[{index}].public_key"), e))?;
-        }
+        self.trust()?;
         if self.plugins.call_deadline_ms == 0 || self.plugins.call_deadline_ms > 60_000 {
             return Err(invalid("plugins.call_deadline_ms", "must be 1..=60000"));
         }

@@ -1,5 +1,9 @@
 //! Every bound the node enforces, in one place. Names end in their unit; an error that
-//! hits a bound names the constant.
+//! hits a bound names the constant. Relations between them are checked at compile
+//! time (the `const _: () = assert!(...)` lines at the end); `tests/layering.rs`
+//! keeps every `*_MAX` constant of the node in a `limits.rs`.
+
+use std::time::Duration;
 
 /// Longest table or column name, in bytes.
 pub const IDENTIFIER_LENGTH_MAX: usize = 63;
@@ -25,7 +29,7 @@ pub const SCAN_CHANNEL_BATCHES_MAX: usize = 4;
 /// How long a scan's reader waits for its consumer (a client or a peer) to take a
 /// batch before it stops and the scan fails: a reader holds a blocking thread and a
 /// storage snapshot while it waits.
-pub const SCAN_CONSUMER_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+pub const SCAN_CONSUMER_IDLE_MAX: Duration = Duration::from_secs(60);
 /// Rows a node streams to a peer (`ScanRows`) go in messages of about this many bytes
 /// of Arrow data (a single row larger than this goes alone): small enough that neither
 /// side holds more than a few of them, far below `GRPC_MESSAGE_SIZE_MAX_BYTES`.
@@ -174,6 +178,43 @@ pub const SQL_SCRIPT_FILE_SIZE_MAX_BYTES: u64 = 64 << 20;
 /// Longest `authorization` header value accepted, in bytes.
 pub const AUTHORIZATION_LENGTH_MAX_BYTES: usize = 4_096;
 
+/// The longest a saga call waits for the saga to end.
+pub const SAGA_WAIT_MAX_MS: u64 = 30_000;
+/// Most write outcomes kept waiting at once.
+pub const WRITE_OUTCOMES_MAX: usize = 10_000;
+/// Most primary keys one statement turns into point lookups; beyond it a scan is cheaper.
+pub const POINT_LOOKUP_KEYS_MAX: usize = 10_000;
+/// Point lookups up to this many keys are answered on the calling task.
+pub const INLINE_LOOKUP_KEYS_MAX: usize = 64;
+/// Waits between attempts of a saga step or compensation (`clock::Backoff`: doubling
+/// from the first to the second, with jitter).
+pub const SAGA_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub const SAGA_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Attempts of one compensation before the saga is left `stuck` for support.
+pub const COMPENSATION_ATTEMPTS_MAX: u32 = 30;
+/// Longest idempotency key accepted, in bytes.
+pub const IDEMPOTENCY_KEY_MAX_BYTES: usize = 200;
+/// Largest remote result cached, bytes (Arrow IPC); larger answers are not cached.
+pub const CACHE_REMOTE_ENTRY_MAX_BYTES: usize = 1024 * 1024;
+/// Largest log read at start; a longer one (damaged, or not ours) is started afresh.
+pub const CACHE_EXPIRY_LOG_MAX_BYTES: u64 = 64 << 20;
+/// Longest key recorded (the cache's remote keys are 33 bytes).
+pub const CACHE_EXPIRY_KEY_MAX_BYTES: usize = 255;
+/// The log is compacted when it holds this many records more than live entries.
+pub const CACHE_EXPIRY_DEAD_RECORDS_MAX: usize = 4096;
+/// A stream that says nothing for this long (the source sends a batch at least every
+/// `CHANGE_STREAM_HEARTBEAT`) is treated as a dead link and re-opened.
+pub const CHANGE_STREAM_SILENCE_MAX: Duration = Duration::from_secs(3);
+/// Waits before a replica follower re-opens a failed change stream (`clock::Backoff`).
+pub const REPLICA_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub const REPLICA_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A batch without messages goes out at least this often, so a follower can tell a
+/// quiet source from a dead link.
+pub const CHANGE_STREAM_HEARTBEAT: Duration = Duration::from_millis(500);
+/// Largest response the consumer accepts from a broker, in bytes: a few messages at the
+/// message bound.
+pub const KAFKA_FETCH_BYTES_MAX: usize = 4 * CDC_MESSAGE_BYTES_MAX;
+
 const _: () = assert!(COMMIT_BATCH_STATEMENTS_MAX <= WRITE_QUEUE_STATEMENTS_MAX);
 const _: () = assert!(SCAN_BATCH_ROWS_MAX <= STATEMENT_ROWS_MAX);
 const _: () = assert!(CELL_SIZE_MAX_BYTES < GRPC_MESSAGE_SIZE_MAX_BYTES);
@@ -189,3 +230,12 @@ const _: () = assert!(CALLS_IN_FLIGHT_PER_ADDRESS_MAX < CALLS_IN_FLIGHT_PER_LIST
 const _: () = assert!(AUTHORIZATION_LENGTH_MAX_BYTES < HTTP2_HEADER_LIST_BYTES_MAX as usize);
 const _: () = assert!(CELL_SIZE_MAX_BYTES < CDC_MESSAGE_BYTES_MAX);
 const _: () = assert!(CHANGE_STREAM_RETAINED_MAX < CDC_SEQ_JUMP_MAX);
+const _: () = assert!(
+    CHANGE_STREAM_HEARTBEAT.as_millis() * 4 <= CHANGE_STREAM_SILENCE_MAX.as_millis(),
+    "a follower must miss several heartbeats before it takes the link for dead"
+);
+const _: () = assert!(SAGA_RETRY_BACKOFF_MIN.as_millis() < SAGA_RETRY_BACKOFF_MAX.as_millis());
+const _: () =
+    assert!(REPLICA_RETRY_BACKOFF_MIN.as_millis() < REPLICA_RETRY_BACKOFF_MAX.as_millis());
+const _: () = assert!(INLINE_LOOKUP_KEYS_MAX <= POINT_LOOKUP_KEYS_MAX);
+const _: () = assert!(KAFKA_FETCH_BYTES_MAX >= CDC_MESSAGE_BYTES_MAX);

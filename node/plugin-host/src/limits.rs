@@ -27,6 +27,10 @@ pub(crate) const PLUGIN_SLOT_WAIT_MAX: Duration = Duration::from_millis(250);
 /// so a burst cannot queue without bound behind the pool.
 pub(crate) const PLUGIN_SLOT_WAITERS_MAX: usize = 1024;
 
+/// Most distinct rows one step may read, and most it may write.
+pub(crate) const STEP_ROWS_READ_MAX: usize = 1024;
+pub(crate) const STEP_ROWS_WRITTEN_MAX: usize = 256;
+
 /// Sandbox bounds for plugin calls.
 #[derive(Clone, Copy, Debug)]
 pub struct PluginLimits {

@@ -22,11 +22,8 @@ use super::runtime::HostState;
 use super::saga::bindings::domicile::plugin::saga_host::Host;
 use super::wit_values::{self, Column, Value};
 use crate::catalog::{Locality, TableDef};
+pub(crate) use crate::limits::{STEP_ROWS_READ_MAX, STEP_ROWS_WRITTEN_MAX};
 use crate::storage::{self, Snapshot, StorageError, WriteContext};
-
-/// Most distinct rows one step may read, and most it may write.
-pub(crate) const STEP_ROWS_READ_MAX: usize = 1024;
-pub(crate) const STEP_ROWS_WRITTEN_MAX: usize = 256;
 
 /// Why staged step writes were not applied.
 #[derive(Debug, Error)]

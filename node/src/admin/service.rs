@@ -11,6 +11,7 @@ use super::proto::{
 use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::error_kind::{Classify, ErrorKind};
 use crate::grpc_status::{status, status_of};
+use crate::limits::SAGA_WAIT_MAX_MS;
 use crate::plugins::{PluginKind, PluginRecord, PluginRegistry, PluginUpload};
 use crate::residency::{AuditEntry, AuditPath, ResidencyGuard};
 use crate::saga::{SagaEngine, SagaError, SagaRecord, SagaState};
@@ -160,9 +161,6 @@ fn info(record: PluginRecord, active: bool, refused_reason: Option<String>) -> P
         active,
     }
 }
-
-/// The longest a saga call waits for the saga to end.
-const SAGA_WAIT_MAX_MS: u64 = 30_000;
 
 pub(crate) fn wait_limit(wait_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(wait_ms.min(SAGA_WAIT_MAX_MS))

@@ -20,6 +20,27 @@ use crate::plugins::signing;
 use crate::saga::SagaRecord;
 use crate::saga::fields::Fields;
 
+/// Where and as whom to reach a node's admin API (`listen.admin`, e.g.
+/// `grpc://127.0.0.1:50052`).
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long)]
+    user: String,
+    /// File holding the password; else DOMICILE_PASSWORD.
+    #[arg(long)]
+    password_file: Option<std::path::PathBuf>,
+}
+
+impl AdminArgs {
+    /// Logs in with the password from `password_file` or DOMICILE_PASSWORD.
+    pub async fn connect(&self) -> anyhow::Result<AdminSession> {
+        let password = super::sql_shell::read_password(self.password_file.as_deref())?;
+        AdminSession::connect_to(&self.target, &self.user, &password).await
+    }
+}
+
 pub struct AdminSession {
     client: AdminClient<Channel>,
     authorization: MetadataValue<tonic::metadata::Ascii>,

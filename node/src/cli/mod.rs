@@ -2,7 +2,9 @@
 
 pub mod admin_client;
 pub mod bundled_plugins;
+pub mod commands;
 pub mod demo;
 pub mod endpoint;
+pub mod logging;
 pub mod saga_cli;
 pub mod sql_shell;

@@ -39,14 +39,13 @@ use crate::auth::{Authenticator, Principal, SessionOptions};
 use crate::error_kind::ErrorKind;
 use crate::grpc_status::status;
 use crate::limits::PARAMETERS_PER_STATEMENT_MAX;
+use crate::limits::WRITE_OUTCOMES_MAX;
 use crate::metrics::Metrics;
 use crate::sql::schemas_for_metadata;
 use crate::sql::{PreparedStatement, SqlEngine, SqlError, StatementKind};
 
 /// How long a write's outcome waits for its DoGet.
 const WRITE_OUTCOME_TTL: Duration = Duration::from_secs(300);
-/// Most write outcomes kept waiting at once.
-const WRITE_OUTCOMES_MAX: usize = 10_000;
 
 type DoGetStream = <FlightSqlServer as FlightService>::DoGetStream;
 

@@ -8,17 +8,13 @@
 //! log is rewritten with the live entries once most of its records are dead. A log
 //! lost in a crash only delays removals to the entry's next read or eviction.
 
+use crate::limits::{
+    CACHE_EXPIRY_DEAD_RECORDS_MAX, CACHE_EXPIRY_KEY_MAX_BYTES, CACHE_EXPIRY_LOG_MAX_BYTES,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-
-/// Largest log read at start; a longer one (damaged, or not ours) is started afresh.
-const LOG_MAX_BYTES: u64 = 64 << 20;
-/// Longest key recorded (the cache's remote keys are 33 bytes).
-const KEY_MAX_BYTES: usize = 255;
-/// The log is compacted when it holds this many records more than live entries.
-const DEAD_RECORDS_MAX: usize = 4096;
 
 #[derive(Debug)]
 pub(super) struct ExpiryIndex {
@@ -60,7 +56,7 @@ impl ExpiryIndex {
 
     /// Records that `key` now expires at `expires_unix_ms`.
     pub(super) fn insert(&mut self, key: &[u8], expires_unix_ms: u64) {
-        if key.len() > KEY_MAX_BYTES {
+        if key.len() > CACHE_EXPIRY_KEY_MAX_BYTES {
             return;
         }
         self.note(key.to_vec(), expires_unix_ms);
@@ -71,7 +67,7 @@ impl ExpiryIndex {
             self.log = None;
         }
         self.records += 1;
-        if self.records > self.expires.len() + DEAD_RECORDS_MAX {
+        if self.records > self.expires.len() + CACHE_EXPIRY_DEAD_RECORDS_MAX {
             self.rewrite();
         }
     }
@@ -89,7 +85,7 @@ impl ExpiryIndex {
             self.expires.remove(&key);
             due.push(key);
         }
-        if !due.is_empty() && self.records > self.expires.len() + DEAD_RECORDS_MAX {
+        if !due.is_empty() && self.records > self.expires.len() + CACHE_EXPIRY_DEAD_RECORDS_MAX {
             self.rewrite();
         }
         due
@@ -154,13 +150,14 @@ fn read_log(path: &Path) -> std::io::Result<Vec<(Vec<u8>, u64)>> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(error) => return Err(error),
     };
-    if file.metadata()?.len() > LOG_MAX_BYTES {
+    if file.metadata()?.len() > CACHE_EXPIRY_LOG_MAX_BYTES {
         return Err(std::io::Error::other(format!(
-            "longer than {LOG_MAX_BYTES} bytes"
+            "longer than {CACHE_EXPIRY_LOG_MAX_BYTES} bytes"
         )));
     }
     let mut bytes = Vec::new();
-    file.take(LOG_MAX_BYTES).read_to_end(&mut bytes)?;
+    file.take(CACHE_EXPIRY_LOG_MAX_BYTES)
+        .read_to_end(&mut bytes)?;
     let mut records = Vec::new();
     let mut rest = bytes.as_slice();
     while let Some((expires, tail)) = rest.split_first_chunk::<8>() {
@@ -220,14 +217,14 @@ mod tests {
     fn dead_records_are_compacted_away() {
         let dir = tempfile::tempdir().expect("dir");
         let mut index = ExpiryIndex::open(dir.path());
-        for round in 0..(DEAD_RECORDS_MAX as u64 * 3) {
+        for round in 0..(CACHE_EXPIRY_DEAD_RECORDS_MAX as u64 * 3) {
             index.insert(b"same", round);
         }
         let size = std::fs::metadata(dir.path().join("expiries.log"))
             .expect("log")
             .len();
         assert!(
-            size < (DEAD_RECORDS_MAX as u64 + 2) * 13,
+            size < (CACHE_EXPIRY_DEAD_RECORDS_MAX as u64 + 2) * 13,
             "the log holds at most the dead-record bound: {size} bytes"
         );
         assert_eq!(ExpiryIndex::open(dir.path()).len(), 1);
@@ -240,8 +237,9 @@ mod tests {
         std::fs::write(&path, [0xff_u8; 3]).expect("garbage");
         assert_eq!(ExpiryIndex::open(dir.path()).len(), 0);
         let file = File::create(&path).expect("log");
-        file.set_len(LOG_MAX_BYTES + 1).expect("sparse");
+        file.set_len(CACHE_EXPIRY_LOG_MAX_BYTES + 1)
+            .expect("sparse");
         assert_eq!(ExpiryIndex::open(dir.path()).len(), 0);
-        assert!(std::fs::metadata(&path).expect("log").len() < LOG_MAX_BYTES);
+        assert!(std::fs::metadata(&path).expect("log").len() < CACHE_EXPIRY_LOG_MAX_BYTES);
     }
 }

@@ -34,13 +34,12 @@ use thiserror::Error;
 pub use entry::EntryKind;
 use entry::{Entry, now_unix_ms};
 
+pub use crate::limits::CACHE_REMOTE_ENTRY_MAX_BYTES;
 use crate::storage::RowCache;
 pub use config::CacheConfig;
 
 /// Invalidation stripes: a commit marks the stripes of the keys it changed.
 const STRIPES: usize = 4096;
-/// Largest remote result cached, bytes (Arrow IPC); larger answers are not cached.
-pub const REMOTE_ENTRY_MAX_BYTES: usize = 1024 * 1024;
 /// Disk blocks; an entry must fit in one.
 const DISK_BLOCK_BYTES: usize = 4 * 1024 * 1024;
 /// How often expired remote results are swept.
@@ -280,7 +279,7 @@ impl NodeCache {
     /// Caches a remote result for `ttl` (memory and disk). The caller has had the
     /// residency policy allow storing it here.
     pub fn remote_put(&self, key: &[u8], payload: &[u8], ttl: Duration) {
-        if ttl.is_zero() || payload.len() > REMOTE_ENTRY_MAX_BYTES {
+        if ttl.is_zero() || payload.len() > CACHE_REMOTE_ENTRY_MAX_BYTES {
             return;
         }
         let expires =

@@ -3,7 +3,7 @@
 //! resuming from the offset it stored with the last batch it applied.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::clock::Backoff;
 use thiserror::Error;
@@ -13,15 +13,12 @@ use super::envelope::{self, HEADER_REDACTOR};
 use super::quarantine::{self, QuarantineRecord, Refusal};
 use super::replica::{self, ReplicaError};
 use super::status::CdcStatus;
+use crate::limits::{
+    CHANGE_STREAM_SILENCE_MAX, REPLICA_RETRY_BACKOFF_MAX, REPLICA_RETRY_BACKOFF_MIN,
+};
 use crate::peers::proto::ChangeBatch;
 use crate::peers::{ForwardError, PeerRouter};
 use crate::storage::{StorageError, Store};
-
-/// A stream that says nothing for this long (the source sends a batch at least every
-/// `stream_source::HEARTBEAT`) is treated as a dead link and re-opened.
-const SILENCE_MAX: Duration = Duration::from_secs(3);
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 enum FollowError {
@@ -49,7 +46,7 @@ pub struct Follower {
 impl Follower {
     /// Follows until `shutdown` turns true, reconnecting with backoff.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut backoff = Backoff::new(REPLICA_RETRY_BACKOFF_MIN, REPLICA_RETRY_BACKOFF_MAX);
         let mut last_error: Option<String> = None;
         loop {
             if *shutdown.borrow() {
@@ -89,7 +86,7 @@ impl Follower {
         loop {
             let next = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
-                next = tokio::time::timeout(SILENCE_MAX, stream.message()) => next,
+                next = tokio::time::timeout(CHANGE_STREAM_SILENCE_MAX, stream.message()) => next,
             };
             let batch = match next {
                 Err(_) => return Err(FollowError::Silent(self.source.clone())),

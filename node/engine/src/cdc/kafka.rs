@@ -34,6 +34,7 @@ use super::envelope::{self, Change, HEADER_REDACTOR};
 use super::quarantine::{self, QuarantineRecord, Refusal};
 use super::replica;
 use super::status::CdcStatus;
+use crate::limits::KAFKA_FETCH_BYTES_MAX;
 use crate::limits::{CDC_MESSAGE_BYTES_MAX, STREAM_BATCH_MESSAGES_MAX};
 use crate::peers::proto::ChangeMessage;
 use crate::storage::{StorageError, Store};
@@ -43,9 +44,6 @@ pub const PUBLISHED_KEY: &str = "cdc/kafka/published";
 /// Topics the consumer follows (librdkafka treats a leading `^` as a regex).
 const TOPIC_PATTERN: &str = "^domicile[.]cdc[.].*";
 const RETRY: Duration = Duration::from_secs(1);
-/// Largest response the consumer accepts from a broker, in bytes: a few messages at the
-/// message bound.
-const FETCH_BYTES_MAX: usize = 4 * CDC_MESSAGE_BYTES_MAX;
 /// How long one message may wait in the producer for the broker.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -273,8 +271,11 @@ impl KafkaFollower {
             // throughput, is what a directory reader notices.
             .set("fetch.wait.max.ms", "20")
             // Bounds what one fetch may bring into memory, before any message is read.
-            .set("receive.message.max.bytes", FETCH_BYTES_MAX.to_string())
-            .set("fetch.max.bytes", (FETCH_BYTES_MAX / 2).to_string())
+            .set(
+                "receive.message.max.bytes",
+                KAFKA_FETCH_BYTES_MAX.to_string(),
+            )
+            .set("fetch.max.bytes", (KAFKA_FETCH_BYTES_MAX / 2).to_string())
             .create()?;
         consumer.subscribe(&[TOPIC_PATTERN])?;
         let sources: BTreeSet<String> = sources.into_iter().filter(|s| s != region).collect();

@@ -1,7 +1,7 @@
 //! The source side of the embedded transport: a peer's `StreamChanges` call reads this
 //! node's change stream from its offset, then follows it live.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
@@ -11,13 +11,10 @@ use tonic::Status;
 use crate::cdc::envelope::{HEADER_RELEASED_TO, header, is_released_to};
 use crate::error_kind::ErrorKind;
 use crate::grpc_status::status;
+use crate::limits::CHANGE_STREAM_HEARTBEAT;
 use crate::limits::STREAM_BATCH_MESSAGES_MAX;
 use crate::peers::proto::{ChangeBatch, ChangeMessage};
 use crate::storage::{StorageError, Store};
-
-/// A batch without messages goes out at least this often, so a follower can tell a
-/// quiet source from a dead link.
-pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// node-state key: stream messages below this sequence number were removed (retention).
 pub const PRUNED_BELOW_KEY: &str = "cdc/stream/pruned_below";
@@ -55,7 +52,7 @@ pub fn follow(
     tokio::spawn(async move {
         let mut position = after_seq;
         let mut stream_head = store.watch_stream();
-        let mut last_sent = Instant::now() - HEARTBEAT;
+        let mut last_sent = Instant::now() - CHANGE_STREAM_HEARTBEAT;
         loop {
             let batch = match read_batch(&store, &follower, position).await {
                 Ok(batch) => batch,
@@ -67,7 +64,7 @@ pub fn follow(
             let sent_messages = !batch.messages.is_empty();
             let moved = batch.through_seq > position;
             position = position.max(batch.through_seq);
-            if moved || last_sent.elapsed() >= HEARTBEAT {
+            if moved || last_sent.elapsed() >= CHANGE_STREAM_HEARTBEAT {
                 if sender.send(Ok(batch)).await.is_err() {
                     return; // the follower went away
                 }
@@ -79,7 +76,7 @@ pub fn follow(
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = stream_head.changed() => {}
-                () = tokio::time::sleep(HEARTBEAT) => {}
+                () = tokio::time::sleep(CHANGE_STREAM_HEARTBEAT) => {}
             }
             if *shutdown.borrow() {
                 return;

@@ -23,18 +23,13 @@ use super::participant::{self, ParticipantError, StepRequest};
 use super::record::{self, SagaRecord, SagaState, StepRecord, StepState};
 use super::waiters::{SettledWaiters, Waiter};
 use crate::auth::Principal;
+pub use crate::limits::{COMPENSATION_ATTEMPTS_MAX, IDEMPOTENCY_KEY_MAX_BYTES};
+use crate::limits::{SAGA_RETRY_BACKOFF_MAX, SAGA_RETRY_BACKOFF_MIN};
 use crate::peers::proto::{GetSagaStepRequest, RunStepRequest, StartSagaRequest};
 use crate::peers::{ForwardError, PeerRouter};
 use crate::plugins::{CallError, PluginRegistry, StepDirection, StepError};
 use crate::residency::{AuditEntry, ResidencyGuard};
 use crate::storage::{StorageError, Store};
-
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Attempts of one compensation before the saga is left `stuck` for support.
-pub const COMPENSATION_ATTEMPTS_MAX: u32 = 30;
-/// Longest idempotency key accepted, in bytes.
-pub const IDEMPOTENCY_KEY_MAX_BYTES: usize = 200;
 
 #[derive(Debug, Error)]
 pub enum SagaError {
@@ -845,7 +840,7 @@ impl SagaEngine {
         ahead: &mut Option<DecidedAhead>,
     ) -> Result<Option<String>, SagaError> {
         let started = Instant::now();
-        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut backoff = Backoff::new(SAGA_RETRY_BACKOFF_MIN, SAGA_RETRY_BACKOFF_MAX);
         loop {
             saga.steps[index].attempts += 1;
             match self
@@ -883,7 +878,7 @@ impl SagaEngine {
 
     /// Compensates step `index` until done (`None`) or given up (`Some(reason)`).
     async fn undo(&self, saga: &mut SagaRecord, index: usize) -> Result<Option<String>, SagaError> {
-        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut backoff = Backoff::new(SAGA_RETRY_BACKOFF_MIN, SAGA_RETRY_BACKOFF_MAX);
         saga.steps[index].attempts = 0;
         loop {
             saga.steps[index].attempts += 1;

@@ -11,10 +11,8 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use super::arrow_convert::scalar_to_value;
 use crate::catalog::{Locality, TableDef};
+pub(crate) use crate::limits::POINT_LOOKUP_KEYS_MAX;
 use crate::storage::Value;
-
-/// Most primary keys one statement turns into point lookups; beyond it a scan is cheaper.
-pub(crate) const POINT_LOOKUP_KEYS_MAX: usize = 10_000;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Access {

@@ -24,11 +24,9 @@ use super::dml::WriteError;
 use super::dml::guard_session;
 use super::pushdown::Access;
 use crate::catalog::TableDef;
+use crate::limits::INLINE_LOOKUP_KEYS_MAX;
 use crate::limits::{SCAN_BATCH_ROWS_MAX, SCAN_CHANNEL_BATCHES_MAX, SCAN_CONSUMER_IDLE_MAX};
 use crate::storage::{Snapshot, Store, Value};
-
-/// Point lookups up to this many keys are answered on the calling task.
-const INLINE_LOOKUP_KEYS_MAX: usize = 64;
 
 #[derive(Debug)]
 pub(crate) struct StorageScanExec {

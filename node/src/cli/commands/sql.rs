@@ -1,0 +1,52 @@
+//! `domicile sql`: SQL against a node over Flight SQL.
+
+use std::path::PathBuf;
+
+use crate::bounded_file;
+use crate::cli::endpoint::Target;
+use crate::cli::sql_shell::{SqlShell, interactive, read_password, split_statements};
+
+#[derive(clap::Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long)]
+    user: String,
+    /// File holding the password; else DOMICILE_PASSWORD.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Run this statement and exit.
+    #[arg(short = 'e', long = "execute", conflicts_with = "file")]
+    execute: Option<String>,
+    /// Run the statements in this file and exit.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+}
+
+/// Runs the statement, the file or an interactive session; whether every statement
+/// succeeded.
+pub async fn run(args: SqlArgs) -> anyhow::Result<bool> {
+    let SqlArgs {
+        target,
+        user,
+        password_file,
+        execute,
+        file,
+    } = args;
+    let password = read_password(password_file.as_deref())?;
+    let mut shell = SqlShell::connect_to(&target, &user, &password).await?;
+    let mut stdout = std::io::stdout();
+    match (execute, file) {
+        (Some(sql), _) => shell.run(&sql, &mut stdout).await,
+        (None, Some(path)) => {
+            let script =
+                bounded_file::read_to_string(&path, crate::limits::SQL_SCRIPT_FILE_SIZE_MAX_BYTES)?;
+            let mut all_ok = true;
+            for statement in split_statements(&script) {
+                all_ok &= shell.run(&statement, &mut stdout).await?;
+            }
+            Ok(all_ok)
+        }
+        (None, None) => interactive(&mut shell).await,
+    }
+}
