@@ -27,9 +27,10 @@ use crate::peer_api::{PeerFlightSql, PeerService};
 use crate::peers::proto::peer_server::PeerServer;
 
 /// A gRPC server whose calls pass a [`CallLimitLayer`].
-type LimitedServer = tonic::transport::Server<
-    tower::layer::util::Stack<CallLimitLayer, tower::layer::util::Identity>,
->;
+type LimitedServer = tonic::transport::Server<CallLimitStack>;
+/// A [`LimitedServer`] with its services added.
+type LimitedRouter = tonic::transport::server::Router<CallLimitStack>;
+type CallLimitStack = tower::layer::util::Stack<CallLimitLayer, tower::layer::util::Identity>;
 
 /// Serves every listener of `bound` until `stop` turns true; the task ends with the
 /// first server's failure, or when all have stopped.
@@ -50,9 +51,17 @@ pub(super) fn serve(
         gates,
         ..
     } = bound;
-    let flight = flight_server(config, access, engines, flight_sql, stop.clone())?;
+    let flight_sql_service = flight_service(access, engines);
+    let flight = serve_client(&config.listen, access, flight_sql, stop.clone(), |server| {
+        server.add_service(flight_sql_service)
+    })?;
     let admin = admin
-        .map(|listener| admin_server(config, access, engines, listener, stop.clone()))
+        .map(|listener| {
+            let service = admin_service(access, engines);
+            serve_client(&config.listen, access, listener, stop.clone(), |server| {
+                server.add_service(service)
+            })
+        })
         .transpose()?;
     let peer = match (peer, &mesh.tls) {
         (Some(listener), Some(_)) => Some(peer_server(config, mesh, engines, listener, &stop)?),
@@ -101,46 +110,43 @@ async fn until(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Flight SQL on `listen.flight_sql`, with `[listen.tls]` if set.
-fn flight_server(
-    config: &NodeConfig,
+/// The Flight SQL service, for `listen.flight_sql`.
+fn flight_service(
     access: &ClientAccess,
     engines: &Engines,
-    listener: GatedListener,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<Served> {
-    let service = FlightServiceServer::new(FlightSqlServer::new(
+) -> FlightServiceServer<FlightSqlServer> {
+    FlightServiceServer::new(FlightSqlServer::new(
         Arc::clone(&engines.engine),
         Arc::clone(&access.auth),
         Arc::clone(&engines.metrics),
     ))
     .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
-    .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
-    let server = client_server(&config.listen, access)?
-        .add_service(service)
-        .serve_with_incoming_shutdown(listener.incoming(), until(stop));
-    Ok(Box::pin(async move { Ok(server.await?) }))
+    .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
 }
 
-/// The admin API on `listen.admin`, with `[listen.tls]` if set.
-fn admin_server(
-    config: &NodeConfig,
-    access: &ClientAccess,
-    engines: &Engines,
-    listener: GatedListener,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<Served> {
-    let service = AdminServer::new(AdminService::new(
+/// The admin API, for `listen.admin`.
+fn admin_service(access: &ClientAccess, engines: &Engines) -> AdminServer<AdminService> {
+    AdminServer::new(AdminService::new(
         Arc::clone(&access.auth),
         Arc::clone(engines.engine.plugins()),
         Arc::clone(&engines.sagas),
         Arc::clone(&engines.guard),
     ))
-    .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
-    let server = client_server(&config.listen, access)?
-        .add_service(service)
-        .serve_with_incoming_shutdown(listener.incoming(), until(stop));
-    Ok(Box::pin(async move { Ok(server.await?) }))
+    .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
+}
+
+/// Serves the service `add` registers on a client listener (hardened HTTP/2,
+/// `[listen.tls]` if set, the call bounds) until `stop` turns true.
+fn serve_client(
+    listen: &ListenConfig,
+    access: &ClientAccess,
+    listener: GatedListener,
+    stop: watch::Receiver<bool>,
+    add: impl FnOnce(&mut LimitedServer) -> LimitedRouter,
+) -> anyhow::Result<Served> {
+    let mut server = client_server(listen, access)?;
+    let served = add(&mut server).serve_with_incoming_shutdown(listener.incoming(), until(stop));
+    Ok(Box::pin(async move { Ok(served.await?) }))
 }
 
 /// The peer API and the `mesh.<table>` legs (Flight SQL) on `listen.peer`, with

@@ -31,11 +31,18 @@ pub fn partition_prefix(table_id: u32, partition: &str) -> Vec<u8> {
     key
 }
 
+/// The key of a row: table, partition (home region), primary key, each ordered as
+/// its values compare. Debug builds check that the partition reads back out of it.
 pub fn row_key(table_id: u32, partition: &str, primary_key: &[Value]) -> Vec<u8> {
     let mut key = partition_prefix(table_id, partition);
     for value in primary_key {
         put_value(&mut key, value);
     }
+    debug_assert_eq!(
+        partition_of(&key).as_deref(),
+        Some(partition),
+        "row key of table {table_id} does not read back its partition"
+    );
     key
 }
 

@@ -24,18 +24,8 @@ pub enum PluginCommand {
     Upload {
         #[command(flatten)]
         admin: AdminArgs,
-        #[arg(long)]
-        jurisdiction: String,
-        /// residency-policy, cdc-redactor or saga-step
-        #[arg(long)]
-        kind: String,
-        #[arg(long)]
-        version: u64,
-        /// Secret key file from `domicile plugin keygen`.
-        #[arg(long)]
-        key: PathBuf,
-        /// The component (.wasm).
-        file: PathBuf,
+        #[command(flatten)]
+        component: SignedComponent,
     },
     /// List every stored plugin version of a node.
     List {
@@ -46,12 +36,8 @@ pub enum PluginCommand {
     Activate {
         #[command(flatten)]
         admin: AdminArgs,
-        #[arg(long)]
-        jurisdiction: String,
-        #[arg(long)]
-        kind: String,
-        #[arg(long)]
-        version: u64,
+        #[command(flatten)]
+        plugin: PluginVersion,
     },
     /// Activate the newest version older than the active one.
     Rollback {
@@ -64,36 +50,50 @@ pub enum PluginCommand {
     },
     /// Print the signature of a plugin component for upload.
     Sign {
-        #[arg(long)]
-        jurisdiction: String,
-        /// residency-policy, cdc-redactor or saga-step
-        #[arg(long)]
-        kind: String,
-        #[arg(long)]
-        version: u64,
-        /// Secret key file from `domicile plugin keygen`.
-        #[arg(long)]
-        key: PathBuf,
-        /// The component (.wasm).
-        file: PathBuf,
+        #[command(flatten)]
+        component: SignedComponent,
     },
+}
+
+/// One version of one plugin.
+#[derive(clap::Args)]
+pub struct PluginVersion {
+    #[arg(long)]
+    jurisdiction: String,
+    /// residency-policy, cdc-redactor or saga-step
+    #[arg(long)]
+    kind: String,
+    #[arg(long)]
+    version: u64,
+}
+
+/// A component to sign, and the key to sign it with.
+#[derive(clap::Args)]
+pub struct SignedComponent {
+    #[command(flatten)]
+    plugin: PluginVersion,
+    /// Secret key file from `domicile plugin keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    /// The component (.wasm).
+    file: PathBuf,
 }
 
 pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
     use crate::plugins::signing;
     match command {
-        PluginCommand::Upload {
-            admin,
-            jurisdiction,
-            kind,
-            version,
-            key,
-            file,
-        } => {
+        PluginCommand::Upload { admin, component } => {
+            let SignedComponent { plugin, key, file } = component;
             let info = admin
                 .connect()
                 .await?
-                .upload(&jurisdiction, &kind, version, &key, &file)
+                .upload(
+                    &plugin.jurisdiction,
+                    &plugin.kind,
+                    plugin.version,
+                    &key,
+                    &file,
+                )
                 .await?;
             println!("uploaded {}", describe(&info));
             Ok(())
@@ -104,16 +104,11 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        PluginCommand::Activate {
-            admin,
-            jurisdiction,
-            kind,
-            version,
-        } => {
+        PluginCommand::Activate { admin, plugin } => {
             let info = admin
                 .connect()
                 .await?
-                .activate(&jurisdiction, &kind, version)
+                .activate(&plugin.jurisdiction, &plugin.kind, plugin.version)
                 .await?;
             println!("activated {}", describe(&info));
             Ok(())
@@ -147,13 +142,8 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        PluginCommand::Sign {
-            jurisdiction,
-            kind,
-            version,
-            key,
-            file,
-        } => {
+        PluginCommand::Sign { component } => {
+            let SignedComponent { plugin, key, file } = component;
             let secret = bounded_file::read_to_string(&key, crate::limits::KEY_FILE_SIZE_MAX_BYTES)
                 .context("signing key")?;
             let signing_key = signing::parse_signing_key(&secret).map_err(anyhow::Error::msg)?;
@@ -162,9 +152,9 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
                 bounded_file::read(&file, crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES as u64)
                     .context("component")?;
             let message = signing::signed_message(
-                &jurisdiction,
-                &kind,
-                version,
+                &plugin.jurisdiction,
+                &plugin.kind,
+                plugin.version,
                 &signing::sha256_hex(&bytes),
             );
             println!("{}", signing::sign(&signing_key, &message));
