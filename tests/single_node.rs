@@ -543,3 +543,87 @@ async fn clean_stop_and_restart_keep_the_catalog_and_rows() {
     let value = batches[0].column(0);
     assert_eq!(value.len(), 1);
 }
+
+/// ListActions names exactly the actions the node implements. Before, it listed every
+/// Flight SQL action (transactions, savepoints, cancellation, Substrait), and a client
+/// that believed it failed later with UNIMPLEMENTED. Each action left out is checked to
+/// be really unimplemented (a well-formed request is answered UNIMPLEMENTED), so the list
+/// and the service cannot drift apart unnoticed.
+#[tokio::test]
+async fn list_actions_names_only_the_actions_the_node_implements() {
+    use arrow_flight::sql::{
+        ActionBeginSavepointRequest, ActionBeginTransactionRequest, ActionCancelQueryRequest,
+        ActionCreatePreparedSubstraitPlanRequest, ActionEndSavepointRequest,
+        ActionEndTransactionRequest, ProstMessageExt,
+    };
+    use futures::TryStreamExt;
+    use prost::Message;
+
+    let (_node, mut admin) = setup().await;
+    let token = admin.inner.token().cloned().expect("a session token");
+    let flight = admin.inner.inner_mut();
+    let listed: std::collections::BTreeSet<String> = flight
+        .list_actions(tonic::Request::new(arrow_flight::Empty {}))
+        .await
+        .expect("list actions")
+        .into_inner()
+        .map_ok(|action| action.r#type)
+        .try_collect()
+        .await
+        .expect("the listed actions");
+    assert_eq!(
+        listed,
+        ["ClosePreparedStatement", "CreatePreparedStatement"]
+            .map(String::from)
+            .into(),
+        "ListActions must name the implemented actions and only those"
+    );
+    let unlisted = [
+        (
+            "BeginTransaction",
+            ActionBeginTransactionRequest {}.as_any().encode_to_vec(),
+        ),
+        (
+            "EndTransaction",
+            ActionEndTransactionRequest::default()
+                .as_any()
+                .encode_to_vec(),
+        ),
+        (
+            "BeginSavepoint",
+            ActionBeginSavepointRequest::default()
+                .as_any()
+                .encode_to_vec(),
+        ),
+        (
+            "EndSavepoint",
+            ActionEndSavepointRequest::default()
+                .as_any()
+                .encode_to_vec(),
+        ),
+        (
+            "CancelQuery",
+            ActionCancelQueryRequest::default().as_any().encode_to_vec(),
+        ),
+        (
+            "CreatePreparedSubstraitPlan",
+            ActionCreatePreparedSubstraitPlanRequest::default()
+                .as_any()
+                .encode_to_vec(),
+        ),
+    ];
+    for (name, body) in unlisted {
+        let mut request = tonic::Request::new(arrow_flight::Action::new(name, body));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+        let answer = flight.do_action(request).await;
+        let code = answer.err().map(|status| status.code());
+        assert_eq!(
+            code,
+            Some(Code::Unimplemented),
+            "{name} is not listed, so it must be unimplemented"
+        );
+    }
+}

@@ -1,12 +1,14 @@
 //! Arrow Flight SQL over tonic: the only public data interface of a node. Stock clients
 //! (Python ADBC, JDBC, the `domicile sql` CLI) connect here.
 
+mod advertised;
 mod metadata;
 mod params;
 mod prepared;
 mod service;
 mod status;
 
+pub use advertised::{AdvertisedActions, CLIENT_ACTIONS, MESH_LEG_ACTIONS};
 pub(crate) use params::read_rows as read_parameter_messages;
 pub use service::FlightSqlServer;
 pub(crate) use status::sql_status;

@@ -16,7 +16,7 @@ use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
 use crate::config::{ListenConfig, NodeConfig};
 use crate::connection_gate::GatedListener;
-use crate::flight::FlightSqlServer;
+use crate::flight::{AdvertisedActions, CLIENT_ACTIONS, FlightSqlServer, MESH_LEG_ACTIONS};
 use crate::limits::{
     CONNECTION_AGE_GRACE_S, CONNECTION_AGE_MAX_S, GRPC_MESSAGE_SIZE_MAX_BYTES,
     HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_KEEPALIVE_INTERVAL_S, HTTP2_KEEPALIVE_TIMEOUT_S,
@@ -114,14 +114,15 @@ async fn until(mut stop: watch::Receiver<bool>) {
 fn flight_service(
     access: &ClientAccess,
     engines: &Engines,
-) -> FlightServiceServer<FlightSqlServer> {
-    FlightServiceServer::new(FlightSqlServer::new(
+) -> FlightServiceServer<AdvertisedActions<FlightSqlServer>> {
+    let service = FlightSqlServer::new(
         Arc::clone(&engines.engine),
         Arc::clone(&access.auth),
         Arc::clone(&engines.metrics),
-    ))
-    .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
-    .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
+    );
+    FlightServiceServer::new(AdvertisedActions::new(service, CLIENT_ACTIONS))
+        .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
+        .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
 }
 
 /// The admin API, for `listen.admin`.
@@ -170,7 +171,8 @@ fn peer_server(
         stop.clone(),
     ))
     .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
-    let legs = FlightServiceServer::new(PeerFlightSql::new(Arc::clone(&engines.engine), peers()))
+    let legs = PeerFlightSql::new(Arc::clone(&engines.engine), peers());
+    let legs = FlightServiceServer::new(AdvertisedActions::new(legs, MESH_LEG_ACTIONS))
         .max_decoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES)
         .max_encoding_message_size(GRPC_MESSAGE_SIZE_MAX_BYTES);
     let server = hardened(tonic::transport::Server::builder())

@@ -1,0 +1,127 @@
+//! `ListActions` as the node answers it: only the actions it implements.
+//!
+//! arrow-flight's Flight SQL server lists every action the Flight SQL specification
+//! defines (transactions, savepoints, Substrait plans, query cancellation), whether
+//! the service implements them or not, and a client that believes the list fails later
+//! with UNIMPLEMENTED (ADBC offers `autocommit=False`, then cannot begin). This wrapper
+//! passes every call through and keeps only the supported entries of that list.
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, PollInfo, SchemaResult, Ticket,
+};
+
+/// The actions a client's Flight SQL service implements (Flight SQL's names):
+/// prepared statements only.
+pub const CLIENT_ACTIONS: &[&str] = &["CreatePreparedStatement", "ClosePreparedStatement"];
+
+/// The actions the mesh legs' Flight SQL service implements: none (a leg is one
+/// `CommandStatementQuery` and its `DoGet`).
+pub const MESH_LEG_ACTIONS: &[&str] = &[];
+
+/// `inner`, listing only the `supported` actions.
+pub struct AdvertisedActions<T> {
+    inner: T,
+    supported: &'static [&'static str],
+}
+
+impl<T> AdvertisedActions<T> {
+    pub fn new(inner: T, supported: &'static [&'static str]) -> Self {
+        Self { inner, supported }
+    }
+}
+
+#[tonic::async_trait]
+impl<T: FlightService> FlightService for AdvertisedActions<T> {
+    type HandshakeStream = T::HandshakeStream;
+    type ListFlightsStream = T::ListFlightsStream;
+    type DoGetStream = T::DoGetStream;
+    type DoPutStream = T::DoPutStream;
+    type DoExchangeStream = T::DoExchangeStream;
+    type DoActionStream = T::DoActionStream;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        self.inner.handshake(request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.inner.list_flights(request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.inner.get_flight_info(request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        self.inner.poll_flight_info(request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        self.inner.get_schema(request).await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.inner.do_get(request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.inner.do_put(request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.inner.do_exchange(request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        self.inner.do_action(request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let supported = self.supported;
+        let listed = self.inner.list_actions(request).await?.into_inner();
+        let kept = listed.filter(move |action| {
+            let keep = match action {
+                Ok(action) => supported.contains(&action.r#type.as_str()),
+                Err(_) => true,
+            };
+            std::future::ready(keep)
+        });
+        Ok(Response::new(kept.boxed()))
+    }
+}
