@@ -292,3 +292,23 @@ def test_parameters_of_every_type_compare_and_assign_as_in_postgresql(node):
                 cur.execute(statement, params)
         cur.execute("SELECT count(*) FROM typed WHERE id >= 20")
         assert cur.fetchone() == (0,)
+
+
+def test_rowcount_is_the_number_of_rows_a_write_changed(node):
+    """DB-API `rowcount`: the rows an INSERT, UPDATE or DELETE changed, prepared or not,
+    with or without parameters; -1 (unknown) for a query, as PEP 249 allows."""
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE counted (id INT PRIMARY KEY, v INT)")
+        cur.execute("INSERT INTO counted VALUES (1, 10), (2, 20), (3, 30)")
+        assert cur.rowcount == 3
+        cur.execute("UPDATE counted SET v = v + 1 WHERE id >= ?", (2,))
+        assert cur.rowcount == 2
+        cur.execute("DELETE FROM counted WHERE id = 42")
+        assert cur.rowcount == 0
+        cur.execute("DELETE FROM counted WHERE id = ?", (1,))
+        assert cur.rowcount == 1
+        cur.executemany("INSERT INTO counted VALUES (?, ?)", [(4, 40), (5, 50)])
+        assert cur.rowcount == 2
+        cur.execute("SELECT id FROM counted ORDER BY id")
+        assert cur.rowcount == -1
+        assert [row[0] for row in cur.fetchall()] == [2, 3, 4, 5]

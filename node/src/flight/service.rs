@@ -221,7 +221,15 @@ impl FlightSqlServer {
             ],
             _ => Vec::new(),
         };
-        self.record_outcome(principal, schema, batches, descriptor)
+        let info = self.record_outcome(principal, schema, batches, descriptor)?;
+        // A write's FlightInfo carries the rows it changed as `total_records`: ADBC reads
+        // that field as the statement's rows affected (the DB-API `rowcount`, -1 when
+        // unknown), as it does for every statement run through GetFlightInfo. The
+        // answer's one row holds the same count, for clients that read the stream.
+        Ok(match total {
+            Some(count) => info.with_total_records(i64::try_from(count).unwrap_or(i64::MAX)),
+            None => info,
+        })
     }
 
     /// An answer without rows (a `SET`), kept for the DoGet that may follow.
