@@ -312,3 +312,19 @@ def test_rowcount_is_the_number_of_rows_a_write_changed(node):
         cur.execute("SELECT id FROM counted ORDER BY id")
         assert cur.rowcount == -1
         assert [row[0] for row in cur.fetchall()] == [2, 3, 4, 5]
+
+
+def test_the_announced_schema_is_the_one_sent_when_parameters_type_the_result(node):
+    """A placeholder the statement alone does not type takes the bound value's type, in
+    the schema GetFlightInfo announces as in the rows DoGet sends (ADBC refuses a
+    stream whose schema differs: "endpoint 0 returned inconsistent schema")."""
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute("SELECT ? AS x", (5,))
+        assert cur.fetchall() == [(5,)]
+        cur.execute("SELECT CAST(? AS TEXT) AS t, ? AS n", ("a", 2.5))
+        assert cur.fetchall() == [("a", 2.5)]
+        cur.execute("SELECT ? + 1 AS y", (2,))
+        assert cur.fetchall() == [(3,)]
+        cur.execute("SELECT ? AS s", ("text",))
+        assert cur.fetchall() == [("text",)]
+        assert [column[0] for column in cur.description] == ["s"]

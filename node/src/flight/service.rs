@@ -518,8 +518,18 @@ impl FlightSqlService for FlightSqlServer {
                 .await?;
             return Ok(Response::new(info));
         }
+        // The schema the DoGet will send: with the bound row's types where the
+        // statement alone left a placeholder untyped (`SELECT ? AS x`). ADBC refuses
+        // a stream whose schema differs from the one announced.
+        let schema = self
+            .engine
+            .result_schema(
+                &statement,
+                parameters.last().cloned().map(ParamValues::from),
+            )
+            .map_err(sql_status)?;
         let info = Self::flight_info(
-            &statement.output_schema(),
+            &schema,
             query.as_any().encode_to_vec(),
             request.into_inner(),
         )?;

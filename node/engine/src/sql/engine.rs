@@ -410,6 +410,73 @@ impl SqlEngine {
         result
     }
 
+    /// The schema of `prepared`'s result once `params` are bound: a placeholder the
+    /// statement alone does not type (`SELECT ? AS x`) takes the bound value's type, so
+    /// the schema a client is told before it reads is the one it then reads. Errors as
+    /// binding at execution would.
+    pub fn result_schema(
+        &self,
+        prepared: &PreparedStatement,
+        params: Option<ParamValues>,
+    ) -> Result<SchemaRef, SqlError> {
+        match &prepared.body {
+            Body::Plan {
+                plan,
+                optimized,
+                unoptimized_dml,
+                ..
+            } if params.is_some() && !*unoptimized_dml => {
+                let (plan, _) = self.bound_plan(plan, optimized.as_deref(), false, params)?;
+                Ok(Arc::new(plan.schema().as_arrow().clone()))
+            }
+            _ => Ok(prepared.output_schema()),
+        }
+    }
+
+    /// The logical plan `execute` plans physically, with `params` bound, and whether
+    /// DataFusion's optimizer is to be skipped: unoptimised DML and pre-optimised
+    /// queries go straight to the physical planner.
+    fn bound_plan(
+        &self,
+        unoptimized: &LogicalPlan,
+        optimized: Option<&LogicalPlan>,
+        unoptimized_dml: bool,
+        params: Option<ParamValues>,
+    ) -> Result<(LogicalPlan, bool), SqlError> {
+        let state = &self.state;
+        let (plan, skip_optimizer) = match optimized {
+            Some(optimized) => (optimized, true),
+            None => (unoptimized, unoptimized_dml),
+        };
+        let analyze = |plan: LogicalPlan| {
+            state
+                .analyzer()
+                .execute_and_check(plan, state.config_options(), |_, _| {})
+                .map_err(SqlError::from_datafusion)
+        };
+        let (plan, skip_optimizer) = match params {
+            None => (plan.clone(), skip_optimizer),
+            Some(params) => match typed_parameters(plan, params)? {
+                (params, true) => (bind(plan, params)?, skip_optimizer),
+                // A value kept the client's type: the statement is typed again
+                // (coercion, rounding casts) from its unoptimised plan.
+                (params, false) if !unoptimized_dml => {
+                    (analyze(bind(unoptimized, params)?)?, false)
+                }
+                (params, false) => (bind(unoptimized, params)?, true),
+            },
+        };
+        // UPDATE and DELETE skip the optimizer, not the analyzer: their filters and
+        // assignments are typed like any other statement's (an INT key `IN (2, 3)`, a
+        // rounding cast).
+        let plan = if unoptimized_dml {
+            analyze(plan)?
+        } else {
+            plan
+        };
+        Ok((plan, skip_optimizer))
+    }
+
     /// Runs one region's part of a `mesh.<table>` query (this node's, or a peer's over
     /// the mesh) for `principal`: a query only, over this node's own partitions; the
     /// egress policy decides what leaves for the principal's home region (and `via`).
@@ -456,39 +523,8 @@ impl SqlEngine {
                 ..
             } => {
                 let state = &self.state;
-                // Unoptimised DML and pre-optimised queries go straight to the physical
-                // planner; everything else is optimised now.
-                let unoptimized = plan;
-                let (plan, skip_optimizer) = match optimized {
-                    Some(optimized) => (optimized.as_ref(), true),
-                    None => (plan, *unoptimized_dml),
-                };
-                let analyze = |plan: LogicalPlan| {
-                    state
-                        .analyzer()
-                        .execute_and_check(plan, state.config_options(), |_, _| {})
-                        .map_err(SqlError::from_datafusion)
-                };
-                let (plan, skip_optimizer) = match params {
-                    None => (plan.clone(), skip_optimizer),
-                    Some(params) => match typed_parameters(plan, params)? {
-                        (params, true) => (bind(plan, params)?, skip_optimizer),
-                        // A value kept the client's type: the statement is typed again
-                        // (coercion, rounding casts) from its unoptimised plan.
-                        (params, false) if !*unoptimized_dml => {
-                            (analyze(bind(unoptimized, params)?)?, false)
-                        }
-                        (params, false) => (bind(unoptimized, params)?, true),
-                    },
-                };
-                // UPDATE and DELETE skip the optimizer, not the analyzer: their filters
-                // and assignments are typed like any other statement's (an INT key
-                // `IN (2, 3)`, a rounding cast).
-                let plan = if *unoptimized_dml {
-                    analyze(plan)?
-                } else {
-                    plan
-                };
+                let (plan, skip_optimizer) =
+                    self.bound_plan(plan, optimized.as_deref(), *unoptimized_dml, params)?;
                 let physical = if skip_optimizer {
                     DefaultPhysicalPlanner::default()
                         .create_physical_plan(&plan, state)
