@@ -31,4 +31,5 @@ mod saga;
 mod saga_step;
 mod single_node;
 mod slt;
+mod transactions;
 mod value_free_errors;

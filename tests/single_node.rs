@@ -355,7 +355,7 @@ async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
             Code::Unimplemented,
             "subquery",
         ),
-        ("BEGIN", Code::Unimplemented, "transactions"),
+        ("SAVEPOINT a", Code::Unimplemented, "savepoints"),
         (
             "CREATE TABLE t (v TEXT)",
             Code::InvalidArgument,
@@ -552,9 +552,8 @@ async fn clean_stop_and_restart_keep_the_catalog_and_rows() {
 #[tokio::test]
 async fn list_actions_names_only_the_actions_the_node_implements() {
     use arrow_flight::sql::{
-        ActionBeginSavepointRequest, ActionBeginTransactionRequest, ActionCancelQueryRequest,
-        ActionCreatePreparedSubstraitPlanRequest, ActionEndSavepointRequest,
-        ActionEndTransactionRequest, ProstMessageExt,
+        ActionBeginSavepointRequest, ActionCancelQueryRequest,
+        ActionCreatePreparedSubstraitPlanRequest, ActionEndSavepointRequest, ProstMessageExt,
     };
     use futures::TryStreamExt;
     use prost::Message;
@@ -573,22 +572,17 @@ async fn list_actions_names_only_the_actions_the_node_implements() {
         .expect("the listed actions");
     assert_eq!(
         listed,
-        ["ClosePreparedStatement", "CreatePreparedStatement"]
-            .map(String::from)
-            .into(),
+        [
+            "BeginTransaction",
+            "ClosePreparedStatement",
+            "CreatePreparedStatement",
+            "EndTransaction"
+        ]
+        .map(String::from)
+        .into(),
         "ListActions must name the implemented actions and only those"
     );
     let unlisted = [
-        (
-            "BeginTransaction",
-            ActionBeginTransactionRequest {}.as_any().encode_to_vec(),
-        ),
-        (
-            "EndTransaction",
-            ActionEndTransactionRequest::default()
-                .as_any()
-                .encode_to_vec(),
-        ),
         (
             "BeginSavepoint",
             ActionBeginSavepointRequest::default()

@@ -605,6 +605,62 @@ impl Client {
             .await
             .map_err(to_status)
     }
+
+    /// Flight SQL BeginTransaction: the new transaction's id.
+    pub async fn begin(&mut self) -> Result<prost::bytes::Bytes, tonic::Status> {
+        self.inner.begin_transaction().await.map_err(to_status)
+    }
+
+    /// Flight SQL EndTransaction COMMIT.
+    pub async fn commit(&mut self, transaction: &prost::bytes::Bytes) -> Result<(), tonic::Status> {
+        self.inner
+            .end_transaction(
+                transaction.clone(),
+                arrow_flight::sql::EndTransaction::Commit,
+            )
+            .await
+            .map_err(to_status)
+    }
+
+    /// Flight SQL EndTransaction ROLLBACK.
+    pub async fn rollback(
+        &mut self,
+        transaction: &prost::bytes::Bytes,
+    ) -> Result<(), tonic::Status> {
+        self.inner
+            .end_transaction(
+                transaction.clone(),
+                arrow_flight::sql::EndTransaction::Rollback,
+            )
+            .await
+            .map_err(to_status)
+    }
+
+    /// [`Client::query`] inside `transaction`.
+    pub async fn query_in(
+        &mut self,
+        transaction: &prost::bytes::Bytes,
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, tonic::Status> {
+        let info = self
+            .inner
+            .execute(sql.to_string(), Some(transaction.clone()))
+            .await
+            .map_err(to_status)?;
+        self.fetch(info).await
+    }
+
+    /// [`Client::update`] inside `transaction`.
+    pub async fn update_in(
+        &mut self,
+        transaction: &prost::bytes::Bytes,
+        sql: &str,
+    ) -> Result<i64, tonic::Status> {
+        self.inner
+            .execute_update(sql.to_string(), Some(transaction.clone()))
+            .await
+            .map_err(to_status)
+    }
 }
 
 /// A batch of `columns` NULL columns (named `$1`, `$2`, ...) and `rows` rows: a few
@@ -678,6 +734,7 @@ fn status_from_text(text: &str) -> tonic::Status {
         ("NotFound", tonic::Code::NotFound),
         ("Unimplemented", tonic::Code::Unimplemented),
         ("ResourceExhausted", tonic::Code::ResourceExhausted),
+        ("Aborted", tonic::Code::Aborted),
         ("authentication credentials", tonic::Code::Unauthenticated),
     ]
     .into_iter()

@@ -13,14 +13,66 @@ import pytest
 from conftest import PASSWORDS
 
 
-def connect(uri, user="admin"):
-    # autocommit=True: Domicile advertises no multi-statement transactions (SqlInfo 8 = NONE),
-    # every statement commits on its own.
+def connect(uri, user="admin", autocommit=True):
+    # autocommit=True: every statement commits on its own. With autocommit=False (the
+    # DB-API default) ADBC opens a Flight SQL transaction and `commit()` ends it.
     return flightsql.connect(
         uri,
         db_kwargs={"username": user, "password": PASSWORDS[user]},
-        autocommit=True,
+        autocommit=autocommit,
     )
+
+
+def test_a_transfer_with_autocommit_off_commits_whole_or_not_at_all(node):
+    with connect(node) as setup, setup.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE tx_accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)"
+        )
+        cur.execute(
+            "CREATE TABLE tx_ledger (id BIGINT PRIMARY KEY, account BIGINT NOT NULL, "
+            "amount BIGINT NOT NULL) WITH (cdc = 'true')"
+        )
+        cur.execute("INSERT INTO tx_accounts VALUES (1, 100), (2, 0)")
+
+    def balances(cursor):
+        cursor.execute("SELECT balance FROM tx_accounts ORDER BY id")
+        return [row[0] for row in cursor.fetchall()]
+
+    with connect(node, autocommit=False) as conn, connect(node) as observer:
+        cur, seen = conn.cursor(), observer.cursor()
+        for finish, ledger_id in ((conn.rollback, 10), (conn.commit, 11)):
+            cur.execute("UPDATE tx_accounts SET balance = balance - ? WHERE id = ?", (30, 1))
+            cur.execute("INSERT INTO tx_ledger VALUES (?, 1, -30)", (ledger_id,))
+            cur.execute("UPDATE tx_accounts SET balance = balance + 30 WHERE id = 2")
+            assert balances(cur) == [70, 30], "the transaction sees its own writes"
+            assert balances(seen) == [100, 0], "nobody else does before it commits"
+            finish()
+        assert balances(seen) == [70, 30]
+        seen.execute("SELECT id FROM tx_ledger")
+        assert seen.fetchall() == [(11,)]
+        cur.close()
+        seen.close()
+
+
+def test_the_loser_of_a_write_conflict_gets_a_retryable_error(node):
+    with connect(node) as setup, setup.cursor() as cur:
+        cur.execute("CREATE TABLE tx_counter (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        cur.execute("INSERT INTO tx_counter VALUES (1, 0)")
+    with connect(node, autocommit=False) as a, connect(node, autocommit=False) as b:
+        ca, cb = a.cursor(), b.cursor()
+        for cur in (ca, cb):
+            cur.execute("SELECT n FROM tx_counter WHERE id = 1")
+            (n,) = cur.fetchone()
+            cur.execute("UPDATE tx_counter SET n = ? WHERE id = 1", (n + 1,))
+        a.commit()
+        with pytest.raises(adbc_driver_manager.Error) as lost:
+            b.commit()
+        assert "40001" in str(lost.value), "a serialization failure, to be retried"
+        ca.close()
+        cb.close()
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute("SELECT n FROM tx_counter WHERE id = 1")
+        assert cur.fetchone() == (1,), "one increment, not two, not zero"
 
 
 def test_create_insert_select_update_delete(node):

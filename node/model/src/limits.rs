@@ -14,6 +14,24 @@ pub const CELL_SIZE_MAX_BYTES: usize = 1 << 20;
 /// Most rows one INSERT, UPDATE or DELETE may change. A statement is one atomic storage
 /// transaction whose changes are held in memory until commit, so this bounds memory.
 pub const STATEMENT_ROWS_MAX: usize = 100_000;
+/// Most rows one interactive transaction may change; its writes are held in memory
+/// until it commits.
+pub const TRANSACTION_ROWS_MAX: usize = 100_000;
+/// Most reads (keys looked up, ranges scanned, partition lists) one transaction may
+/// record; each is read again in the writer at commit.
+pub const TRANSACTION_READS_MAX: usize = 100_000;
+/// Open interactive transactions per node and per user: each holds a storage snapshot
+/// (pinning old pages of the database file) and its writes in memory.
+pub const TRANSACTIONS_OPEN_MAX: usize = 1_024;
+pub const TRANSACTIONS_PER_USER_MAX: usize = 64;
+/// Statements one transaction may run.
+pub const TRANSACTION_STATEMENTS_MAX: usize = 10_000;
+/// A transaction that ran no statement for this long is rolled back (PostgreSQL's
+/// `idle_in_transaction_session_timeout`), and one older than the age bound is refused
+/// its next statement and rolled back: a forgotten transaction would otherwise pin its
+/// snapshot for ever. Announced to clients as Flight SQL's transaction timeout.
+pub const TRANSACTION_IDLE_MAX: Duration = Duration::from_secs(60);
+pub const TRANSACTION_AGE_MAX: Duration = Duration::from_secs(600);
 /// Most statements folded into one fsync'd storage commit (group commit).
 pub const COMMIT_BATCH_STATEMENTS_MAX: usize = 256;
 /// How long a contended group commit waits for more statements by default, and at
@@ -217,6 +235,9 @@ pub const KAFKA_FETCH_BYTES_MAX: usize = 4 * CDC_MESSAGE_BYTES_MAX;
 
 const _: () = assert!(COMMIT_BATCH_STATEMENTS_MAX <= WRITE_QUEUE_STATEMENTS_MAX);
 const _: () = assert!(SCAN_BATCH_ROWS_MAX <= STATEMENT_ROWS_MAX);
+const _: () = assert!(STATEMENT_ROWS_MAX <= TRANSACTION_ROWS_MAX);
+const _: () = assert!(TRANSACTIONS_PER_USER_MAX <= TRANSACTIONS_OPEN_MAX);
+const _: () = assert!(TRANSACTION_IDLE_MAX.as_secs() <= TRANSACTION_AGE_MAX.as_secs());
 const _: () = assert!(CELL_SIZE_MAX_BYTES < GRPC_MESSAGE_SIZE_MAX_BYTES);
 const _: () = assert!(PREPARED_STATEMENTS_PER_SESSION_MAX <= PREPARED_STATEMENTS_PER_USER_MAX);
 const _: () = assert!(PREPARED_STATEMENTS_PER_USER_MAX <= PREPARED_STATEMENTS_MAX);

@@ -341,6 +341,14 @@ impl ExecutionPlan for MeshScanExec {
                 self.table
             ))));
         }
+        if session.transaction.is_some() {
+            return Err(DataFusionError::External(Box::new(
+                crate::sql::WriteError::OutsideTransaction {
+                    what: format!("a read of mesh.{}", self.table),
+                    local_region: session.router.local_region().to_string(),
+                },
+            )));
+        }
         let Some(region) = self.regions.get(partition).cloned() else {
             // No region left after the region filter: nothing to read.
             return Ok(Box::pin(RecordBatchStreamAdapter::new(

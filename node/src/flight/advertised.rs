@@ -17,8 +17,13 @@ use arrow_flight::{
 };
 
 /// The actions a client's Flight SQL service implements (Flight SQL's names):
-/// prepared statements only.
-pub const CLIENT_ACTIONS: &[&str] = &["CreatePreparedStatement", "ClosePreparedStatement"];
+/// prepared statements and transactions.
+pub const CLIENT_ACTIONS: &[&str] = &[
+    "CreatePreparedStatement",
+    "ClosePreparedStatement",
+    "BeginTransaction",
+    "EndTransaction",
+];
 
 /// The actions the mesh legs' Flight SQL service implements: none (a leg is one
 /// `CommandStatementQuery` and its `DoGet`).

@@ -7,8 +7,10 @@ use arrow_flight::sql::metadata::{
 };
 use arrow_flight::sql::{
     Nullable, Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity,
-    SqlSupportedTransaction, XdbcDataType,
+    SqlSupportedTransaction, SqlTransactionIsolationLevel, XdbcDataType,
 };
+
+use crate::limits::TRANSACTION_IDLE_MAX;
 
 pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     let mut builder = SqlInfoDataBuilder::new();
@@ -18,16 +20,20 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     builder.append(SqlInfo::FlightSqlServerReadOnly, false);
     builder.append(SqlInfo::FlightSqlServerSql, true);
     builder.append(SqlInfo::FlightSqlServerSubstrait, false);
-    // Honest: each statement is its own atomic, durable transaction; multi-statement
-    // transactions (BeginTransaction/EndTransaction) are not offered.
+    // BeginTransaction / EndTransaction and SQL BEGIN / COMMIT / ROLLBACK, serializable
+    // (`storage::transaction`); no savepoints. ADBC offers `autocommit=False` on this.
     builder.append(
         SqlInfo::FlightSqlServerTransaction,
-        SqlSupportedTransaction::None as i32,
+        SqlSupportedTransaction::Transaction as i32,
     );
     builder.append(SqlInfo::FlightSqlServerCancel, false);
     builder.append(SqlInfo::FlightSqlServerBulkIngestion, false);
     builder.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
-    builder.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
+    // An idle transaction is rolled back after this many milliseconds.
+    builder.append(
+        SqlInfo::FlightSqlServerTransactionTimeout,
+        i32::try_from(TRANSACTION_IDLE_MAX.as_millis()).unwrap_or(i32::MAX),
+    );
     builder.append(SqlInfo::SqlDdlCatalog, false);
     builder.append(SqlInfo::SqlDdlSchema, false);
     builder.append(SqlInfo::SqlDdlTable, true);
@@ -45,7 +51,16 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
         SqlInfo::SqlNullOrdering,
         SqlNullOrdering::SqlNullsSortedHigh as i32,
     );
-    builder.append(SqlInfo::SqlTransactionsSupported, false);
+    builder.append(SqlInfo::SqlTransactionsSupported, true);
+    let serializable = SqlTransactionIsolationLevel::SqlTransactionSerializable as i32;
+    builder.append(SqlInfo::SqlDefaultTransactionIsolation, serializable);
+    builder.append(
+        SqlInfo::SqlSupportedTransactionsIsolationLevels,
+        1i32 << serializable,
+    );
+    // DDL inside a transaction is refused, neither committing it nor ignored.
+    builder.append(SqlInfo::SqlDataDefinitionCausesTransactionCommit, false);
+    builder.append(SqlInfo::SqlDataDefinitionsInTransactionsIgnored, false);
     builder.build().expect("static SqlInfo is well-formed")
 });
 

@@ -12,12 +12,13 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
+    ActionBeginTransactionRequest, ActionBeginTransactionResult,
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    ActionCreatePreparedStatementResult, ActionEndTransactionRequest, Any, CommandGetCatalogs,
+    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -37,12 +38,14 @@ use super::prepared::{PreparedTable, SessionKey};
 use super::status::{auth_status, prepared_status, sql_status};
 use crate::auth::{Authenticator, Principal, SessionOptions};
 use crate::error_kind::ErrorKind;
-use crate::grpc_status::status;
+use crate::grpc_status::{status, status_of};
 use crate::limits::PARAMETERS_PER_STATEMENT_MAX;
 use crate::limits::WRITE_OUTCOMES_MAX;
 use crate::metrics::Metrics;
 use crate::sql::schemas_for_metadata;
-use crate::sql::{PreparedStatement, SqlEngine, SqlError, StatementKind};
+use crate::sql::transactions::TransactionId;
+use crate::sql::{PreparedStatement, SqlEngine, SqlError, StatementKind, TransactionControl};
+use crate::storage::Transaction;
 
 /// How long a write's outcome waits for its DoGet.
 const WRITE_OUTCOME_TTL: Duration = Duration::from_secs(300);
@@ -58,6 +61,8 @@ struct OpenStatement {
     /// Rows bound by the last DoPut; a query uses at most one, an update runs once per
     /// row. Shared, so a lookup under the table's lock copies a pointer, not the rows.
     parameters: ParameterRows,
+    /// The Flight SQL transaction it was prepared in: every execution runs there.
+    transaction: Option<TransactionId>,
 }
 
 type ParameterRows = Arc<Vec<Vec<ScalarValue>>>;
@@ -73,6 +78,10 @@ struct WriteOutcome {
 /// Marks a statement ticket that names a stored write outcome rather than SQL text
 /// (SQL never starts with a NUL byte).
 const OUTCOME_TICKET_PREFIX: &[u8] = b"\0domicile-outcome:";
+
+/// Marks a statement ticket of a query inside a transaction: the prefix, the 16-byte
+/// transaction id, then the SQL text.
+const TRANSACTION_TICKET_PREFIX: &[u8] = b"\0domicile-transaction:";
 
 pub struct FlightSqlServer {
     engine: Arc<SqlEngine>,
@@ -134,6 +143,99 @@ impl FlightSqlServer {
         })
     }
 
+    /// The transaction a statement runs in: the one the client named (Flight SQL's
+    /// `transaction_id`), else the one SQL `BEGIN` opened in its session, else none.
+    fn transaction_id(explicit: Option<&[u8]>, options: &SessionOptions) -> Option<Vec<u8>> {
+        match explicit {
+            Some(id) if !id.is_empty() => Some(id.to_vec()),
+            _ => options.transaction.map(|id| id.to_vec()),
+        }
+    }
+
+    /// The open transaction `id` for one statement of `principal`'s.
+    fn transaction_for(
+        &self,
+        id: Option<&[u8]>,
+        principal: &Principal,
+        statement: &PreparedStatement,
+    ) -> Result<Option<Transaction>, Status> {
+        let Some(id) = id else { return Ok(None) };
+        self.engine
+            .transactions()
+            .statement(id, principal, statement.writes(), Instant::now())
+            .map(Some)
+            .map_err(|error| status_of(&error))
+    }
+
+    /// Applies `BEGIN`, `COMMIT` or `ROLLBACK` to the caller's session; `None` if the
+    /// statement is not one. They act on the session's SQL transaction only: a client
+    /// in a Flight SQL transaction ends it with EndTransaction.
+    async fn apply_transaction_statement<T>(
+        &self,
+        request: &Request<T>,
+        explicit: Option<&[u8]>,
+        statement: &PreparedStatement,
+    ) -> Option<Result<(), Status>> {
+        let control = statement.transaction_control()?;
+        Some(self.control_transaction(request, explicit, control).await)
+    }
+
+    async fn control_transaction<T>(
+        &self,
+        request: &Request<T>,
+        explicit: Option<&[u8]>,
+        control: TransactionControl,
+    ) -> Result<(), Status> {
+        if explicit.is_some_and(|id| !id.is_empty()) {
+            return Err(status(
+                ErrorKind::Invalid,
+                "BEGIN, COMMIT and ROLLBACK inside a Flight SQL transaction: end it with \
+                 EndTransaction",
+            ));
+        }
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let (principal, options) = self.auth.session(header).map_err(auth_status)?;
+        let transactions = self.engine.transactions();
+        match (control, options.transaction) {
+            (TransactionControl::Begin { .. }, Some(_)) => Err(status(
+                ErrorKind::Precondition,
+                "there is already a transaction in progress in this session (SQLSTATE 25001)",
+            )),
+            (TransactionControl::Begin { read_only }, None) => {
+                let id = transactions
+                    .begin(&principal, read_only, Instant::now())
+                    .map_err(|error| status_of(&error))?;
+                self.auth
+                    .set_transaction(header, Some(id))
+                    .map_err(auth_status)?;
+                Ok(())
+            }
+            // As PostgreSQL: COMMIT or ROLLBACK with no transaction in progress does
+            // nothing (it warns).
+            (TransactionControl::Commit | TransactionControl::Rollback, None) => Ok(()),
+            (TransactionControl::Commit, Some(id)) => {
+                self.auth
+                    .set_transaction(header, None)
+                    .map_err(auth_status)?;
+                transactions
+                    .commit(&id, &principal)
+                    .await
+                    .map_err(|error| status_of(&error))
+            }
+            (TransactionControl::Rollback, Some(id)) => {
+                self.auth
+                    .set_transaction(header, None)
+                    .map_err(auth_status)?;
+                // Already rolled back (it timed out) is what ROLLBACK asked for.
+                let _ = transactions.rollback(&id, &principal);
+                Ok(())
+            }
+        }
+    }
+
     fn open_statements(&self) -> std::sync::MutexGuard<'_, PreparedTable<OpenStatement>> {
         self.prepared
             .lock()
@@ -145,12 +247,32 @@ impl FlightSqlServer {
         &self,
         handle: &[u8],
         principal: &Principal,
-    ) -> Result<(PreparedStatement, ParameterRows), Status> {
+    ) -> Result<(PreparedStatement, ParameterRows, Option<TransactionId>), Status> {
         let mut statements = self.open_statements();
         let open = statements
             .get_mut(handle, &principal.user, Instant::now())
             .map_err(prepared_status)?;
-        Ok((open.statement.clone(), Arc::clone(&open.parameters)))
+        Ok((
+            open.statement.clone(),
+            Arc::clone(&open.parameters),
+            open.transaction,
+        ))
+    }
+
+    /// The transaction an execution of a prepared statement runs in: the one it was
+    /// prepared in, else its session's SQL transaction.
+    fn prepared_transaction<T>(
+        &self,
+        request: &Request<T>,
+        prepared_in: Option<TransactionId>,
+        principal: &Principal,
+        statement: &PreparedStatement,
+    ) -> Result<Option<Transaction>, Status> {
+        let id = match prepared_in {
+            Some(id) => Some(id.to_vec()),
+            None => Self::transaction_id(None, &self.session(request)?.1),
+        };
+        self.transaction_for(id.as_deref(), principal, statement)
     }
 
     /// Reads the parameter rows a DoPut binds to the statement behind `handle`.
@@ -174,10 +296,11 @@ impl FlightSqlServer {
         &self,
         statement: &PreparedStatement,
         parameters: Option<Vec<ScalarValue>>,
+        transaction: Option<Transaction>,
     ) -> Result<SendableRecordBatchStream, Status> {
         let params = parameters.map(ParamValues::from);
         self.engine
-            .execute(statement, params)
+            .execute_in(statement, params, transaction)
             .await
             .map_err(sql_status)
     }
@@ -190,6 +313,7 @@ impl FlightSqlServer {
         statement: &PreparedStatement,
         rows: ParameterRows,
         descriptor: FlightDescriptor,
+        transaction: Option<Transaction>,
     ) -> Result<FlightInfo, Status> {
         let runs: Vec<Option<Vec<ScalarValue>>> = if rows.is_empty() {
             vec![None]
@@ -200,7 +324,9 @@ impl FlightSqlServer {
         let mut total: Option<u64> = None;
         let mut answered = Vec::new();
         for parameters in runs {
-            let mut stream = self.execute(statement, parameters).await?;
+            let mut stream = self
+                .execute(statement, parameters, transaction.clone())
+                .await?;
             if statement.returns_rows() {
                 while let Some(batch) = stream.next().await {
                     answered.push(batch.map_err(|e| sql_status(SqlError::from_datafusion(e)))?);
@@ -452,7 +578,7 @@ impl FlightSqlService for FlightSqlServer {
         let (principal, options) = self.session(&request)?;
         let statement = self
             .engine
-            .prepare_with(&principal, options, &query.query)
+            .prepare_with(&principal, options.clone(), &query.query)
             .await
             .map_err(sql_status)?;
         if let Some(applied) = self.apply_session_statement(&request, &statement) {
@@ -460,14 +586,43 @@ impl FlightSqlService for FlightSqlServer {
             let info = self.empty_outcome(&principal, request.into_inner())?;
             return Ok(Response::new(info));
         }
+        let explicit = query.transaction_id.as_deref();
+        if let Some(applied) = self
+            .apply_transaction_statement(&request, explicit, &statement)
+            .await
+        {
+            applied?;
+            let info = self.empty_outcome(&principal, request.into_inner())?;
+            return Ok(Response::new(info));
+        }
+        let transaction_id = Self::transaction_id(explicit, &options);
         if statement.kind != StatementKind::Query {
+            let transaction =
+                self.transaction_for(transaction_id.as_deref(), &principal, &statement)?;
             let info = self
-                .execute_write_now(&principal, &statement, Arc::default(), request.into_inner())
+                .execute_write_now(
+                    &principal,
+                    &statement,
+                    Arc::default(),
+                    request.into_inner(),
+                    transaction,
+                )
                 .await?;
             return Ok(Response::new(info));
         }
+        // A query runs at DoGet: its ticket names the transaction it runs in.
+        let statement_handle = match transaction_id {
+            Some(id) => {
+                crate::sql::transactions::parse_id(&id).map_err(|error| status_of(&error))?;
+                let mut handle = TRANSACTION_TICKET_PREFIX.to_vec();
+                handle.extend(id);
+                handle.extend(query.query.into_bytes());
+                handle
+            }
+            None => query.query.into_bytes(),
+        };
         let ticket = TicketStatementQuery {
-            statement_handle: query.query.into_bytes().into(),
+            statement_handle: statement_handle.into(),
         };
         let info = Self::flight_info(
             &statement.output_schema(),
@@ -488,15 +643,24 @@ impl FlightSqlService for FlightSqlServer {
                 self.take_outcome(&ticket.statement_handle, &principal)?,
             ));
         }
-        let sql = utf8(&ticket.statement_handle, "statement handle")?;
+        let (transaction_id, sql) = match ticket
+            .statement_handle
+            .strip_prefix(TRANSACTION_TICKET_PREFIX)
+        {
+            Some(rest) if rest.len() >= 16 => (Some(&rest[..16]), &rest[16..]),
+            Some(_) => return Err(status(ErrorKind::Invalid, "malformed statement ticket")),
+            None => (None, &ticket.statement_handle[..]),
+        };
+        let sql = utf8(sql, "statement handle")?;
         let (principal, options) = self.session(&request)?;
         let mut statement = self
             .engine
             .prepare_with(&principal, options, &sql)
             .await
             .map_err(sql_status)?;
+        let transaction = self.transaction_for(transaction_id, &principal, &statement)?;
         let warnings = statement.fresh_warnings();
-        let stream = self.execute(&statement, None).await?;
+        let stream = self.execute(&statement, None, transaction).await?;
         Ok(Response::new(flight_stream(stream, warnings)))
     }
 
@@ -506,15 +670,36 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(&request)?;
-        let (statement, parameters) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        let (statement, parameters, prepared_in) =
+            self.lookup(&query.prepared_statement_handle, &principal)?;
         if let Some(applied) = self.apply_session_statement(&request, &statement) {
             applied?;
             let info = self.empty_outcome(&principal, request.into_inner())?;
             return Ok(Response::new(info));
         }
+        if let Some(applied) = self
+            .apply_transaction_statement(
+                &request,
+                prepared_in.as_ref().map(|id| &id[..]),
+                &statement,
+            )
+            .await
+        {
+            applied?;
+            let info = self.empty_outcome(&principal, request.into_inner())?;
+            return Ok(Response::new(info));
+        }
         if statement.kind != StatementKind::Query {
+            let transaction =
+                self.prepared_transaction(&request, prepared_in, &principal, &statement)?;
             let info = self
-                .execute_write_now(&principal, &statement, parameters, request.into_inner())
+                .execute_write_now(
+                    &principal,
+                    &statement,
+                    parameters,
+                    request.into_inner(),
+                    transaction,
+                )
                 .await?;
             return Ok(Response::new(info));
         }
@@ -542,7 +727,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request)?;
-        let (mut statement, parameters) =
+        let (mut statement, parameters, prepared_in) =
             self.lookup(&query.prepared_statement_handle, &principal)?;
         if parameters.len() > 1 {
             return Err(status(
@@ -553,8 +738,12 @@ impl FlightSqlService for FlightSqlServer {
                 ),
             ));
         }
+        let transaction =
+            self.prepared_transaction(&request, prepared_in, &principal, &statement)?;
         let warnings = statement.fresh_warnings();
-        let stream = self.execute(&statement, parameters.last().cloned()).await?;
+        let stream = self
+            .execute(&statement, parameters.last().cloned(), transaction)
+            .await?;
         Ok(Response::new(flight_stream(stream, warnings)))
     }
 
@@ -564,12 +753,16 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let (principal, options) = self.session(&request)?;
-        if query.transaction_id.is_some() {
-            return Err(status(
-                ErrorKind::Unsupported,
-                "transactions are not supported; omit transaction_id",
-            ));
-        }
+        // Prepared in a Flight SQL transaction: every execution runs there.
+        let transaction = match query.transaction_id.as_deref() {
+            Some(id) if !id.is_empty() => Some(
+                self.engine
+                    .transactions()
+                    .owned(id, &principal)
+                    .map_err(|error| status_of(&error))?,
+            ),
+            _ => None,
+        };
         let statement = self
             .engine
             .prepare_with(&principal, options, &query.query)
@@ -604,6 +797,7 @@ impl FlightSqlService for FlightSqlServer {
                     statement,
                     parameter_count: parameters.fields().len(),
                     parameters: Arc::new(Vec::new()),
+                    transaction,
                 },
                 Instant::now(),
             )
@@ -613,6 +807,47 @@ impl FlightSqlService for FlightSqlServer {
             dataset_schema,
             parameter_schema,
         })
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        let principal = self.principal(&request)?;
+        let id = self
+            .engine
+            .transactions()
+            .begin(&principal, false, Instant::now())
+            .map_err(|error| status_of(&error))?;
+        Ok(ActionBeginTransactionResult {
+            transaction_id: id.to_vec().into(),
+        })
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        query: ActionEndTransactionRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        let principal = self.principal(&request)?;
+        let transactions = self.engine.transactions();
+        match EndTransaction::try_from(query.action) {
+            Ok(EndTransaction::Commit) => transactions
+                .commit(&query.transaction_id, &principal)
+                .await
+                .map_err(|error| status_of(&error)),
+            Ok(EndTransaction::Rollback) => transactions
+                .rollback(&query.transaction_id, &principal)
+                .map_err(|error| status_of(&error)),
+            _ => Err(status(
+                ErrorKind::Invalid,
+                format!(
+                    "EndTransaction action {} is neither COMMIT (1) nor ROLLBACK (2)",
+                    query.action
+                ),
+            )),
+        }
     }
 
     async fn do_action_close_prepared_statement(
@@ -657,10 +892,23 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let principal = self.principal(&request)?;
-        let (statement, bound) = self.lookup(&query.prepared_statement_handle, &principal)?;
+        let (statement, bound, prepared_in) =
+            self.lookup(&query.prepared_statement_handle, &principal)?;
         if let Some(applied) = self.apply_session_statement(&request, &statement) {
             return applied.map(|()| 0);
         }
+        if let Some(applied) = self
+            .apply_transaction_statement(
+                &request,
+                prepared_in.as_ref().map(|id| &id[..]),
+                &statement,
+            )
+            .await
+        {
+            return applied.map(|()| 0);
+        }
+        let transaction =
+            self.prepared_transaction(&request, prepared_in, &principal, &statement)?;
         let sent = self
             .read_parameters(
                 &query.prepared_statement_handle,
@@ -674,13 +922,15 @@ impl FlightSqlService for FlightSqlServer {
             Arc::new(sent)
         };
         if rows.is_empty() {
-            let stream = self.execute(&statement, None).await?;
+            let stream = self.execute(&statement, None, transaction).await?;
             return affected_rows(stream).await;
         }
         // One execution per parameter row (executemany); each is its own statement.
         let mut total = 0i64;
         for row in rows.iter() {
-            let stream = self.execute(&statement, Some(row.clone())).await?;
+            let stream = self
+                .execute(&statement, Some(row.clone()), transaction.clone())
+                .await?;
             total += affected_rows(stream).await?;
         }
         Ok(total)
@@ -691,22 +941,26 @@ impl FlightSqlService for FlightSqlServer {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        if command.transaction_id.is_some() {
-            return Err(status(
-                ErrorKind::Unsupported,
-                "transactions are not supported; omit transaction_id",
-            ));
-        }
         let (principal, options) = self.session(&request)?;
         let statement = self
             .engine
-            .prepare_with(&principal, options, &command.query)
+            .prepare_with(&principal, options.clone(), &command.query)
             .await
             .map_err(sql_status)?;
         if let Some(applied) = self.apply_session_statement(&request, &statement) {
             return applied.map(|()| 0);
         }
-        let stream = self.execute(&statement, None).await?;
+        let explicit = command.transaction_id.as_deref();
+        if let Some(applied) = self
+            .apply_transaction_statement(&request, explicit, &statement)
+            .await
+        {
+            return applied.map(|()| 0);
+        }
+        let transaction_id = Self::transaction_id(explicit, &options);
+        let transaction =
+            self.transaction_for(transaction_id.as_deref(), &principal, &statement)?;
+        let stream = self.execute(&statement, None, transaction).await?;
         affected_rows(stream).await
     }
 

@@ -239,6 +239,8 @@ pub(super) fn build_engines(
         },
     ));
     federation.bind(&engine);
+    // Idle interactive transactions are rolled back (their snapshots released).
+    engine.transactions().start_reaper();
     let resumed = sagas.resume_all().context("cannot read the saga log")?;
     if resumed > 0 {
         tracing::info!(sagas = resumed, "resuming unfinished sagas");

@@ -23,6 +23,13 @@ pub enum StorageError {
     WriterStopped,
     #[error("write queue is full (write_queue_statements_max = {0}); retry later")]
     Overloaded(usize),
+    /// A transaction lost to a concurrent commit (SQLSTATE 40001): retry it whole.
+    #[error("{0} (SQLSTATE 40001)")]
+    SerializationFailure(String),
+    #[error("{0}")]
+    TransactionTooLarge(String),
+    #[error("the transaction has ended (committed, rolled back or failed); begin a new one")]
+    TransactionEnded,
 }
 
 macro_rules! from_redb {
@@ -50,6 +57,9 @@ impl domicile_model::error_kind::Classify for StorageError {
         match self {
             // Refused now, worth retrying: the queue drains, or a restarted node serves.
             StorageError::Overloaded(_) | StorageError::WriterStopped => ErrorKind::Unavailable,
+            StorageError::SerializationFailure(_) => ErrorKind::Conflict,
+            StorageError::TransactionTooLarge(_) => ErrorKind::Exhausted,
+            StorageError::TransactionEnded => ErrorKind::Precondition,
             StorageError::Open(_)
             | StorageError::Transaction(_)
             | StorageError::Commit(_)

@@ -130,6 +130,35 @@ impl Store {
         Ok(Snapshot::new(rows, Arc::clone(&self.counters), cache))
     }
 
+    /// Begins an interactive transaction on a snapshot of everything committed so far
+    /// (see `transaction`).
+    pub fn begin(&self) -> Result<super::Transaction, StorageError> {
+        let txn = self.db.begin_read()?;
+        let rows = txn.open_table(ROWS)?;
+        Ok(super::Transaction::new(
+            rows,
+            Arc::clone(&self.counters),
+            Arc::clone(&self.catalog),
+        ))
+    }
+
+    /// Commits `transaction`: in the writer's serial order, checks that everything it
+    /// read is still as it read it, then applies its writes, change events and audit
+    /// entries in one durable commit. A transaction that wrote nothing commits at once.
+    /// The transaction has ended afterwards, whatever the outcome.
+    ///
+    /// Errors: `SerializationFailure` (SQLSTATE 40001) when a concurrent commit changed
+    /// something it read: nothing of it was applied, retry it; `TransactionEnded` if it
+    /// had already ended; a storage failure of the commit.
+    pub async fn commit(&self, transaction: &super::Transaction) -> Result<(), StorageError> {
+        let Some(commit) = transaction.take_for_commit()? else {
+            return Ok(());
+        };
+        self.writer
+            .submit(move |ctx| ctx.commit_transaction(commit))
+            .await
+    }
+
     /// Point reads of snapshots consult `cache` from now on; commits invalidate it.
     /// Attached once, at start.
     pub fn attach_row_cache(&self, cache: Arc<dyn super::RowCache>) {

@@ -25,6 +25,84 @@ pub enum CatalogRefusal {
     Invalid(String),
 }
 
+/// What a write statement does with rows, wherever it runs: in a group commit of the
+/// writer (`WriteContext`, autocommit) or inside an interactive transaction
+/// (`TransactionStatement`). SQL writes are written once against this trait.
+pub trait RowWrites {
+    /// Whether `def` is still the table of its name (see `WriteContext::is_current`).
+    fn is_current(&mut self, def: &TableDef) -> bool;
+    /// The row with this primary key in `partition`, this statement's writes included.
+    fn lookup(
+        &mut self,
+        def: &TableDef,
+        partition: &str,
+        primary_key: &[Value],
+        projection: &[usize],
+    ) -> Result<Option<Vec<Value>>, StorageError>;
+    /// Whether any partition holds a row with this primary key (staged writes included).
+    fn exists(&mut self, def: &TableDef, primary_key: &[Value]) -> Result<bool, StorageError>;
+    /// Partitions of `table_id` holding rows.
+    fn partitions(&mut self, table_id: TableId) -> Result<Vec<String>, StorageError>;
+    /// Visits every row of `partition` (or all) as of the start of this statement, with
+    /// all columns, until `visit` returns `false`.
+    fn scan<E: From<StorageError>>(
+        &mut self,
+        def: &TableDef,
+        partition: Option<&str>,
+        visit: impl FnMut(Vec<Value>) -> Result<bool, E>,
+    ) -> Result<(), E>;
+    /// Stages `values` (every column, in order) as the row of its primary key.
+    fn put_row(&mut self, def: &TableDef, partition: &str, values: &[Value]);
+    fn delete_row(&mut self, def: &TableDef, partition: &str, primary_key: &[Value]);
+    /// Stages an audit entry that commits with the statement's data or not at all.
+    fn append_audit(&mut self, body: Vec<u8>);
+}
+
+impl RowWrites for WriteContext<'_> {
+    fn is_current(&mut self, def: &TableDef) -> bool {
+        WriteContext::is_current(self, def)
+    }
+
+    fn lookup(
+        &mut self,
+        def: &TableDef,
+        partition: &str,
+        primary_key: &[Value],
+        projection: &[usize],
+    ) -> Result<Option<Vec<Value>>, StorageError> {
+        WriteContext::lookup(self, def, partition, primary_key, projection)
+    }
+
+    fn exists(&mut self, def: &TableDef, primary_key: &[Value]) -> Result<bool, StorageError> {
+        WriteContext::exists(self, def, primary_key)
+    }
+
+    fn partitions(&mut self, table_id: TableId) -> Result<Vec<String>, StorageError> {
+        WriteContext::partitions(self, table_id)
+    }
+
+    fn scan<E: From<StorageError>>(
+        &mut self,
+        def: &TableDef,
+        partition: Option<&str>,
+        visit: impl FnMut(Vec<Value>) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        WriteContext::scan(self, def, partition, visit)
+    }
+
+    fn put_row(&mut self, def: &TableDef, partition: &str, values: &[Value]) {
+        WriteContext::put_row(self, def, partition, values);
+    }
+
+    fn delete_row(&mut self, def: &TableDef, partition: &str, primary_key: &[Value]) {
+        WriteContext::delete_row(self, def, partition, primary_key);
+    }
+
+    fn append_audit(&mut self, body: Vec<u8>) {
+        WriteContext::append_audit(self, body);
+    }
+}
+
 /// What one statement sees and stages inside a group commit.
 ///
 /// Reads see everything committed before, everything earlier statements of the same
@@ -158,6 +236,29 @@ impl WriteContext<'_> {
         let key = key_codec::row_key(def.id, partition, primary_key);
         self.track_change(def, &key);
         self.staged_rows.insert(key, None);
+    }
+
+    /// Stages an encoded row (or its removal) under `key` as a committing transaction
+    /// wrote it; `change_table` is its table when the table feeds the outbox.
+    pub(super) fn stage_raw(
+        &mut self,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        change_table: Option<&TableDef>,
+    ) {
+        if let Some(def) = change_table {
+            self.track_change(def, &key);
+        }
+        self.staged_rows.insert(key, value);
+    }
+
+    /// Validates a committing transaction against what is committed now and stages
+    /// its writes (see `transaction`).
+    pub(super) fn commit_transaction(
+        &mut self,
+        commit: super::transaction::CommitSet,
+    ) -> Result<(), StorageError> {
+        commit.apply(self)
     }
 
     /// Remembers that a row of a CDC table changes: its outbox event is made when the

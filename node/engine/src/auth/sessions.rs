@@ -84,6 +84,9 @@ pub struct SessionOptions {
     /// `domicile.mesh_partial_results`: a `mesh.<table>` query answers from the regions
     /// it reaches, with a warning naming the others, instead of failing.
     pub mesh_partial_results: bool,
+    /// The transaction SQL `BEGIN` opened in this session: statements of the session
+    /// that name no Flight SQL transaction run in it until `COMMIT` or `ROLLBACK`.
+    pub transaction: Option<[u8; 16]>,
 }
 
 impl SessionOptions {
@@ -269,6 +272,18 @@ impl Authenticator {
         value: &str,
     ) -> Result<Result<(), String>, AuthError> {
         self.with_session(authorization, |session| session.options.set(name, value))
+    }
+
+    /// Sets (or, with `None`, clears) the transaction SQL `BEGIN` opened in the session
+    /// behind the token.
+    pub fn set_transaction(
+        &self,
+        authorization: Option<&str>,
+        transaction: Option<[u8; 16]>,
+    ) -> Result<(), AuthError> {
+        self.with_session(authorization, |session| {
+            session.options.transaction = transaction;
+        })
     }
 
     fn with_session<T>(

@@ -38,7 +38,7 @@ use crate::limits::{SCAN_BATCH_ROWS_MAX, STATEMENT_ROWS_MAX};
 use crate::peers::ForwardError;
 use crate::redact_text::{Origin, withhold_values};
 use crate::residency::{AuditEntry, GuardError, ResidencyGuard};
-use crate::storage::{StorageError, Store, Value, WriteContext};
+use crate::storage::{RowWrites, StorageError, Store, Value};
 
 /// Why a write was refused. Texts never carry values of `pii` columns.
 #[derive(Debug, Error)]
@@ -126,6 +126,14 @@ pub enum WriteError {
     SpansRegions { table: String, regions: Vec<String> },
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    /// Inside a transaction, a statement that would reach another region's node: a
+    /// transaction commits on one node, in one storage commit.
+    #[error(
+        "{what} inside a transaction: a transaction reads and changes only rows stored on \
+         this node ({local_region}) and commits here alone; work across regions is a saga \
+         (start_saga), run outside the transaction"
+    )]
+    OutsideTransaction { what: String, local_region: String },
 }
 
 impl crate::error_kind::Classify for WriteError {
@@ -136,7 +144,8 @@ impl crate::error_kind::Classify for WriteError {
             WriteError::NotHome { .. }
             | WriteError::HomedElsewhere { .. }
             | WriteError::WrongRegion { .. }
-            | WriteError::ReadOnlyReplica(_) => ErrorKind::Precondition,
+            | WriteError::ReadOnlyReplica(_)
+            | WriteError::OutsideTransaction { .. } => ErrorKind::Precondition,
             WriteError::Convert(_) | WriteError::Evaluate(_) | WriteError::SpansRegions { .. } => {
                 ErrorKind::Invalid
             }
@@ -387,7 +396,7 @@ fn describe_key(def: &TableDef, key: &[Value]) -> String {
     format!("({})", parts.join(", "))
 }
 
-fn ensure_current(ctx: &WriteContext<'_>, def: &TableDef) -> Result<(), WriteError> {
+fn ensure_current(ctx: &mut impl RowWrites, def: &TableDef) -> Result<(), WriteError> {
     if ctx.is_current(def) {
         Ok(())
     } else {
@@ -501,6 +510,13 @@ pub(crate) async fn insert_local(
     if !session.local_only
         && let Some(home) = remote_home(target, &rows)?
     {
+        if session.transaction.is_some() {
+            return Err(WriteError::OutsideTransaction {
+                what: format!("an INSERT of rows homed in {home}"),
+                local_region: target.local_region.to_string(),
+            }
+            .into());
+        }
         return forward(target, session, rows, &home).await;
     }
     let mut partitions: Vec<String> = Vec::with_capacity(rows.len());
@@ -511,28 +527,46 @@ pub(crate) async fn insert_local(
         Ok(audit) => audit,
         Err(error) => return Err(refuse(&session.guard, error).await),
     };
-    let count = rows.len() as u64;
-    target
-        .store
-        .write(move |ctx| -> Result<u64, WriteError> {
-            ensure_current(ctx, &def)?;
-            for (partition, row) in partitions.iter().zip(&rows) {
-                let key = primary_key(&def, row);
-                if ctx.exists(&def, &key)? {
-                    return Err(WriteError::DuplicateKey {
-                        table: def.name.clone(),
-                        key: describe_key(&def, &key),
-                    });
-                }
-                ctx.put_row(&def, partition, row);
-            }
-            if let Some(body) = audit {
-                ctx.append_audit(body);
-            }
-            Ok(count)
-        })
-        .await
-        .map_err(DataFusionError::from)
+    let written = match &session.transaction {
+        Some(transaction) => {
+            transaction
+                .write(move |ctx| store_rows(ctx, &def, &partitions, &rows, audit))
+                .await
+        }
+        None => {
+            target
+                .store
+                .write(move |ctx| store_rows(ctx, &def, &partitions, &rows, audit))
+                .await
+        }
+    };
+    written.map_err(DataFusionError::from)
+}
+
+/// Stages an INSERT's rows (refusing a duplicate key) and the audit entry of the
+/// decision that let them be stored.
+fn store_rows(
+    ctx: &mut impl RowWrites,
+    def: &TableDef,
+    partitions: &[String],
+    rows: &[Vec<Value>],
+    audit: Option<Vec<u8>>,
+) -> Result<u64, WriteError> {
+    ensure_current(ctx, def)?;
+    for (partition, row) in partitions.iter().zip(rows) {
+        let key = primary_key(def, row);
+        if ctx.exists(def, &key)? {
+            return Err(WriteError::DuplicateKey {
+                table: def.name.clone(),
+                key: describe_key(def, &key),
+            });
+        }
+        ctx.put_row(def, partition, row);
+    }
+    if let Some(body) = audit {
+        ctx.append_audit(body);
+    }
+    Ok(rows.len() as u64)
 }
 
 /// Sends rows homed in `home` to its node once this node's policy lets them travel
@@ -665,11 +699,36 @@ impl ExecutionPlan for MutationExec {
         let run = async move {
             let store = target.store.clone();
             let in_writer = Arc::clone(&session);
-            let outcome = store
-                .write(move |ctx| {
-                    apply_mutation(ctx, &target, &access, &predicates, &mutation, &in_writer)
-                })
-                .await;
+            let outcome = match session.transaction.clone() {
+                Some(transaction) => {
+                    transaction
+                        .write(move |ctx| {
+                            apply_mutation(
+                                ctx,
+                                &target,
+                                &access,
+                                &predicates,
+                                &mutation,
+                                &in_writer,
+                            )
+                        })
+                        .await
+                }
+                None => {
+                    store
+                        .write(move |ctx| {
+                            apply_mutation(
+                                ctx,
+                                &target,
+                                &access,
+                                &predicates,
+                                &mutation,
+                                &in_writer,
+                            )
+                        })
+                        .await
+                }
+            };
             match outcome {
                 Ok(count) => count_batch(count),
                 Err(error) => Err(refuse(&session.guard, error).await),
@@ -726,7 +785,7 @@ fn mutation_is_local(
 }
 
 fn apply_mutation(
-    ctx: &mut WriteContext<'_>,
+    ctx: &mut impl RowWrites,
     target: &WriteTarget,
     access: &Access,
     predicates: &[Arc<dyn PhysicalExpr>],
@@ -799,7 +858,7 @@ fn apply_mutation(
 /// Every row (with its partition) that satisfies all predicates, reading only the keys
 /// or partitions `access` allows.
 fn find_matches(
-    ctx: &mut WriteContext<'_>,
+    ctx: &mut impl RowWrites,
     def: &TableDef,
     access: &Access,
     predicates: &[Arc<dyn PhysicalExpr>],

@@ -50,12 +50,17 @@ pub enum StatementKind {
     Ddl,
     /// `SET name = value`: changes the client's session, applied by the Flight service.
     Session,
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`: controls the session's transaction, applied by
+    /// the Flight service.
+    Transaction,
 }
 
 impl StatementKind {
     pub fn needed_role(self) -> Role {
         match self {
-            StatementKind::Query | StatementKind::Session => Role::Reader,
+            StatementKind::Query | StatementKind::Session | StatementKind::Transaction => {
+                Role::Reader
+            }
             StatementKind::Dml => Role::Writer,
             StatementKind::Ddl => Role::Admin,
         }
@@ -67,6 +72,7 @@ impl StatementKind {
             StatementKind::Dml => "dml",
             StatementKind::Ddl => "ddl",
             StatementKind::Session => "session",
+            StatementKind::Transaction => "transaction",
         }
     }
 }
@@ -91,6 +97,19 @@ enum Body {
         name: String,
         value: String,
     },
+    Transaction(TransactionControl),
+}
+
+/// What a transaction statement does to the session's transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionControl {
+    /// `BEGIN` / `START TRANSACTION`, any isolation level (every transaction is
+    /// serializable, which is at least as strict as each), `READ ONLY` or not.
+    Begin { read_only: bool },
+    /// `COMMIT` / `END`.
+    Commit,
+    /// `ROLLBACK`.
+    Rollback,
 }
 
 /// A parsed, authorised and planned statement; execute it any number of times with
@@ -114,6 +133,19 @@ impl PreparedStatement {
         }
     }
 
+    /// For `BEGIN`, `COMMIT` and `ROLLBACK`: what it does to the session's transaction.
+    pub fn transaction_control(&self) -> Option<TransactionControl> {
+        match &self.body {
+            Body::Transaction(control) => Some(*control),
+            _ => None,
+        }
+    }
+
+    /// Whether executing it may write (and so needs a transaction that is not read-only).
+    pub fn writes(&self) -> bool {
+        self.kind == StatementKind::Dml || self.kind == StatementKind::Ddl
+    }
+
     /// A fresh warning list for one execution; returns it for reading afterwards.
     pub fn fresh_warnings(&mut self) -> super::Warnings {
         self.warnings = super::Warnings::default();
@@ -124,9 +156,10 @@ impl PreparedStatement {
     pub fn output_schema(&self) -> SchemaRef {
         match &self.body {
             Body::Plan { output_schema, .. } => Arc::clone(output_schema),
-            Body::CreateTable(_) | Body::DropTable { .. } | Body::SetOption { .. } => {
-                Arc::new(Schema::empty())
-            }
+            Body::CreateTable(_)
+            | Body::DropTable { .. }
+            | Body::SetOption { .. }
+            | Body::Transaction(_) => Arc::new(Schema::empty()),
         }
     }
 
@@ -174,6 +207,7 @@ pub struct SqlEngine {
     system: SystemState,
     guard: Arc<ResidencyGuard>,
     router: Arc<PeerRouter>,
+    transactions: Arc<super::transactions::Transactions>,
 }
 
 /// What the engine knows of the other regions: peer reachability, the way to their
@@ -253,9 +287,11 @@ impl SqlEngine {
             Arc::new(DomicileCatalog::new(system.clone(), mesh_schema)),
         );
         let state = context.state();
+        let transactions = super::transactions::Transactions::new(store.clone());
         Self {
             _context: context,
             state,
+            transactions,
             store,
             identity,
             metrics,
@@ -279,6 +315,11 @@ impl SqlEngine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The node's open interactive transactions.
+    pub fn transactions(&self) -> &Arc<super::transactions::Transactions> {
+        &self.transactions
     }
 
     /// Parses, authorises and plans `sql` without executing it.
@@ -333,6 +374,17 @@ impl SqlEngine {
         }
         let body = match statement {
             DfStatement::Statement(inner) => match *inner {
+                ast::Statement::StartTransaction { modes, .. } => {
+                    let read_only = modes.iter().any(|mode| {
+                        matches!(
+                            mode,
+                            ast::TransactionMode::AccessMode(ast::TransactionAccessMode::ReadOnly)
+                        )
+                    });
+                    Body::Transaction(TransactionControl::Begin { read_only })
+                }
+                ast::Statement::Commit { .. } => Body::Transaction(TransactionControl::Commit),
+                ast::Statement::Rollback { .. } => Body::Transaction(TransactionControl::Rollback),
                 ast::Statement::CreateTable(create) => Body::CreateTable(Box::new(create)),
                 ast::Statement::Drop {
                     names, if_exists, ..
@@ -403,8 +455,23 @@ impl SqlEngine {
         prepared: &PreparedStatement,
         params: Option<ParamValues>,
     ) -> Result<SendableRecordBatchStream, SqlError> {
+        self.execute_in(prepared, params, None).await
+    }
+
+    /// `execute`, inside `transaction` if one is given: the statement reads the
+    /// transaction's snapshot and writes, and its writes commit with the transaction.
+    /// DDL, `start_saga` and anything that would reach another region's node are
+    /// refused there.
+    pub async fn execute_in(
+        &self,
+        prepared: &PreparedStatement,
+        params: Option<ParamValues>,
+        transaction: Option<crate::storage::Transaction>,
+    ) -> Result<SendableRecordBatchStream, SqlError> {
         let started = Instant::now();
-        let result = self.execute_inner(prepared, params, false, None).await;
+        let result = self
+            .execute_inner(prepared, params, false, None, transaction)
+            .await;
         self.metrics
             .record_statement(prepared.kind.as_str(), result.is_ok(), started.elapsed());
         result
@@ -502,7 +569,7 @@ impl SqlEngine {
             });
         }
         let started = Instant::now();
-        let result = self.execute_inner(&prepared, None, true, via).await;
+        let result = self.execute_inner(&prepared, None, true, via, None).await;
         self.metrics
             .record_statement("mesh-leg", result.is_ok(), started.elapsed());
         result
@@ -514,7 +581,15 @@ impl SqlEngine {
         params: Option<ParamValues>,
         local_only: bool,
         via: Option<&str>,
+        transaction: Option<crate::storage::Transaction>,
     ) -> Result<SendableRecordBatchStream, SqlError> {
+        if transaction.is_some() && prepared.kind == StatementKind::Ddl {
+            return Err(SqlError::Unsupported(
+                "DDL inside a transaction: CREATE and DROP TABLE commit on their own here; \
+                 COMMIT or ROLLBACK first"
+                    .into(),
+            ));
+        }
         match &prepared.body {
             Body::Plan {
                 plan,
@@ -544,6 +619,7 @@ impl SqlEngine {
                     warnings: Arc::clone(&prepared.warnings),
                     via_region: via.map(str::to_string),
                     copies: prepared.kind == StatementKind::Dml,
+                    transaction,
                 };
                 let config = state.config().clone().with_extension(Arc::new(session));
                 let task = Arc::new(TaskContext::from(state).with_session_config(config));
@@ -562,6 +638,11 @@ impl SqlEngine {
             }
             Body::SetOption { .. } => Err(SqlError::Unsupported(
                 "SET changes a client session; send it over Flight SQL".into(),
+            )),
+            Body::Transaction(_) => Err(SqlError::Unsupported(
+                "BEGIN, COMMIT and ROLLBACK control a client session's transaction; send them \
+                 over Flight SQL"
+                    .into(),
             )),
         }
     }
@@ -594,6 +675,7 @@ impl SqlEngine {
             warnings: super::Warnings::default(),
             via_region: Some(via.to_string()),
             copies: false,
+            transaction: None,
         };
         let target = super::dml::WriteTarget {
             def,
@@ -645,6 +727,7 @@ impl SqlEngine {
             warnings: super::Warnings::default(),
             via_region: Some(via.to_string()),
             copies: false,
+            transaction: None,
         });
         let access = super::pushdown::Access {
             keys,
@@ -834,12 +917,42 @@ fn classify_ast(statement: &ast::Statement) -> Result<StatementKind, SqlError> {
             object_type: ObjectType::Table,
             ..
         } => Ok(StatementKind::Ddl),
-        S::StartTransaction { .. } | S::Commit { .. } | S::Rollback { .. } => {
-            Err(SqlError::Unsupported(
-                "explicit transactions: every statement is its own atomic, durable transaction"
-                    .into(),
-            ))
+        S::StartTransaction {
+            statements,
+            exception,
+            has_end_keyword,
+            modifier,
+            ..
+        } if statements.is_empty()
+            && exception.is_none()
+            && !*has_end_keyword
+            && modifier.is_none() =>
+        {
+            Ok(StatementKind::Transaction)
         }
+        S::StartTransaction { .. } => Err(SqlError::Unsupported(
+            "BEGIN ... END blocks and transaction modifiers; write BEGIN, the statements, \
+             then COMMIT"
+                .into(),
+        )),
+        S::Commit {
+            chain: false,
+            modifier: None,
+            ..
+        }
+        | S::Rollback {
+            chain: false,
+            savepoint: None,
+        } => Ok(StatementKind::Transaction),
+        S::Commit { .. }
+        | S::Rollback {
+            savepoint: None, ..
+        } => Err(SqlError::Unsupported(
+            "COMMIT or ROLLBACK AND CHAIN and transaction modifiers".into(),
+        )),
+        S::Rollback { .. } | S::Savepoint { .. } | S::ReleaseSavepoint { .. } => Err(
+            SqlError::Unsupported("savepoints (a transaction commits or rolls back whole)".into()),
+        ),
         other => {
             let text = other.to_string();
             let verb: String = text
@@ -1021,7 +1134,7 @@ fn first_non_public_table(plan: &LogicalPlan) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{number_question_mark_placeholders, session_option};
+    use super::{StatementKind, classify_ast, number_question_mark_placeholders, session_option};
 
     #[test]
     fn set_statements_become_session_options() {
@@ -1035,6 +1148,40 @@ mod tests {
             Some(Ok(("domicile.mesh_partial_results".into(), "off".into())))
         );
         assert_eq!(set("SELECT 1"), None);
+    }
+
+    /// Transaction control is classified as such; what Domicile does not do with it
+    /// (savepoints, chains, `BEGIN ... END` blocks) is refused, never run as a plain
+    /// BEGIN or COMMIT.
+    #[test]
+    fn transaction_statements_and_their_unsupported_forms() {
+        use datafusion::sql::sqlparser::dialect::GenericDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        let kind = |sql: &str| {
+            let statements = Parser::parse_sql(&GenericDialect {}, sql).expect(sql);
+            classify_ast(&statements[0]).map_err(|e| e.to_string())
+        };
+        for sql in [
+            "BEGIN",
+            "BEGIN TRANSACTION",
+            "START TRANSACTION READ ONLY",
+            "START TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "COMMIT",
+            "END",
+            "ROLLBACK",
+        ] {
+            assert_eq!(kind(sql), Ok(StatementKind::Transaction), "{sql}");
+        }
+        for sql in [
+            "SAVEPOINT a",
+            "ROLLBACK TO SAVEPOINT a",
+            "RELEASE SAVEPOINT a",
+            "COMMIT AND CHAIN",
+            "ROLLBACK AND CHAIN",
+        ] {
+            let refused = kind(sql).expect_err(sql);
+            assert!(refused.starts_with("not supported"), "{sql}: {refused}");
+        }
     }
 
     #[test]

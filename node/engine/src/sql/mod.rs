@@ -17,11 +17,14 @@ mod statement_context;
 mod statement_shape;
 mod system_tables;
 mod table_provider;
+pub mod transactions;
 
 use std::sync::Arc;
 
 pub use dml::WriteError;
-pub use engine::{MeshHandles, PreparedStatement, SqlEngine, StatementKind, session_option};
+pub use engine::{
+    MeshHandles, PreparedStatement, SqlEngine, StatementKind, TransactionControl, session_option,
+};
 pub use error::SqlError;
 pub use statement_context::{StatementContext, copy_refused};
 

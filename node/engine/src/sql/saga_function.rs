@@ -238,6 +238,16 @@ impl ExecutionPlan for StartSagaExec {
     ) -> Result<SendableRecordBatchStream> {
         crate::sql::leaf_exec::only_partition_zero("StartSagaExec", partition)?;
         let session = guard_session(&context)?;
+        if session.transaction.is_some() {
+            // A saga commits its steps on several nodes, each on its own: it cannot be
+            // part of one node's transaction (nor undone by its rollback).
+            return Err(DataFusionError::External(Box::new(
+                super::dml::WriteError::OutsideTransaction {
+                    what: "start_saga".into(),
+                    local_region: session.router.local_region().to_string(),
+                },
+            )));
+        }
         if !session.principal.may(Role::Writer) {
             return Err(DataFusionError::External(
                 format!(

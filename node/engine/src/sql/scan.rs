@@ -117,15 +117,29 @@ impl ExecutionPlan for StorageScanExec {
                 remote.join(", ")
             ))));
         }
+        if !remote.is_empty() && session.transaction.is_some() {
+            return Err(external(WriteError::OutsideTransaction {
+                what: format!(
+                    "a read of the rows of {} homed in {}",
+                    self.def.name,
+                    remote.join(", ")
+                ),
+                local_region: local,
+            }));
+        }
         if !remote.is_empty() {
             return self.execute_with_remote(&session, &local, remote);
         }
         let decides = session
             .guard
             .decides_egress(&session.destinations(), &self.def);
+        // Inside a transaction: its snapshot, its own writes over it, reads recorded.
+        let snapshot = match &session.transaction {
+            Some(transaction) => transaction.snapshot(),
+            None => self.store.snapshot().map_err(external)?,
+        };
         let egress = decides.then_some(session);
         let schema = self.schema();
-        let snapshot = self.store.snapshot().map_err(external)?;
         let reader = RowReader {
             def: Arc::clone(&self.def),
             snapshot,

@@ -30,6 +30,10 @@ pub struct StatementContext {
     /// display are not rows this node may keep, so its reads never cross to another
     /// node (a routed partition is refused) and never read `mesh.*` or `global.*`.
     pub copies: bool,
+    /// The interactive transaction the statement runs in: its reads see the
+    /// transaction's snapshot and writes, its writes join the transaction (see
+    /// `storage::Transaction`). Such a statement never reaches another node.
+    pub transaction: Option<crate::storage::Transaction>,
 }
 
 /// Why a read that feeds a write is refused: names the source, never a value.
