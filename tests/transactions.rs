@@ -504,3 +504,70 @@ async fn kill_9_mid_transaction_leaves_nothing_of_it() {
         .expect_err("the transaction died with the node");
     assert_eq!(gone.code(), Code::NotFound);
 }
+
+/// `domicile sql -f`: a script's BEGIN ... COMMIT runs as one transaction of the CLI's
+/// session, and a script that ends in ROLLBACK after a failed statement leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_runs_a_transfer_script_as_one_transaction() {
+    let (node, mut admin) = node_with(&[
+        ACCOUNTS,
+        "CREATE TABLE ledger (id BIGINT PRIMARY KEY, account BIGINT NOT NULL, \
+         amount BIGINT NOT NULL) WITH (cdc = 'true')",
+    ])
+    .await;
+    admin
+        .update("INSERT INTO accounts VALUES (1, 'eu-central', 100), (2, 'eu-central', 0)")
+        .await
+        .expect("seed");
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |name: &str, script: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, script).expect("script");
+        let output = std::process::Command::new(domicile_tests::domicile_binary())
+            .args([
+                "sql",
+                "--endpoint",
+                &node.endpoint(),
+                "--user",
+                "admin",
+                "-f",
+            ])
+            .arg(&path)
+            .env("DOMICILE_PASSWORD", "admin-pw")
+            .output()
+            .expect("domicile sql");
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(
+        "abandoned.sql",
+        "BEGIN;\n\
+         UPDATE accounts SET balance = balance - 30 WHERE id = 1;\n\
+         INSERT INTO ledger VALUES (1, 1, -30);\n\
+         INSERT INTO ledger VALUES (1, 1, -30);\n\
+         ROLLBACK;\n",
+    );
+    assert!(!ok && out.contains("duplicate primary key"), "{out}");
+    let (ok, out) = run(
+        "transfer.sql",
+        "BEGIN;\n\
+         UPDATE accounts SET balance = balance - 30 WHERE id = 1;\n\
+         INSERT INTO ledger VALUES (2, 1, -30);\n\
+         UPDATE accounts SET balance = balance + 30 WHERE id = 2;\n\
+         COMMIT;\n",
+    );
+    assert!(ok, "{out}");
+    let balances = admin
+        .query("SELECT balance FROM accounts ORDER BY id")
+        .await
+        .expect("read");
+    assert_eq!(column_strings(&balances, "balance"), vec!["70", "30"]);
+    let ledger = admin.query("SELECT id FROM ledger").await.expect("read");
+    assert_eq!(column_strings(&ledger, "id"), vec!["2"]);
+}
