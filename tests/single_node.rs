@@ -263,6 +263,72 @@ async fn metadata_lists_catalogs_schemas_tables_and_types() {
         .expect("get tables");
     let batches = admin.fetch(info).await.expect("fetch");
     assert_eq!(column_strings(&batches, "table_name"), vec!["accounts"]);
+    // The table's schema carries Flight SQL's column metadata (what ADBC's get_objects
+    // reports as XDBC type name, precision and scale).
+    let schema_bytes = batches[0]
+        .column_by_name("table_schema")
+        .expect("table_schema")
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .expect("binary")
+        .value(0)
+        .to_vec();
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&schema_bytes).expect("schema");
+    let meta = |column: &str, key: &str| {
+        schema
+            .field_with_name(column)
+            .expect(column)
+            .metadata()
+            .get(&format!("ARROW:FLIGHT:SQL:{key}"))
+            .cloned()
+    };
+    assert_eq!(meta("balance", "TYPE_NAME").as_deref(), Some("DECIMAL"));
+    assert_eq!(meta("balance", "PRECISION").as_deref(), Some("18"));
+    assert_eq!(meta("balance", "SCALE").as_deref(), Some("2"));
+    assert_eq!(meta("id", "TYPE_NAME").as_deref(), Some("BIGINT"));
+    assert_eq!(meta("uid", "TYPE_NAME").as_deref(), Some("UUID"));
+    assert_eq!(meta("name", "TABLE_NAME").as_deref(), Some("accounts"));
+    assert!(
+        !schema
+            .field_with_name("region")
+            .expect("region")
+            .is_nullable()
+    );
+
+    // Primary keys, for SQLAlchemy's reflection; no foreign keys, listed as none.
+    let info = admin
+        .inner
+        .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("public".into()),
+            table: "accounts".into(),
+        })
+        .await
+        .expect("primary keys");
+    let keys = admin.fetch(info).await.expect("fetch");
+    assert_eq!(column_strings(&keys, "column_name"), vec!["id"]);
+    assert_eq!(column_strings(&keys, "key_sequence"), vec!["1"]);
+    assert_eq!(column_strings(&keys, "key_name"), vec!["accounts_pkey"]);
+    let info = admin
+        .inner
+        .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("system".into()),
+            table: "accounts".into(),
+        })
+        .await
+        .expect("primary keys");
+    assert_eq!(row_count(&admin.fetch(info).await.expect("fetch")), 0);
+    let info = admin
+        .inner
+        .get_imported_keys(arrow_flight::sql::CommandGetImportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "accounts".into(),
+        })
+        .await
+        .expect("imported keys");
+    assert_eq!(row_count(&admin.fetch(info).await.expect("fetch")), 0);
 
     let batches = admin.query("SELECT column_name, class FROM system.columns WHERE class <> 'public' ORDER BY column_name").await.expect("columns");
     assert_eq!(

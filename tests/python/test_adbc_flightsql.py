@@ -380,3 +380,62 @@ def test_the_announced_schema_is_the_one_sent_when_parameters_type_the_result(no
         cur.execute("SELECT ? AS s", ("text",))
         assert cur.fetchall() == [("text",)]
         assert [column[0] for column in cur.description] == ["s"]
+
+
+def conn_schema(node, table):
+    with connect(node) as conn:
+        return conn.adbc_get_table_schema(table)
+
+
+def test_get_objects_reports_column_types_nullability_and_size(node):
+    with connect(node) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE described (id BIGINT PRIMARY KEY, amount DECIMAL(12,3) NOT NULL, "
+            "note TEXT, at TIMESTAMP)"
+        )
+        objects = conn.adbc_get_objects(depth="columns", table_name_filter="described")
+        catalogs = objects.read_all().to_pylist()
+    tables = [
+        table
+        for catalog in catalogs
+        for schema in catalog["catalog_db_schemas"] or []
+        for table in schema["db_schema_tables"] or []
+        if table["table_name"] == "described"
+    ]
+    assert len(tables) == 1
+    columns = {c["column_name"]: c for c in tables[0]["table_columns"]}
+    assert columns["id"]["xdbc_type_name"] == "BIGINT"
+    assert columns["amount"]["xdbc_type_name"] == "DECIMAL"
+    assert columns["amount"]["xdbc_is_autoincrement"] is False
+    # ADBC's Flight SQL driver (1.13) fills only these xdbc_* fields from a table's
+    # column metadata; precision, scale and nullability are read from the schema.
+    schema = conn_schema(node, "described")
+    amount = schema.field("amount")
+    assert not amount.nullable and schema.field("note").nullable
+    assert amount.metadata[b"ARROW:FLIGHT:SQL:PRECISION"] == b"12"
+    assert amount.metadata[b"ARROW:FLIGHT:SQL:SCALE"] == b"3"
+    assert schema.field("at").metadata[b"ARROW:FLIGHT:SQL:TYPE_NAME"] == b"TIMESTAMP"
+    assert [c["ordinal_position"] for c in tables[0]["table_columns"]] == [1, 2, 3, 4]
+
+
+def test_session_options_are_what_set_changes(node):
+    flag = "adbc.flight.sql.session.optionbool.domicile.mesh_partial_results"
+    with connect(node) as conn:
+        raw = conn.adbc_connection
+        assert raw.get_option(flag) == "false"
+        raw.set_options(**{flag: "true"})
+        assert raw.get_option(flag) == "true"
+        with conn.cursor() as cur:
+            cur.execute("SET domicile.mesh_partial_results = false")
+        assert raw.get_option(flag) == "false", "SetSessionOptions and SET share the session"
+        with pytest.raises(adbc_driver_manager.Error):
+            raw.set_options(**{"adbc.flight.sql.session.option.search_path": "x"})
+
+
+def test_closing_a_connection_ends_its_transaction(node):
+    # Each autocommit=False connection holds a transaction; a user may hold 64. Closing
+    # the connection (Flight CloseSession) must end it, not leave it to the idle timeout.
+    for _ in range(70):
+        with connect(node, "reader", autocommit=False) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()

@@ -20,6 +20,9 @@ pub const TRANSACTION_ROWS_MAX: usize = 100_000;
 /// Most reads (keys looked up, ranges scanned, partition lists) one transaction may
 /// record; each is read again in the writer at commit.
 pub const TRANSACTION_READS_MAX: usize = 100_000;
+/// Largest body of a Flight session action (SetSessionOptions, GetSessionOptions,
+/// CloseSession) decoded, in bytes: a few options fit in far less.
+pub const SESSION_ACTION_BODY_MAX_BYTES: usize = 64 << 10;
 /// Open interactive transactions per node and per user: each holds a storage snapshot
 /// (pinning old pages of the database file) and its writes in memory.
 pub const TRANSACTIONS_OPEN_MAX: usize = 1_024;

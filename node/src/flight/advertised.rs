@@ -17,12 +17,15 @@ use arrow_flight::{
 };
 
 /// The actions a client's Flight SQL service implements (Flight SQL's names):
-/// prepared statements and transactions.
+/// prepared statements, transactions and Flight's session actions.
 pub const CLIENT_ACTIONS: &[&str] = &[
     "CreatePreparedStatement",
     "ClosePreparedStatement",
     "BeginTransaction",
     "EndTransaction",
+    "SetSessionOptions",
+    "GetSessionOptions",
+    "CloseSession",
 ];
 
 /// The actions the mesh legs' Flight SQL service implements: none (a leg is one

@@ -2,10 +2,12 @@
 //! (Python ADBC, JDBC, the `domicile sql` CLI) connect here.
 
 mod advertised;
+mod keys;
 mod metadata;
 mod params;
 mod prepared;
 mod service;
+mod session_options;
 mod status;
 
 pub use advertised::{AdvertisedActions, CLIENT_ACTIONS, MESH_LEG_ACTIONS};

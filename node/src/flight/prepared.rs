@@ -25,6 +25,11 @@ impl SessionKey {
         authorization.unwrap_or_default().hash(&mut hasher);
         Self(hasher.finish())
     }
+
+    /// The key as an opaque tag, for the transactions begun in the session.
+    pub(crate) fn tag(self) -> u64 {
+        self.0
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]

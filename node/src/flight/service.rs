@@ -15,7 +15,8 @@ use arrow_flight::sql::{
     ActionBeginTransactionRequest, ActionBeginTransactionResult,
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, ActionEndTransactionRequest, Any, CommandGetCatalogs,
-    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
     CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction,
     ProstMessageExt, SqlInfo, TicketStatementQuery,
@@ -206,7 +207,12 @@ impl FlightSqlServer {
             )),
             (TransactionControl::Begin { read_only }, None) => {
                 let id = transactions
-                    .begin(&principal, read_only, Instant::now())
+                    .begin(
+                        &principal,
+                        SessionKey::of(header).tag(),
+                        read_only,
+                        Instant::now(),
+                    )
                     .map_err(|error| status_of(&error))?;
                 self.auth
                     .set_transaction(header, Some(id))
@@ -421,6 +427,28 @@ impl FlightSqlServer {
                 "write outcome already read or expired",
             )),
         }
+    }
+
+    /// GetImportedKeys, GetExportedKeys, GetCrossReference: Domicile has no foreign
+    /// keys, so each lists none (an empty result of the specified schema, not an error).
+    fn no_foreign_keys_info(
+        &self,
+        ticket: Vec<u8>,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request)?;
+        Ok(Response::new(Self::flight_info(
+            &super::keys::foreign_keys_schema(),
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    fn no_foreign_keys(&self, request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+        self.principal(request)?;
+        Ok(Response::new(batch_stream(RecordBatch::new_empty(
+            super::keys::foreign_keys_schema(),
+        ))))
     }
 
     fn flight_info(
@@ -815,10 +843,16 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
         let principal = self.principal(&request)?;
+        let session = SessionKey::of(
+            request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+        );
         let id = self
             .engine
             .transactions()
-            .begin(&principal, false, Instant::now())
+            .begin(&principal, session.tag(), false, Instant::now())
             .map_err(|error| status_of(&error))?;
         Ok(ActionBeginTransactionResult {
             transaction_id: id.to_vec().into(),
@@ -848,6 +882,60 @@ impl FlightSqlService for FlightSqlServer {
                 ),
             )),
         }
+    }
+
+    /// Flight's session actions (`session_options`); any other action type is not
+    /// implemented.
+    async fn do_action_fallback(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        use super::session_options as session;
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let header = header.as_deref();
+        let action = request.into_inner();
+        let body = match action.r#type.as_str() {
+            session::SET_SESSION_OPTIONS => {
+                let wanted = session::decode_set(&action.body).map_err(|e| status_of(&e))?;
+                self.auth
+                    .with_options(header, |options| session::apply(options, &wanted))
+                    .map_err(auth_status)?
+                    .encode_to_vec()
+            }
+            session::GET_SESSION_OPTIONS => {
+                let (_, options) = self.auth.session(header).map_err(auth_status)?;
+                session::current(&options).encode_to_vec()
+            }
+            session::CLOSE_SESSION => {
+                let (principal, open) = self.auth.close(header).map_err(auth_status)?;
+                // Its transactions end with it (SQL BEGIN's and Flight SQL's: ADBC
+                // closes a connection without ending the transaction it holds).
+                if let Some(id) = open {
+                    let _ = self.engine.transactions().rollback(&id, &principal);
+                }
+                self.engine
+                    .transactions()
+                    .end_session(SessionKey::of(header).tag(), &principal);
+                session::CloseSessionResult {
+                    status: session::CloseStatus::Closed as i32,
+                }
+                .encode_to_vec()
+            }
+            other => {
+                return Err(status(
+                    ErrorKind::Unsupported,
+                    format!("action {other} is not implemented"),
+                ));
+            }
+        };
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
     }
 
     async fn do_action_close_prepared_statement(
@@ -1057,6 +1145,86 @@ impl FlightSqlService for FlightSqlServer {
         Ok(Response::new(batch_stream(
             builder.build().map_err(Status::from)?,
         )))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.principal(&request)?;
+        Ok(Response::new(Self::flight_info(
+            &super::keys::primary_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.principal(&request)?;
+        let batch = super::keys::primary_keys(
+            &self.engine.store().tables(),
+            (crate::sql::CATALOG_NAME, crate::sql::PUBLIC_SCHEMA),
+            (
+                query.catalog.as_deref(),
+                query.db_schema.as_deref(),
+                &query.table,
+            ),
+        )
+        .map_err(|e| status(ErrorKind::Internal, e.to_string()))?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.no_foreign_keys_info(query.as_any().encode_to_vec(), request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.no_foreign_keys(&request)
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.no_foreign_keys_info(query.as_any().encode_to_vec(), request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.no_foreign_keys(&request)
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.no_foreign_keys_info(query.as_any().encode_to_vec(), request)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.no_foreign_keys(&request)
     }
 
     async fn get_flight_info_table_types(

@@ -286,6 +286,35 @@ impl Authenticator {
         })
     }
 
+    /// Runs `change` on the options of the session behind the token.
+    pub fn with_options<T>(
+        &self,
+        authorization: Option<&str>,
+        change: impl FnOnce(&mut SessionOptions) -> T,
+    ) -> Result<T, AuthError> {
+        self.with_session(authorization, |session| change(&mut session.options))
+    }
+
+    /// Ends the session behind the token (Flight's CloseSession): the token is refused
+    /// from now on. Returns its principal and the SQL transaction it had open, for the
+    /// caller to roll back.
+    pub fn close(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Principal, Option<[u8; 16]>), AuthError> {
+        let (principal, options) = self.session(authorization)?;
+        let header = authorization.ok_or(AuthError::MissingCredentials)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or(AuthError::Malformed)?
+            .trim();
+        self.sessions
+            .lock()
+            .expect("session lock poisoned")
+            .remove(token);
+        Ok((principal, options.transaction))
+    }
+
     fn with_session<T>(
         &self,
         authorization: Option<&str>,

@@ -32,6 +32,8 @@ pub use statement_context::{StatementContext, copy_refused};
 /// could not reach); the Flight SQL service sends them after the last batch.
 pub type Warnings = Arc<std::sync::Mutex<Vec<String>>>;
 
+pub use schemas::{CATALOG_NAME, PUBLIC_SCHEMA};
+
 /// Which cell this node is.
 #[derive(Debug)]
 pub struct NodeIdentity {
@@ -59,7 +61,7 @@ pub fn schemas_for_metadata(engine: &SqlEngine) -> MetadataListing {
             (
                 def.name.clone(),
                 "TABLE",
-                arrow_convert::table_schema(def).as_ref().clone(),
+                described_schema(def, schemas::CATALOG_NAME, schemas::PUBLIC_SCHEMA),
             )
         })
         .collect();
@@ -81,4 +83,76 @@ pub fn schemas_for_metadata(engine: &SqlEngine) -> MetadataListing {
             (schemas::SYSTEM_SCHEMA.to_string(), system),
         ],
     )]
+}
+
+/// `def`'s Arrow schema with the column metadata Flight SQL defines for result and
+/// table schemas (`ARROW:FLIGHT:SQL:*`: catalog, schema, table, type name, precision,
+/// scale, auto-increment, case sensitivity, read-only, searchable; FlightSql.proto,
+/// `CommandGetTables`), which ADBC's `get_objects` turns into XDBC column facts, and
+/// `domicile.data_class` (public, sensitive, pii).
+///
+/// Precision is the column size JDBC reports for the type (digits for numbers,
+/// characters for dates, timestamps and UUIDs); TEXT and BYTEA have none (unbounded).
+pub fn described_schema(
+    def: &crate::catalog::TableDef,
+    catalog: &str,
+    schema: &str,
+) -> arrow::datatypes::Schema {
+    use crate::catalog::{ColumnType, Locality};
+    let base = arrow_convert::table_schema(def);
+    let read_only = if def.locality == Locality::Replica {
+        "1"
+    } else {
+        "0"
+    };
+    let fields: Vec<arrow::datatypes::Field> = base
+        .fields()
+        .iter()
+        .zip(&def.columns)
+        .map(|(field, column)| {
+            let (type_name, precision, scale): (&str, Option<u32>, Option<i32>) =
+                match column.column_type {
+                    ColumnType::Boolean => ("BOOLEAN", Some(1), None),
+                    ColumnType::Int => ("INT", Some(10), Some(0)),
+                    ColumnType::BigInt => ("BIGINT", Some(19), Some(0)),
+                    ColumnType::Double => ("DOUBLE", Some(15), None),
+                    ColumnType::Decimal { precision, scale } => (
+                        "DECIMAL",
+                        Some(u32::from(precision)),
+                        Some(i32::from(scale)),
+                    ),
+                    ColumnType::Text => ("TEXT", None, None),
+                    ColumnType::Bytea => ("BYTEA", None, None),
+                    ColumnType::Date => ("DATE", Some(10), None),
+                    ColumnType::Timestamp => ("TIMESTAMP", Some(26), Some(6)),
+                    ColumnType::Uuid => ("UUID", Some(36), None),
+                };
+            let case_sensitive = matches!(column.column_type, ColumnType::Text);
+            let mut metadata = field.metadata().clone();
+            for (key, value) in [
+                ("ARROW:FLIGHT:SQL:CATALOG_NAME", catalog.to_string()),
+                ("ARROW:FLIGHT:SQL:DB_SCHEMA_NAME", schema.to_string()),
+                ("ARROW:FLIGHT:SQL:TABLE_NAME", def.name.clone()),
+                ("ARROW:FLIGHT:SQL:TYPE_NAME", type_name.to_string()),
+                ("ARROW:FLIGHT:SQL:IS_AUTO_INCREMENT", "0".to_string()),
+                (
+                    "ARROW:FLIGHT:SQL:IS_CASE_SENSITIVE",
+                    if case_sensitive { "1" } else { "0" }.to_string(),
+                ),
+                ("ARROW:FLIGHT:SQL:IS_READ_ONLY", read_only.to_string()),
+                ("ARROW:FLIGHT:SQL:IS_SEARCHABLE", "1".to_string()),
+                ("domicile.data_class", column.class.as_str().to_string()),
+            ] {
+                metadata.insert(key.to_string(), value);
+            }
+            if let Some(precision) = precision {
+                metadata.insert("ARROW:FLIGHT:SQL:PRECISION".into(), precision.to_string());
+            }
+            if let Some(scale) = scale {
+                metadata.insert("ARROW:FLIGHT:SQL:SCALE".into(), scale.to_string());
+            }
+            field.as_ref().clone().with_metadata(metadata)
+        })
+        .collect();
+    arrow::datatypes::Schema::new(fields)
 }

@@ -15,8 +15,8 @@ use super::table_provider::DomicileTable;
 use crate::sql::NodeIdentity;
 use crate::storage::Store;
 
-pub(crate) const CATALOG_NAME: &str = "domicile";
-pub(crate) const PUBLIC_SCHEMA: &str = "public";
+pub const CATALOG_NAME: &str = "domicile";
+pub const PUBLIC_SCHEMA: &str = "public";
 pub(crate) const SYSTEM_SCHEMA: &str = "system";
 pub(crate) const GLOBAL_SCHEMA: &str = "global";
 /// Every region's rows of a table: `mesh.<table>` (built by the federation layer).

@@ -78,6 +78,9 @@ struct Open {
     statements: usize,
     /// Begun `READ ONLY`: its statements may only read.
     read_only: bool,
+    /// The client session it was begun in (an opaque tag): closing the session rolls
+    /// it back.
+    session: u64,
 }
 
 /// The node's open transactions.
@@ -121,11 +124,12 @@ impl Transactions {
         });
     }
 
-    /// Begins a transaction for `principal` on a snapshot of what is committed now;
-    /// `read_only` refuses its writes.
+    /// Begins a transaction for `principal`, in the client session tagged `session`, on
+    /// a snapshot of what is committed now; `read_only` refuses its writes.
     pub fn begin(
         &self,
         principal: &Principal,
+        session: u64,
         read_only: bool,
         now: Instant,
     ) -> Result<TransactionId, TransactionError> {
@@ -147,6 +151,7 @@ impl Transactions {
                 last_used: now,
                 statements: 0,
                 read_only,
+                session,
             },
         );
         Ok(id)
@@ -202,6 +207,24 @@ impl Transactions {
     pub fn rollback(&self, id: &[u8], principal: &Principal) -> Result<(), TransactionError> {
         self.take(id, principal)?.rollback();
         Ok(())
+    }
+
+    /// Rolls back every transaction `principal` began in the client session tagged
+    /// `session` (the session was closed); returns how many.
+    pub fn end_session(&self, session: u64, principal: &Principal) -> usize {
+        let ended: Vec<Open> = {
+            let mut open = self.open();
+            let ids: Vec<TransactionId> = open
+                .iter()
+                .filter(|(_, entry)| entry.session == session && entry.owner == principal.user)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| open.remove(id)).collect()
+        };
+        for entry in &ended {
+            entry.transaction.rollback();
+        }
+        ended.len()
     }
 
     /// `id` as a transaction id, if it names an open transaction of `principal`'s.
@@ -297,7 +320,7 @@ mod tests {
         let (_dir, transactions) = registry(Duration::from_secs(60));
         let now = Instant::now();
         let id = transactions
-            .begin(&user("alice"), false, now)
+            .begin(&user("alice"), 0, false, now)
             .expect("begin");
         assert!(matches!(
             transactions.statement(&id, &user("mallory"), true, now),
@@ -332,8 +355,12 @@ mod tests {
     async fn an_idle_transaction_is_rolled_back_and_its_handle_refused() {
         let (_dir, transactions) = registry(Duration::from_secs(5));
         let start = Instant::now();
-        let busy = transactions.begin(&user("a"), false, start).expect("begin");
-        let idle = transactions.begin(&user("a"), false, start).expect("begin");
+        let busy = transactions
+            .begin(&user("a"), 0, false, start)
+            .expect("begin");
+        let idle = transactions
+            .begin(&user("a"), 0, false, start)
+            .expect("begin");
         let handle = transactions
             .statement(&idle, &user("a"), true, start)
             .expect("statement");
@@ -359,7 +386,7 @@ mod tests {
     async fn a_read_only_transaction_refuses_writes_not_reads() {
         let (_dir, transactions) = registry(Duration::from_secs(60));
         let now = Instant::now();
-        let id = transactions.begin(&user("r"), true, now).expect("begin");
+        let id = transactions.begin(&user("r"), 0, true, now).expect("begin");
         transactions
             .statement(&id, &user("r"), false, now)
             .expect("a read");
@@ -371,20 +398,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn closing_a_session_rolls_back_its_transactions_only() {
+        let (_dir, transactions) = registry(Duration::from_secs(60));
+        let now = Instant::now();
+        let closed = transactions
+            .begin(&user("s"), 1, false, now)
+            .expect("begin");
+        let other = transactions
+            .begin(&user("s"), 2, false, now)
+            .expect("begin");
+        assert_eq!(transactions.end_session(1, &user("mallory")), 0);
+        assert_eq!(transactions.end_session(1, &user("s")), 1);
+        assert!(matches!(
+            transactions.statement(&closed, &user("s"), true, now),
+            Err(TransactionError::Unknown)
+        ));
+        transactions
+            .statement(&other, &user("s"), true, now)
+            .expect("another session's transaction stays");
+    }
+
+    #[tokio::test]
     async fn a_user_holds_at_most_its_share_of_transactions() {
         let (_dir, transactions) = registry(Duration::from_secs(60));
         let now = Instant::now();
         for _ in 0..TRANSACTIONS_PER_USER_MAX {
             transactions
-                .begin(&user("greedy"), false, now)
+                .begin(&user("greedy"), 0, false, now)
                 .expect("begin");
         }
         assert!(matches!(
-            transactions.begin(&user("greedy"), false, now),
+            transactions.begin(&user("greedy"), 0, false, now),
             Err(TransactionError::TooMany)
         ));
         transactions
-            .begin(&user("other"), false, now)
+            .begin(&user("other"), 0, false, now)
             .expect("another user");
     }
 }
