@@ -527,20 +527,48 @@ pub(crate) async fn insert_local(
         Ok(audit) => audit,
         Err(error) => return Err(refuse(&session.guard, error).await),
     };
-    let written = match &session.transaction {
-        Some(transaction) => {
-            transaction
-                .write(move |ctx| store_rows(ctx, &def, &partitions, &rows, audit))
-                .await
-        }
-        None => {
-            target
-                .store
-                .write(move |ctx| store_rows(ctx, &def, &partitions, &rows, audit))
-                .await
-        }
+    let insert = StoreRows {
+        def,
+        partitions,
+        rows,
+        audit,
     };
-    written.map_err(DataFusionError::from)
+    run_statement(&target.store, session, insert)
+        .await
+        .map_err(DataFusionError::from)
+}
+
+/// A write statement's work on rows, run where the statement runs: in the storage
+/// writer (autocommit) or inside the statement's transaction. One body for both, so
+/// the two cannot drift apart.
+trait RowStatement: Send + 'static {
+    fn run(self, ctx: &mut impl RowWrites) -> Result<u64, WriteError>;
+}
+
+async fn run_statement(
+    store: &Store,
+    session: &StatementContext,
+    statement: impl RowStatement,
+) -> Result<u64, WriteError> {
+    match &session.transaction {
+        Some(transaction) => transaction.write(move |ctx| statement.run(ctx)).await,
+        None => store.write(move |ctx| statement.run(ctx)).await,
+    }
+}
+
+/// An INSERT's rows, their partitions and the audit entry of the decision that let
+/// them be stored.
+struct StoreRows {
+    def: Arc<TableDef>,
+    partitions: Vec<String>,
+    rows: Vec<Vec<Value>>,
+    audit: Option<Vec<u8>>,
+}
+
+impl RowStatement for StoreRows {
+    fn run(self, ctx: &mut impl RowWrites) -> Result<u64, WriteError> {
+        store_rows(ctx, &self.def, &self.partitions, &self.rows, self.audit)
+    }
 }
 
 /// Stages an INSERT's rows (refusing a duplicate key) and the audit entry of the
@@ -698,37 +726,14 @@ impl ExecutionPlan for MutationExec {
         let mutation = Arc::clone(&self.mutation);
         let run = async move {
             let store = target.store.clone();
-            let in_writer = Arc::clone(&session);
-            let outcome = match session.transaction.clone() {
-                Some(transaction) => {
-                    transaction
-                        .write(move |ctx| {
-                            apply_mutation(
-                                ctx,
-                                &target,
-                                &access,
-                                &predicates,
-                                &mutation,
-                                &in_writer,
-                            )
-                        })
-                        .await
-                }
-                None => {
-                    store
-                        .write(move |ctx| {
-                            apply_mutation(
-                                ctx,
-                                &target,
-                                &access,
-                                &predicates,
-                                &mutation,
-                                &in_writer,
-                            )
-                        })
-                        .await
-                }
+            let mutate = Mutate {
+                target,
+                access,
+                predicates,
+                mutation,
+                session: Arc::clone(&session),
             };
+            let outcome = run_statement(&store, &session, mutate).await;
             match outcome {
                 Ok(count) => count_batch(count),
                 Err(error) => Err(refuse(&session.guard, error).await),
@@ -781,6 +786,28 @@ fn mutation_is_local(
         }),
         Locality::Replica => Err(WriteError::ReadOnlyReplica(def.name.clone())),
         Locality::Regional { .. } | Locality::Global => Ok(()),
+    }
+}
+
+/// An UPDATE or DELETE as a statement on rows (see `RowStatement`).
+struct Mutate {
+    target: WriteTarget,
+    access: Access,
+    predicates: Vec<Arc<dyn PhysicalExpr>>,
+    mutation: Arc<Mutation>,
+    session: Arc<StatementContext>,
+}
+
+impl RowStatement for Mutate {
+    fn run(self, ctx: &mut impl RowWrites) -> Result<u64, WriteError> {
+        apply_mutation(
+            ctx,
+            &self.target,
+            &self.access,
+            &self.predicates,
+            &self.mutation,
+            &self.session,
+        )
     }
 }
 
