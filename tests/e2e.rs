@@ -17,6 +17,7 @@ mod dishonest_peer;
 mod example_config;
 mod federation;
 mod hostile_input;
+mod ingest;
 mod layering;
 mod leak_hunt;
 mod lost_updates;

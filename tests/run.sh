@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and test of Domicile: formatting, lints, Rust unit and end-to-end tests
 # (real `domicile` processes, the stock Rust Flight SQL client, a real tansu Kafka
-# broker, PostgreSQL 15 as the reference for SQL answers), and the Python ADBC tests. Installs what a fresh machine lacks. This is the README's test command and what
-# CI runs (.ci/run).
+# broker, PostgreSQL 15 as the reference for SQL answers), and the Python client tests
+# (ADBC, pandas, polars, SQLAlchemy 2, pyarrow.flight; flightsql-dbapi with SQLAlchemy 1.4
+# in a venv of its own). Installs what a fresh machine lacks. This is the README's test
+# command and what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 venv="${DOMICILE_VENV:-$HOME/.cache/domicile/venv}"
+# flightsql-dbapi needs SQLAlchemy < 2, which cannot share a venv with SQLAlchemy 2.
+venv_sqlalchemy14="${DOMICILE_VENV_SQLALCHEMY14:-$HOME/.cache/domicile/venv-sqlalchemy14}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -32,11 +36,15 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
   apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
 fi
 
-step "Python venv: ADBC Flight SQL client, confluent-kafka, pytest"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+step "Python venvs: ADBC, pandas, polars, SQLAlchemy 2, confluent-kafka; flightsql-dbapi"
+for pair in "$venv:tests/python/requirements.txt" \
+  "$venv_sqlalchemy14:tests/python-sqlalchemy14/requirements.txt"; do
+  dir="${pair%%:*}"
+  if [ ! -x "$dir/bin/python" ]; then
+    python3 -m venv "$dir"
+  fi
+  "$dir/bin/pip" install --quiet --disable-pip-version-check -r "${pair#*:}"
+done
 export DOMICILE_PYTHON="$venv/bin/python"
 
 step "format and lints"
@@ -61,8 +69,11 @@ step "Rust unit and end-to-end tests"
 cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc
 
-step "Python ADBC Flight SQL tests"
+step "Python client tests: ADBC, pandas, polars, SQLAlchemy 2, pyarrow.flight"
 DOMICILE_BIN="$CARGO_TARGET_DIR/debug/domicile" "$venv/bin/python" -m pytest -q tests/python
+step "Python client tests: flightsql-dbapi (SQLAlchemy 1.4)"
+DOMICILE_BIN="$CARGO_TARGET_DIR/debug/domicile" "$venv_sqlalchemy14/bin/python" -m pytest -q \
+  -p no:cacheprovider tests/python-sqlalchemy14
 
 step "the README's main command, verbatim, in a fresh clone (CARGO_TARGET_DIR unset)"
 tests/first_run.sh "$venv/bin/python"

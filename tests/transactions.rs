@@ -3,7 +3,8 @@
 //! transactions commit (what snapshot isolation, or no isolation, would allow). Then a
 //! seeded randomized bank of interleaved transfers, a transfer across two tables as one
 //! transaction, SQL `BEGIN`/`COMMIT` in a session, kill -9 in the middle of a
-//! transaction, and what a transaction refuses (another region's rows, DDL, sagas).
+//! transaction, and what a transaction refuses (another region's rows, sagas) or
+//! commits first (DDL).
 
 use domicile_tests::{Client, TestNode, column_strings};
 use prost::bytes::Bytes;
@@ -433,7 +434,8 @@ async fn sql_begin_and_commit_bind_a_transaction_to_the_session() {
 }
 
 /// What a transaction cannot hold is refused with a reason, and the transaction goes
-/// on: rows homed in another region, DDL, sagas. Only its owner may use it.
+/// on: rows homed in another region, sagas; DDL commits it first. Only its owner may
+/// use it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_refuses_what_it_cannot_commit_here() {
     let (node, mut a) = node_with(&[ACCOUNTS]).await;
@@ -444,19 +446,24 @@ async fn a_transaction_refuses_what_it_cannot_commit_here() {
         .expect_err("another region's row");
     assert_eq!(elsewhere.code(), Code::FailedPrecondition, "{elsewhere:?}");
     assert!(elsewhere.message().contains("saga"), "{elsewhere:?}");
-    let ddl = a
-        .update_in(&txn, "CREATE TABLE t (id BIGINT PRIMARY KEY)")
-        .await
-        .expect_err("DDL");
-    assert!(
-        ddl.message().contains("DDL inside a transaction"),
-        "{ddl:?}"
-    );
     a.update_in(&txn, "INSERT INTO accounts VALUES (1, 'eu-central', 1)")
         .await
         .expect("the transaction goes on");
-    // Another user does not see it exist.
+    // DDL commits the transaction first (as SqlInfo says) and runs on its own ...
+    a.update_in(&txn, "CREATE TABLE t (id BIGINT PRIMARY KEY)")
+        .await
+        .expect("DDL in a transaction");
     let mut other = node.client("writer").await.expect("writer");
+    let committed = other.query("SELECT id FROM accounts").await.expect("read");
+    assert_eq!(column_strings(&committed, "id"), vec!["1"]);
+    // ... and the id goes on in a new transaction that sees the new table.
+    a.update_in(&txn, "INSERT INTO t VALUES (7)")
+        .await
+        .expect("the new table, in the new transaction");
+    a.update_in(&txn, "INSERT INTO accounts VALUES (2, 'eu-central', 1)")
+        .await
+        .expect("insert");
+    // Another user does not see it exist.
     let stolen = other
         .update_in(&txn, "DELETE FROM accounts")
         .await
@@ -464,7 +471,9 @@ async fn a_transaction_refuses_what_it_cannot_commit_here() {
     assert_eq!(stolen.code(), Code::NotFound);
     let stolen = other.commit(&txn).await.expect_err("not the owner");
     assert_eq!(stolen.code(), Code::NotFound);
-    a.commit(&txn).await.expect("commit");
+    a.rollback(&txn).await.expect("rollback");
+    let rows = a.query("SELECT id FROM t").await.expect("read");
+    assert!(column_strings(&rows, "id").is_empty());
     let rows = a.query("SELECT id FROM accounts").await.expect("read");
     assert_eq!(column_strings(&rows, "id"), vec!["1"]);
 }

@@ -80,17 +80,22 @@ pub fn domicile_binary() -> PathBuf {
 }
 
 /// The folder holding the `.wasm` components built for the tests: plugins and hostile
-/// guests (`cargo build --release --target wasm32-wasip2`), or `DOMICILE_WASM_DIR`.
+/// guests (`cargo build --release --target wasm32-wasip2`) in the target directory of
+/// the running binary (a test's or a bench's), or `DOMICILE_WASM_DIR`.
 pub fn wasm_dir() -> PathBuf {
     if let Ok(path) = std::env::var("DOMICILE_WASM_DIR") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let target = exe
+    // A test runs from target/<profile>/deps, a bench binary from target/<profile>.
+    let profile = exe
         .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
+        .map(|dir| match dir.file_name() {
+            Some(name) if name == "deps" => dir.parent().unwrap_or(dir),
+            _ => dir,
+        })
+        .expect("target/<profile>");
+    let target = profile.parent().expect("target");
     target.join("wasm32-wasip2").join("release")
 }
 
@@ -658,6 +663,45 @@ impl Client {
     ) -> Result<i64, tonic::Status> {
         self.inner
             .execute_update(sql.to_string(), Some(transaction.clone()))
+            .await
+            .map_err(to_status)
+    }
+
+    /// Flight SQL bulk ingest (CommandStatementIngest) of `batches` into `table`:
+    /// `create` / `append` / `replace` / `create_append` as ADBC names the modes,
+    /// `options` sent as the command's options, inside `transaction` if given. Returns
+    /// the rows the server reports.
+    pub async fn ingest(
+        &mut self,
+        table: &str,
+        mode: &str,
+        options: &[(&str, &str)],
+        transaction: Option<&prost::bytes::Bytes>,
+        batches: Vec<RecordBatch>,
+    ) -> Result<i64, tonic::Status> {
+        use arrow_flight::sql::{TableDefinitionOptions, TableExistsOption, TableNotExistOption};
+        let (if_not_exist, if_exists) = match mode {
+            "create" => (TableNotExistOption::Create, TableExistsOption::Fail),
+            "append" => (TableNotExistOption::Fail, TableExistsOption::Append),
+            "replace" => (TableNotExistOption::Create, TableExistsOption::Replace),
+            "create_append" => (TableNotExistOption::Create, TableExistsOption::Append),
+            other => panic!("unknown ingest mode {other}"),
+        };
+        let command = arrow_flight::sql::CommandStatementIngest {
+            table_definition_options: Some(TableDefinitionOptions {
+                if_not_exist: if_not_exist as i32,
+                if_exists: if_exists as i32,
+            }),
+            table: table.to_string(),
+            transaction_id: transaction.cloned(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        self.inner
+            .execute_ingest(command, futures::stream::iter(batches.into_iter().map(Ok)))
             .await
             .map_err(to_status)
     }

@@ -10,7 +10,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
 import pytest
 
-from conftest import PASSWORDS
+from domicile_node import PASSWORDS
 
 
 def connect(uri, user="admin", autocommit=True):

@@ -14,6 +14,15 @@ pub const CELL_SIZE_MAX_BYTES: usize = 1 << 20;
 /// Most rows one INSERT, UPDATE or DELETE may change. A statement is one atomic storage
 /// transaction whose changes are held in memory until commit, so this bounds memory.
 pub const STATEMENT_ROWS_MAX: usize = 100_000;
+/// Most rows one bulk ingest (Flight SQL `CommandStatementIngest`) may load. An ingest
+/// is one atomic commit held in memory until it commits, like a statement, but loads
+/// are larger than statements: about 1 KiB of memory per row of a few columns.
+pub const INGEST_ROWS_MAX: usize = 500_000;
+/// Most values (rows x table columns) one ingest may convert: a NULL costs nothing on
+/// the wire and ~32 bytes once converted.
+pub const INGEST_CELLS_MAX: usize = 8_000_000;
+/// Wire bytes of one ingest's batches, counted before decoding.
+pub const INGEST_BYTES_MAX: usize = 256 << 20;
 /// Most rows one interactive transaction may change; its writes are held in memory
 /// until it commits.
 pub const TRANSACTION_ROWS_MAX: usize = 100_000;
@@ -239,6 +248,8 @@ pub const KAFKA_FETCH_BYTES_MAX: usize = 4 * CDC_MESSAGE_BYTES_MAX;
 const _: () = assert!(COMMIT_BATCH_STATEMENTS_MAX <= WRITE_QUEUE_STATEMENTS_MAX);
 const _: () = assert!(SCAN_BATCH_ROWS_MAX <= STATEMENT_ROWS_MAX);
 const _: () = assert!(STATEMENT_ROWS_MAX <= TRANSACTION_ROWS_MAX);
+const _: () = assert!(STATEMENT_ROWS_MAX <= INGEST_ROWS_MAX);
+const _: () = assert!(INGEST_ROWS_MAX <= INGEST_CELLS_MAX);
 const _: () = assert!(TRANSACTIONS_PER_USER_MAX <= TRANSACTIONS_OPEN_MAX);
 const _: () = assert!(TRANSACTION_IDLE_MAX.as_secs() <= TRANSACTION_AGE_MAX.as_secs());
 const _: () = assert!(CELL_SIZE_MAX_BYTES < GRPC_MESSAGE_SIZE_MAX_BYTES);

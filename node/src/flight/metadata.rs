@@ -27,7 +27,8 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
         SqlSupportedTransaction::Transaction as i32,
     );
     builder.append(SqlInfo::FlightSqlServerCancel, false);
-    builder.append(SqlInfo::FlightSqlServerBulkIngestion, false);
+    builder.append(SqlInfo::FlightSqlServerBulkIngestion, true);
+    builder.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, true);
     builder.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
     // An idle transaction is rolled back after this many milliseconds.
     builder.append(
@@ -58,8 +59,8 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
         SqlInfo::SqlSupportedTransactionsIsolationLevels,
         1i32 << serializable,
     );
-    // DDL inside a transaction is refused, neither committing it nor ignored.
-    builder.append(SqlInfo::SqlDataDefinitionCausesTransactionCommit, false);
+    // DDL inside a transaction commits it first (`sql::transactions`), as in MySQL.
+    builder.append(SqlInfo::SqlDataDefinitionCausesTransactionCommit, true);
     builder.append(SqlInfo::SqlDataDefinitionsInTransactionsIgnored, false);
     builder.build().expect("static SqlInfo is well-formed")
 });

@@ -91,13 +91,40 @@ pub(crate) async fn read_rows(
             let values = batch
                 .columns()
                 .iter()
-                .map(|column| ScalarValue::try_from_array(column, row))
+                .map(|column| ScalarValue::try_from_array(column, row).map(union_member))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ParameterError::Undecodable(e.to_string()))?;
             rows.push(values);
         }
     }
     Ok(rows)
+}
+
+/// A value of a union column as the scalar it holds. The Flight SQL spec lets a client
+/// that does not know a parameter's type send a dense union of the types it might have
+/// (flightsql-dbapi sends every parameter so); each row holds one scalar.
+fn union_member(value: ScalarValue) -> ScalarValue {
+    match value {
+        ScalarValue::Union(Some((_, inner)), _, _) => union_member(*inner),
+        ScalarValue::Union(None, _, _) => ScalarValue::Null,
+        other => other,
+    }
+}
+
+/// Whether a parameter column's type holds one scalar per row: not nested, or a union
+/// whose members are all scalars.
+fn is_scalar_parameter(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Union(fields, _) => fields.iter().all(|(_, field)| {
+            !field.data_type().is_nested()
+                && !matches!(
+                    field.data_type(),
+                    DataType::RunEndEncoded(..) | DataType::Union(..)
+                )
+        }),
+        DataType::RunEndEncoded(..) => false,
+        other => !other.is_nested(),
+    }
 }
 
 fn external(error: ParameterError) -> FlightError {
@@ -121,7 +148,7 @@ fn check_shape(
     // as one cell but converts into 5,000): parameters are scalars, so refuse them.
     for (position, field) in batch.schema().fields().iter().enumerate() {
         let data_type = field.data_type();
-        if data_type.is_nested() || matches!(data_type, DataType::RunEndEncoded(..)) {
+        if !is_scalar_parameter(data_type) {
             return Err(ParameterError::NestedType {
                 position: position + 1,
                 data_type: data_type.to_string(),
@@ -315,6 +342,66 @@ mod tests {
             matches!(outcome, Err(ParameterError::NestedType { position: 1, .. })),
             "{outcome:?}"
         );
+    }
+
+    /// flightsql-dbapi sends each parameter as a dense union of int64, float64, utf8,
+    /// binary and bool (the spec allows it for a type the client does not know): read
+    /// as the scalar each row holds. A union with a nested member is still refused.
+    #[tokio::test]
+    async fn dense_union_parameters_are_read_as_their_member() {
+        use arrow::array::{Int8Array, Int32Array, StringArray, UnionArray};
+        use arrow::datatypes::UnionFields;
+        let fields = UnionFields::try_new(
+            [0, 1],
+            [
+                Field::new("int", DataType::Int64, true),
+                Field::new("text", DataType::Utf8, true),
+            ],
+        )
+        .expect("fields");
+        let union = UnionArray::try_new(
+            fields,
+            Int8Array::from(vec![1, 0]).into_parts().1,
+            Some(Int32Array::from(vec![0, 0]).into_parts().1),
+            vec![
+                Arc::new(Int64Array::from(vec![7])) as ArrayRef,
+                Arc::new(StringArray::from(vec!["it's"])) as ArrayRef,
+            ],
+        )
+        .expect("union");
+        let column: ArrayRef = Arc::new(union);
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "param_0",
+                column.data_type().clone(),
+                false,
+            )])),
+            vec![column],
+        )
+        .expect("batch");
+        let rows = read_rows(futures::stream::iter(encoded(vec![batch]).await), 1)
+            .await
+            .expect("read");
+        assert_eq!(
+            rows,
+            vec![
+                vec![ScalarValue::Utf8(Some("it's".into()))],
+                vec![ScalarValue::Int64(Some(7))]
+            ]
+        );
+        let nested_member = DataType::Union(
+            UnionFields::try_new(
+                [0],
+                [Field::new(
+                    "list",
+                    DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+                    true,
+                )],
+            )
+            .expect("fields"),
+            arrow::datatypes::UnionMode::Dense,
+        );
+        assert!(!is_scalar_parameter(&nested_member));
     }
 
     #[tokio::test]

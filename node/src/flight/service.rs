@@ -18,8 +18,8 @@ use arrow_flight::sql::{
     CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction,
-    ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, EndTransaction, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -153,16 +153,24 @@ impl FlightSqlServer {
         }
     }
 
-    /// The open transaction `id` for one statement of `principal`'s.
-    fn transaction_for(
+    /// The open transaction `id` for one statement of `principal`'s. A DDL statement
+    /// commits the transaction first and runs on its own (`None`); the id goes on.
+    async fn transaction_for(
         &self,
         id: Option<&[u8]>,
         principal: &Principal,
         statement: &PreparedStatement,
     ) -> Result<Option<Transaction>, Status> {
         let Some(id) = id else { return Ok(None) };
-        self.engine
-            .transactions()
+        let transactions = self.engine.transactions();
+        if statement.kind == StatementKind::Ddl {
+            transactions
+                .commit_before_ddl(id, principal, Instant::now())
+                .await
+                .map_err(|error| status_of(&error))?;
+            return Ok(None);
+        }
+        transactions
             .statement(id, principal, statement.writes(), Instant::now())
             .map(Some)
             .map_err(|error| status_of(&error))
@@ -267,7 +275,7 @@ impl FlightSqlServer {
 
     /// The transaction an execution of a prepared statement runs in: the one it was
     /// prepared in, else its session's SQL transaction.
-    fn prepared_transaction<T>(
+    async fn prepared_transaction<T>(
         &self,
         request: &Request<T>,
         prepared_in: Option<TransactionId>,
@@ -279,6 +287,7 @@ impl FlightSqlServer {
             None => Self::transaction_id(None, &self.session(request)?.1),
         };
         self.transaction_for(id.as_deref(), principal, statement)
+            .await
     }
 
     /// Reads the parameter rows a DoPut binds to the statement behind `handle`.
@@ -625,8 +634,9 @@ impl FlightSqlService for FlightSqlServer {
         }
         let transaction_id = Self::transaction_id(explicit, &options);
         if statement.kind != StatementKind::Query {
-            let transaction =
-                self.transaction_for(transaction_id.as_deref(), &principal, &statement)?;
+            let transaction = self
+                .transaction_for(transaction_id.as_deref(), &principal, &statement)
+                .await?;
             let info = self
                 .execute_write_now(
                     &principal,
@@ -686,7 +696,9 @@ impl FlightSqlService for FlightSqlServer {
             .prepare_with(&principal, options, &sql)
             .await
             .map_err(sql_status)?;
-        let transaction = self.transaction_for(transaction_id, &principal, &statement)?;
+        let transaction = self
+            .transaction_for(transaction_id, &principal, &statement)
+            .await?;
         let warnings = statement.fresh_warnings();
         let stream = self.execute(&statement, None, transaction).await?;
         Ok(Response::new(flight_stream(stream, warnings)))
@@ -718,8 +730,9 @@ impl FlightSqlService for FlightSqlServer {
             return Ok(Response::new(info));
         }
         if statement.kind != StatementKind::Query {
-            let transaction =
-                self.prepared_transaction(&request, prepared_in, &principal, &statement)?;
+            let transaction = self
+                .prepared_transaction(&request, prepared_in, &principal, &statement)
+                .await?;
             let info = self
                 .execute_write_now(
                     &principal,
@@ -766,8 +779,9 @@ impl FlightSqlService for FlightSqlServer {
                 ),
             ));
         }
-        let transaction =
-            self.prepared_transaction(&request, prepared_in, &principal, &statement)?;
+        let transaction = self
+            .prepared_transaction(&request, prepared_in, &principal, &statement)
+            .await?;
         let warnings = statement.fresh_warnings();
         let stream = self
             .execute(&statement, parameters.last().cloned(), transaction)
@@ -995,8 +1009,9 @@ impl FlightSqlService for FlightSqlServer {
         {
             return applied.map(|()| 0);
         }
-        let transaction =
-            self.prepared_transaction(&request, prepared_in, &principal, &statement)?;
+        let transaction = self
+            .prepared_transaction(&request, prepared_in, &principal, &statement)
+            .await?;
         let sent = self
             .read_parameters(
                 &query.prepared_statement_handle,
@@ -1024,6 +1039,49 @@ impl FlightSqlService for FlightSqlServer {
         Ok(total)
     }
 
+    /// Bulk ingest (`sql::ingest`): the data is read whole (bounded) before anything
+    /// changes; a table it creates is DDL, so a transaction it runs in is committed
+    /// first, and its rows then join the transaction (or commit at once, atomically).
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (principal, options) = self.session(&request)?;
+        let target = super::ingest::target(&command)?;
+        let explicit = command.transaction_id.as_deref();
+        let transaction_id = Self::transaction_id(explicit, &options);
+        let (schema, batches) =
+            super::ingest::read_batches(request.into_inner().into_peekable()).await?;
+        let transactions = self.engine.transactions();
+        let transaction = match transaction_id.as_deref() {
+            None => None,
+            Some(id) => {
+                let now = Instant::now();
+                if target.creates_table(&self.engine) {
+                    transactions
+                        .commit_before_ddl(id, &principal, now)
+                        .await
+                        .map_err(|error| status_of(&error))?;
+                }
+                Some(
+                    transactions
+                        .statement(id, &principal, true, now)
+                        .map_err(|error| status_of(&error))?,
+                )
+            }
+        };
+        let started = Instant::now();
+        let loaded = self
+            .engine
+            .ingest(&principal, options, &target, schema, batches, transaction)
+            .await;
+        self.metrics
+            .record_statement("ingest", loaded.is_ok(), started.elapsed());
+        let rows = loaded.map_err(sql_status)?;
+        Ok(i64::try_from(rows).unwrap_or(i64::MAX))
+    }
+
     async fn do_put_statement_update(
         &self,
         command: CommandStatementUpdate,
@@ -1046,8 +1104,9 @@ impl FlightSqlService for FlightSqlServer {
             return applied.map(|()| 0);
         }
         let transaction_id = Self::transaction_id(explicit, &options);
-        let transaction =
-            self.transaction_for(transaction_id.as_deref(), &principal, &statement)?;
+        let transaction = self
+            .transaction_for(transaction_id.as_deref(), &principal, &statement)
+            .await?;
         let stream = self.execute(&statement, None, transaction).await?;
         affected_rows(stream).await
     }

@@ -5,6 +5,7 @@
 
 use tonic::Status;
 
+use super::ingest::IngestError;
 use super::params::ParameterError;
 use super::prepared::PreparedError;
 
@@ -23,6 +24,24 @@ impl Classify for ParameterError {
             | ParameterError::Undecodable(_)
             | ParameterError::NestedType { .. } => ErrorKind::Invalid,
         }
+    }
+}
+
+impl Classify for IngestError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            IngestError::TooManyBytes | IngestError::TooManyRows => ErrorKind::Exhausted,
+            IngestError::Undecodable(_)
+            | IngestError::NoSchema
+            | IngestError::NestedType { .. } => ErrorKind::Invalid,
+            IngestError::Unsupported(_) => ErrorKind::Unsupported,
+        }
+    }
+}
+
+impl From<IngestError> for Status {
+    fn from(error: IngestError) -> Self {
+        status_of(&error)
     }
 }
 

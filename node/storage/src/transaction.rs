@@ -290,7 +290,7 @@ impl Shared {
         state.reads.partition_lists.insert(table_id);
         state.check_reads()?;
         let mut partitions = super::partitions::partitions_of(self.base.as_ref(), table_id)?;
-        merge_partitions(&mut partitions, state.writes.keys(), table_id);
+        merge_partitions(&mut partitions, &state.writes, table_id);
         Ok(partitions)
     }
 
@@ -327,20 +327,12 @@ impl Shared {
 }
 
 /// Adds the partitions of `table_id` that `keys` hold to `partitions` (kept sorted).
-fn merge_partitions<'k>(
+fn merge_partitions<V>(
     partitions: &mut Vec<String>,
-    keys: impl Iterator<Item = &'k Vec<u8>>,
+    staged: &BTreeMap<Vec<u8>, V>,
     table_id: TableId,
 ) {
-    let prefix = key_codec::table_prefix(table_id);
-    for key in keys {
-        if key.starts_with(&prefix)
-            && let Some(partition) = key_codec::partition_of(key)
-            && !partitions.contains(&partition)
-        {
-            partitions.push(partition);
-        }
-    }
+    super::partitions::add_staged_partitions(partitions, staged, table_id);
     partitions.sort();
 }
 
@@ -419,7 +411,7 @@ impl RowWrites for TransactionStatement<'_> {
 
     fn exists(&mut self, def: &TableDef, primary_key: &[Value]) -> Result<bool, StorageError> {
         let mut partitions = self.partitions(def.id)?;
-        merge_partitions(&mut partitions, self.staged.keys(), def.id);
+        merge_partitions(&mut partitions, &self.staged, def.id);
         for partition in partitions {
             let key = key_codec::row_key(def.id, &partition, primary_key);
             if self.bytes(&key)?.is_some() {
@@ -433,7 +425,7 @@ impl RowWrites for TransactionStatement<'_> {
         self.state.reads.partition_lists.insert(table_id);
         self.state.check_reads()?;
         let mut partitions = super::partitions::partitions_of(self.shared.base.as_ref(), table_id)?;
-        merge_partitions(&mut partitions, self.state.writes.keys(), table_id);
+        merge_partitions(&mut partitions, &self.state.writes, table_id);
         Ok(partitions)
     }
 

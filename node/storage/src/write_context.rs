@@ -169,14 +169,7 @@ impl WriteContext<'_> {
     /// Primary keys are unique per table across partitions.
     pub fn exists(&mut self, def: &TableDef, primary_key: &[Value]) -> Result<bool, StorageError> {
         let mut partitions = self.partitions(def.id)?;
-        for key in self.staged_rows.keys() {
-            if let Some(partition) = key_codec::partition_of(key)
-                && key.starts_with(&key_codec::table_prefix(def.id))
-                && !partitions.contains(&partition)
-            {
-                partitions.push(partition);
-            }
-        }
+        super::partitions::add_staged_partitions(&mut partitions, &self.staged_rows, def.id);
         for partition in partitions {
             let key = key_codec::row_key(def.id, &partition, primary_key);
             let present = match self.staged_rows.get(&key) {

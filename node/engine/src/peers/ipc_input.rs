@@ -60,6 +60,11 @@ impl<S, F> Guarded<S, F> {
             malformed,
         }
     }
+
+    /// The decoding stream, unless a panic ended it.
+    pub fn get_ref(&self) -> Option<&S> {
+        self.inner.as_ref()
+    }
 }
 
 impl<S, F, T> Stream for Guarded<S, F>

@@ -462,7 +462,7 @@ impl DataSink for InsertSink {
             }
             batches.push(batch);
         }
-        insert_local(&self.target, &session, batches).await
+        insert_local(&self.target, &session, batches, STATEMENT_ROWS_MAX).await
     }
 }
 
@@ -491,18 +491,21 @@ fn remote_home(target: &WriteTarget, rows: &[Vec<Value>]) -> Result<Option<Strin
 }
 
 /// An INSERT's rows: stored here if homed here, or sent to their home node (after this
-/// node's policy lets them travel) and kept nowhere here.
+/// node's policy lets them travel) and kept nowhere here. At most `rows_max` rows
+/// (`STATEMENT_ROWS_MAX`, or `INGEST_ROWS_MAX` for a bulk ingest); at most
+/// `STATEMENT_ROWS_MAX` are forwarded, the bound of the node that stores them.
 pub(crate) async fn insert_local(
     target: &WriteTarget,
     session: &StatementContext,
     batches: Vec<RecordBatch>,
+    rows_max: usize,
 ) -> Result<u64> {
     let def = Arc::clone(&target.def);
     let mut rows: Vec<Vec<Value>> = Vec::new();
     for batch in &batches {
         rows.extend(batch_to_rows(&def, batch).map_err(WriteError::from)?);
     }
-    if rows.len() > STATEMENT_ROWS_MAX {
+    if rows.len() > rows_max {
         return Err(WriteError::TooManyRows.into());
     }
     // A peer's forwarded rows (`local_only`) are stored here or refused (NotHome
@@ -516,6 +519,9 @@ pub(crate) async fn insert_local(
                 local_region: target.local_region.to_string(),
             }
             .into());
+        }
+        if rows.len() > STATEMENT_ROWS_MAX {
+            return Err(WriteError::TooManyRows.into());
         }
         return forward(target, session, rows, &home).await;
     }

@@ -35,7 +35,7 @@ use super::schemas::{CATALOG_NAME, DomicileCatalog, PUBLIC_SCHEMA};
 use super::system_tables::SystemState;
 use crate::auth::{Principal, Role, SessionOptions};
 use crate::catalog::{DdlError, table_def_from_create};
-use crate::limits::SQL_LENGTH_MAX_BYTES;
+use crate::limits::{SQL_LENGTH_MAX_BYTES, STATEMENT_ROWS_MAX};
 use crate::metrics::Metrics;
 use crate::peers::{PeerMonitor, PeerRouter};
 use crate::plugins::PluginRegistry;
@@ -647,6 +647,27 @@ impl SqlEngine {
         }
     }
 
+    /// The context of a write the engine runs itself (not through a plan): a bulk
+    /// ingest's rows, for `principal` in a session that set `options`.
+    pub(super) fn write_context(
+        &self,
+        principal: &Principal,
+        options: SessionOptions,
+        transaction: Option<crate::storage::Transaction>,
+    ) -> StatementContext {
+        StatementContext {
+            principal: principal.clone(),
+            guard: Arc::clone(&self.guard),
+            router: Arc::clone(&self.router),
+            local_only: false,
+            options,
+            warnings: super::Warnings::default(),
+            via_region: None,
+            copies: false,
+            transaction,
+        }
+    }
+
     /// Stores rows a peer (of region `via`) forwarded for `principal` (full rows of
     /// `table`, homed here: never sent on), through the same checks as a local INSERT.
     pub async fn insert_forwarded(
@@ -682,7 +703,7 @@ impl SqlEngine {
             store: self.store.clone(),
             local_region: Arc::clone(&self.identity.region),
         };
-        super::dml::insert_local(&target, &session, batches)
+        super::dml::insert_local(&target, &session, batches, STATEMENT_ROWS_MAX)
             .await
             .map_err(SqlError::from_datafusion)
     }

@@ -6,6 +6,7 @@ pub mod arrow_convert;
 mod dml;
 mod engine;
 mod error;
+pub mod ingest;
 pub mod leaf_exec;
 mod need_to_know;
 mod postgres_semantics;

@@ -6,6 +6,12 @@
 //! is unknown, so ids cannot be probed. What a transaction reads and writes, and how it
 //! commits serializably, is storage's (`storage::Transaction`).
 //!
+//! DDL in a transaction commits it first (as in MySQL and Oracle; SqlInfo says so): the
+//! transaction's work is committed, the DDL runs on its own, and the next statement
+//! under the same id starts a new transaction on a snapshot that sees the DDL. Tools
+//! that run `CREATE TABLE` or `DROP TABLE` with autocommit off (pandas `to_sql`,
+//! SQLAlchemy `create_all`) depend on it.
+//!
 //! Bounds: `TRANSACTIONS_OPEN_MAX` per node and `TRANSACTIONS_PER_USER_MAX` per user,
 //! `TRANSACTION_STATEMENTS_MAX` statements, `TRANSACTION_IDLE_MAX` without a
 //! statement and `TRANSACTION_AGE_MAX` in all; a transaction past them is rolled back.
@@ -72,7 +78,8 @@ impl Classify for TransactionError {
 
 struct Open {
     owner: String,
-    transaction: Transaction,
+    /// `None` after a DDL statement committed it: the next statement begins a new one.
+    transaction: Option<Transaction>,
     begun: Instant,
     last_used: Instant,
     statements: usize,
@@ -146,7 +153,7 @@ impl Transactions {
             id,
             Open {
                 owner: principal.user.clone(),
-                transaction,
+                transaction: Some(transaction),
                 begun: now,
                 last_used: now,
                 statements: 0,
@@ -182,30 +189,75 @@ impl Transactions {
         if let Some(refused) = refused {
             let ended = open.remove(&id);
             drop(open);
-            if let Some(ended) = ended {
-                ended.transaction.rollback();
+            if let Some(transaction) = ended.and_then(|ended| ended.transaction) {
+                transaction.rollback();
             }
             return Err(refused);
         }
         if writes && entry.read_only {
             return Err(TransactionError::ReadOnly);
         }
+        let transaction = match &entry.transaction {
+            Some(transaction) => transaction.clone(),
+            None => {
+                let renewed = self.store.begin()?;
+                entry.transaction = Some(renewed.clone());
+                entry.begun = now;
+                renewed
+            }
+        };
         entry.statements += 1;
         entry.last_used = now;
-        Ok(entry.transaction.clone())
+        Ok(transaction)
+    }
+
+    /// Commits transaction `id` because a DDL statement is about to run in it; the id
+    /// stays open and its next statement begins a new transaction (see the module
+    /// docs). A serialization failure ends the transaction, nothing of it applied, and
+    /// the DDL must not run.
+    pub async fn commit_before_ddl(
+        &self,
+        id: &[u8],
+        principal: &Principal,
+        now: Instant,
+    ) -> Result<(), TransactionError> {
+        let id = parse_id(id)?;
+        let committing = {
+            let mut open = self.open();
+            let entry = match open.get_mut(&id) {
+                Some(entry) if entry.owner == principal.user => entry,
+                _ => return Err(TransactionError::Unknown),
+            };
+            if entry.read_only {
+                return Err(TransactionError::ReadOnly);
+            }
+            entry.last_used = now;
+            entry.transaction.take()
+        };
+        let Some(transaction) = committing else {
+            return Ok(());
+        };
+        if let Err(error) = self.store.commit(&transaction).await {
+            self.open().remove(&id);
+            return Err(error.into());
+        }
+        Ok(())
     }
 
     /// Commits transaction `id` (see `Store::commit`); it has ended afterwards, whatever
     /// the outcome. A serialization failure means nothing of it was applied.
     pub async fn commit(&self, id: &[u8], principal: &Principal) -> Result<(), TransactionError> {
-        let transaction = self.take(id, principal)?;
-        self.store.commit(&transaction).await?;
+        if let Some(transaction) = self.take(id, principal)? {
+            self.store.commit(&transaction).await?;
+        }
         Ok(())
     }
 
     /// Rolls back transaction `id`: nothing of it is applied.
     pub fn rollback(&self, id: &[u8], principal: &Principal) -> Result<(), TransactionError> {
-        self.take(id, principal)?.rollback();
+        if let Some(transaction) = self.take(id, principal)? {
+            transaction.rollback();
+        }
         Ok(())
     }
 
@@ -221,8 +273,8 @@ impl Transactions {
                 .collect();
             ids.iter().filter_map(|id| open.remove(id)).collect()
         };
-        for entry in &ended {
-            entry.transaction.rollback();
+        for transaction in ended.iter().filter_map(|entry| entry.transaction.as_ref()) {
+            transaction.rollback();
         }
         ended.len()
     }
@@ -240,7 +292,11 @@ impl Transactions {
         }
     }
 
-    fn take(&self, id: &[u8], principal: &Principal) -> Result<Transaction, TransactionError> {
+    fn take(
+        &self,
+        id: &[u8],
+        principal: &Principal,
+    ) -> Result<Option<Transaction>, TransactionError> {
         let id = parse_id(id)?;
         let mut open = self.open();
         match open.get(&id) {
@@ -270,7 +326,9 @@ impl Transactions {
         // Rolled back outside the table's lock: a statement still running in one of
         // them holds its state until it ends, and must not hold up every other client.
         for entry in &expired {
-            entry.transaction.rollback();
+            if let Some(transaction) = &entry.transaction {
+                transaction.rollback();
+            }
             tracing::info!(
                 user = %entry.owner,
                 statements = entry.statements,
@@ -380,6 +438,57 @@ mod tests {
         transactions
             .statement(&busy, &user("a"), true, start + Duration::from_secs(6))
             .expect("still open");
+    }
+
+    #[tokio::test]
+    async fn ddl_commits_the_transaction_and_the_id_goes_on_in_a_new_one() {
+        let (_dir, transactions) = registry(Duration::from_secs(60));
+        let now = Instant::now();
+        let id = transactions
+            .begin(&user("d"), 0, false, now)
+            .expect("begin");
+        let before = transactions
+            .statement(&id, &user("d"), true, now)
+            .expect("statement");
+        assert!(matches!(
+            transactions
+                .commit_before_ddl(&id, &user("mallory"), now)
+                .await,
+            Err(TransactionError::Unknown)
+        ));
+        transactions
+            .commit_before_ddl(&id, &user("d"), now)
+            .await
+            .expect("implicit commit");
+        // The committed transaction takes no more writes; the id names a new one.
+        assert!(matches!(
+            before.write(|_| Ok::<_, StorageError>(())).await,
+            Err(StorageError::TransactionEnded)
+        ));
+        let after = transactions
+            .statement(&id, &user("d"), true, now)
+            .expect("a new transaction under the same id");
+        after
+            .write(|_| Ok::<_, StorageError>(()))
+            .await
+            .expect("the new transaction is open");
+        // Two DDL statements in a row: the second has nothing left to commit.
+        transactions
+            .commit_before_ddl(&id, &user("d"), now)
+            .await
+            .expect("again");
+        transactions
+            .commit_before_ddl(&id, &user("d"), now)
+            .await
+            .expect("nothing to commit");
+        transactions.commit(&id, &user("d")).await.expect("commit");
+        let read_only = transactions.begin(&user("d"), 0, true, now).expect("begin");
+        assert!(matches!(
+            transactions
+                .commit_before_ddl(&read_only, &user("d"), now)
+                .await,
+            Err(TransactionError::ReadOnly)
+        ));
     }
 
     #[tokio::test]

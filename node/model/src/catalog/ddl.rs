@@ -263,10 +263,17 @@ fn column_type(data_type: &DataType, column: &str) -> Result<ColumnType, DdlErro
             ColumnType::Int
         }
         DataType::BigInt(_) | DataType::Int8(_) | DataType::Int64 => ColumnType::BigInt,
+        // FLOAT without a precision (or of 25 to 53 bits) is double precision, as in
+        // PostgreSQL and ISO SQL; FLOAT(p <= 24) and REAL are single precision, which no
+        // column type here is, so they are refused below.
         DataType::Double(ExactNumberInfo::None)
         | DataType::DoublePrecision
         | DataType::Float8
-        | DataType::Float64 => ColumnType::Double,
+        | DataType::Float64
+        | DataType::Float(ExactNumberInfo::None) => ColumnType::Double,
+        DataType::Float(ExactNumberInfo::Precision(bits)) if (25..=53).contains(bits) => {
+            ColumnType::Double
+        }
         DataType::Decimal(info) | DataType::Numeric(info) => {
             let (precision, scale) = match info {
                 ExactNumberInfo::None => (38, 10),
@@ -291,11 +298,14 @@ fn column_type(data_type: &DataType, column: &str) -> Result<ColumnType, DdlErro
         DataType::Text | DataType::Varchar(_) | DataType::String(_) | DataType::Char(_) => {
             ColumnType::Text
         }
-        DataType::Bytea => ColumnType::Bytea,
+        // What SQLAlchemy's generic compiler emits for LargeBinary (BLOB) and what other
+        // dialects call a variable-length byte string.
+        DataType::Bytea | DataType::Blob(None) | DataType::Varbinary(None) => ColumnType::Bytea,
         DataType::Date => ColumnType::Date,
-        DataType::Timestamp(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => {
-            ColumnType::Timestamp
-        }
+        // DATETIME (MySQL's, and what SQLAlchemy's generic compiler emits for DateTime)
+        // is a timestamp without time zone.
+        DataType::Timestamp(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone)
+        | DataType::Datetime(_) => ColumnType::Timestamp,
         DataType::Uuid => ColumnType::Uuid,
         other => {
             return Err(DdlError::Unsupported(format!(
@@ -449,6 +459,29 @@ mod tests {
         );
     }
 
+    /// What ORMs' generic DDL compilers emit (SQLAlchemy: DATETIME, FLOAT, BLOB) maps
+    /// to the column type of the same meaning.
+    #[test]
+    fn generic_type_names_map_to_the_same_meaning() {
+        let def = parse(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, at DATETIME, f FLOAT, g FLOAT(53), \
+             b BLOB, v VARBINARY)",
+        )
+        .expect("valid");
+        let types: Vec<_> = def.columns.iter().map(|c| c.column_type).collect();
+        assert_eq!(
+            types,
+            vec![
+                ColumnType::BigInt,
+                ColumnType::Timestamp,
+                ColumnType::Double,
+                ColumnType::Double,
+                ColumnType::Bytea,
+                ColumnType::Bytea
+            ]
+        );
+    }
+
     #[test]
     fn refusals_name_the_problem() {
         let cases = [
@@ -478,6 +511,12 @@ mod tests {
                 "precision",
             ),
             ("CREATE TABLE other.t (id INT PRIMARY KEY)", "schema public"),
+            // Single precision has no column type here: never silently widened.
+            ("CREATE TABLE t (id INT PRIMARY KEY, f REAL)", "REAL"),
+            (
+                "CREATE TABLE t (id INT PRIMARY KEY, f FLOAT(10))",
+                "FLOAT(10)",
+            ),
         ];
         for (sql, needle) in cases {
             let error = parse(sql).expect_err(sql).to_string();
