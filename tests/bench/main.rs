@@ -18,6 +18,7 @@ mod cdc;
 mod federation;
 mod overload;
 mod sagas;
+mod transactions;
 
 struct Options {
     rows: i64,
@@ -46,6 +47,8 @@ struct Options {
     federation: bool,
     /// Measure the steady workload with the hostile mix off, on and off again.
     overload: bool,
+    /// Measure multi-statement transfers and bulk ingest against PostgreSQL.
+    transactions: bool,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
@@ -64,6 +67,7 @@ fn parse_options() -> anyhow::Result<Options> {
         commit_windows_us: vec![None],
         federation: false,
         overload: false,
+        transactions: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -93,9 +97,10 @@ fn parse_options() -> anyhow::Result<Options> {
             }
             "--federation" => options.federation = true,
             "--overload" => options.overload = true,
+            "--transactions" => options.transactions = true,
             other => anyhow::bail!(
                 "unknown argument {other} (--rows N --seconds S --postgres URL --seed N \
-                 --guard | --wan | --cdc | --sagas [--runs N --loopback-only --clients N,M --commit-window-us A,B] | --federation | --overload)"
+                 --guard | --wan | --cdc | --sagas [--runs N --loopback-only --clients N,M --commit-window-us A,B] | --federation | --overload | --transactions)"
             ),
         }
     }
@@ -489,6 +494,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if options.overload {
         return overload::overload(&options).await;
+    }
+    if options.transactions {
+        return transactions::transactions(&options).await;
     }
     let node = TestNode::start("eu-central")?;
     load_domicile(&node, options.rows).await?;

@@ -17,7 +17,9 @@
 # cached, and local point reads with the row cache on and off;
 # `run.sh --overload [--seconds S]` the steady workload of tests/overload.rs (point reads
 # and transfers on the bank's us-east node) with the hostile mix off, on and off again:
-# p50 / p99, calls/s and the node's RSS of each phase.
+# p50 / p99, calls/s and the node's RSS of each phase;
+# `run.sh --transactions [--seconds S]` three-statement transfers in one transaction (1 and
+# 8 clients) and bulk ingest rows/s, against the same on PostgreSQL (serializable; COPY).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/domicile/target}"
@@ -61,6 +63,10 @@ stop() {
 }
 trap stop EXIT
 
+# The nodes need the bundled EU policy (a node without one refuses to store rows).
+cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}')"
-DOMICILE_BIN="$CARGO_TARGET_DIR/release/domicile" "$CARGO_TARGET_DIR/release/domicile-bench" \
+DOMICILE_BIN="$CARGO_TARGET_DIR/release/domicile" \
+  DOMICILE_WASM_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release" \
+  "$CARGO_TARGET_DIR/release/domicile-bench" \
   --postgres "host=127.0.0.1 port=$port user=bench dbname=postgres" "$@"
