@@ -13,12 +13,11 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow_flight::FlightData;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::{CommandStatementIngest, TableExistsOption, TableNotExistOption};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use thiserror::Error;
 use tonic::Status;
 
 use crate::limits::{INGEST_BYTES_MAX, INGEST_ROWS_MAX};
-use crate::peers::uncompressed_header;
 use crate::sql::ingest::{IfExists, IfMissing, IngestTarget};
 use crate::sql::{CATALOG_NAME, PUBLIC_SCHEMA};
 
@@ -110,26 +109,12 @@ pub(crate) fn target(command: &CommandStatementIngest) -> Result<IngestTarget, I
 pub(crate) async fn read_batches(
     messages: impl Stream<Item = Result<FlightData, Status>> + Send + 'static,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), IngestError> {
-    let mut wire_bytes = 0usize;
-    let messages = messages
-        .map(move |message| {
-            let data = message.map_err(FlightError::from)?;
-            wire_bytes = wire_bytes
-                .saturating_add(data.data_header.len())
-                .saturating_add(data.data_body.len())
-                .saturating_add(data.app_metadata.len());
-            if wire_bytes > INGEST_BYTES_MAX {
-                return Err(external(IngestError::TooManyBytes));
-            }
-            if !data.data_header.is_empty() {
-                uncompressed_header(&data.data_header)
-                    .map_err(|detail| external(IngestError::Undecodable(detail)))?;
-            }
-            Ok(data)
-        })
-        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
-        .boxed();
-    let mut decoded = crate::peers::guarded_batches(messages);
+    let mut decoded = super::client_batches::decode(
+        messages,
+        INGEST_BYTES_MAX,
+        || IngestError::TooManyBytes,
+        IngestError::Undecodable,
+    );
     let mut batches = Vec::new();
     let mut rows = 0usize;
     while let Some(batch) = decoded.next().await {
@@ -159,24 +144,16 @@ pub(crate) async fn read_batches(
     Ok((schema, batches))
 }
 
-fn external(error: IngestError) -> FlightError {
-    FlightError::ExternalError(Box::new(error))
-}
-
 /// The decoder's error, or the refusal the message check raised through it.
 fn decode_error(error: FlightError) -> IngestError {
-    match error {
-        FlightError::ExternalError(inner) => match inner.downcast::<IngestError>() {
-            Ok(refusal) => *refusal,
-            Err(other) => IngestError::Undecodable(other.to_string()),
-        },
-        other => IngestError::Undecodable(other.to_string()),
-    }
+    super::client_batches::refusal(error, IngestError::Undecodable)
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use futures::TryStreamExt;
 
     use arrow::array::{ArrayRef, Int64Array, ListArray};
     use arrow::datatypes::{Field, Int64Type, Schema};

@@ -13,12 +13,11 @@ use arrow_flight::FlightData;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use datafusion::common::ScalarValue;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use thiserror::Error;
 use tonic::Status;
 
 use crate::limits::{PARAMETER_BYTES_MAX, PARAMETER_CELLS_MAX, STATEMENT_ROWS_MAX};
-use crate::peers::uncompressed_header;
 
 /// Why a DoPut's parameters were refused. Texts name the bound that was hit and never
 /// quote a value (a parameter may be personal data).
@@ -58,30 +57,12 @@ pub(crate) async fn read_rows(
     messages: impl Stream<Item = Result<FlightData, Status>> + Send + 'static,
     parameters: usize,
 ) -> Result<Vec<Vec<ScalarValue>>, ParameterError> {
-    // Wire bytes of every message (with an IPC header or not) are counted before it
-    // reaches the decoder, and a header declaring compressed buffers is refused there
-    // (see `peers::ipc_input`). Messages with no IPC header carry only the command and
-    // are skipped.
-    let mut wire_bytes = 0usize;
-    let messages = messages
-        .map(move |message| {
-            let data = message.map_err(FlightError::from)?;
-            wire_bytes = wire_bytes
-                .saturating_add(data.data_header.len())
-                .saturating_add(data.data_body.len())
-                .saturating_add(data.app_metadata.len());
-            if wire_bytes > PARAMETER_BYTES_MAX {
-                return Err(external(ParameterError::TooManyBytes));
-            }
-            if !data.data_header.is_empty() {
-                uncompressed_header(&data.data_header)
-                    .map_err(|detail| external(ParameterError::Undecodable(detail)))?;
-            }
-            Ok(data)
-        })
-        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
-        .boxed();
-    let mut batches = crate::peers::guarded_batches(messages);
+    let mut batches = super::client_batches::decode(
+        messages,
+        PARAMETER_BYTES_MAX,
+        || ParameterError::TooManyBytes,
+        ParameterError::Undecodable,
+    );
     let mut rows = Vec::new();
     let mut cells = 0usize;
     while let Some(batch) = batches.next().await {
@@ -127,10 +108,6 @@ fn is_scalar_parameter(data_type: &DataType) -> bool {
     }
 }
 
-fn external(error: ParameterError) -> FlightError {
-    FlightError::ExternalError(Box::new(error))
-}
-
 /// Checks one decoded batch against the bounds, given the rows and cells read before it.
 fn check_shape(
     batch: &RecordBatch,
@@ -167,13 +144,7 @@ fn check_shape(
 
 /// The decoder's error, or the refusal the message check raised through it.
 fn decode_error(error: FlightError) -> ParameterError {
-    match error {
-        FlightError::ExternalError(inner) => match inner.downcast::<ParameterError>() {
-            Ok(refusal) => *refusal,
-            Err(other) => ParameterError::Undecodable(other.to_string()),
-        },
-        other => ParameterError::Undecodable(other.to_string()),
-    }
+    super::client_batches::refusal(error, ParameterError::Undecodable)
 }
 
 #[cfg(test)]

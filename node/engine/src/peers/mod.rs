@@ -16,7 +16,7 @@ mod tls;
 pub use answer_deadline::{AnswerDeadline, Stall};
 pub use config::{MeshConfig, PeerConfig};
 pub use ipc_input::install_panic_hook;
-pub use ipc_input::{guarded, guarded_batches, uncompressed_header};
+pub use ipc_input::{Guarded, guarded, guarded_batches, uncompressed_header};
 pub use peer_monitor::{PeerMonitor, PeerStatus};
 pub use router::{ForwardError, PeerRouter, RowStream};
 pub use router::{decode as decode_ipc, encode_all, encode_chunks};
