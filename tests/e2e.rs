@@ -7,6 +7,7 @@
 
 mod bank;
 mod cache;
+mod cancel;
 mod cdc;
 mod cdc_kafka;
 mod client_tls;

@@ -779,6 +779,7 @@ fn status_from_text(text: &str) -> tonic::Status {
         ("Unimplemented", tonic::Code::Unimplemented),
         ("ResourceExhausted", tonic::Code::ResourceExhausted),
         ("Aborted", tonic::Code::Aborted),
+        ("Cancelled", tonic::Code::Cancelled),
         ("authentication credentials", tonic::Code::Unauthenticated),
     ]
     .into_iter()

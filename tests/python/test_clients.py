@@ -232,9 +232,15 @@ def raw_client(node, user="admin"):
 def test_pyarrow_flight_speaks_the_raw_protocol(node):
     client, options = raw_client(node)
     actions = {action.type for action in client.list_actions(options)}
-    assert {"CreatePreparedStatement", "BeginTransaction", "EndTransaction"} <= actions
+    assert {
+        "CreatePreparedStatement",
+        "BeginTransaction",
+        "EndTransaction",
+        "CancelFlightInfo",
+        "SetSessionOptions",
+    } <= actions
     # What is not implemented is not advertised.
-    assert not actions & {"BeginSavepoint", "EndSavepoint", "CancelQuery", "CreatePreparedSubstraitPlan"}
+    assert not actions & {"BeginSavepoint", "EndSavepoint", "CreatePreparedSubstraitPlan"}
 
     query = any_command("CommandStatementQuery", field(1, "SELECT 40 + 2 AS answer"))
     info = client.get_flight_info(flight.FlightDescriptor.for_command(query), options)
@@ -271,6 +277,55 @@ def test_pyarrow_flight_speaks_the_raw_protocol(node):
         client.get_flight_info(flight.FlightDescriptor.for_command(b"\xff" * 40), options)
     info = client.get_flight_info(flight.FlightDescriptor.for_command(query), options)
     assert client.do_get(info.endpoints[0].ticket, options).read_all().num_rows == 1
+
+
+def test_pyarrow_flight_cancels_a_running_query(node):
+    """CancelFlightInfo (Flight's action, sent as pyarrow sends any action) stops a query
+    another connection is reading: the reader gets FlightCancelledError, and the answer
+    is CANCELLED (1) once the node has stopped, CANCELLING (2) before."""
+    import threading
+    import time
+
+    with connect(node) as conn:
+        conn.cursor().adbc_ingest(
+            "spin", pa.table({"id": list(range(2000)), "v": list(range(2000))}), mode="create"
+        )
+    client, options = raw_client(node)
+    sql = "SELECT sum(a.v + b.v + c.v) AS n FROM spin a, spin b, spin c"
+    query = any_command("CommandStatementQuery", field(1, sql))
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(query), options)
+    outcome = {}
+
+    def read():
+        reader_client, reader_options = raw_client(node)
+        try:
+            outcome["table"] = reader_client.do_get(info.endpoints[0].ticket, reader_options).read_all()
+        except Exception as error:  # noqa: BLE001 - the kind is asserted below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    time.sleep(1.0)
+    assert thread.is_alive(), "the query is still running"
+    # CancelFlightInfoRequest { info = FlightInfo }
+    body = field(1, info.serialize())
+    status = None
+    deadline = time.monotonic() + 10
+    while status != 1 and time.monotonic() < deadline:
+        results = list(client.do_action(flight.Action("CancelFlightInfo", body), options))
+        # CancelFlightInfoResult { status = 1 field, varint }
+        answer = results[0].body.to_pybytes()
+        assert answer[:1] == b"\x08", answer
+        status = answer[1]
+        assert status in (1, 2), status
+    assert status == 1
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), flight.FlightCancelledError), outcome
+    # Another user's cancellation of a query it does not run: not found.
+    reader_client, reader_options = raw_client(node, "reader")
+    with pytest.raises(pa.ArrowException, match="no running query"):
+        list(reader_client.do_action(flight.Action("CancelFlightInfo", body), reader_options))
 
 
 def test_sqlinfo_advertises_ingest_and_transactions_truthfully(node):

@@ -28,6 +28,7 @@ pub const fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::Exhausted => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Unsupported => Code::Unimplemented,
+        ErrorKind::Cancelled => Code::Cancelled,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -76,7 +77,8 @@ pub const fn kind_of_code(code: Code) -> ErrorKind {
         Code::FailedPrecondition => ErrorKind::Precondition,
         Code::Aborted => ErrorKind::Conflict,
         Code::ResourceExhausted => ErrorKind::Exhausted,
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Unavailable,
+        Code::Unavailable | Code::DeadlineExceeded => ErrorKind::Unavailable,
+        Code::Cancelled => ErrorKind::Cancelled,
         Code::Unimplemented => ErrorKind::Unsupported,
         Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => ErrorKind::Internal,
     }

@@ -38,13 +38,16 @@ pub enum ErrorKind {
     Unavailable,
     /// The node does not support the request.
     Unsupported,
+    /// The caller cancelled it (Flight's CancelFlightInfo) or went away: nothing more of
+    /// it runs. Sent again, it runs again.
+    Cancelled,
     /// A bug or damaged storage: logged where it happens; an operator must look.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::Invalid,
         ErrorKind::Unauthenticated,
         ErrorKind::Refused,
@@ -56,6 +59,7 @@ impl ErrorKind {
         ErrorKind::Exhausted,
         ErrorKind::Unavailable,
         ErrorKind::Unsupported,
+        ErrorKind::Cancelled,
         ErrorKind::Internal,
     ];
 
@@ -73,6 +77,7 @@ impl ErrorKind {
             ErrorKind::Exhausted => "exhausted",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
         }
     }
@@ -84,7 +89,10 @@ impl ErrorKind {
 
     /// Whether the same request may succeed when sent again later, unchanged.
     pub const fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Conflict | ErrorKind::Unavailable)
+        matches!(
+            self,
+            ErrorKind::Conflict | ErrorKind::Unavailable | ErrorKind::Cancelled
+        )
     }
 }
 

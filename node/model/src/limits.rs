@@ -44,6 +44,12 @@ pub const TRANSACTION_STATEMENTS_MAX: usize = 10_000;
 /// snapshot for ever. Announced to clients as Flight SQL's transaction timeout.
 pub const TRANSACTION_IDLE_MAX: Duration = Duration::from_secs(60);
 pub const TRANSACTION_AGE_MAX: Duration = Duration::from_secs(600);
+/// Statement tickets announced and not yet run, and those cancelled before they ran
+/// (Flight's CancelFlightInfo), are remembered at most this many each, and for at most
+/// this long: enough to refuse a cancelled statement's DoGet, bounded against a client
+/// that announces queries it never runs.
+pub const CANCELLABLE_TICKETS_MAX: usize = 100_000;
+pub const CANCELLABLE_TICKET_AGE_MAX: Duration = Duration::from_secs(600);
 /// Most statements folded into one fsync'd storage commit (group commit).
 pub const COMMIT_BATCH_STATEMENTS_MAX: usize = 256;
 /// How long a contended group commit waits for more statements by default, and at

@@ -17,12 +17,14 @@ use arrow_flight::{
 };
 
 /// The actions a client's Flight SQL service implements (Flight SQL's names):
-/// prepared statements, transactions and Flight's session actions.
+/// prepared statements, transactions, query cancellation and Flight's session actions.
 pub const CLIENT_ACTIONS: &[&str] = &[
     "CreatePreparedStatement",
     "ClosePreparedStatement",
     "BeginTransaction",
     "EndTransaction",
+    "CancelQuery",
+    "CancelFlightInfo",
     "SetSessionOptions",
     "GetSessionOptions",
     "CloseSession",
@@ -122,14 +124,48 @@ impl<T: FlightService> FlightService for AdvertisedActions<T> {
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         let supported = self.supported;
-        let listed = self.inner.list_actions(request).await?.into_inner();
-        let kept = listed.filter(move |action| {
-            let keep = match action {
+        let listed: Vec<Result<ActionType, Status>> = self
+            .inner
+            .list_actions(request)
+            .await?
+            .into_inner()
+            .collect()
+            .await;
+        let mut kept: Vec<Result<ActionType, Status>> = listed
+            .into_iter()
+            .filter(|action| match action {
                 Ok(action) => supported.contains(&action.r#type.as_str()),
                 Err(_) => true,
-            };
-            std::future::ready(keep)
-        });
-        Ok(Response::new(kept.boxed()))
+            })
+            .collect();
+        // Flight's own actions (session options, CancelFlightInfo) are not in the
+        // Flight SQL list: add those the service implements.
+        for name in supported {
+            let listed = kept
+                .iter()
+                .any(|action| matches!(action, Ok(action) if action.r#type == *name));
+            if !listed {
+                kept.push(Ok(ActionType {
+                    r#type: (*name).to_string(),
+                    description: flight_action_description(name).to_string(),
+                }));
+            }
+        }
+        Ok(Response::new(futures::stream::iter(kept).boxed()))
+    }
+}
+
+/// What Flight's own actions do, as ListActions describes them.
+fn flight_action_description(name: &str) -> &'static str {
+    match name {
+        "SetSessionOptions" => {
+            "Sets session options (domicile.*). Request: SetSessionOptionsRequest"
+        }
+        "GetSessionOptions" => "Reads the session's options. Request: GetSessionOptionsRequest",
+        "CloseSession" => "Ends the session and rolls back its transactions",
+        "CancelFlightInfo" => {
+            "Stops the query a FlightInfo announced. Request: CancelFlightInfoRequest"
+        }
+        _ => "",
     }
 }

@@ -26,7 +26,7 @@ pub(crate) static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
         SqlInfo::FlightSqlServerTransaction,
         SqlSupportedTransaction::Transaction as i32,
     );
-    builder.append(SqlInfo::FlightSqlServerCancel, false);
+    builder.append(SqlInfo::FlightSqlServerCancel, true);
     builder.append(SqlInfo::FlightSqlServerBulkIngestion, true);
     builder.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, true);
     builder.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);

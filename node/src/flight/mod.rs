@@ -2,6 +2,7 @@
 //! (Python ADBC, JDBC, the `domicile sql` CLI) connect here.
 
 mod advertised;
+mod cancel;
 mod client_batches;
 mod ingest;
 mod keys;

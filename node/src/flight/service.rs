@@ -12,18 +12,19 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionBeginTransactionRequest, ActionBeginTransactionResult,
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, ActionEndTransactionRequest, Any, CommandGetCatalogs,
-    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
-    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, EndTransaction, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionBeginTransactionRequest, ActionBeginTransactionResult, ActionCancelQueryRequest,
+    ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    ActionEndTransactionRequest, Any, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket,
+    CancelStatus, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
@@ -33,6 +34,7 @@ use rand::RngCore;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::cancel::{Cancelled, RunningQueries};
 use super::metadata::{SQL_INFO, XDBC_TYPES};
 use super::params::read_parameter_rows;
 use super::prepared::{PreparedTable, SessionKey};
@@ -40,8 +42,8 @@ use super::status::{auth_status, prepared_status, sql_status};
 use crate::auth::{Authenticator, Principal, SessionOptions};
 use crate::error_kind::ErrorKind;
 use crate::grpc_status::{status, status_of};
-use crate::limits::PARAMETERS_PER_STATEMENT_MAX;
 use crate::limits::WRITE_OUTCOMES_MAX;
+use crate::limits::{PARAMETERS_PER_STATEMENT_MAX, SESSION_ACTION_BODY_MAX_BYTES};
 use crate::metrics::Metrics;
 use crate::sql::schemas_for_metadata;
 use crate::sql::transactions::TransactionId;
@@ -84,6 +86,15 @@ const OUTCOME_TICKET_PREFIX: &[u8] = b"\0domicile-outcome:";
 /// transaction id, then the SQL text.
 const TRANSACTION_TICKET_PREFIX: &[u8] = b"\0domicile-transaction:";
 
+/// Marks a statement ticket of a query: the prefix, a random 16-byte query id (what
+/// CancelFlightInfo names), then the rest of the ticket (SQL text, or a transaction's).
+const QUERY_TICKET_PREFIX: &[u8] = b"\0domicile-query:";
+
+/// Keys of running queries (`cancel::RunningQueries`): a statement's ticket, a prepared
+/// statement's handle.
+const STATEMENT_KEY: u8 = b's';
+const PREPARED_KEY: u8 = b'p';
+
 pub struct FlightSqlServer {
     engine: Arc<SqlEngine>,
     auth: Arc<Authenticator>,
@@ -94,6 +105,8 @@ pub struct FlightSqlServer {
     /// from; the count waits here for the DoGet that may follow.
     outcomes: Mutex<HashMap<u64, WriteOutcome>>,
     next_outcome: AtomicU64,
+    /// Queries running in DoGet, for CancelFlightInfo.
+    running: Arc<RunningQueries>,
 }
 
 impl FlightSqlServer {
@@ -105,6 +118,68 @@ impl FlightSqlServer {
             prepared: Mutex::new(PreparedTable::default()),
             outcomes: Mutex::new(HashMap::new()),
             next_outcome: AtomicU64::new(1),
+            running: Arc::default(),
+        }
+    }
+
+    /// Cancels the query `info` announced, for `principal` (CancelFlightInfo and
+    /// CancelQuery). Errors: NOT_FOUND if nothing of it runs and nothing will (another
+    /// user's query is unknown too); INVALID_ARGUMENT for a FlightInfo without a ticket
+    /// of this service.
+    async fn cancel(
+        &self,
+        principal: &Principal,
+        info: &FlightInfo,
+    ) -> Result<CancelStatus, Status> {
+        let ticket = info
+            .endpoint
+            .first()
+            .and_then(|endpoint| endpoint.ticket.as_ref())
+            .ok_or_else(|| status(ErrorKind::Invalid, "the FlightInfo has no ticket"))?;
+        let any = Any::decode(&*ticket.ticket).map_err(|_| {
+            status(
+                ErrorKind::Invalid,
+                "the FlightInfo's ticket is not this service's",
+            )
+        })?;
+        let (key, one_shot) = if let Ok(Some(statement)) = any.unpack::<TicketStatementQuery>() {
+            if statement
+                .statement_handle
+                .starts_with(OUTCOME_TICKET_PREFIX)
+            {
+                return Err(status(
+                    ErrorKind::NotFound,
+                    "nothing to cancel: a write runs when it is announced (GetFlightInfo)",
+                ));
+            }
+            (
+                running_key(STATEMENT_KEY, &statement.statement_handle),
+                true,
+            )
+        } else if let Ok(Some(prepared)) = any.unpack::<CommandPreparedStatementQuery>() {
+            (
+                running_key(PREPARED_KEY, &prepared.prepared_statement_handle),
+                false,
+            )
+        } else {
+            return Err(status(
+                ErrorKind::Invalid,
+                "the FlightInfo's ticket names no query",
+            ));
+        };
+        match self.running.cancel(&principal.user, &key, one_shot).await {
+            Cancelled::Done => {
+                tracing::info!(user = %principal.user, "query cancelled");
+                Ok(CancelStatus::Cancelled)
+            }
+            Cancelled::Stopping => {
+                tracing::info!(user = %principal.user, "query cancelled, still stopping");
+                Ok(CancelStatus::Cancelling)
+            }
+            Cancelled::NotRunning => Err(status(
+                ErrorKind::NotFound,
+                "no running query of yours for this FlightInfo",
+            )),
         }
     }
 
@@ -481,6 +556,17 @@ impl FlightSqlServer {
 /// Warnings the statement collected (a partial `mesh` answer) ride on the last message
 /// (the last batch, or the schema of an empty result) as its `app_metadata`:
 /// `{"warnings": ["...", ...]}`. Every Flight client reads that field or ignores it.
+/// The key a running query is known by: its kind and ticket bytes.
+fn running_key(kind: u8, ticket: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(ticket.len() + 1);
+    key.push(kind);
+    key.extend_from_slice(ticket);
+    key
+}
+
+/// Flight's action that cancels the query a FlightInfo announced.
+const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+
 fn flight_stream(stream: SendableRecordBatchStream, warnings: crate::sql::Warnings) -> DoGetStream {
     let schema = stream.schema();
     let batches =
@@ -648,17 +734,23 @@ impl FlightSqlService for FlightSqlServer {
                 .await?;
             return Ok(Response::new(info));
         }
-        // A query runs at DoGet: its ticket names the transaction it runs in.
-        let statement_handle = match transaction_id {
-            Some(id) => {
-                crate::sql::transactions::parse_id(&id).map_err(|error| status_of(&error))?;
-                let mut handle = TRANSACTION_TICKET_PREFIX.to_vec();
-                handle.extend(id);
-                handle.extend(query.query.into_bytes());
-                handle
-            }
-            None => query.query.into_bytes(),
-        };
+        // A query runs at DoGet: its ticket names it (a random id, for
+        // CancelFlightInfo) and the transaction it runs in.
+        let mut statement_handle = QUERY_TICKET_PREFIX.to_vec();
+        let mut query_id = [0u8; 16];
+        rand::rng().fill_bytes(&mut query_id);
+        statement_handle.extend(query_id);
+        if let Some(id) = transaction_id {
+            crate::sql::transactions::parse_id(&id).map_err(|error| status_of(&error))?;
+            statement_handle.extend(TRANSACTION_TICKET_PREFIX);
+            statement_handle.extend(id);
+        }
+        statement_handle.extend(query.query.into_bytes());
+        self.running.announce(
+            &principal.user,
+            &running_key(STATEMENT_KEY, &statement_handle),
+            Instant::now(),
+        );
         let ticket = TicketStatementQuery {
             statement_handle: statement_handle.into(),
         };
@@ -681,16 +773,20 @@ impl FlightSqlService for FlightSqlServer {
                 self.take_outcome(&ticket.statement_handle, &principal)?,
             ));
         }
-        let (transaction_id, sql) = match ticket
-            .statement_handle
-            .strip_prefix(TRANSACTION_TICKET_PREFIX)
-        {
+        let key = running_key(STATEMENT_KEY, &ticket.statement_handle);
+        let handle = match ticket.statement_handle.strip_prefix(QUERY_TICKET_PREFIX) {
+            Some(rest) if rest.len() >= 16 => &rest[16..],
+            Some(_) => return Err(status(ErrorKind::Invalid, "malformed statement ticket")),
+            None => &ticket.statement_handle[..],
+        };
+        let (transaction_id, sql) = match handle.strip_prefix(TRANSACTION_TICKET_PREFIX) {
             Some(rest) if rest.len() >= 16 => (Some(&rest[..16]), &rest[16..]),
             Some(_) => return Err(status(ErrorKind::Invalid, "malformed statement ticket")),
-            None => (None, &ticket.statement_handle[..]),
+            None => (None, handle),
         };
         let sql = utf8(sql, "statement handle")?;
         let (principal, options) = self.session(&request)?;
+        let running = self.running.start(&principal.user, &key)?;
         let mut statement = self
             .engine
             .prepare_with(&principal, options, &sql)
@@ -700,8 +796,16 @@ impl FlightSqlService for FlightSqlServer {
             .transaction_for(transaction_id, &principal, &statement)
             .await?;
         let warnings = statement.fresh_warnings();
-        let stream = self.execute(&statement, None, transaction).await?;
-        Ok(Response::new(flight_stream(stream, warnings)))
+        let (stream, work) = self
+            .engine
+            .execute_watched(&statement, None, transaction)
+            .await
+            .map_err(sql_status)?;
+        Ok(Response::new(self.running.run(
+            running,
+            flight_stream(stream, warnings),
+            work,
+        )))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -779,14 +883,36 @@ impl FlightSqlService for FlightSqlServer {
                 ),
             ));
         }
+        let key = running_key(PREPARED_KEY, &query.prepared_statement_handle);
+        let running = self.running.start(&principal.user, &key)?;
         let transaction = self
             .prepared_transaction(&request, prepared_in, &principal, &statement)
             .await?;
         let warnings = statement.fresh_warnings();
-        let stream = self
-            .execute(&statement, parameters.last().cloned(), transaction)
-            .await?;
-        Ok(Response::new(flight_stream(stream, warnings)))
+        let params = parameters.last().cloned().map(ParamValues::from);
+        let (stream, work) = self
+            .engine
+            .execute_watched(&statement, params, transaction)
+            .await
+            .map_err(sql_status)?;
+        Ok(Response::new(self.running.run(
+            running,
+            flight_stream(stream, warnings),
+            work,
+        )))
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let principal = self.principal(&request)?;
+        let info = FlightInfo::decode(&*query.info)
+            .map_err(|_| status(ErrorKind::Invalid, "CancelQuery carries no FlightInfo"))?;
+        // CancelQuery's CancelResult numbers its values as CancelStatus does.
+        let result = self.cancel(&principal, &info).await? as i32;
+        Ok(ActionCancelQueryResult { result })
     }
 
     async fn do_action_create_prepared_statement(
@@ -898,8 +1024,8 @@ impl FlightSqlService for FlightSqlServer {
         }
     }
 
-    /// Flight's session actions (`session_options`); any other action type is not
-    /// implemented.
+    /// Flight's session actions (`session_options`) and CancelFlightInfo; any other
+    /// action type is not implemented.
     async fn do_action_fallback(
         &self,
         request: Request<arrow_flight::Action>,
@@ -936,6 +1062,27 @@ impl FlightSqlService for FlightSqlServer {
                     .end_session(SessionKey::of(header).tag(), &principal);
                 session::CloseSessionResult {
                     status: session::CloseStatus::Closed as i32,
+                }
+                .encode_to_vec()
+            }
+            CANCEL_FLIGHT_INFO => {
+                let (principal, _) = self.auth.session(header).map_err(auth_status)?;
+                if action.body.len() > SESSION_ACTION_BODY_MAX_BYTES {
+                    return Err(status(
+                        ErrorKind::Invalid,
+                        format!(
+                            "CancelFlightInfo body of {} bytes exceeds {SESSION_ACTION_BODY_MAX_BYTES}",
+                            action.body.len()
+                        ),
+                    ));
+                }
+                let request = arrow_flight::CancelFlightInfoRequest::decode(&*action.body)
+                    .map_err(|_| status(ErrorKind::Invalid, "malformed CancelFlightInfoRequest"))?;
+                let info = request.info.ok_or_else(|| {
+                    status(ErrorKind::Invalid, "CancelFlightInfo names no FlightInfo")
+                })?;
+                arrow_flight::CancelFlightInfoResult {
+                    status: self.cancel(&principal, &info).await? as i32,
                 }
                 .encode_to_vec()
             }

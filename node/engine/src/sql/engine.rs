@@ -31,6 +31,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use super::NodeIdentity;
 use super::StatementContext;
 use super::error::SqlError;
+use super::query_work::WorkWatch;
 use super::schemas::{CATALOG_NAME, DomicileCatalog, PUBLIC_SCHEMA};
 use super::system_tables::SystemState;
 use crate::auth::{Principal, Role, SessionOptions};
@@ -262,6 +263,7 @@ impl SqlEngine {
             .with_config(config)
             .with_default_features()
             .with_analyzer_rules(super::postgres_semantics::analyzer_rules())
+            .with_physical_optimizer_rule(Arc::new(super::cooperative_joins::CooperativeJoins))
             .build();
         let context = SessionContext::new_with_state(state);
         for rule in optimizer_rules {
@@ -468,6 +470,19 @@ impl SqlEngine {
         params: Option<ParamValues>,
         transaction: Option<crate::storage::Transaction>,
     ) -> Result<SendableRecordBatchStream, SqlError> {
+        Ok(self.execute_watched(prepared, params, transaction).await?.0)
+    }
+
+    /// `execute_in`, and a watch that tells when every part of the statement's plan
+    /// has stopped (its stream may be dropped while a task DataFusion spawned for it
+    /// still finishes a step): what a cancellation waits for. `None` for a statement
+    /// without a plan (DDL), whose work is done when this returns.
+    pub async fn execute_watched(
+        &self,
+        prepared: &PreparedStatement,
+        params: Option<ParamValues>,
+        transaction: Option<crate::storage::Transaction>,
+    ) -> Result<(SendableRecordBatchStream, Option<WorkWatch>), SqlError> {
         let started = Instant::now();
         let result = self
             .execute_inner(prepared, params, false, None, transaction)
@@ -572,7 +587,7 @@ impl SqlEngine {
         let result = self.execute_inner(&prepared, None, true, via, None).await;
         self.metrics
             .record_statement("mesh-leg", result.is_ok(), started.elapsed());
-        result
+        result.map(|(stream, _)| stream)
     }
 
     async fn execute_inner(
@@ -582,7 +597,7 @@ impl SqlEngine {
         local_only: bool,
         via: Option<&str>,
         transaction: Option<crate::storage::Transaction>,
-    ) -> Result<SendableRecordBatchStream, SqlError> {
+    ) -> Result<(SendableRecordBatchStream, Option<WorkWatch>), SqlError> {
         if transaction.is_some() && prepared.kind == StatementKind::Ddl {
             return Err(SqlError::Unsupported(
                 "DDL inside a transaction: CREATE and DROP TABLE commit on their own here; \
@@ -623,18 +638,21 @@ impl SqlEngine {
                 };
                 let config = state.config().clone().with_extension(Arc::new(session));
                 let task = Arc::new(TaskContext::from(state).with_session_config(config));
-                execute_stream(physical, task).map_err(SqlError::from_datafusion)
+                let (physical, watch) =
+                    super::query_work::track(physical).map_err(SqlError::from_datafusion)?;
+                let stream = execute_stream(physical, task).map_err(SqlError::from_datafusion)?;
+                Ok((stream, Some(watch)))
             }
             Body::CreateTable(create) => {
                 if params.is_some_and(|p| !matches!(&p, ParamValues::List(l) if l.is_empty())) {
                     return Err(SqlError::Plan("CREATE TABLE takes no parameters".into()));
                 }
                 self.create_table(create).await?;
-                Ok(empty_stream())
+                Ok((empty_stream(), None))
             }
             Body::DropTable { name, if_exists } => {
                 self.drop_table(name, *if_exists).await?;
-                Ok(empty_stream())
+                Ok((empty_stream(), None))
             }
             Body::SetOption { .. } => Err(SqlError::Unsupported(
                 "SET changes a client session; send it over Flight SQL".into(),

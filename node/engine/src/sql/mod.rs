@@ -3,6 +3,7 @@
 //! door that checks roles and refuses what could touch rows it does not name.
 
 pub mod arrow_convert;
+mod cooperative_joins;
 mod dml;
 mod engine;
 mod error;
@@ -11,6 +12,7 @@ pub mod leaf_exec;
 mod need_to_know;
 mod postgres_semantics;
 mod pushdown;
+mod query_work;
 mod saga_function;
 mod scan;
 mod schemas;
@@ -27,6 +29,7 @@ pub use engine::{
     MeshHandles, PreparedStatement, SqlEngine, StatementKind, TransactionControl, session_option,
 };
 pub use error::SqlError;
+pub use query_work::WorkWatch;
 pub use statement_context::{StatementContext, copy_refused};
 
 /// Warnings a statement collected while it ran (e.g. a region a partial `mesh` query
