@@ -57,6 +57,7 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("Status::unavailable(", &["grpc_status.rs"]),
     ("Status::unimplemented(", &["grpc_status.rs"]),
     ("Status::internal(", &["grpc_status.rs"]),
+    ("Status::cancelled(", &["grpc_status.rs"]),
 ];
 
 /// The node's crates: their source folder (relative to the repository) and, for a crate

@@ -16,7 +16,7 @@ mod leg_sql;
 mod mesh_table;
 mod remote;
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use aggregate_pushdown::MeshAggregatePushdown;
@@ -61,8 +61,9 @@ pub struct Federation {
     cache: Option<Arc<NodeCache>>,
     /// Decides whether an answer may be kept here.
     guard: Arc<ResidencyGuard>,
-    /// Set once the engine exists (it holds the catalog that holds this).
-    engine: OnceLock<Weak<SqlEngine>>,
+    /// This node's engine, for its own leg: weak, since the engine's catalog holds the
+    /// `mesh` schema that holds this.
+    engine: Weak<SqlEngine>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -81,6 +82,7 @@ impl Federation {
         timeout: Duration,
         cache: Option<Arc<NodeCache>>,
         guard: Arc<ResidencyGuard>,
+        engine: Weak<SqlEngine>,
     ) -> Arc<Self> {
         Arc::new(Self {
             region: region.to_string(),
@@ -88,13 +90,8 @@ impl Federation {
             timeout,
             cache,
             guard,
-            engine: OnceLock::new(),
+            engine,
         })
-    }
-
-    /// Connects this node's own leg to the engine.
-    pub fn bind(&self, engine: &Arc<SqlEngine>) {
-        let _ = self.engine.set(Arc::downgrade(engine));
     }
 
     /// Every region of the mesh, in name order.
@@ -111,6 +108,6 @@ impl Federation {
     }
 
     fn engine(&self) -> Option<Arc<SqlEngine>> {
-        self.engine.get().and_then(Weak::upgrade)
+        self.engine.upgrade()
     }
 }

@@ -70,7 +70,7 @@ pub(super) fn serve(
     let metrics_state = MetricsState {
         metrics: Arc::clone(&engines.metrics),
         store: storage.store.clone(),
-        plugins: Arc::clone(engines.engine.plugins()),
+        plugins: Arc::clone(&engines.plugins),
         cdc: Arc::clone(&engines.cdc),
         cache: Arc::clone(&storage.cache),
         auth: Arc::clone(&access.auth),
@@ -129,7 +129,7 @@ fn flight_service(
 fn admin_service(access: &ClientAccess, engines: &Engines) -> AdminServer<AdminService> {
     AdminServer::new(AdminService::new(
         Arc::clone(&access.auth),
-        Arc::clone(engines.engine.plugins()),
+        Arc::clone(&engines.plugins),
         Arc::clone(&engines.sagas),
         Arc::clone(&engines.guard),
     ))

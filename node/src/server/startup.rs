@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
+use datafusion::catalog::SchemaProvider;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::ServerTlsConfig;
@@ -24,7 +25,7 @@ use crate::peers::{MeshTls, PeerMonitor, PeerRouter};
 use crate::plugins::{PluginLimits, PluginRegistry, PluginRuntime, keyed_hash_secret};
 use crate::residency::{GuardMode, ResidencyGuard};
 use crate::saga::SagaEngine;
-use crate::sql::{MeshHandles, NodeIdentity, SqlEngine};
+use crate::sql::{NodeIdentity, START_SAGA, SqlEngine, StartSagaFunction, SystemTable};
 use crate::storage::{CloseWatch, Store};
 
 /// The node's durable state, open.
@@ -171,6 +172,7 @@ pub(super) fn connect_mesh(config: &NodeConfig) -> anyhow::Result<Mesh> {
 /// What answers statements and runs sagas.
 pub(super) struct Engines {
     pub metrics: Arc<Metrics>,
+    pub plugins: Arc<PluginRegistry>,
     pub guard: Arc<ResidencyGuard>,
     pub sagas: Arc<SagaEngine>,
     pub engine: Arc<SqlEngine>,
@@ -202,13 +204,6 @@ pub(super) fn build_engines(
         identity.jurisdiction.clone(),
         config.residency.guard,
     ));
-    let federation = Federation::new(
-        &config.region,
-        Arc::clone(&mesh.router),
-        Duration::from_millis(config.federation.timeout_ms),
-        Some(Arc::clone(&storage.cache)),
-        Arc::clone(&guard),
-    );
     let sagas = Arc::new(SagaEngine::new(
         storage.store.clone(),
         Arc::clone(plugins),
@@ -219,26 +214,21 @@ pub(super) fn build_engines(
     ));
     let metrics = Arc::new(Metrics::new());
     let cdc = Arc::new(CdcStatus::default());
-    let engine = Arc::new(SqlEngine::new(
+    let engine = SqlEngine::builder(
         storage.store.clone(),
-        identity,
+        Arc::clone(&identity),
         Arc::clone(&metrics),
-        Arc::clone(plugins),
         Arc::clone(&guard),
-        MeshHandles {
-            peers: Arc::clone(&mesh.monitor),
-            router: Arc::clone(&mesh.router),
-            cdc: Arc::clone(&cdc),
-            sagas: Arc::clone(&sagas),
-            mesh_schema: Arc::new(MeshSchema::new(
-                storage.store.clone(),
-                Arc::clone(&federation),
-            )),
-            optimizer_rules: vec![Arc::new(MeshAggregatePushdown)],
-            cache: Some(Arc::clone(&storage.cache)),
-        },
-    ));
-    federation.bind(&engine);
+        Arc::clone(&mesh.router),
+    )
+    .schema("mesh", mesh_schema(config, storage, mesh, &guard))
+    .optimizer_rule(Arc::new(MeshAggregatePushdown))
+    .table_function(
+        START_SAGA,
+        Arc::new(StartSagaFunction::new(Arc::clone(&sagas))),
+    )
+    .system_tables(system_tables(storage, &identity, plugins, mesh, &cdc))
+    .build();
     // Idle interactive transactions are rolled back (their snapshots released).
     engine.transactions().start_reaper();
     let resumed = sagas.resume_all().context("cannot read the saga log")?;
@@ -247,11 +237,55 @@ pub(super) fn build_engines(
     }
     Ok(Engines {
         metrics,
+        plugins: Arc::clone(plugins),
         guard,
         sagas,
         engine,
         cdc,
     })
+}
+
+/// Makes the `mesh` schema (every region's rows of a table) once the engine's address
+/// is known: its own leg runs on this node's engine.
+fn mesh_schema(
+    config: &NodeConfig,
+    storage: &Storage,
+    mesh: &Mesh,
+    guard: &Arc<ResidencyGuard>,
+) -> impl FnOnce(Weak<SqlEngine>) -> Arc<dyn SchemaProvider> + 'static {
+    let region = config.region.clone();
+    let timeout = Duration::from_millis(config.federation.timeout_ms);
+    let router = Arc::clone(&mesh.router);
+    let cache = Arc::clone(&storage.cache);
+    let guard = Arc::clone(guard);
+    let store = storage.store.clone();
+    move |engine| {
+        let federation = Federation::new(&region, router, timeout, Some(cache), guard, engine);
+        Arc::new(MeshSchema::new(store, federation))
+    }
+}
+
+/// Schema `system`: what storage holds, the plugins, the mesh and replication, the
+/// cache.
+fn system_tables(
+    storage: &Storage,
+    identity: &Arc<NodeIdentity>,
+    plugins: &Arc<PluginRegistry>,
+    mesh: &Mesh,
+    cdc: &Arc<CdcStatus>,
+) -> Vec<SystemTable> {
+    let mut tables = SystemTable::of_storage(&storage.store, identity);
+    tables.extend([
+        SystemTable::plugins(Arc::clone(plugins)),
+        SystemTable::nodes(
+            Arc::clone(identity),
+            Arc::clone(&mesh.monitor),
+            Arc::clone(cdc),
+        ),
+        SystemTable::cdc(storage.store.clone(), Arc::clone(cdc)),
+        SystemTable::cache(Some(Arc::clone(&storage.cache))),
+    ]);
+    tables
 }
 
 /// Phase 6: the outbox relay, and either the Kafka publisher and consumer

@@ -10,16 +10,18 @@
 //! optimizer, so an always-false WHERE reaches the table as a predicate that selects
 //! nothing instead of being folded away into "no filter".
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::{SchemaProvider, TableFunctionImpl};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, config::Dialect};
 use datafusion::execution::SessionState;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility, WriteOp};
+use datafusion::optimizer::OptimizerRule;
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -33,13 +35,12 @@ use super::StatementContext;
 use super::error::SqlError;
 use super::query_work::WorkWatch;
 use super::schemas::{CATALOG_NAME, DomicileCatalog, PUBLIC_SCHEMA};
-use super::system_tables::SystemState;
+use super::system_tables::SystemTable;
 use crate::auth::{Principal, Role, SessionOptions};
 use crate::catalog::{DdlError, table_def_from_create};
 use crate::limits::{SQL_LENGTH_MAX_BYTES, STATEMENT_ROWS_MAX};
 use crate::metrics::Metrics;
-use crate::peers::{PeerMonitor, PeerRouter};
-use crate::plugins::PluginRegistry;
+use crate::peers::PeerRouter;
 use crate::residency::ResidencyGuard;
 use crate::storage::Store;
 
@@ -205,47 +206,111 @@ pub struct SqlEngine {
     store: Store,
     identity: Arc<NodeIdentity>,
     metrics: Arc<Metrics>,
-    system: SystemState,
+    /// Schema `system`, as registered.
+    system_tables: Vec<SystemTable>,
     guard: Arc<ResidencyGuard>,
     router: Arc<PeerRouter>,
     transactions: Arc<super::transactions::Transactions>,
 }
 
-/// What the engine knows of the other regions: peer reachability, the way to their
-/// nodes, and CDC replication state (for `system.nodes` and `system.cdc`); and what the
-/// layers above it plug in (the engine builds none of them, so it depends on none).
-pub struct MeshHandles {
-    pub peers: Arc<PeerMonitor>,
-    pub router: Arc<PeerRouter>,
-    pub cdc: Arc<crate::cdc::CdcStatus>,
-    /// For `start_saga(...)`.
-    pub sagas: Arc<crate::saga::SagaEngine>,
-    /// The `mesh` schema: every region's rows of a table (`federation::MeshSchema`).
-    pub mesh_schema: Arc<dyn datafusion::catalog::SchemaProvider>,
-    /// Optimizer rules added after DataFusion's (e.g. federation's aggregate pushdown).
-    pub optimizer_rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>>,
-    /// The node's cache, for `system.cache`.
-    pub cache: Option<Arc<crate::cache::NodeCache>>,
+/// Makes a schema once the engine's address is known: a schema whose tables run
+/// statements on this engine (`mesh`, for this node's own leg) keeps it weakly, since
+/// the engine's catalog holds the schema.
+type MakeSchema = Box<dyn FnOnce(Weak<SqlEngine>) -> Arc<dyn SchemaProvider>>;
+
+/// Builds a `SqlEngine` from its own parts (storage, identity, guard, the way to other
+/// regions' nodes) and what the layers above plug in: schemas, table functions,
+/// optimizer rules and system tables. The engine builds none of those, so it depends on
+/// none of the layers that provide them.
+pub struct SqlEngineBuilder {
+    store: Store,
+    identity: Arc<NodeIdentity>,
+    metrics: Arc<Metrics>,
+    guard: Arc<ResidencyGuard>,
+    router: Arc<PeerRouter>,
+    schemas: Vec<(String, MakeSchema)>,
+    table_functions: Vec<(String, Arc<dyn TableFunctionImpl>)>,
+    optimizer_rules: Vec<Arc<dyn OptimizerRule + Send + Sync>>,
+    system_tables: Vec<SystemTable>,
+}
+
+impl SqlEngineBuilder {
+    /// Adds schema `name` of catalog `domicile`, made by `make` from the engine's weak
+    /// address.
+    pub fn schema(
+        mut self,
+        name: &str,
+        make: impl FnOnce(Weak<SqlEngine>) -> Arc<dyn SchemaProvider> + 'static,
+    ) -> Self {
+        self.schemas.push((name.to_string(), Box::new(make)));
+        self
+    }
+
+    /// Adds table function `name` (e.g. `start_saga`).
+    pub fn table_function(mut self, name: &str, function: Arc<dyn TableFunctionImpl>) -> Self {
+        self.table_functions.push((name.to_string(), function));
+        self
+    }
+
+    /// Adds a logical optimizer rule, run after DataFusion's.
+    pub fn optimizer_rule(mut self, rule: Arc<dyn OptimizerRule + Send + Sync>) -> Self {
+        self.optimizer_rules.push(rule);
+        self
+    }
+
+    /// Adds a table of schema `system`.
+    pub fn system_table(mut self, table: SystemTable) -> Self {
+        self.system_tables.push(table);
+        self
+    }
+
+    /// Adds tables of schema `system`.
+    pub fn system_tables(mut self, tables: impl IntoIterator<Item = SystemTable>) -> Self {
+        self.system_tables.extend(tables);
+        self
+    }
+
+    pub fn build(self) -> Arc<SqlEngine> {
+        Arc::new_cyclic(|engine| SqlEngine::new(self, engine))
+    }
 }
 
 impl SqlEngine {
-    pub fn new(
+    /// Starts building an engine over `store` for this node (`identity`), whose reads
+    /// and writes the residency `guard` decides and whose rows homed elsewhere `router`
+    /// reaches.
+    pub fn builder(
         store: Store,
         identity: Arc<NodeIdentity>,
         metrics: Arc<Metrics>,
-        plugins: Arc<PluginRegistry>,
         guard: Arc<ResidencyGuard>,
-        mesh: MeshHandles,
-    ) -> Self {
-        let MeshHandles {
-            peers,
+        router: Arc<PeerRouter>,
+    ) -> SqlEngineBuilder {
+        SqlEngineBuilder {
+            store,
+            identity,
+            metrics,
+            guard,
             router,
-            cdc,
-            sagas,
-            mesh_schema,
+            schemas: Vec::new(),
+            table_functions: Vec::new(),
+            optimizer_rules: Vec::new(),
+            system_tables: Vec::new(),
+        }
+    }
+
+    fn new(parts: SqlEngineBuilder, address: &Weak<SqlEngine>) -> Self {
+        let SqlEngineBuilder {
+            store,
+            identity,
+            metrics,
+            guard,
+            router,
+            schemas,
+            table_functions,
             optimizer_rules,
-            cache,
-        } = mesh;
+            system_tables,
+        } = parts;
         // `25.00` is a decimal, as in PostgreSQL: money typed into SQL stays exact.
         let config = SessionConfig::new()
             .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
@@ -272,21 +337,21 @@ impl SqlEngine {
         for function in super::postgres_semantics::functions() {
             context.register_udf(function.as_ref().clone());
         }
-        context.register_udtf(
-            super::saga_function::FUNCTION_NAME,
-            Arc::new(super::saga_function::StartSagaFunction { sagas }),
-        );
-        let system = SystemState {
-            store: store.clone(),
-            identity: Arc::clone(&identity),
-            plugins,
-            peers,
-            cdc,
-            cache,
-        };
+        for (name, function) in table_functions {
+            context.register_udtf(&name, function);
+        }
+        let added = schemas
+            .into_iter()
+            .map(|(name, make)| (name, make(Weak::clone(address))))
+            .collect();
         context.register_catalog(
             CATALOG_NAME,
-            Arc::new(DomicileCatalog::new(system.clone(), mesh_schema)),
+            Arc::new(DomicileCatalog::new(
+                &store,
+                &identity,
+                system_tables.clone(),
+                added,
+            )),
         );
         let state = context.state();
         let transactions = super::transactions::Transactions::new(store.clone());
@@ -297,18 +362,15 @@ impl SqlEngine {
             store,
             identity,
             metrics,
-            system,
+            system_tables,
             guard,
             router,
         }
     }
 
-    pub(crate) fn system_state(&self) -> &SystemState {
-        &self.system
-    }
-
-    pub fn plugins(&self) -> &Arc<PluginRegistry> {
-        &self.system.plugins
+    /// The tables of schema `system`.
+    pub(crate) fn system_tables(&self) -> &[SystemTable] {
+        &self.system_tables
     }
 
     pub fn identity(&self) -> &NodeIdentity {

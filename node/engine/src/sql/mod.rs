@@ -26,11 +26,14 @@ use std::sync::Arc;
 
 pub use dml::WriteError;
 pub use engine::{
-    MeshHandles, PreparedStatement, SqlEngine, StatementKind, TransactionControl, session_option,
+    PreparedStatement, SqlEngine, SqlEngineBuilder, StatementKind, TransactionControl,
+    session_option,
 };
 pub use error::SqlError;
 pub use query_work::WorkWatch;
+pub use saga_function::{FUNCTION_NAME as START_SAGA, StartSagaFunction};
 pub use statement_context::{StatementContext, copy_refused};
+pub use system_tables::SystemTable;
 
 /// Warnings a statement collected while it ran (e.g. a region a partial `mesh` query
 /// could not reach); the Flight SQL service sends them after the last batch.
@@ -69,10 +72,12 @@ pub fn schemas_for_metadata(engine: &SqlEngine) -> MetadataListing {
             )
         })
         .collect();
-    let system = system_tables::SYSTEM_TABLE_NAMES
+    let system = engine
+        .system_tables()
         .iter()
-        .filter_map(|name| {
-            let table = system_tables::system_table(name, engine.system_state()).ok()??;
+        .filter_map(|table| {
+            let name = table.name();
+            let table = table.provider(&engine.identity().region).ok()?;
             Some((
                 name.to_string(),
                 "SYSTEM TABLE",

@@ -41,14 +41,22 @@ use crate::auth::Role;
 use crate::saga::SagaEngine;
 use crate::saga::fields::{Field, Fields};
 
-pub(crate) const FUNCTION_NAME: &str = "start_saga";
+/// The name `start_saga` is called by in SQL.
+pub const FUNCTION_NAME: &str = "start_saga";
 
 const USAGE: &str = "start_saga(saga_type, idempotency_key, {'field': value, ...}) \
                      takes three constant arguments";
 
 /// The table function registered as `start_saga`.
-pub(crate) struct StartSagaFunction {
-    pub(crate) sagas: Arc<SagaEngine>,
+pub struct StartSagaFunction {
+    sagas: Arc<SagaEngine>,
+}
+
+impl StartSagaFunction {
+    /// `start_saga(...)` starting sagas on `sagas`.
+    pub fn new(sagas: Arc<SagaEngine>) -> Self {
+        Self { sagas }
+    }
 }
 
 impl fmt::Debug for StartSagaFunction {

@@ -1,7 +1,8 @@
 //! How DataFusion finds tables: catalog `domicile` with schema `public` (user tables,
 //! resolved from the storage catalog on every lookup, so DDL is visible at once), schema
 //! `global` (read-only CDC replicas of other regions' tables, stored as `global.<name>`)
-//! and schema `system` (read-only views of the node's own state).
+//! schema `system` (read-only views of the node's own state, registered by the
+//! composition root) and the schemas the layers above add (`mesh`, every region's rows).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 
-use super::system_tables::{SYSTEM_TABLE_NAMES, SystemState, system_table};
+use super::system_tables::SystemTable;
 use super::table_provider::DomicileTable;
 use crate::sql::NodeIdentity;
 use crate::storage::Store;
@@ -19,8 +20,6 @@ pub const CATALOG_NAME: &str = "domicile";
 pub const PUBLIC_SCHEMA: &str = "public";
 pub(crate) const SYSTEM_SCHEMA: &str = "system";
 pub(crate) const GLOBAL_SCHEMA: &str = "global";
-/// Every region's rows of a table: `mesh.<table>` (built by the federation layer).
-pub(crate) const MESH_SCHEMA: &str = "mesh";
 pub(crate) use crate::catalog::REPLICA_PREFIX;
 
 #[derive(Debug)]
@@ -28,37 +27,45 @@ pub(crate) struct DomicileCatalog {
     public: Arc<StoredSchema>,
     global: Arc<StoredSchema>,
     system: Arc<SystemSchema>,
-    mesh: Arc<dyn SchemaProvider>,
+    /// Schemas the layers above add, by name (`mesh`).
+    added: Vec<(String, Arc<dyn SchemaProvider>)>,
 }
 
 impl DomicileCatalog {
-    /// `mesh`: the schema of every region's rows, built by the layer above.
-    pub(crate) fn new(system: SystemState, mesh: Arc<dyn SchemaProvider>) -> Self {
+    /// `system_tables`: schema `system`; `added`: further schemas by name.
+    pub(crate) fn new(
+        store: &Store,
+        identity: &Arc<NodeIdentity>,
+        system_tables: Vec<SystemTable>,
+        added: Vec<(String, Arc<dyn SchemaProvider>)>,
+    ) -> Self {
         Self {
-            mesh,
+            added,
             public: Arc::new(StoredSchema {
-                store: system.store.clone(),
-                identity: Arc::clone(&system.identity),
+                store: store.clone(),
+                identity: Arc::clone(identity),
                 prefix: "",
             }),
             global: Arc::new(StoredSchema {
-                store: system.store.clone(),
-                identity: Arc::clone(&system.identity),
+                store: store.clone(),
+                identity: Arc::clone(identity),
                 prefix: REPLICA_PREFIX,
             }),
-            system: Arc::new(SystemSchema { state: system }),
+            system: Arc::new(SystemSchema {
+                tables: system_tables,
+                region: Arc::clone(&identity.region),
+            }),
         }
     }
 }
 
 impl CatalogProvider for DomicileCatalog {
     fn schema_names(&self) -> Vec<String> {
-        vec![
-            PUBLIC_SCHEMA.to_string(),
-            GLOBAL_SCHEMA.to_string(),
-            SYSTEM_SCHEMA.to_string(),
-            MESH_SCHEMA.to_string(),
-        ]
+        [PUBLIC_SCHEMA, GLOBAL_SCHEMA, SYSTEM_SCHEMA]
+            .into_iter()
+            .map(str::to_string)
+            .chain(self.added.iter().map(|(name, _)| name.clone()))
+            .collect()
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
@@ -66,8 +73,11 @@ impl CatalogProvider for DomicileCatalog {
             PUBLIC_SCHEMA => Some(Arc::clone(&self.public) as Arc<dyn SchemaProvider>),
             GLOBAL_SCHEMA => Some(Arc::clone(&self.global) as Arc<dyn SchemaProvider>),
             SYSTEM_SCHEMA => Some(Arc::clone(&self.system) as Arc<dyn SchemaProvider>),
-            MESH_SCHEMA => Some(Arc::clone(&self.mesh)),
-            _ => None,
+            _ => self
+                .added
+                .iter()
+                .find(|(added, _)| added == name)
+                .map(|(_, schema)| Arc::clone(schema)),
         }
     }
 }
@@ -133,20 +143,33 @@ impl SchemaProvider for StoredSchema {
 
 #[derive(Debug)]
 struct SystemSchema {
-    state: SystemState,
+    tables: Vec<SystemTable>,
+    /// This node's region: who reads need-to-know tables as a local reader.
+    region: Arc<str>,
+}
+
+impl SystemSchema {
+    fn find(&self, name: &str) -> Option<&SystemTable> {
+        self.tables.iter().find(|table| table.name() == name)
+    }
 }
 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        SYSTEM_TABLE_NAMES.iter().map(|n| n.to_string()).collect()
+        self.tables
+            .iter()
+            .map(|table| table.name().to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        system_table(name, &self.state)
+        self.find(name)
+            .map(|table| table.provider(&self.region))
+            .transpose()
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        SYSTEM_TABLE_NAMES.contains(&name)
+        self.find(name).is_some()
     }
 }

@@ -1,6 +1,8 @@
 //! `system.tables`, `system.columns`, `system.node`, `system.nodes`, `system.cdc`,
-//! `system.cdc_quarantine`, `system.plugins`, `system.audit`: the node's own state as SQL. Each is built fresh at
-//! planning time; none reads user rows.
+//! `system.cdc_quarantine`, `system.plugins`, `system.audit`, `system.sagas`,
+//! `system.cache`: the node's own state as SQL. Each is read fresh at planning time;
+//! none reads user rows. The engine builds none of them: the composition root registers
+//! each (`SystemTable`), handing it what it reads.
 
 use std::sync::Arc;
 
@@ -21,63 +23,115 @@ use crate::sql::NodeIdentity;
 use crate::sql::need_to_know;
 use crate::storage::Store;
 
-pub(crate) const SYSTEM_TABLE_NAMES: &[&str] = &[
-    "tables",
-    "columns",
-    "node",
-    "nodes",
-    "cdc",
-    "cdc_quarantine",
-    "sagas",
-    "plugins",
-    "audit",
-    "cache",
-];
+/// Reads one system table's rows, fresh each time it is planned.
+type ReadRows = Arc<dyn Fn() -> Result<RecordBatch> + Send + Sync>;
 
-/// What system tables describe.
-#[derive(Clone, Debug)]
-pub(crate) struct SystemState {
-    pub(crate) store: Store,
-    pub(crate) identity: Arc<NodeIdentity>,
-    pub(crate) plugins: Arc<PluginRegistry>,
-    pub(crate) peers: Arc<PeerMonitor>,
-    pub(crate) cdc: Arc<crate::cdc::CdcStatus>,
-    pub(crate) cache: Option<Arc<crate::cache::NodeCache>>,
+/// One table of schema `system`, as the composition root registers it with the engine
+/// (`SqlEngineBuilder::system_table`): its name, how its rows are read, and whether a
+/// reader sees them on a need-to-know basis (`system.audit`, `system.sagas`).
+#[derive(Clone)]
+pub struct SystemTable {
+    name: &'static str,
+    rule: Option<need_to_know::Rule>,
+    rows: ReadRows,
 }
 
-pub(crate) fn system_table(
-    name: &str,
-    state: &SystemState,
-) -> Result<Option<Arc<dyn TableProvider>>> {
-    let batch = match name {
-        "tables" => tables(&state.store)?,
-        "columns" => columns(&state.store)?,
-        "node" => node(&state.store, &state.identity)?,
-        "plugins" => plugins(&state.plugins)?,
-        "audit" => audit(&state.store)?,
-        "nodes" => nodes(&state.identity, &state.peers, &state.cdc)?,
-        "cdc" => cdc(&state.store, &state.cdc)?,
-        "cdc_quarantine" => cdc_quarantine(&state.store)?,
-        "cache" => cache(state.cache.as_deref())?,
-        "sagas" => saga_batch(
-            &crate::saga::record::all(&state.store)
-                .map_err(|e| DataFusionError::External(e.into()))?,
-        )?,
-        _ => return Ok(None),
-    };
-    let rule = match name {
-        "audit" => Some(need_to_know::Rule::Audit),
-        "sagas" => Some(need_to_know::Rule::Sagas),
-        _ => None,
-    };
-    if let Some(rule) = rule {
-        let region = Arc::clone(&state.identity.region);
-        return Ok(Some(Arc::new(need_to_know::NeedToKnowTable::new(
-            rule, region, batch,
-        ))));
+impl std::fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemTable")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
-    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-    Ok(Some(Arc::new(table)))
+}
+
+impl SystemTable {
+    fn new(
+        name: &'static str,
+        rows: impl Fn() -> Result<RecordBatch> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            rule: None,
+            rows: Arc::new(rows),
+        }
+    }
+
+    fn need_to_know(
+        name: &'static str,
+        rule: need_to_know::Rule,
+        rows: impl Fn() -> Result<RecordBatch> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            rule: Some(rule),
+            rows: Arc::new(rows),
+        }
+    }
+
+    /// Its name in schema `system`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The table as DataFusion reads it, its rows read now; `region` is this node's
+    /// (who counts as a local reader).
+    pub(crate) fn provider(&self, region: &Arc<str>) -> Result<Arc<dyn TableProvider>> {
+        let batch = (self.rows)()?;
+        if let Some(rule) = self.rule {
+            return Ok(Arc::new(need_to_know::NeedToKnowTable::new(
+                rule,
+                Arc::clone(region),
+                batch,
+            )));
+        }
+        Ok(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?))
+    }
+
+    /// `system.tables`, `system.columns`, `system.node`, `system.audit`,
+    /// `system.cdc_quarantine` and `system.sagas`: what this node's storage holds.
+    pub fn of_storage(store: &Store, identity: &Arc<NodeIdentity>) -> Vec<SystemTable> {
+        let reads = |read: fn(&Store) -> Result<RecordBatch>| {
+            let store = store.clone();
+            move || read(&store)
+        };
+        let identity = Arc::clone(identity);
+        let node_store = store.clone();
+        vec![
+            Self::new("tables", reads(tables)),
+            Self::new("columns", reads(columns)),
+            Self::new("node", move || node(&node_store, &identity)),
+            Self::need_to_know("audit", need_to_know::Rule::Audit, reads(audit)),
+            Self::new("cdc_quarantine", reads(cdc_quarantine)),
+            Self::need_to_know("sagas", need_to_know::Rule::Sagas, reads(sagas)),
+        ]
+    }
+
+    /// `system.plugins`: the loaded WASM plugins and their call counters.
+    pub fn plugins(registry: Arc<PluginRegistry>) -> SystemTable {
+        Self::new("plugins", move || plugins(&registry))
+    }
+
+    /// `system.nodes`: this node and its peers, their reachability and replica lag.
+    pub fn nodes(
+        identity: Arc<NodeIdentity>,
+        peers: Arc<PeerMonitor>,
+        status: Arc<CdcStatus>,
+    ) -> SystemTable {
+        Self::new("nodes", move || nodes(&identity, &peers, &status))
+    }
+
+    /// `system.cdc`: the outbox and each replica stream's position.
+    pub fn cdc(store: Store, status: Arc<CdcStatus>) -> SystemTable {
+        Self::new("cdc", move || cdc(&store, &status))
+    }
+
+    /// `system.cache`: the node cache's counters (empty rows without a cache).
+    pub fn cache(cache: Option<Arc<crate::cache::NodeCache>>) -> SystemTable {
+        Self::new("cache", move || cache_rows(cache.as_deref()))
+    }
 }
 
 fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
@@ -438,7 +492,7 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Resul
 }
 
 /// The hybrid cache: per kind of entry, what it served and kept.
-fn cache(cache: Option<&crate::cache::NodeCache>) -> Result<RecordBatch> {
+fn cache_rows(cache: Option<&crate::cache::NodeCache>) -> Result<RecordBatch> {
     let reports = cache.map(|c| c.report()).unwrap_or_default();
     let count = |name: &str| Field::new(name, DataType::UInt64, false);
     let column = |f: fn(&crate::cache::CacheReport) -> u64| -> ArrayRef {
@@ -475,6 +529,10 @@ fn cache(cache: Option<&crate::cache::NodeCache>) -> Result<RecordBatch> {
 }
 
 /// Columns of `system.sagas` (and of what `start_saga` answers).
+fn sagas(store: &Store) -> Result<RecordBatch> {
+    saga_batch(&crate::saga::record::all(store).map_err(|e| DataFusionError::External(e.into()))?)
+}
+
 pub(crate) fn saga_schema() -> SchemaRef {
     Arc::new(Schema::new(saga_columns()))
 }
