@@ -11,6 +11,7 @@
 //! The steps themselves come from the jurisdiction's saga-step plugin
 //! (`plugins::SagaStepPlugin`).
 
+mod deadline;
 pub mod fields;
 pub mod legacy_records;
 mod orchestrator;

@@ -18,6 +18,7 @@ use crate::error_kind::{Classify, ErrorKind};
 
 use thiserror::Error;
 
+use super::deadline::StepDeadline;
 use super::fields::{self, Fields};
 use super::participant::{self, ParticipantError, StepRequest};
 use super::record::{self, SagaRecord, SagaState, StepRecord, StepState};
@@ -839,7 +840,7 @@ impl SagaEngine {
         index: usize,
         ahead: &mut Option<DecidedAhead>,
     ) -> Result<Option<String>, SagaError> {
-        let started = Instant::now();
+        let deadline = StepDeadline::new(Instant::now(), self.step_timeout);
         let mut backoff = Backoff::new(SAGA_RETRY_BACKOFF_MIN, SAGA_RETRY_BACKOFF_MAX);
         loop {
             saga.steps[index].attempts += 1;
@@ -858,8 +859,7 @@ impl SagaEngine {
                 StepCall::Fenced => return Err(SagaError::Fenced(saga.id.clone())),
                 StepCall::Transient(reason) => {
                     saga.steps[index].last_error = Some(reason.clone());
-                    let left = self.step_timeout.saturating_sub(started.elapsed());
-                    if left.is_zero() {
+                    let Some(wait) = deadline.next_wait(Instant::now(), &mut backoff) else {
                         // Its answer may have been lost after it applied.
                         saga.steps[index].state = StepState::Uncertain;
                         return Ok(Some(format!(
@@ -867,10 +867,9 @@ impl SagaEngine {
                             saga.steps[index].name,
                             self.step_timeout.as_secs()
                         )));
-                    }
+                    };
                     self.persist(saga).await?;
-                    // The last wait ends at the deadline, not after it.
-                    self.pause(&saga.id, backoff.next_wait().min(left)).await?;
+                    self.pause(&saga.id, wait).await?;
                 }
             }
         }
