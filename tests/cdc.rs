@@ -195,7 +195,7 @@ async fn replicas_hold_only_what_redactor_and_policy_let_leave() {
     // Lag per source region is visible, and each publication was audited.
     wait_for(
         ap,
-        "SELECT region FROM system.nodes WHERE NOT is_self AND replica_lag_ms = 0",
+        "SELECT region FROM system.regions WHERE NOT is_self AND replica_lag_ms = 0",
         |b| row_count(b) == 2,
     )
     .await;
@@ -400,7 +400,7 @@ async fn a_change_the_policy_refuses_to_replicate_is_withheld_and_audited() {
     // eu-central's follower moves past the withheld change without a row for it.
     wait_for(
         eu,
-        "SELECT replica_applied_seq FROM system.nodes WHERE region = 'us-east'",
+        "SELECT replica_applied_seq FROM system.regions WHERE region = 'us-east'",
         |b| column_strings(b, "replica_applied_seq") == ["1"],
     )
     .await;

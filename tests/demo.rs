@@ -185,7 +185,7 @@ async fn the_demo_serves_three_regions_and_stops_cleanly() {
                 endpoint,
                 "admin",
                 "admin",
-                "SELECT count(*) AS n FROM system.nodes WHERE reachable",
+                "SELECT count(*) AS n FROM system.regions WHERE reachable",
             )
             .await;
             if reachable == ["3"] {

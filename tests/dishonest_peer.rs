@@ -30,9 +30,9 @@ async fn wait_for_peers(node: &TestNode, peers: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let batches = client
-            .query("SELECT count(*) AS n FROM system.nodes WHERE reachable")
+            .query("SELECT count(*) AS n FROM system.regions WHERE reachable")
             .await
-            .expect("system.nodes");
+            .expect("system.regions");
         if column_strings(&batches, "n") == [peers.to_string()] {
             return;
         }

@@ -158,9 +158,9 @@ async fn setup() -> Mesh {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let peers = admin
-                .query("SELECT count(*) AS n FROM system.nodes WHERE reachable")
+                .query("SELECT count(*) AS n FROM system.regions WHERE reachable")
                 .await
-                .expect("system.nodes");
+                .expect("system.regions");
             let replicated = admin
                 .query("SELECT count(*) AS n FROM global.accounts")
                 .await
@@ -253,7 +253,7 @@ fn generate(rng: &mut Rng, node: &str, key: &str) -> Statement {
                 "SELECT * FROM system.sagas",
                 "SELECT * FROM system.audit ORDER BY seq",
                 "SELECT * FROM system.cdc",
-                "SELECT * FROM system.nodes",
+                "SELECT * FROM system.regions",
             ]))
             .into(),
         ),

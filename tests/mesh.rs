@@ -1,5 +1,5 @@
 //! Nodes as a mesh over mutual TLS: peers see each other (reachability, RTT) in
-//! `system.nodes`; a caller whose certificate names another region than it claims, a
+//! `system.regions`; a caller whose certificate names another region than it claims, a
 //! server answering for another region, and a certificate of another CA are refused; a
 //! node configured with another region's certificate does not start; a killed peer shows
 //! as unreachable and comes back after a restart.
@@ -14,7 +14,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const REGIONS: [&str; 3] = ["us-east", "eu-central", "ap-southeast"];
 
-/// `system.nodes` of `node` as (region, reachable) once `done` holds, or panics.
+/// `system.regions` of `node` as (region, reachable) once `done` holds, or panics.
 async fn wait_for_nodes(
     node: &TestNode,
     done: impl Fn(&[(String, String)]) -> bool,
@@ -23,9 +23,9 @@ async fn wait_for_nodes(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let batches = client
-            .query("SELECT region, reachable FROM system.nodes ORDER BY region")
+            .query("SELECT region, reachable FROM system.regions ORDER BY region")
             .await
-            .expect("system.nodes");
+            .expect("system.regions");
         let rows: Vec<(String, String)> = column_strings(&batches, "region")
             .into_iter()
             .zip(column_strings(&batches, "reachable"))
@@ -98,7 +98,7 @@ async fn peers_see_each_other_and_impostors_are_refused() {
         wait_for_nodes(node, all_reachable).await;
         let mut client = node.client("reader").await.expect("login");
         let rtts = client
-            .query("SELECT rtt_ms FROM system.nodes WHERE NOT is_self")
+            .query("SELECT rtt_ms FROM system.regions WHERE NOT is_self")
             .await
             .expect("rtt");
         for rtt in column_strings(&rtts, "rtt_ms") {
@@ -387,11 +387,11 @@ async fn a_cut_link_fails_forwarded_calls_clearly_and_local_work_goes_on() {
         .await
         .expect("login");
 
-    // Simulated WAN: 80 ms RTT between us-east and eu-central shows in system.nodes.
+    // Simulated WAN: 80 ms RTT between us-east and eu-central shows in system.regions.
     mesh.set_rtt("us-east", "eu-central", Duration::from_millis(80));
     eventually("RTT to eu-central", async || {
         let batches = us
-            .query("SELECT rtt_ms FROM system.nodes WHERE region = 'eu-central'")
+            .query("SELECT rtt_ms FROM system.regions WHERE region = 'eu-central'")
             .await
             .map_err(|e| e.to_string())?;
         let rtt: f64 = column_strings(&batches, "rtt_ms")[0]

@@ -348,6 +348,21 @@ async fn metadata_lists_catalogs_schemas_tables_and_types() {
         .await
         .expect("node");
     assert_eq!(column_strings(&batches, "region"), vec!["eu-central"]);
+    // One row per region of the mesh; alone, just this node's.
+    let batches = admin
+        .query("SELECT region, is_self FROM system.regions")
+        .await
+        .expect("regions");
+    assert_eq!(column_strings(&batches, "region"), vec!["eu-central"]);
+    // The table's earlier name says where it went.
+    let renamed = admin
+        .query("SELECT * FROM system.nodes")
+        .await
+        .expect_err("renamed");
+    assert!(
+        renamed.message().contains("renamed system.regions"),
+        "{renamed:?}"
+    );
 
     for (info, what) in [
         (admin.inner.get_catalogs().await, "catalogs"),

@@ -394,7 +394,7 @@ async fn print_welcome(mesh: &MeshFile, mesh_path: &Path) {
             let mut out = Vec::new();
             let _ = shell
                 .run(
-                    "SELECT region, address, reachable, rtt_ms FROM system.nodes ORDER BY region",
+                    "SELECT region, address, reachable, rtt_ms FROM system.regions ORDER BY region",
                     &mut out,
                 )
                 .await;

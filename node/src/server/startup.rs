@@ -277,7 +277,7 @@ fn system_tables(
     let mut tables = SystemTable::of_storage(&storage.store, identity);
     tables.extend([
         SystemTable::plugins(Arc::clone(plugins)),
-        SystemTable::nodes(
+        SystemTable::regions(
             Arc::clone(identity),
             Arc::clone(&mesh.monitor),
             Arc::clone(cdc),

@@ -14,7 +14,7 @@
 //! peers, `follower` consumes a peer's stream. Transport, Kafka (`cdc.kafka_brokers`):
 //! `kafka` publishes the change stream to topics and consumes the other regions'.
 //! `replica` applies changes either way, refusing into `quarantine` what may not be
-//! applied; `status` is what `system.nodes` / `system.cdc` show.
+//! applied; `status` is what `system.regions` / `system.cdc` show.
 
 pub mod envelope;
 mod follower;

@@ -1,4 +1,4 @@
-//! What the CDC relay and the replica consumers are doing, for `system.nodes`,
+//! What the CDC relay and the replica consumers are doing, for `system.regions`,
 //! `system.cdc` and metrics.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Peers: the nodes of other regions, reached over gRPC with mutual TLS — the transport
 //! of the mesh. A node calls its peers through `router`, pings every configured peer
-//! (`peer_monitor`) and shows what it knows in `system.nodes`. Certificates name
+//! (`peer_monitor`) and shows what it knows in `system.regions`. Certificates name
 //! regions (`certs`), so a node cannot claim a region its certificate does not name.
 //! What a node answers its peers (the `Peer` API's server) is the `peer_api` module; the
 //! federated `mesh.<table>` schema is `federation`.

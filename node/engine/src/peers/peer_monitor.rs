@@ -1,5 +1,5 @@
 //! Pings every configured peer on an interval and keeps what it learned: reachability,
-//! round-trip time, the last error. `system.nodes` reads it.
+//! round-trip time, the last error. `system.regions` reads it.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ pub struct PeerStatus {
     pub address: String,
     pub reachable: bool,
     /// Round trip of the last successful ping.
-    pub rtt_micros: Option<u64>,
+    pub rtt_us: Option<u64>,
     pub last_error: Option<String>,
     pub last_seen_unix_ms: Option<u64>,
 }
@@ -59,7 +59,7 @@ impl PeerMonitor {
                     region: p.region.clone(),
                     address: p.address.clone(),
                     reachable: false,
-                    rtt_micros: None,
+                    rtt_us: None,
                     last_error: Some("not contacted yet".into()),
                     last_seen_unix_ms: None,
                 })
@@ -89,7 +89,7 @@ impl PeerMonitor {
                     match outcome {
                         Ok(reply) if reply.get_ref().region == status.region => {
                             status.reachable = true;
-                            status.rtt_micros =
+                            status.rtt_us =
                                 Some(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX));
                             status.last_error = None;
                             status.last_seen_unix_ms = Some(now_unix_ms());

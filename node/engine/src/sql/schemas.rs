@@ -141,6 +141,10 @@ impl SchemaProvider for StoredSchema {
     }
 }
 
+/// System tables that were renamed, and their new names: a query naming the old one is
+/// told where to look rather than that nothing is there.
+const RENAMED_SYSTEM_TABLES: &[(&str, &str)] = &[("nodes", "regions")];
+
 #[derive(Debug)]
 struct SystemSchema {
     tables: Vec<SystemTable>,
@@ -164,6 +168,15 @@ impl SchemaProvider for SystemSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(renamed) = RENAMED_SYSTEM_TABLES
+            .iter()
+            .find(|(old, _)| *old == name)
+            .map(|(_, new)| new)
+        {
+            return Err(DataFusionError::Plan(format!(
+                "system.{name} was renamed system.{renamed}"
+            )));
+        }
         self.find(name)
             .map(|table| table.provider(&self.region))
             .transpose()

@@ -1,4 +1,4 @@
-//! `system.tables`, `system.columns`, `system.node`, `system.nodes`, `system.cdc`,
+//! `system.tables`, `system.columns`, `system.node`, `system.regions`, `system.cdc`,
 //! `system.cdc_quarantine`, `system.plugins`, `system.audit`, `system.sagas`,
 //! `system.cache`: the node's own state as SQL. Each is read fresh at planning time;
 //! none reads user rows. The engine builds none of them: the composition root registers
@@ -114,13 +114,15 @@ impl SystemTable {
         Self::new("plugins", move || plugins(&registry))
     }
 
-    /// `system.nodes`: this node and its peers, their reachability and replica lag.
-    pub fn nodes(
+    /// `system.regions`: one row per region of the mesh, this node's and each peer's:
+    /// reachability, round-trip time, replica position and lag. (Named apart from
+    /// `system.node`, which is this node's own process and storage.)
+    pub fn regions(
         identity: Arc<NodeIdentity>,
         peers: Arc<PeerMonitor>,
         status: Arc<CdcStatus>,
     ) -> SystemTable {
-        Self::new("nodes", move || nodes(&identity, &peers, &status))
+        Self::new("regions", move || regions(&identity, &peers, &status))
     }
 
     /// `system.cdc`: the outbox and each replica stream's position.
@@ -435,7 +437,7 @@ fn audit(store: &Store) -> Result<RecordBatch> {
 }
 
 /// This node and every configured peer, as the peer monitor last saw them.
-fn nodes(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Result<RecordBatch> {
+fn regions(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Result<RecordBatch> {
     let peers = peers.statuses();
     let now = std::time::Instant::now();
     let replicas = cdc.replicas();
@@ -455,7 +457,7 @@ fn nodes(identity: &NodeIdentity, peers: &PeerMonitor, cdc: &CdcStatus) -> Resul
         addresses.push(Some(peer.address.clone()));
         is_self.push(false);
         reachable.push(peer.reachable);
-        rtt_ms.push(peer.rtt_micros.map(|m| m as f64 / 1000.0));
+        rtt_ms.push(peer.rtt_us.map(|m| m as f64 / 1000.0));
         errors.push(shown(peer.last_error.clone()));
         seen.push(peer.last_seen_unix_ms);
         let state = replica(&peer.region);
