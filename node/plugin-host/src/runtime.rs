@@ -122,7 +122,7 @@ pub struct CallStats {
     calls: std::sync::atomic::AtomicU64,
     errors: std::sync::atomic::AtomicU64,
     timeouts: std::sync::atomic::AtomicU64,
-    call_micros_total: std::sync::atomic::AtomicU64,
+    call_us_total: std::sync::atomic::AtomicU64,
 }
 
 /// A snapshot of [`CallStats`].
@@ -132,14 +132,14 @@ pub struct CallStatsSnapshot {
     /// Failed calls of any kind, timeouts included.
     pub errors: u64,
     pub timeouts: u64,
-    pub call_micros_total: u64,
+    pub call_us_total: u64,
 }
 
 impl CallStats {
     pub(super) fn record(&self, elapsed: Duration, error: Option<&CallError>) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.call_micros_total.fetch_add(micros, Ordering::Relaxed);
+        let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.call_us_total.fetch_add(elapsed_us, Ordering::Relaxed);
         if let Some(error) = error {
             self.errors.fetch_add(1, Ordering::Relaxed);
             if matches!(error, CallError::Timeout { .. }) {
@@ -158,7 +158,7 @@ impl CallStats {
             calls: self.calls.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
-            call_micros_total: self.call_micros_total.load(Ordering::Relaxed),
+            call_us_total: self.call_us_total.load(Ordering::Relaxed),
         }
     }
 }

@@ -446,7 +446,7 @@ impl Metrics {
                 .set(clamp(stats.timeouts));
             self.plugin_call_micros
                 .get_or_create(&labels)
-                .set(clamp(stats.call_micros_total));
+                .set(clamp(stats.call_us_total));
         }
     }
 

@@ -311,7 +311,7 @@ fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
             Field::new("calls", DataType::UInt64, false),
             Field::new("errors", DataType::UInt64, false),
             Field::new("timeouts", DataType::UInt64, false),
-            Field::new("call_micros_total", DataType::UInt64, false),
+            Field::new("call_us_total", DataType::UInt64, false),
             nullable_text("refused_reason"),
         ],
         vec![
@@ -349,7 +349,7 @@ fn plugins(registry: &PluginRegistry) -> Result<RecordBatch> {
                 listed.iter().map(|(r, _)| stat(r).timeouts),
             )),
             Arc::new(UInt64Array::from_iter_values(
-                listed.iter().map(|(r, _)| stat(r).call_micros_total),
+                listed.iter().map(|(r, _)| stat(r).call_us_total),
             )),
             Arc::new(StringArray::from_iter(
                 listed
