@@ -53,24 +53,9 @@ impl PhysicalOptimizerRule for CooperativeJoins {
 mod tests {
     use super::*;
     use datafusion::physical_plan::displayable;
-    use datafusion::prelude::SessionContext;
 
     async fn physical(sql: &str) -> Arc<dyn ExecutionPlan> {
-        let context = SessionContext::new();
-        context
-            .sql("CREATE TABLE t (v BIGINT) AS VALUES (1), (2), (3)")
-            .await
-            .expect("table")
-            .collect()
-            .await
-            .expect("created");
-        let plan = context
-            .sql(sql)
-            .await
-            .expect("planned")
-            .create_physical_plan()
-            .await
-            .expect("physical");
+        let (_, plan) = crate::sql::test_plans::physical_plan(sql).await;
         CooperativeJoins
             .optimize(plan, &ConfigOptions::default())
             .expect("optimized")

@@ -20,6 +20,8 @@ mod statement_context;
 mod statement_shape;
 mod system_tables;
 mod table_provider;
+#[cfg(test)]
+mod test_plans;
 pub mod transactions;
 
 use std::sync::Arc;

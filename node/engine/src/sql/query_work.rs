@@ -180,32 +180,12 @@ impl RecordBatchStream for WorkStream {
 mod tests {
     use super::*;
     use datafusion::physical_plan::{collect, displayable};
-    use datafusion::prelude::SessionContext;
-
-    async fn planned(sql: &str) -> (SessionContext, Arc<dyn ExecutionPlan>) {
-        let context = SessionContext::new();
-        context
-            .sql("CREATE TABLE t (v BIGINT) AS VALUES (1), (2), (3), (4)")
-            .await
-            .expect("table")
-            .collect()
-            .await
-            .expect("created");
-        let plan = context
-            .sql(sql)
-            .await
-            .expect("planned")
-            .create_physical_plan()
-            .await
-            .expect("physical");
-        (context, plan)
-    }
 
     #[tokio::test]
     async fn every_operator_is_wrapped_and_the_answer_is_unchanged() {
         let sql =
             "SELECT a.v, count(*) AS n FROM t a, t b WHERE a.v < b.v GROUP BY a.v ORDER BY a.v";
-        let (context, plan) = planned(sql).await;
+        let (context, plan) = crate::sql::test_plans::physical_plan(sql).await;
         let operators = displayable(plan.as_ref())
             .indent(false)
             .to_string()
@@ -237,7 +217,8 @@ mod tests {
     /// query's work from counting as stopped.
     #[tokio::test]
     async fn a_live_stream_counts_as_work() {
-        let (context, plan) = planned("SELECT v FROM t WHERE v > 1").await;
+        let (context, plan) =
+            crate::sql::test_plans::physical_plan("SELECT v FROM t WHERE v > 1").await;
         let (tracked, watch) = track(plan).expect("tracked");
         let stream = tracked.execute(0, context.task_ctx()).expect("stream");
         drop(tracked);
