@@ -59,9 +59,7 @@ fn files_contain(node: &TestNode, needle: &str) -> Option<String> {
             if path.is_dir() {
                 stack.push(path);
             } else if let Ok(bytes) = std::fs::read(&path)
-                && bytes
-                    .windows(needle.len())
-                    .any(|window| window == needle.as_bytes())
+                && memchr::memmem::find(&bytes, needle.as_bytes()).is_some()
             {
                 return Some(path.display().to_string());
             }

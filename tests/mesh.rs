@@ -185,10 +185,8 @@ fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathB
         let path = entry.path();
         if path.is_dir() {
             found.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path)
-            .expect("read")
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
+        } else if memchr::memmem::find(&std::fs::read(&path).expect("read"), needle.as_bytes())
+            .is_some()
         {
             found.push(path);
         }
