@@ -130,20 +130,8 @@ async fn cancel_while_running(sql: &str) -> i32 {
         stopped_in < Duration::from_secs(5),
         "stopped in {stopped_in:?}"
     );
-    assert!(
-        status == CancelStatus::Cancelled as i32 || status == CancelStatus::Cancelling as i32,
-        "{status}"
-    );
-    // Asked again until CANCELLED (Flight: "the client may retry"); CANCELLED means
-    // the work is over.
-    let mut again = status;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while again == CancelStatus::Cancelling as i32 && Instant::now() < deadline {
-        again = cancel_flight_info(&mut admin, &info)
-            .await
-            .expect("cancel again");
-    }
-    if again == CancelStatus::Cancelled as i32 {
+    let last = until_cancelled(&mut admin, &info, status).await;
+    if last == CancelStatus::Cancelled as i32 {
         let after = busy(&node, Duration::from_millis(500)).await;
         assert!(
             after < 0.15,
@@ -154,7 +142,27 @@ async fn cancel_while_running(sql: &str) -> i32 {
         .query("SELECT 1")
         .await
         .expect("the node keeps serving");
-    status
+    last
+}
+
+/// Asks again while the answer is CANCELLING (Flight: "the client may retry"), for up
+/// to 10 s; returns the last answer. How long the first cancellation waits is no
+/// promise a test can hold a loaded machine to; what is promised is that CANCELLING
+/// turns into CANCELLED once the work has stopped, and never before.
+async fn until_cancelled(client: &mut Client, info: &FlightInfo, first: i32) -> i32 {
+    assert!(
+        first == CancelStatus::Cancelled as i32 || first == CancelStatus::Cancelling as i32,
+        "{first}"
+    );
+    let mut last = first;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last == CancelStatus::Cancelling as i32 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = cancel_flight_info(client, info)
+            .await
+            .expect("cancel again");
+    }
+    last
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -163,7 +171,7 @@ async fn cancel_flight_info_stops_a_running_query() {
     assert_eq!(
         status,
         CancelStatus::Cancelled as i32,
-        "a query that yields stops within the wait"
+        "a query that yields stops, and is then reported CANCELLED"
     );
 }
 
@@ -224,14 +232,16 @@ async fn cancel_query_stops_a_running_prepared_statement() {
         .unpack::<arrow_flight::sql::ActionCancelQueryResult>()
         .expect("decodes")
         .expect("an ActionCancelQueryResult");
-    // CancelResult: 1 = CANCELLED (the producer stopped within the wait).
-    assert_eq!(result.result, 1, "{result:?}");
+    // CancelResult: 1 = CANCELLED, 2 = CANCELLING (the same numbers as CancelStatus).
+    assert!(matches!(result.result, 1 | 2), "{result:?}");
     let (outcome, _) = tokio::time::timeout(Duration::from_secs(20), running)
         .await
         .expect("the DoGet ends")
         .expect("task");
     assert_eq!(outcome.expect_err("cancelled").code(), Code::Cancelled);
-    // Asked again, the answer stays CANCELLED.
+    // Asked again, the answer becomes CANCELLED, and stays so.
+    let again = until_cancelled(&mut admin, &info, result.result).await;
+    assert_eq!(again, CancelStatus::Cancelled as i32);
     let again = cancel_flight_info(&mut admin, &info).await.expect("again");
     assert_eq!(again, CancelStatus::Cancelled as i32);
     // A prepared statement that never ran has nothing to cancel.
@@ -249,6 +259,7 @@ async fn cancel_query_stops_a_running_prepared_statement() {
     let rerun = run_in_background(&node, &info).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = cancel_flight_info(&mut admin, &info).await.expect("cancel");
+    let status = until_cancelled(&mut admin, &info, status).await;
     assert_eq!(status, CancelStatus::Cancelled as i32);
     let (outcome, _) = tokio::time::timeout(Duration::from_secs(20), rerun)
         .await
