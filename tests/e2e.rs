@@ -24,6 +24,7 @@ mod leak_hunt;
 mod lost_updates;
 mod mesh;
 mod mesh_differential;
+mod operations;
 mod overload;
 mod plugin_admin;
 mod plugin_host;

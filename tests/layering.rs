@@ -39,6 +39,9 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("rdkafka::", &["cdc/kafka.rs"]),
     ("foyer::", &["cache/"]),
     ("axum::", &["metrics/server.rs"]),
+    ("prometheus_client::", &["metrics/"]),
+    ("procfs::", &["metrics/process.rs"]),
+    ("tonic_health::", &["server/serving.rs"]),
     ("tonic::transport::Server", &["server/"]),
     ("_server::", &["server/", "flight/", "admin/", "peer_api/"]),
     // One error model: errors carry an `ErrorKind`; only `grpc_status` turns a kind into

@@ -36,6 +36,11 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
   apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
 fi
 
+step "promtool, Prometheus' linter the metrics test checks /metrics with"
+if ! command -v promtool >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 step "Python venvs: ADBC, pandas, polars, SQLAlchemy 2, confluent-kafka; flightsql-dbapi"
 for pair in "$venv:tests/python/requirements.txt" \
   "$venv_sqlalchemy14:tests/python-sqlalchemy14/requirements.txt"; do

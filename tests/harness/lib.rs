@@ -181,6 +181,8 @@ pub struct TestNode {
     pub admin: Option<SocketAddr>,
     /// The peer API, for mesh members.
     pub peer: Option<SocketAddr>,
+    /// `/metrics`, `/healthz` and `/readyz` (HTTP).
+    pub metrics: Option<SocketAddr>,
     child: Option<Child>,
     starts: usize,
     extra_toml: String,
@@ -208,6 +210,14 @@ impl TestNode {
         let node = Self::start_full(region, &extra, peer_listen, |_| Ok(()))?;
         node.upload_policy(policy, 1)?;
         Ok(node)
+    }
+
+    /// A node that trusts the harness key but has no plugin active yet (as a fresh
+    /// node before its operator uploads one).
+    pub fn start_without_policy(region: &str) -> anyhow::Result<Self> {
+        let key = PolicyKey::get()?;
+        let (jurisdiction, _) = jurisdiction_of(region);
+        Self::start_full(region, &key.trusted_entry(jurisdiction), None, |_| Ok(()))
     }
 
     /// Signs the component `wasm_name` with the harness key (trusted by nodes from
@@ -271,6 +281,7 @@ impl TestNode {
             flight_sql: "127.0.0.1:0".parse()?,
             admin: None,
             peer: None,
+            metrics: None,
             child: None,
             starts: 0,
             extra_toml: extra_toml.to_string(),
@@ -308,7 +319,7 @@ impl TestNode {
     fn write_config(&self) -> anyhow::Result<()> {
         let (jurisdiction, _) = jurisdiction_of(&self.region);
         let mut text = format!(
-            "region = \"{region}\"\njurisdiction = \"{jurisdiction}\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{peer}\n[logging]\nlevel = \"info\"\n\n# Debug builds on a loaded 2-core machine: generous, so tests fail on logic, not on\n# timing. The deadline itself is tested with its default in plugin_host.\n[plugins]\ncall_deadline_ms = 2000\n",
+            "region = \"{region}\"\njurisdiction = \"{jurisdiction}\"\ndata_dir = \"data\"\n\n[listen]\nflight_sql = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n{peer}\n[logging]\nlevel = \"info\"\n\n# Debug builds on a loaded 2-core machine: generous, so tests fail on logic, not on\n# timing. The deadline itself is tested with its default in plugin_host.\n[plugins]\ncall_deadline_ms = 2000\n",
             region = self.region,
             peer = self
                 .peer_listen
@@ -367,6 +378,10 @@ impl TestNode {
         self.peer = line
             .split_whitespace()
             .find_map(|part| part.strip_prefix("peer="))
+            .and_then(|a| a.parse().ok());
+        self.metrics = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("metrics="))
             .and_then(|a| a.parse().ok());
         self.child = Some(child);
         Ok(())
@@ -709,6 +724,47 @@ impl Client {
 
 /// A batch of `columns` NULL columns (named `$1`, `$2`, ...) and `rows` rows: a few
 /// hundred bytes on the wire whatever it would cost once every cell is a value.
+/// An HTTP/1.1 response as a test reads it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// `GET http://{address}{path}`, with `accept` as the `Accept` header if given.
+pub async fn http_get(
+    address: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> anyhow::Result<HttpResponse> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut request = hyper::Request::get(path).header("host", address.to_string());
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = sender
+        .send_request(request.body(http_body_util::Empty::<hyper::body::Bytes>::new())?)
+        .await?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(HttpResponse {
+        status,
+        content_type,
+        body: String::from_utf8(body.to_vec())?,
+    })
+}
+
 pub fn null_batch(columns: usize, rows: usize) -> RecordBatch {
     use std::sync::Arc;
     let fields: Vec<arrow::datatypes::Field> = (1..=columns)

@@ -68,6 +68,9 @@ pub struct RegionEntry {
     pub flight_sql: String,
     /// Admin gRPC endpoint (`grpc://...`) for `domicile plugin|saga --endpoint`.
     pub admin: String,
+    /// Prometheus metrics (`http://127.0.0.1:PORT/metrics`); `/healthz` and `/readyz`
+    /// beside it.
+    pub metrics: String,
     pub data_dir: PathBuf,
     /// The users this node knows, as it sees them.
     pub users: Vec<UserEntry>,
@@ -275,12 +278,19 @@ pub async fn run(
         let mut config = NodeConfig::load(&config_path(&data_dir, region))?;
         // The transport is chosen per run: the same demo may restart with or without it.
         config.cdc.kafka_brokers.clone_from(&kafka);
+        // Metrics on a port of the OS's choosing (also for demos set up before they
+        // were served).
+        config
+            .listen
+            .metrics
+            .get_or_insert_with(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let peer_listener = listeners.as_mut().and_then(Iterator::next);
         let node = Node::start_with_peer_listener(&config, peer_listener)
             .await
             .with_context(|| format!("{region} failed to start"))?;
         let flight = grpc_url(node.listening.flight_sql);
         let admin = node.listening.admin.context("admin API not listening")?;
+        let metrics = node.listening.metrics.context("metrics not served")?;
         if fresh {
             upload_plugins(admin, jurisdiction, policy, &key, &plugins_dir).await?;
             run_script(&flight, SCHEMA).await?;
@@ -296,6 +306,7 @@ pub async fn run(
             jurisdiction: jurisdiction.into(),
             flight_sql: flight,
             admin: grpc_url(admin),
+            metrics: format!("http://{metrics}/metrics"),
             data_dir: config.data_dir.clone(),
             users: users_of(region),
         });
@@ -328,8 +339,8 @@ async fn print_welcome(mesh: &MeshFile, mesh_path: &Path) {
     println!("domicile demo: a payment processor in three regions, on loopback\n");
     for region in &mesh.regions {
         println!(
-            "  {:<13} {:<3} flight sql {}   admin {}",
-            region.region, region.jurisdiction, region.flight_sql, region.admin
+            "  {:<13} {:<3} flight sql {}   admin {}   metrics {}",
+            region.region, region.jurisdiction, region.flight_sql, region.admin, region.metrics
         );
     }
     println!(

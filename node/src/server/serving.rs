@@ -8,6 +8,8 @@ use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 use super::call_limit::{CallBounds, CallLimitLayer};
 use super::listeners::Bound;
@@ -52,14 +54,18 @@ pub(super) fn serve(
         ..
     } = bound;
     let flight_sql_service = flight_service(access, engines);
+    let flight_health = health::<FlightServiceServer<AdvertisedActions<FlightSqlServer>>>();
     let flight = serve_client(&config.listen, access, flight_sql, stop.clone(), |server| {
-        server.add_service(flight_sql_service)
+        server
+            .add_service(flight_health)
+            .add_service(flight_sql_service)
     })?;
     let admin = admin
         .map(|listener| {
             let service = admin_service(access, engines);
+            let health = health::<AdminServer<AdminService>>();
             serve_client(&config.listen, access, listener, stop.clone(), |server| {
-                server.add_service(service)
+                server.add_service(health).add_service(service)
             })
         })
         .transpose()?;
@@ -69,8 +75,12 @@ pub(super) fn serve(
     };
     let metrics_state = MetricsState {
         metrics: Arc::clone(&engines.metrics),
+        region: Arc::from(config.region.as_str()),
         store: storage.store.clone(),
         plugins: Arc::clone(&engines.plugins),
+        guard: Arc::clone(&engines.guard),
+        sagas: Arc::clone(&engines.sagas),
+        peers: Arc::clone(&mesh.monitor),
         cdc: Arc::clone(&engines.cdc),
         cache: Arc::clone(&storage.cache),
         auth: Arc::clone(&access.auth),
@@ -100,6 +110,17 @@ pub(super) fn serve(
         peer.context("peer server failed")?;
         metrics
     }))
+}
+
+/// `grpc.health.v1.Health` for a listener serving `S`: SERVING for the server as a
+/// whole ("") and for `S` by its gRPC name, NOT_FOUND for a service the listener does
+/// not carry. Unauthenticated, as health probes are; it tells nothing but that.
+fn health<S: tonic::server::NamedService>() -> HealthServer<impl Health> {
+    let (reporter, server) = tonic_health::server::health_reporter();
+    // The reporter's statuses live in a lock only its own methods take; nothing holds it
+    // yet, so setting them cannot wait.
+    futures::executor::block_on(reporter.set_service_status(S::NAME, ServingStatus::Serving));
+    server
 }
 
 /// One server, serving until told to stop.
@@ -179,6 +200,7 @@ fn peer_server(
         .tls_config(tls.server())
         .context("mesh TLS configuration")?
         .layer(call_limit(&config.listen))
+        .add_service(health::<PeerServer<PeerService>>())
         .add_service(service)
         .add_service(legs)
         .serve_with_incoming_shutdown(listener.incoming(), until(stop.clone()));

@@ -1,55 +1,57 @@
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::Metrics;
-use crate::cdc::CdcStatus;
-use crate::connection_gate::{ConnectionGate, GatedListener, GatedStream};
-use crate::plugins::PluginRegistry;
-use crate::storage::Store;
+use super::{Format, MetricsState};
+use crate::connection_gate::{GatedListener, GatedStream};
 
-/// What a scrape reads: the registry, and the state copied into it just before.
-#[derive(Clone)]
-pub struct MetricsState {
-    pub metrics: Arc<Metrics>,
-    pub store: Store,
-    pub plugins: Arc<PluginRegistry>,
-    pub cdc: Arc<CdcStatus>,
-    pub cache: Arc<crate::cache::NodeCache>,
-    pub auth: Arc<crate::auth::Authenticator>,
-    /// Every listener's connection gate.
-    pub connections: Vec<Arc<ConnectionGate>>,
-}
-
-/// Serves `GET /metrics` on `listener` until the future is dropped.
+/// Serves, on `listener`, until the future is dropped:
+/// - `GET /metrics`: the Prometheus exposition (text 0.0.4, or OpenMetrics 1.0 when
+///   `Accept` asks for it);
+/// - `GET /healthz`: 200 while the process serves HTTP (liveness);
+/// - `GET /readyz`: 200 when every readiness check passes, else 503; the body lists
+///   each check (`[+] name ok` / `[-] name failed: why`), as Kubernetes' own do.
 pub async fn serve_metrics(listener: GatedListener, state: MetricsState) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(scrape))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(state);
     axum::serve(listener, app).await
 }
 
-async fn scrape(State(state): State<MetricsState>) -> impl IntoResponse {
-    state.metrics.observe_storage(&state.store);
-    state.metrics.observe_plugins(&state.plugins);
-    state.metrics.observe_auth(state.auth.login_refusals());
-    state.metrics.observe_connections(&state.connections);
-    let store = state.store.clone();
-    let backlog = tokio::task::spawn_blocking(move || store.outbox_backlog())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    state.metrics.observe_cdc(&state.cdc, &backlog);
-    state.metrics.observe_cache(&state.cache.report());
+async fn scrape(State(state): State<MetricsState>, headers: HeaderMap) -> impl IntoResponse {
+    let format = Format::negotiate(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
     (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.encode(),
+        [(CONTENT_TYPE, format.content_type())],
+        state.scrape(format).await,
     )
+}
+
+async fn healthz() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/plain; charset=utf-8")], "ok\n")
+}
+
+async fn readyz(State(state): State<MetricsState>) -> impl IntoResponse {
+    let checks = state.readiness().await;
+    let ready = checks.iter().all(|(_, failure)| failure.is_none());
+    let mut body = String::new();
+    for (name, failure) in &checks {
+        match failure {
+            None => body.push_str(&format!("[+] {name} ok\n")),
+            Some(why) => body.push_str(&format!("[-] {name} failed: {why}\n")),
+        }
+    }
+    body.push_str(if ready { "ready\n" } else { "not ready\n" });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body)
 }
 
 /// The metrics listener admits connections like the others (`connection_gate`).

@@ -107,6 +107,36 @@ pub struct ResidencyGuard {
     region: Arc<str>,
     jurisdiction: String,
     mode: GuardMode,
+    decisions: DecisionCounts,
+}
+
+/// Decisions made since start, by path and outcome (`allow`, `allow-with`, `deny`,
+/// `unavailable`), for `/metrics`. Counted when decided, so a decision of a statement
+/// that later failed or rolled back counts too (the audit log holds the committed ones).
+#[derive(Debug, Default)]
+struct DecisionCounts(std::sync::Mutex<std::collections::BTreeMap<(&'static str, String), u64>>);
+
+impl DecisionCounts {
+    fn count(&self, audit: &AuditEntry) {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts
+            .entry((audit.path.as_str(), audit.decision.clone()))
+            .or_default() += 1;
+    }
+
+    fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
+        let counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts
+            .iter()
+            .map(|((path, decision), n)| (*path, decision.clone(), *n))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for ResidencyGuard {
@@ -169,11 +199,29 @@ impl ResidencyGuard {
             region,
             jurisdiction,
             mode,
+            decisions: DecisionCounts::default(),
         }
     }
 
     pub fn mode(&self) -> GuardMode {
         self.mode
+    }
+
+    /// Whether decisions can be made: the guard does not enforce, or the policy of its
+    /// jurisdiction is active (readiness: without it every governed write is refused).
+    pub fn policy_loaded(&self) -> bool {
+        self.mode != GuardMode::Enforce || self.policy().is_ok()
+    }
+
+    /// Decisions made since start: (path, outcome, count), for `/metrics`.
+    pub fn decisions(&self) -> Vec<(&'static str, String, u64)> {
+        self.decisions.snapshot()
+    }
+
+    /// Settles `audit`'s decision from `outcome` and counts it.
+    fn settle(&self, audit: &mut AuditEntry, outcome: &Result<(), GuardError>) {
+        finish(audit, outcome);
+        self.decisions.count(audit);
     }
 
     /// Whether rows of `def` need a decision at all: the guard is on and the table
@@ -273,7 +321,7 @@ impl ResidencyGuard {
         };
         let mut audit = self.entry(principal, path, &def.name, columns, destination, rows.len());
         let outcome = self.decide_store(def, rows, travel_to, &mut audit);
-        finish(&mut audit, &outcome);
+        self.settle(&mut audit, &outcome);
         Verdict {
             outcome,
             audit: Some(audit),
@@ -380,7 +428,7 @@ impl ResidencyGuard {
             }
             Ok(())
         })();
-        finish(&mut audit, &outcome);
+        self.settle(&mut audit, &outcome);
         Verdict {
             outcome,
             audit: Some(audit),
@@ -435,7 +483,7 @@ impl ResidencyGuard {
             .collect();
         let outcome = self.decide_egress(def, projection, &columns, &away, rows, &mut audits);
         for audit in &mut audits {
-            finish(audit, &outcome);
+            self.settle(audit, &outcome);
         }
         (outcome, audits)
     }
@@ -650,6 +698,7 @@ impl ResidencyGuard {
             (_, false) => "allow-with".into(),
         };
         audit.reason = (!changed.is_empty()).then(|| changed.join("; "));
+        self.decisions.count(&audit);
         Ok(ReplicationVerdict {
             rows: verdicts,
             audit: Some(audit),
@@ -700,7 +749,7 @@ impl ResidencyGuard {
             }
         }
         .await;
-        finish(&mut audit, &outcome);
+        self.settle(&mut audit, &outcome);
         (outcome, Some(audit))
     }
 
