@@ -162,8 +162,21 @@ async fn upload_swap_and_rollback_through_the_cli() {
     );
     assert_eq!(active(&sql.query(query).await.expect("plugins")), vec!["1"]);
 
-    let list = cli(&[&["plugin", "list"][..], &admin_args].concat(), "admin-pw");
-    let listed = String::from_utf8_lossy(&list.stdout);
-    assert_eq!(listed.lines().count(), 2, "{listed}");
-    assert!(listed.contains("v1 (active)"));
+    let list = cli(
+        &[&["plugin", "list", "-o", "json"][..], &admin_args].concat(),
+        "admin-pw",
+    );
+    let listed: serde_json::Value =
+        serde_json::from_slice(&list.stdout).expect("plugin list -o json");
+    let listed = listed.as_array().expect("an array");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let active: Vec<&serde_json::Value> = listed.iter().filter(|p| p["active"] == "true").collect();
+    assert_eq!(active.len(), 1, "{listed:?}");
+    assert_eq!(active[0]["version"], "1");
+    let table = cli(&[&["plugin", "list"][..], &admin_args].concat(), "admin-pw");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("jurisdiction") && table.contains("sha256"),
+        "{table}"
+    );
 }

@@ -156,8 +156,19 @@ async fn transfers_commit_once_and_refusals_compensate() {
     };
     let printed = start("k-1", "10.00", &[]);
     assert!(printed.starts_with(&started.id), "{printed}");
-    let committed = cli(&["list", "--state", "committed"]);
-    assert_eq!(committed.lines().count(), 1, "{committed}");
+    let committed = cli(&["list", "--state", "committed", "-o", "json"]);
+    let committed: serde_json::Value = serde_json::from_str(&committed).expect("JSON");
+    let committed = committed.as_array().expect("an array");
+    assert_eq!(committed.len(), 1, "{committed:?}");
+    assert_eq!(committed[0]["state"], "committed");
+    assert_eq!(committed[0]["id"], started.id.as_str());
+    // A table for people, and a sentence when there is nothing to list.
+    let table = cli(&["list"]);
+    assert!(
+        table.contains("idempotency_key") && table.contains(&started.id),
+        "{table}"
+    );
+    assert_eq!(cli(&["list", "--state", "stuck"]).trim(), "no stuck sagas");
     // `--wait-ms` prints how the saga ended.
     let waited = start("k-5", "1.00", &["--wait-ms", "30000"]);
     assert!(waited.contains(" committed "), "{waited}");

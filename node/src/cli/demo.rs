@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use super::admin_client::AdminSession;
 use super::endpoint::grpc_url;
-use super::sql_shell::{SqlShell, split_statements};
+use super::sql_shell::SqlShell;
+use super::statements::split_statements;
 use crate::config::NodeConfig;
 use crate::plugins::signing;
 use crate::saga::fields::{Field, Fields};
@@ -248,7 +249,7 @@ async fn upload_plugins(
 
 async fn run_script(endpoint: &str, script: &str) -> anyhow::Result<()> {
     let mut shell = SqlShell::connect(endpoint, ADMIN.0, ADMIN.1).await?;
-    for statement in split_statements(script) {
+    for statement in split_statements(script)? {
         let mut sink = Vec::new();
         let ok = shell.run(&statement, &mut sink).await?;
         anyhow::ensure!(

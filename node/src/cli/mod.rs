@@ -6,5 +6,7 @@ pub mod commands;
 pub mod demo;
 pub mod endpoint;
 pub mod logging;
+pub mod output;
 pub mod saga_cli;
 pub mod sql_shell;
+pub mod statements;

@@ -4,6 +4,7 @@
 use clap::Subcommand;
 
 use super::admin_client::AdminSession;
+use super::output::{OutputFormat, render};
 use crate::saga::fields::{Field, Fields};
 use crate::saga::{SagaRecord, StepState};
 
@@ -40,6 +41,9 @@ pub enum SagaCommand {
     List {
         #[arg(long)]
         state: Option<String>,
+        /// `table` (default) or `json`.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: OutputFormat,
     },
     /// One saga, step by step.
     Show { id: String },
@@ -86,6 +90,37 @@ pub fn summary(saga: &SagaRecord) -> String {
         saga.attempts(),
         saga.idempotency_key
     )
+}
+
+/// The columns of `saga list`.
+const SAGA_COLUMNS: [&str; 8] = [
+    "id",
+    "type",
+    "state",
+    "step",
+    "region",
+    "attempts",
+    "idempotency_key",
+    "last_error",
+];
+
+fn saga_rows(sagas: &[SagaRecord]) -> Vec<Vec<String>> {
+    sagas
+        .iter()
+        .map(|saga| {
+            let step = saga.current_step();
+            vec![
+                saga.id.clone(),
+                saga.saga_type.clone(),
+                saga.state.as_str().to_string(),
+                step.map(|s| s.name.clone()).unwrap_or_default(),
+                step.map(|s| s.region.clone()).unwrap_or_default(),
+                saga.attempts().to_string(),
+                saga.idempotency_key.clone(),
+                saga.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect()
 }
 
 fn details(saga: &SagaRecord) -> String {
@@ -143,10 +178,16 @@ pub async fn run(session: &mut AdminSession, command: SagaCommand) -> anyhow::Re
                 .await?;
             println!("{}", summary(&saga));
         }
-        SagaCommand::List { state } => {
-            for saga in session.sagas(state.as_deref()).await? {
-                println!("{}", summary(&saga));
-            }
+        SagaCommand::List { state, output } => {
+            let sagas = session.sagas(state.as_deref()).await?;
+            let empty = match &state {
+                Some(state) => format!("no {state} sagas"),
+                None => "no sagas".to_string(),
+            };
+            println!(
+                "{}",
+                render(output, &SAGA_COLUMNS, &saga_rows(&sagas), &empty)
+            );
         }
         SagaCommand::Show { id } => println!("{}", details(&session.saga(&id).await?)),
         SagaCommand::Retry { id } => {

@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 use tonic::transport::Channel;
 
 use super::endpoint::Target;
+use super::statements::{ends_statement, split_statements};
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 
 pub struct SqlShell {
@@ -123,49 +124,6 @@ fn describe(error: &FlightError) -> String {
     }
 }
 
-/// Splits a script into statements at semicolons outside quotes and comments.
-pub fn split_statements(script: &str) -> Vec<String> {
-    let mut statements = Vec::new();
-    let mut current = String::new();
-    let mut chars = script.chars().peekable();
-    let mut quote: Option<char> = None;
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) => {
-                current.push(c);
-                if c == q {
-                    quote = None;
-                }
-            }
-            None => match c {
-                '\'' | '"' => {
-                    quote = Some(c);
-                    current.push(c);
-                }
-                '-' if chars.peek() == Some(&'-') => {
-                    for c in chars.by_ref() {
-                        if c == '\n' {
-                            current.push('\n');
-                            break;
-                        }
-                    }
-                }
-                ';' => {
-                    if !current.trim().is_empty() {
-                        statements.push(current.trim().to_string());
-                    }
-                    current.clear();
-                }
-                _ => current.push(c),
-            },
-        }
-    }
-    if !current.trim().is_empty() {
-        statements.push(current.trim().to_string());
-    }
-    statements
-}
-
 /// Runs statements typed (or piped) on stdin; a statement ends with `;`.
 pub async fn interactive(shell: &mut SqlShell) -> anyhow::Result<bool> {
     let stdin = std::io::stdin();
@@ -181,10 +139,8 @@ pub async fn interactive(shell: &mut SqlShell) -> anyhow::Result<bool> {
         let line = line?;
         buffer.push_str(&line);
         buffer.push('\n');
-        if line.trim_end().ends_with(';') {
-            for statement in split_statements(&buffer) {
-                all_ok &= shell.run(&statement, &mut stdout).await?;
-            }
+        if ends_statement(&buffer) {
+            all_ok &= run_script(shell, &buffer, &mut stdout).await?;
             buffer.clear();
         }
         if terminal {
@@ -199,8 +155,27 @@ pub async fn interactive(shell: &mut SqlShell) -> anyhow::Result<bool> {
             stdout.flush()?;
         }
     }
-    for statement in split_statements(&buffer) {
-        all_ok &= shell.run(&statement, &mut stdout).await?;
+    all_ok &= run_script(shell, &buffer, &mut stdout).await?;
+    Ok(all_ok)
+}
+
+/// Runs each statement of `script` in turn; a script the tokenizer cannot read (an
+/// unterminated string) is reported, not sent. Returns whether every statement succeeded.
+pub async fn run_script(
+    shell: &mut SqlShell,
+    script: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<bool> {
+    let statements = match split_statements(script) {
+        Ok(statements) => statements,
+        Err(error) => {
+            writeln!(out, "ERROR: {error}")?;
+            return Ok(false);
+        }
+    };
+    let mut all_ok = true;
+    for statement in statements {
+        all_ok &= shell.run(&statement, out).await?;
     }
     Ok(all_ok)
 }
@@ -216,22 +191,4 @@ pub fn read_password(password_file: Option<&std::path::Path>) -> anyhow::Result<
         return Ok(password);
     }
     bail!("no password: pass --password-file FILE or set DOMICILE_PASSWORD")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_statements;
-
-    #[test]
-    fn splits_at_semicolons_outside_quotes_and_comments() {
-        let script = "CREATE TABLE t (a TEXT PRIMARY KEY); -- done; really\nINSERT INTO t VALUES ('x;y');\n\nSELECT 1";
-        assert_eq!(
-            split_statements(script),
-            vec![
-                "CREATE TABLE t (a TEXT PRIMARY KEY)",
-                "INSERT INTO t VALUES ('x;y')",
-                "SELECT 1"
-            ]
-        );
-    }
 }

@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use crate::bounded_file;
 use crate::cli::admin_client::{AdminArgs, describe};
+use crate::cli::output::{OutputFormat, render};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -31,6 +32,9 @@ pub enum PluginCommand {
     List {
         #[command(flatten)]
         admin: AdminArgs,
+        /// `table` (default) or `json`.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: OutputFormat,
     },
     /// Make a stored version active again.
     Activate {
@@ -98,10 +102,34 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             println!("uploaded {}", describe(&info));
             Ok(())
         }
-        PluginCommand::List { admin } => {
-            for info in admin.connect().await?.list().await? {
-                println!("{}", describe(&info));
-            }
+        PluginCommand::List { admin, output } => {
+            let plugins = admin.connect().await?.list().await?;
+            let columns = [
+                "jurisdiction",
+                "kind",
+                "version",
+                "active",
+                "sha256",
+                "signer",
+                "bytes",
+                "refused",
+            ];
+            let rows: Vec<Vec<String>> = plugins
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.jurisdiction.clone(),
+                        p.kind.clone(),
+                        p.version.to_string(),
+                        p.active.to_string(),
+                        p.sha256.clone(),
+                        p.signer.clone(),
+                        p.size_bytes.to_string(),
+                        p.refused_reason.clone(),
+                    ]
+                })
+                .collect();
+            println!("{}", render(output, &columns, &rows, "no plugins"));
             Ok(())
         }
         PluginCommand::Activate { admin, plugin } => {

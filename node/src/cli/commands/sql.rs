@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::bounded_file;
 use crate::cli::endpoint::Target;
-use crate::cli::sql_shell::{SqlShell, interactive, read_password, split_statements};
+use crate::cli::sql_shell::{SqlShell, interactive, read_password, run_script};
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
@@ -41,11 +41,7 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<bool> {
         (None, Some(path)) => {
             let script =
                 bounded_file::read_to_string(&path, crate::limits::SQL_SCRIPT_FILE_SIZE_MAX_BYTES)?;
-            let mut all_ok = true;
-            for statement in split_statements(&script) {
-                all_ok &= shell.run(&statement, &mut stdout).await?;
-            }
-            Ok(all_ok)
+            run_script(&mut shell, &script, &mut stdout).await
         }
         (None, None) => interactive(&mut shell).await,
     }
