@@ -34,9 +34,9 @@ pub struct AdminArgs {
 }
 
 impl AdminArgs {
-    /// Logs in with the password from `password_file` or DOMICILE_PASSWORD.
+    /// Logs in with the password from `password_file`, DOMICILE_PASSWORD or the terminal.
     pub async fn connect(&self) -> anyhow::Result<AdminSession> {
-        let password = super::sql_shell::read_password(self.password_file.as_deref())?;
+        let password = super::sql_shell::read_password(&self.user, self.password_file.as_deref())?;
         AdminSession::connect_to(&self.target, &self.user, &password).await
     }
 }

@@ -5,6 +5,7 @@ pub mod bundled_plugins;
 pub mod commands;
 pub mod demo;
 pub mod endpoint;
+pub mod interactive;
 pub mod logging;
 pub mod output;
 pub mod saga_cli;

@@ -2,7 +2,7 @@
 //! statements (`-f`), or reads statements from stdin (interactive when it is a terminal),
 //! printing tables, row counts and timings.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -14,10 +14,12 @@ use futures::TryStreamExt;
 use tonic::transport::Channel;
 
 use super::endpoint::Target;
-use super::statements::{ends_statement, split_statements};
+use super::statements::split_statements;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 
 pub struct SqlShell {
+    /// Whether outcomes carry their time (`\timing` toggles it).
+    pub timing: bool,
     client: FlightSqlServiceClient<Channel>,
 }
 
@@ -45,7 +47,10 @@ impl SqlShell {
                 .unwrap_or(&text);
             anyhow::anyhow!("login failed: {reason}")
         })?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            timing: true,
+        })
     }
 
     /// Runs one statement and prints its outcome. Errors are printed, not returned, so
@@ -58,16 +63,20 @@ impl SqlShell {
                 if !batches.is_empty() && batches[0].num_columns() > 0 {
                     writeln!(out, "{}", pretty_format_batches(&batches)?)?;
                 }
-                writeln!(
-                    out,
-                    "({rows} row{}, {:.1} ms)",
-                    if rows == 1 { "" } else { "s" },
-                    ms(started)
-                )?;
+                let plural = if rows == 1 { "" } else { "s" };
+                if self.timing {
+                    writeln!(out, "({rows} row{plural}, {:.1} ms)", ms(started))?;
+                } else {
+                    writeln!(out, "({rows} row{plural})")?;
+                }
                 Ok(true)
             }
             Ok(Outcome::Done) => {
-                writeln!(out, "OK ({:.1} ms)", ms(started))?;
+                if self.timing {
+                    writeln!(out, "OK ({:.1} ms)", ms(started))?;
+                } else {
+                    writeln!(out, "OK")?;
+                }
                 Ok(true)
             }
             Err(error) => {
@@ -124,41 +133,6 @@ fn describe(error: &FlightError) -> String {
     }
 }
 
-/// Runs statements typed (or piped) on stdin; a statement ends with `;`.
-pub async fn interactive(shell: &mut SqlShell) -> anyhow::Result<bool> {
-    let stdin = std::io::stdin();
-    let terminal = stdin.is_terminal();
-    let mut buffer = String::new();
-    let mut all_ok = true;
-    let mut stdout = std::io::stdout();
-    if terminal {
-        print!("domicile> ");
-        stdout.flush()?;
-    }
-    for line in stdin.lock().lines() {
-        let line = line?;
-        buffer.push_str(&line);
-        buffer.push('\n');
-        if ends_statement(&buffer) {
-            all_ok &= run_script(shell, &buffer, &mut stdout).await?;
-            buffer.clear();
-        }
-        if terminal {
-            print!(
-                "{}",
-                if buffer.is_empty() {
-                    "domicile> "
-                } else {
-                    "      ... "
-                }
-            );
-            stdout.flush()?;
-        }
-    }
-    all_ok &= run_script(shell, &buffer, &mut stdout).await?;
-    Ok(all_ok)
-}
-
 /// Runs each statement of `script` in turn; a script the tokenizer cannot read (an
 /// unterminated string) is reported, not sent. Returns whether every statement succeeded.
 pub async fn run_script(
@@ -180,7 +154,12 @@ pub async fn run_script(
     Ok(all_ok)
 }
 
-pub fn read_password(password_file: Option<&std::path::Path>) -> anyhow::Result<String> {
+/// The password of `user`: from `password_file`, else `DOMICILE_PASSWORD`, else asked
+/// for on the terminal (not echoed) when there is one.
+pub fn read_password(
+    user: &str,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
     if let Some(path) = password_file {
         let text =
             crate::bounded_file::read_to_string(path, crate::limits::PASSWORD_SIZE_MAX_BYTES)
@@ -189,6 +168,10 @@ pub fn read_password(password_file: Option<&std::path::Path>) -> anyhow::Result<
     }
     if let Ok(password) = std::env::var("DOMICILE_PASSWORD") {
         return Ok(password);
+    }
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password(format!("Password for {user}: "))
+            .context("reading the password from the terminal");
     }
     bail!("no password: pass --password-file FILE or set DOMICILE_PASSWORD")
 }

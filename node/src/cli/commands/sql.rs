@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use crate::bounded_file;
 use crate::cli::endpoint::Target;
-use crate::cli::sql_shell::{SqlShell, interactive, read_password, run_script};
+use crate::cli::interactive::interactive;
+use crate::cli::sql_shell::{SqlShell, read_password, run_script};
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
@@ -12,7 +13,7 @@ pub struct SqlArgs {
     target: Target,
     #[arg(long)]
     user: String,
-    /// File holding the password; else DOMICILE_PASSWORD.
+    /// File holding the password; else DOMICILE_PASSWORD; else asked on the terminal.
     #[arg(long)]
     password_file: Option<PathBuf>,
     /// Run this statement and exit.
@@ -33,7 +34,7 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<bool> {
         execute,
         file,
     } = args;
-    let password = read_password(password_file.as_deref())?;
+    let password = read_password(&user, password_file.as_deref())?;
     let mut shell = SqlShell::connect_to(&target, &user, &password).await?;
     let mut stdout = std::io::stdout();
     match (execute, file) {
