@@ -41,6 +41,19 @@ impl Demo {
             startup: Vec::new(),
         };
         demo.startup = demo.wait_for("ready;", Duration::from_secs(120));
+        // The first line says what is happening before the slow part starts, and each
+        // region reports its progress.
+        assert!(
+            demo.startup
+                .first()
+                .is_some_and(|l| l.starts_with("starting us-east, eu-central and ap-southeast")),
+            "{:?}",
+            demo.startup
+        );
+        for region in ["us-east", "eu-central", "ap-southeast"] {
+            let started = format!("  {region}: node started");
+            assert!(demo.startup.contains(&started), "{:?}", demo.startup);
+        }
         demo
     }
 

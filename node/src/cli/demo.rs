@@ -292,6 +292,7 @@ pub async fn run(
         let flight = grpc_url(node.listening.flight_sql);
         let admin = node.listening.admin.context("admin API not listening")?;
         let metrics = node.listening.metrics.context("metrics not served")?;
+        println!("  {region}: node started");
         if fresh {
             upload_plugins(admin, jurisdiction, policy, &key, &plugins_dir).await?;
             run_script(&flight, SCHEMA).await?;
@@ -301,6 +302,7 @@ pub async fn run(
                 .map(|(_, sql)| *sql)
                 .unwrap_or_default();
             run_script(&flight, data).await?;
+            println!("  {region}: plugins uploaded, schema and sample data loaded");
         }
         entries.push(RegionEntry {
             region: region.into(),
