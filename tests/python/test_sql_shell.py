@@ -3,6 +3,9 @@ uses it: the password asked for and not echoed, line editing and history (Up rec
 the last statement, kept across sessions), psql-style `\\d` and `\\timing`, statements
 split by the SQL tokenizer."""
 
+import csv
+import io
+import json
 import os
 import pathlib
 import subprocess
@@ -87,3 +90,26 @@ def test_without_a_terminal_nothing_is_asked(node):
     )
     assert done.returncode != 0
     assert "no password: pass --password-file FILE or set DOMICILE_PASSWORD" in done.stderr
+
+
+def run_sql(node, *args):
+    env = {**os.environ, "DOMICILE_PASSWORD": PASSWORDS["admin"]}
+    return subprocess.run(
+        [domicile_binary(), "sql", "--endpoint", node, "--user", "admin", *args],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_results_as_csv_and_json_keep_stdout_for_data(node):
+    query = "SELECT 1 AS n, 'a,\"b\"' AS s UNION ALL SELECT 2, NULL ORDER BY n"
+    done = run_sql(node, "--format", "csv", "-e", query)
+    assert done.returncode == 0, done.stderr
+    assert list(csv.reader(io.StringIO(done.stdout))) == [["n", "s"], ["1", 'a,"b"'], ["2", ""]]
+    assert "(2 rows" in done.stderr
+    done = run_sql(node, "--format", "json", "-e", query)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"n": 1, "s": 'a,"b"'}, {"n": 2}]
+    # An error goes to stderr and fails the command; stdout stays parseable (empty).
+    done = run_sql(node, "--format", "json", "-e", "SELECT * FROM no_such_table")
+    assert done.returncode != 0
+    assert done.stdout == "" and "ERROR:" in done.stderr

@@ -17,9 +17,22 @@ use super::endpoint::Target;
 use super::statements::split_statements;
 use crate::limits::GRPC_MESSAGE_SIZE_MAX_BYTES;
 
+/// How `domicile sql` prints a result (`--format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultFormat {
+    /// A table, then the row count (and time).
+    #[default]
+    Table,
+    /// RFC 4180 CSV with a header row; row counts, `OK` and times go to stderr.
+    Csv,
+    /// One JSON array of objects per result; row counts, `OK` and times go to stderr.
+    Json,
+}
+
 pub struct SqlShell {
     /// Whether outcomes carry their time (`\timing` toggles it).
     pub timing: bool,
+    pub format: ResultFormat,
     client: FlightSqlServiceClient<Channel>,
 }
 
@@ -50,6 +63,7 @@ impl SqlShell {
         Ok(Self {
             client,
             timing: true,
+            format: ResultFormat::Table,
         })
     }
 
@@ -60,30 +74,63 @@ impl SqlShell {
         match self.execute(sql).await {
             Ok(Outcome::Rows(batches)) => {
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-                if !batches.is_empty() && batches[0].num_columns() > 0 {
-                    writeln!(out, "{}", pretty_format_batches(&batches)?)?;
-                }
                 let plural = if rows == 1 { "" } else { "s" };
-                if self.timing {
-                    writeln!(out, "({rows} row{plural}, {:.1} ms)", ms(started))?;
-                } else {
-                    writeln!(out, "({rows} row{plural})")?;
+                let status = match self.time(started) {
+                    Some(ms) => format!("({rows} row{plural}, {ms:.1} ms)"),
+                    None => format!("({rows} row{plural})"),
+                };
+                match self.format {
+                    ResultFormat::Table => {
+                        if !batches.is_empty() && batches[0].num_columns() > 0 {
+                            writeln!(out, "{}", pretty_format_batches(&batches)?)?;
+                        }
+                        writeln!(out, "{status}")?;
+                    }
+                    ResultFormat::Csv => {
+                        let mut writer = arrow_csv::WriterBuilder::new()
+                            .with_header(true)
+                            .build(&mut *out);
+                        for batch in &batches {
+                            writer.write(batch)?;
+                        }
+                        eprintln!("{status}");
+                    }
+                    ResultFormat::Json => {
+                        let mut writer = arrow_json::ArrayWriter::new(&mut *out);
+                        for batch in &batches {
+                            writer.write(batch)?;
+                        }
+                        writer.finish()?;
+                        writeln!(out)?;
+                        eprintln!("{status}");
+                    }
                 }
                 Ok(true)
             }
             Ok(Outcome::Done) => {
-                if self.timing {
-                    writeln!(out, "OK ({:.1} ms)", ms(started))?;
-                } else {
-                    writeln!(out, "OK")?;
+                let status = match self.time(started) {
+                    Some(ms) => format!("OK ({ms:.1} ms)"),
+                    None => "OK".to_string(),
+                };
+                match self.format {
+                    ResultFormat::Table => writeln!(out, "{status}")?,
+                    ResultFormat::Csv | ResultFormat::Json => eprintln!("{status}"),
                 }
                 Ok(true)
             }
             Err(error) => {
-                writeln!(out, "ERROR: {error}")?;
+                match self.format {
+                    ResultFormat::Table => writeln!(out, "ERROR: {error}")?,
+                    ResultFormat::Csv | ResultFormat::Json => eprintln!("ERROR: {error}"),
+                }
                 Ok(false)
             }
         }
+    }
+
+    /// Milliseconds since `started`, when timing is on.
+    fn time(&self, started: Instant) -> Option<f64> {
+        self.timing.then(|| ms(started))
     }
 
     async fn execute(&mut self, sql: &str) -> anyhow::Result<Outcome> {

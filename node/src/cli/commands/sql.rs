@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::bounded_file;
 use crate::cli::endpoint::Target;
 use crate::cli::interactive::interactive;
-use crate::cli::sql_shell::{SqlShell, read_password, run_script};
+use crate::cli::sql_shell::{ResultFormat, SqlShell, read_password, run_script};
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
@@ -22,6 +22,10 @@ pub struct SqlArgs {
     /// Run the statements in this file and exit.
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
+    /// How results are printed: `table` (default), `csv` or `json` (for csv and json,
+    /// row counts and `OK` go to stderr, so stdout holds only data).
+    #[arg(long, value_enum, default_value_t)]
+    format: ResultFormat,
 }
 
 /// Runs the statement, the file or an interactive session; whether every statement
@@ -33,9 +37,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<bool> {
         password_file,
         execute,
         file,
+        format,
     } = args;
     let password = read_password(&user, password_file.as_deref())?;
     let mut shell = SqlShell::connect_to(&target, &user, &password).await?;
+    shell.format = format;
     let mut stdout = std::io::stdout();
     match (execute, file) {
         (Some(sql), _) => shell.run(&sql, &mut stdout).await,
