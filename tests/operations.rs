@@ -320,6 +320,38 @@ async fn mesh_nodes_know_their_peers_and_serve_every_metric_the_dashboard_reads(
         scrape = get(eu, "/metrics", None).await.body;
     }
     assert!(sample(&scrape, "domicile_peer_rtt_seconds{region=\"us-east\"}") > Some(0.0));
+
+    // `domicile mesh status` says the same, as JSON for scripts and as a table.
+    let status = |format: &str| {
+        let out = Command::new(domicile_tests::domicile_binary())
+            .args([
+                "mesh",
+                "status",
+                "--endpoint",
+                &eu.endpoint(),
+                "--user",
+                "admin",
+            ])
+            .args(["-o", format])
+            .env("DOMICILE_PASSWORD", "admin-pw")
+            .stdin(Stdio::null())
+            .output()
+            .expect("domicile mesh status");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let regions: serde_json::Value = serde_json::from_str(&status("json")).expect("JSON");
+    let regions = regions.as_array().expect("an array");
+    assert_eq!(regions.len(), 2, "{regions:?}");
+    assert_eq!(regions[0]["region"], "eu-central");
+    assert_eq!(regions[0]["is_self"], "true");
+    assert_eq!(regions[1]["region"], "us-east");
+    assert_eq!(regions[1]["reachable"], "true");
+    let table = status("table");
+    assert!(
+        table.contains("rtt_ms") && table.contains("us-east"),
+        "{table}"
+    );
     assert_eq!(promtool_complaints(&scrape), "");
 
     // The peer listener's health, asked with a mesh certificate (the listener is

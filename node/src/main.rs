@@ -2,7 +2,7 @@
 //! `domicile::cli::commands::<subcommand>`.
 
 use clap::{Parser, Subcommand};
-use domicile::cli::commands::{audit, certs, demo, hash_password, node, plugin, saga, sql};
+use domicile::cli::commands::{audit, certs, demo, hash_password, mesh, node, plugin, saga, sql};
 
 /// glibc's malloc took a sixth of a loaded node's CPU (fragmentation, consolidation of
 /// the page-sized buffers storage and gRPC allocate and free on different threads);
@@ -49,6 +49,11 @@ enum Command {
     },
     /// Sagas of a node, through its admin API.
     Saga(saga::SagaArgs),
+    /// The mesh as a node sees it.
+    Mesh {
+        #[command(subcommand)]
+        command: mesh::MeshCommand,
+    },
 }
 
 fn main() {
@@ -80,5 +85,6 @@ fn run() -> anyhow::Result<bool> {
         Command::Certs { command } => done(certs::run(command)),
         Command::Audit { command } => audit::run(command, &runtime),
         Command::Saga(args) => done(runtime.block_on(saga::run(args))),
+        Command::Mesh { command } => done(runtime.block_on(mesh::run(command))),
     }
 }

@@ -128,6 +128,14 @@ impl SqlShell {
         }
     }
 
+    /// The rows `sql` answers (empty for a statement without a result).
+    pub async fn query(&mut self, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+        match self.execute(sql).await? {
+            Outcome::Rows(batches) => Ok(batches),
+            Outcome::Done => Ok(Vec::new()),
+        }
+    }
+
     /// Milliseconds since `started`, when timing is on.
     fn time(&self, started: Instant) -> Option<f64> {
         self.timing.then(|| ms(started))

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod certs;
 pub mod demo;
 pub mod hash_password;
+pub mod mesh;
 pub mod node;
 pub mod plugin;
 pub mod saga;
