@@ -29,6 +29,26 @@ pub enum ResultFormat {
     Json,
 }
 
+/// How a command reaches a node's Flight SQL listener and logs in.
+#[derive(clap::Args)]
+pub struct SqlLogin {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long)]
+    pub user: String,
+    /// File holding the password; else DOMICILE_PASSWORD; else asked on the terminal.
+    #[arg(long)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl SqlLogin {
+    /// Reads the password (see [`read_password`]) and logs in.
+    pub async fn connect(&self) -> anyhow::Result<SqlShell> {
+        let password = read_password(&self.user, self.password_file.as_deref())?;
+        SqlShell::connect_to(&self.target, &self.user, &password).await
+    }
+}
+
 pub struct SqlShell {
     /// Whether outcomes carry their time (`\timing` toggles it).
     pub timing: bool,

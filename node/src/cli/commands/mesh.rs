@@ -1,25 +1,17 @@
 //! `domicile mesh status`: the regions a node knows, as it sees them (its
 //! `system.regions`: peers, reachability, round trip, replica lag), as a table or JSON.
 
-use std::path::PathBuf;
-
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::cli::endpoint::Target;
 use crate::cli::output::{OutputFormat, render};
-use crate::cli::sql_shell::{SqlShell, read_password};
+use crate::cli::sql_shell::SqlLogin;
 
 #[derive(clap::Subcommand)]
 pub enum MeshCommand {
     /// Every region the node knows: address, reachable, round trip, replica lag.
     Status {
         #[command(flatten)]
-        target: Target,
-        #[arg(long)]
-        user: String,
-        /// File holding the password; else DOMICILE_PASSWORD; else asked on the terminal.
-        #[arg(long)]
-        password_file: Option<PathBuf>,
+        login: SqlLogin,
         /// `table` (default) or `json`.
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: OutputFormat,
@@ -37,14 +29,8 @@ const COLUMNS: [&str; 7] = [
 ];
 
 pub async fn run(command: MeshCommand) -> anyhow::Result<()> {
-    let MeshCommand::Status {
-        target,
-        user,
-        password_file,
-        output,
-    } = command;
-    let password = read_password(&user, password_file.as_deref())?;
-    let mut shell = SqlShell::connect_to(&target, &user, &password).await?;
+    let MeshCommand::Status { login, output } = command;
+    let mut shell = login.connect().await?;
     let batches = shell
         .query(&format!(
             "SELECT {} FROM system.regions ORDER BY region",

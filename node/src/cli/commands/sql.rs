@@ -3,19 +3,13 @@
 use std::path::PathBuf;
 
 use crate::bounded_file;
-use crate::cli::endpoint::Target;
 use crate::cli::interactive::interactive;
-use crate::cli::sql_shell::{ResultFormat, SqlShell, read_password, run_script};
+use crate::cli::sql_shell::{ResultFormat, SqlLogin, run_script};
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
     #[command(flatten)]
-    target: Target,
-    #[arg(long)]
-    user: String,
-    /// File holding the password; else DOMICILE_PASSWORD; else asked on the terminal.
-    #[arg(long)]
-    password_file: Option<PathBuf>,
+    login: SqlLogin,
     /// Run this statement and exit.
     #[arg(short = 'e', long = "execute", conflicts_with = "file")]
     execute: Option<String>,
@@ -32,15 +26,12 @@ pub struct SqlArgs {
 /// succeeded.
 pub async fn run(args: SqlArgs) -> anyhow::Result<bool> {
     let SqlArgs {
-        target,
-        user,
-        password_file,
+        login,
         execute,
         file,
         format,
     } = args;
-    let password = read_password(&user, password_file.as_deref())?;
-    let mut shell = SqlShell::connect_to(&target, &user, &password).await?;
+    let mut shell = login.connect().await?;
     shell.format = format;
     let mut stdout = std::io::stdout();
     match (execute, file) {
