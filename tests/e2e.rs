@@ -34,5 +34,6 @@ mod saga;
 mod saga_step;
 mod single_node;
 mod slt;
+mod traces;
 mod transactions;
 mod value_free_errors;

@@ -6,6 +6,7 @@
 // The lower crates under the module names the rest of the node uses.
 pub use domicile_engine::{
     auth, cache, cdc, config, connection_gate, grpc_status, metrics, peers, residency, saga, sql,
+    trace_context,
 };
 pub use domicile_model::{bounded_file, catalog, client_address, clock, error_kind, limits};
 pub use domicile_plugin_host as plugins;

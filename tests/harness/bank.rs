@@ -25,6 +25,13 @@ pub async fn bank(step_timeout: Duration) -> Mesh {
         &format!("\n[saga]\nstep_timeout_ms = {}\n", step_timeout.as_millis()),
     )
     .expect("mesh");
+    open_accounts(&mesh).await;
+    mesh
+}
+
+/// The bundled `transfer-saga` plugin and `accounts` on every node of `mesh`, with
+/// account 1001 in us-east holding 100.00 and 2001 in eu-central holding 5.00.
+pub async fn open_accounts(mesh: &Mesh) {
     for node in &mesh.nodes {
         node.upload_plugin("saga-step", "transfer_saga", 1)
             .expect("saga plugin");
@@ -40,7 +47,6 @@ pub async fn bank(step_timeout: Duration) -> Mesh {
             .await
             .expect("account");
     }
-    mesh
 }
 
 /// An admin-API session of `node` as the harness user `writer` (homed in its region).

@@ -21,6 +21,7 @@ pub mod bank;
 mod kafka_broker;
 mod link_proxy;
 mod mesh;
+pub mod otlp;
 pub mod overload;
 pub mod postgres;
 pub mod sql_engines;

@@ -63,6 +63,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub logging: LoggingConfig,
     #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
     pub users: Vec<UserConfig>,
     /// Other regions' nodes; used by the mesh (not yet connected by this version).
     #[serde(default)]
@@ -359,6 +361,49 @@ fn default_log_level() -> String {
     "info".into()
 }
 
+/// `[telemetry]`: distributed tracing, off unless `otlp_endpoint` is set.
+///
+/// The node's spans (each gRPC call, plan, statement, storage commit, plugin call, peer
+/// call, saga step, CDC relay and apply) are exported in batches over OTLP/gRPC. W3C
+/// trace context (`traceparent`) is taken from a client's request headers and carried
+/// on in peer calls, mesh legs, saga steps and CDC messages (mesh or Kafka header), so
+/// one trace follows a routed read or a transfer across regions. Spans hold no value of
+/// a row and no SQL text.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317` (an OpenTelemetry
+    /// Collector, Jaeger, Tempo). Unset: no spans leave the process and no trace context
+    /// is carried on.
+    pub otlp_endpoint: Option<String>,
+    /// The fraction (0.0 to 1.0) of traces begun at this node that are recorded; a trace
+    /// begun by a caller keeps the caller's decision (parent-based sampling).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// The `service.name` the spans are exported under; each span also carries
+    /// `domicile.region`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: default_sample_ratio(),
+            service_name: default_service_name(),
+        }
+    }
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+fn default_service_name() -> String {
+    "domicile".into()
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
@@ -625,6 +670,29 @@ impl NodeConfig {
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map_err(|e| invalid("logging.level", e.to_string()))?;
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            let scheme_ok = endpoint
+                .parse::<tonic::codegen::http::Uri>()
+                .ok()
+                .filter(|uri| uri.host().is_some())
+                .and_then(|uri| uri.scheme_str().map(str::to_string))
+                .is_some_and(|scheme| scheme == "http" || scheme == "https");
+            if !scheme_ok {
+                return Err(invalid(
+                    "telemetry.otlp_endpoint",
+                    "must be an http:// or https:// URL of an OTLP/gRPC collector, e.g. http://127.0.0.1:4317",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return Err(invalid(
+                "telemetry.sample_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.telemetry.service_name.trim().is_empty() {
+            return Err(invalid("telemetry.service_name", "must not be empty"));
+        }
         Ok(())
     }
 }
@@ -688,6 +756,16 @@ home_region = "eu-central"
         assert_eq!(config.listen.connections_per_address, 256);
         assert_eq!(config.listen.calls_in_flight, 2_048);
         assert_eq!(config.listen.calls_in_flight_per_address, 512);
+        assert_eq!(config.telemetry.otlp_endpoint, None);
+        assert_eq!(config.telemetry.sample_ratio, 1.0);
+        let traced = load(&format!(
+            "{GOOD}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\n"
+        ))
+        .expect("an OTLP endpoint");
+        assert_eq!(
+            traced.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
     }
 
     #[test]
@@ -728,6 +806,18 @@ home_region = "eu-central"
             (
                 format!("{GOOD}\n[storage]\ncommit_window_us = 60000\n"),
                 "storage.commit_window_us",
+            ),
+            (
+                format!("{GOOD}\n[telemetry]\notlp_endpoint = \"127.0.0.1:4317\"\n"),
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                format!("{GOOD}\n[telemetry]\notlp_endpoint = \"ftp://collector:4317\"\n"),
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                format!("{GOOD}\n[telemetry]\nsample_ratio = 1.5\n"),
+                "telemetry.sample_ratio",
             ),
             (
                 GOOD.replace(

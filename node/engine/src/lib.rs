@@ -27,3 +27,4 @@ pub mod peers;
 pub mod residency;
 pub mod saga;
 pub mod sql;
+pub mod trace_context;

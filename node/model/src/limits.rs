@@ -180,6 +180,14 @@ pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 32;
 /// Largest header block of one call, in bytes (decoded; `authorization` is bounded
 /// separately, at 4 KiB).
 pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 16 << 10;
+/// Largest W3C trace context value read from outside the process (`traceparent` is 55
+/// bytes in version 00; `tracestate` at most 32 members of 256 bytes, but a larger one
+/// is dropped, as the spec allows): a longer value is ignored before it is parsed, and the
+/// span starts a trace of its own. <https://www.w3.org/TR/trace-context/#tracestate-limits>
+pub const TRACE_CONTEXT_BYTES_MAX: usize = 512;
+/// Links one batch span (a CDC relay) keeps to the traces of the statements it carries;
+/// the others' messages still continue their own traces.
+pub const TRACE_LINKS_MAX: usize = 32;
 /// Calls a gRPC listener has accepted and not yet answered (a streaming answer counts
 /// until its first message), over all its connections; the next call is refused at
 /// once with RESOURCE_EXHAUSTED. Streams held open without a request body cost ~40 KB

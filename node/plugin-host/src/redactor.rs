@@ -100,7 +100,7 @@ impl RedactorPlugin {
                 .instantiated(&self.stats, &mut store, instance)?;
             let call = instance.domicile_plugin_redactor();
             let call = call.call_redact(&mut store, batch);
-            self.runtime.run(&self.stats, call).await
+            self.runtime.run(&self.stats, "redact", call).await
         })?;
         let redacted = answer.map_err(|reason| {
             self.stats.record_rejected_answer();

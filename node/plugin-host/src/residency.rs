@@ -87,7 +87,7 @@ impl ResidencyPolicyPlugin {
             let (i, mut s) = self.instance().await?;
             let call = i.domicile_plugin_residency();
             let call = call.call_may_store(&mut s, batch, target);
-            self.runtime.run(&self.stats, call).await
+            self.runtime.run(&self.stats, "may_store", call).await
         })?;
         check_batch_decision(&decision, batch)
             .inspect_err(|_| self.stats.record_rejected_answer())?;
@@ -105,7 +105,7 @@ impl ResidencyPolicyPlugin {
             let (i, mut s) = self.instance().await?;
             let call = i.domicile_plugin_residency();
             let call = call.call_may_leave(&mut s, batch, destination, why);
-            self.runtime.run(&self.stats, call).await
+            self.runtime.run(&self.stats, "may_leave", call).await
         })?;
         check_batch_decision(&decision, batch)
             .inspect_err(|_| self.stats.record_rejected_answer())?;
@@ -123,7 +123,7 @@ impl ResidencyPolicyPlugin {
         let (i, mut s) = self.instance().await?;
         let call = i.domicile_plugin_residency();
         let call = call.call_may_send_step(&mut s, payload, source, destination);
-        let decision = self.runtime.run(&self.stats, call).await?;
+        let decision = self.runtime.run(&self.stats, "may_send_step", call).await?;
         check_decision(&decision, None).inspect_err(|_| self.stats.record_rejected_answer())?;
         Ok(decision)
     }

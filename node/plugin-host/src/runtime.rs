@@ -519,13 +519,24 @@ impl PluginRuntime {
 
     /// Runs one call of an instantiated guest and records its outcome in `stats`. Every
     /// failure comes back classified, for the caller to fail closed on.
+    ///
+    /// Traced as a `plugin call` span named after the guest's `function` (inside the
+    /// traced work that asked, never on its own); its arguments are not recorded.
     pub(super) async fn run<T>(
         &self,
         stats: &CallStats,
+        function: &'static str,
         call: impl Future<Output = wasmtime::Result<T>>,
     ) -> Result<T, CallError> {
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("plugin call", plugin.function = function)
+        };
         let started = Instant::now();
-        let result = call.await.map_err(|e| self.classify(&e));
+        let result = tracing::Instrument::instrument(call, span)
+            .await
+            .map_err(|e| self.classify(&e));
         stats.record(started.elapsed(), result.as_ref().err());
         result
     }

@@ -145,7 +145,7 @@ impl SagaStepPlugin {
             let instance = runtime.instantiated(&stats, &mut store, instance)?;
             let call = instance.domicile_plugin_saga();
             let call = call.call_describe(&mut store);
-            runtime.run(&stats, call).await
+            runtime.run(&stats, "describe", call).await
         })
         .map_err(|e| LoadError::Instantiation(format!("describe failed: {e}")))?;
         for saga_type in &saga_types {
@@ -292,11 +292,11 @@ impl SagaStepPlugin {
         let answer = match direction {
             StepDirection::Execute => {
                 let call = saga.call_execute(&mut store, input);
-                self.runtime.run(&self.stats, call).await?
+                self.runtime.run(&self.stats, "execute", call).await?
             }
             StepDirection::Compensate => {
                 let call = saga.call_compensate(&mut store, input);
-                let answer = self.runtime.run(&self.stats, call).await?;
+                let answer = self.runtime.run(&self.stats, "compensate", call).await?;
                 answer.map(|()| Vec::new())
             }
         };

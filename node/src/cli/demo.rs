@@ -274,7 +274,10 @@ pub async fn run(
     let mut entries = Vec::new();
     let mut listeners = prepare(&data_dir)?.map(Vec::into_iter);
     let fresh = listeners.is_some();
+    let steps_per_region = if fresh { 2 } else { 1 };
+    let progress = super::progress::Progress::new(steps_per_region * REGIONS.len() as u64);
     for (region, jurisdiction, policy) in REGIONS {
+        progress.start(&format!("{region}: starting its node"));
         let key = key_path(&data_dir, jurisdiction);
         let mut config = NodeConfig::load(&config_path(&data_dir, region))?;
         // The transport is chosen per run: the same demo may restart with or without it.
@@ -292,8 +295,11 @@ pub async fn run(
         let flight = grpc_url(node.listening.flight_sql);
         let admin = node.listening.admin.context("admin API not listening")?;
         let metrics = node.listening.metrics.context("metrics not served")?;
-        println!("  {region}: node started");
+        progress.done(&format!("{region}: node started"));
         if fresh {
+            progress.start(&format!(
+                "{region}: uploading plugins, loading schema and sample data"
+            ));
             upload_plugins(admin, jurisdiction, policy, &key, &plugins_dir).await?;
             run_script(&flight, SCHEMA).await?;
             let data = DATA
@@ -302,7 +308,9 @@ pub async fn run(
                 .map(|(_, sql)| *sql)
                 .unwrap_or_default();
             run_script(&flight, data).await?;
-            println!("  {region}: plugins uploaded, schema and sample data loaded");
+            progress.done(&format!(
+                "{region}: plugins uploaded, schema and sample data loaded"
+            ));
         }
         entries.push(RegionEntry {
             region: region.into(),
@@ -315,6 +323,7 @@ pub async fn run(
         });
         nodes.push(node);
     }
+    progress.finish();
     let mesh = MeshFile { regions: entries };
     let mesh_path = data_dir.join("mesh.json");
     std::fs::write(&mesh_path, serde_json::to_vec_pretty(&mesh)?)?;

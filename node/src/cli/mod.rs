@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod interactive;
 pub mod logging;
 pub mod output;
+pub mod progress;
 pub mod saga_cli;
 pub mod sql_shell;
 pub mod statements;

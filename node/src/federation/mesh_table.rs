@@ -477,12 +477,15 @@ async fn run_leg(
     if cacheable && let Some(batches) = leg_cache::cached(federation, &key).await {
         return Ok(Box::pin(futures::stream::iter(batches.into_iter().map(Ok))));
     }
-    let answer = remote::run(
-        &federation.router,
-        region,
-        &session.principal,
-        sql,
-        federation.timeout,
+    let answer = tracing::Instrument::instrument(
+        remote::run(
+            &federation.router,
+            region,
+            &session.principal,
+            sql,
+            federation.timeout,
+        ),
+        session.span.clone(),
     )
     .await?;
     if !cacheable {

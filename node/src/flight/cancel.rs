@@ -311,7 +311,9 @@ impl RunningQueries {
         // not look like a complete answer.
         let completed = Arc::new(AtomicBool::new(false));
         let done = Arc::clone(&completed);
-        let producer = tokio::spawn(async move {
+        // In the DoGet's span: the plan's work (and the peer calls it makes) belongs to
+        // the client's trace.
+        let producer = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let _registered = registered;
             let mut messages = messages;
             while let Some(message) = messages.next().await {
@@ -320,7 +322,7 @@ impl RunningQueries {
                 }
             }
             done.store(true, Ordering::Release);
-        })
+        }))
         .abort_handle();
         {
             let mut state = self.state();

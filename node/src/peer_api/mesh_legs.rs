@@ -136,10 +136,12 @@ impl FlightSqlService for PeerFlightSql {
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches);
-        let stream: DoGetStream = Box::pin(encoded.map_err(|e| match e {
-            FlightError::Tonic(status) => *status,
-            other => status(ErrorKind::Internal, other.to_string()),
-        }));
+        let stream: DoGetStream = Box::pin(crate::trace_context::stream_in_current_span(
+            encoded.map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => status(ErrorKind::Internal, other.to_string()),
+            }),
+        ));
         Ok(Response::new(stream))
     }
 

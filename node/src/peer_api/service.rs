@@ -304,6 +304,7 @@ impl Peer for PeerService {
                 }))
             })
             .try_flatten();
+        let replies = crate::trace_context::stream_in_current_span(replies);
         Ok(Response::new(Box::pin(replies)))
     }
 }

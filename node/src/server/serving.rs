@@ -231,9 +231,11 @@ fn call_limit(listen: &ListenConfig) -> CallLimitLayer {
 /// The HTTP/2 settings every gRPC listener serves with: keepalive pings close
 /// connections whose client vanished or stopped answering; a connection's streams and
 /// headers are bounded; a connection older than `CONNECTION_AGE_MAX_S` is asked to
-/// reconnect (`limits.rs`).
+/// reconnect (`limits.rs`). Every call gets a span that continues the caller's W3C
+/// trace context (`trace_context::server_span`).
 fn hardened(builder: tonic::transport::Server) -> tonic::transport::Server {
     builder
+        .trace_fn(crate::trace_context::server_span)
         .http2_keepalive_interval(Some(Duration::from_secs(HTTP2_KEEPALIVE_INTERVAL_S)))
         .http2_keepalive_timeout(Some(Duration::from_secs(HTTP2_KEEPALIVE_TIMEOUT_S)))
         .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX)

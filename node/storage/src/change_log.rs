@@ -48,6 +48,10 @@ pub struct ChangeEvent {
     pub after: Option<Vec<Value>>,
     /// When the change was staged for commit, microseconds since the Unix epoch.
     pub commit_time_us: i64,
+    /// The W3C `traceparent` of the statement that made the change, if it was traced:
+    /// its CDC messages carry it on. Random identifiers, never a value of the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 pub(super) use crate::clock::now_unix_us;
@@ -177,10 +181,26 @@ mod tests {
                 Value::Double(0.1),
             ]),
             commit_time_us: 1,
+            trace_parent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         };
         let bytes = serde_json::to_vec(&event).expect("encodes");
         let back = decode_event(3, &bytes).expect("decodes");
         assert_eq!(back.seq, 3);
         assert_eq!(ChangeEvent { seq: 3, ..event }, back);
+    }
+
+    #[test]
+    fn events_written_before_traces_existed_still_decode() {
+        let old =
+            br#"{"table":"t","op":"create","key":[],"before":null,"after":[],"commit_time_us":5}"#;
+        let event = decode_event(1, old).expect("an outbox written by an earlier version");
+        assert_eq!(event.trace_parent, None);
+        assert_eq!(event.commit_time_us, 5);
+        let untraced = serde_json::to_string(&ChangeEvent {
+            trace_parent: None,
+            ..event
+        })
+        .expect("encodes");
+        assert!(!untraced.contains("trace_parent"), "{untraced}");
     }
 }

@@ -38,3 +38,4 @@ pub use store::{CloseWatch, Store};
 pub use transaction::{Transaction, TransactionStatement};
 pub use value::Value;
 pub use write_context::{CatalogRefusal, RowWrites, WriteContext};
+pub use writer::set_caller_trace;

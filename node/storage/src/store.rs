@@ -154,9 +154,13 @@ impl Store {
         let Some(commit) = transaction.take_for_commit()? else {
             return Ok(());
         };
-        self.writer
-            .submit(move |ctx| ctx.commit_transaction(commit))
-            .await
+        let span = commit_span(true);
+        tracing::Instrument::instrument(
+            self.writer
+                .submit(move |ctx| ctx.commit_transaction(commit)),
+            span,
+        )
+        .await
     }
 
     /// Point reads of snapshots consult `cache` from now on; commits invalidate it.
@@ -177,7 +181,8 @@ impl Store {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.writer.submit(statement).await
+        let span = commit_span(false);
+        tracing::Instrument::instrument(self.writer.submit(statement), span).await
     }
 
     /// The committed node-state records of `keys`, read in one snapshot (`None`: absent).
@@ -392,6 +397,16 @@ fn load_catalog(db: &Database) -> Result<CatalogCache, StorageError> {
         cache.by_name.insert(name, Arc::new(def));
     }
     Ok(cache)
+}
+
+/// The span of one statement's wait for its group commit (queueing, the commit, its
+/// fsync), as a child of the traced work that submitted it; work outside any span (a
+/// background task's bookkeeping) is not traced.
+fn commit_span(transaction: bool) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!("storage commit", db.transaction = transaction)
 }
 
 #[cfg(test)]

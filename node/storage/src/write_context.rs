@@ -130,6 +130,8 @@ pub struct WriteContext<'txn> {
     /// Every row key this batch changed, for the row cache once the commit is visible.
     pub(super) changed_row_keys: Vec<Vec<u8>>,
     pub(super) cdc_defs: HashMap<TableId, TableDef>,
+    /// The running statement's trace (W3C `traceparent`), recorded on its change events.
+    pub(super) trace_parent: Option<String>,
     pub(super) staged_stream: Vec<(u64, Vec<u8>)>,
     /// Outbox events up to and including this sequence number are removed.
     pub(super) staged_outbox_removal: Option<u64>,
@@ -522,6 +524,7 @@ impl WriteContext<'_> {
                 before,
                 after,
                 commit_time_us,
+                trace_parent: self.trace_parent.clone(),
             });
         }
         Ok(events)

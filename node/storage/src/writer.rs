@@ -51,6 +51,20 @@ trait QueuedStatement: Send {
 struct TypedStatement<F, T, E> {
     statement: F,
     reply: oneshot::Sender<Result<T, E>>,
+    /// The submitter's trace (W3C `traceparent`), for the change events it commits.
+    trace_parent: Option<String>,
+}
+
+/// Names the trace of the task submitting a statement (its W3C `traceparent`), so the
+/// change events the statement commits continue that trace into every region its
+/// changes reach. Set once by whoever installs tracing; storage itself knows no tracing
+/// system, and without it events carry no trace.
+static CALLER_TRACE: std::sync::OnceLock<fn() -> Option<String>> = std::sync::OnceLock::new();
+
+/// Registers how to name the submitting task's trace (see `CALLER_TRACE`); the first
+/// registration wins.
+pub fn set_caller_trace(source: fn() -> Option<String>) {
+    let _ = CALLER_TRACE.set(source);
 }
 
 impl<F, T, E> QueuedStatement for TypedStatement<F, T, E>
@@ -60,7 +74,12 @@ where
     E: From<StorageError> + Send + 'static,
 {
     fn run(self: Box<Self>, ctx: &mut WriteContext<'_>) -> (Finish, Option<StorageError>) {
-        let Self { statement, reply } = *self;
+        let Self {
+            statement,
+            reply,
+            trace_parent,
+        } = *self;
+        ctx.trace_parent = trace_parent;
         // A panic inside a statement is a bug in that statement; it staged nothing that
         // reached the transaction, so it fails alone and the batch goes on.
         let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| statement(ctx))) {
@@ -131,7 +150,12 @@ impl Writer {
         E: From<StorageError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let queued: Box<dyn QueuedStatement> = Box::new(TypedStatement { statement, reply });
+        let trace_parent = CALLER_TRACE.get().and_then(|source| source());
+        let queued: Box<dyn QueuedStatement> = Box::new(TypedStatement {
+            statement,
+            reply,
+            trace_parent,
+        });
         self.queue
             .send(queued)
             .await
@@ -249,6 +273,7 @@ fn commit_batch(
             cdc_keys: Default::default(),
             changed_row_keys: Vec::new(),
             cdc_defs: Default::default(),
+            trace_parent: None,
             staged_stream: Vec::new(),
             staged_outbox_removal: None,
             staged_stream_prune: None,

@@ -131,6 +131,13 @@ impl Follower {
             .replica(&self.source)
             .map_or(0, |s| s.applied_seq);
         // A heartbeat that moves nothing needs no commit.
+        let traced = crate::trace_context::apply_spans(
+            &self.source,
+            batch
+                .messages
+                .iter()
+                .filter_map(|m| envelope::header(m, crate::trace_context::TRACEPARENT)),
+        );
         let applied = if changes.is_empty() && unreadable.is_empty() && through <= known {
             replica::Applied::default()
         } else {
@@ -143,6 +150,7 @@ impl Follower {
                 })
                 .await?
         };
+        drop(traced);
         let now = Instant::now();
         let latency_ms = applied
             .newest_commit_time_us

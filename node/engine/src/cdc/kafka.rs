@@ -251,6 +251,8 @@ struct Received {
     redactor: String,
     /// `envelope::HEADER_RELEASED_TO`, if the message has it.
     released_to: Option<String>,
+    /// The committing statement's W3C `traceparent`, if it was traced.
+    trace_parent: Option<String>,
 }
 
 impl KafkaFollower {
@@ -393,6 +395,10 @@ impl KafkaFollower {
                 .await
                 .map_err(replica::ReplicaError::from)?;
         }
+        let traced = crate::trace_context::apply_spans(
+            "kafka",
+            batch.iter().filter_map(|m| m.trace_parent.as_deref()),
+        );
         for (source, changes) in by_source {
             let newest_seq = changes.iter().map(|c| c.seq).max().unwrap_or(0);
             let newest_commit = changes.iter().map(|c| c.commit_time_us).max();
@@ -415,6 +421,7 @@ impl KafkaFollower {
                 }
             });
         }
+        drop(traced);
         // Everything received is applied durably: now the group may move on.
         self.consumer.commit_consumer_state(CommitMode::Async)?;
         Ok(())
@@ -493,6 +500,7 @@ fn received(message: &rdkafka::message::BorrowedMessage<'_>) -> Received {
     };
     let redactor = header(HEADER_REDACTOR).unwrap_or_else(|| "unknown".into());
     let released_to = header(envelope::HEADER_RELEASED_TO);
+    let trace_parent = header(crate::trace_context::TRACEPARENT);
     Received {
         topic: message.topic().to_string(),
         partition: message.partition(),
@@ -501,6 +509,7 @@ fn received(message: &rdkafka::message::BorrowedMessage<'_>) -> Received {
         value: message.payload().unwrap_or_default().to_vec(),
         redactor,
         released_to,
+        trace_parent,
     }
 }
 

@@ -124,6 +124,24 @@ impl Relay {
             self.status.update_relay(|s| s.backlog = 0);
             return Ok(0);
         };
+        // One span per batch, linked to the traces of the statements whose changes it
+        // carries (each message continues its own statement's trace).
+        let span = tracing::info_span!(
+            "cdc relay",
+            cdc.events = events.len(),
+            cdc.through_seq = last,
+            cdc.region = %self.region,
+        );
+        let mut linked = std::collections::HashSet::new();
+        for parent in events.iter().filter_map(|e| e.trace_parent.as_deref()) {
+            if linked.len() < crate::limits::TRACE_LINKS_MAX && linked.insert(parent) {
+                crate::trace_context::link_to(&span, parent);
+            }
+        }
+        tracing::Instrument::instrument(self.relay_events(events, last), span).await
+    }
+
+    async fn relay_events(&self, events: Vec<ChangeEvent>, last: u64) -> Result<usize, Hold> {
         let redactor = self
             .plugins
             .redactor(&self.jurisdiction)
@@ -307,6 +325,14 @@ impl Relay {
             message
                 .headers
                 .push(crate::cdc::envelope::released_to_header(&self.destinations));
+            // The committing statement's trace goes on with the message (W3C Trace
+            // Context, as the Kafka header of the same name): a consumer's apply joins it.
+            if let Some(trace_parent) = &event.trace_parent {
+                message.headers.push(crate::peers::proto::MessageHeader {
+                    name: crate::trace_context::TRACEPARENT.into(),
+                    value: trace_parent.clone().into_bytes(),
+                });
+            }
             prepared.messages.push((event.seq, message.encode_to_vec()));
         }
         Ok(())

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use crate::trace_context::TracedChannel;
 
 use super::PeerConfig;
 use super::answer_deadline::{AnswerDeadline, Stall};
@@ -61,13 +63,13 @@ impl Classify for ForwardError {
 
 pub struct PeerRouter {
     region: String,
-    clients: HashMap<String, PeerClient<Channel>>,
+    clients: HashMap<String, PeerClient<TracedChannel>>,
     /// Channels without a per-call deadline, for long-lived streams (the follower
     /// detects a dead link by the stream's missing heartbeats instead).
-    stream_clients: HashMap<String, PeerClient<Channel>>,
+    stream_clients: HashMap<String, PeerClient<TracedChannel>>,
     /// The same channels, for Flight SQL (federated query legs), whose deadline the
     /// caller sets.
-    channels: HashMap<String, Channel>,
+    channels: HashMap<String, TracedChannel>,
     /// The deadline of one forwarded call (`[peers] timeout_ms`).
     timeout: Duration,
 }
@@ -106,8 +108,9 @@ impl PeerRouter {
                 .tls_config(tls.client(&peer.region))?
                 .connect_timeout(timeout);
             let channel = endpoint.clone().timeout(timeout).connect_lazy();
+            let channel = TracedChannel::new(channel, &peer.region);
             clients.insert(peer.region.clone(), PeerClient::new(channel));
-            let undeadlined = endpoint.connect_lazy();
+            let undeadlined = TracedChannel::new(endpoint.connect_lazy(), &peer.region);
             stream_clients.insert(
                 peer.region.clone(),
                 PeerClient::new(undeadlined.clone())
@@ -135,16 +138,16 @@ impl PeerRouter {
     }
 
     /// A channel to `region`'s node without a per-call deadline.
-    pub fn channel(&self, region: &str) -> Option<Channel> {
+    pub fn channel(&self, region: &str) -> Option<TracedChannel> {
         self.channels.get(region).cloned()
     }
 
     /// The channel to `region`'s node that forwarded calls use.
-    pub fn peer_client(&self, region: &str) -> Option<PeerClient<Channel>> {
+    pub fn peer_client(&self, region: &str) -> Option<PeerClient<TracedChannel>> {
         self.clients.get(region).cloned()
     }
 
-    fn client(&self, home: &str) -> Result<PeerClient<Channel>, ForwardError> {
+    fn client(&self, home: &str) -> Result<PeerClient<TracedChannel>, ForwardError> {
         self.clients
             .get(home)
             .cloned()

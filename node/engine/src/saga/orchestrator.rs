@@ -179,6 +179,28 @@ fn refused(step: &str, reason: &str) -> String {
 }
 
 /// The request for step `index` of `saga` in `direction`.
+/// The span of one step attempt, at the orchestrator (which records `saga.attempt`)
+/// or at the region that runs it for a peer (which records `saga.orchestrator`, the
+/// caller's certificate's region). Names and ids only: the step's fields are not in it.
+fn step_span(
+    saga_id: &str,
+    saga_type: &str,
+    step: &str,
+    region: &str,
+    direction: StepDirection,
+) -> tracing::Span {
+    tracing::info_span!(
+        "saga step",
+        saga.id = %saga_id,
+        saga.type_name = %saga_type,
+        saga.step = %step,
+        saga.step_region = %region,
+        saga.direction = super::participant::direction_name(direction),
+        saga.attempt = tracing::field::Empty,
+        saga.orchestrator = tracing::field::Empty,
+    )
+}
+
 fn step_request(saga: &SagaRecord, index: usize, direction: StepDirection) -> StepRequest {
     StepRequest {
         saga_id: saga.id.clone(),
@@ -730,7 +752,9 @@ impl SagaEngine {
         if let Ok(mut tasks) = self.tasks.lock() {
             // Finished drives are reaped as new ones start.
             while tasks.try_join_next().is_some() {}
-            tasks.spawn(drive);
+            // In the span of what started the saga (the statement, or nothing when
+            // recovery resumes it), so its steps, in every region, join that trace.
+            tasks.spawn(tracing::Instrument::in_current_span(drive));
         }
     }
 
@@ -999,13 +1023,22 @@ impl SagaEngine {
     ) -> Result<StepCall, StorageError> {
         // Its reasons become `last_error` (`system.sagas`, admin replies) and log lines.
         let shown = |reason: String| crate::redact_text::shown(&reason);
-        Ok(
-            match self.call_unshown(saga, index, direction, ahead).await? {
-                StepCall::Refused(reason) => StepCall::Refused(shown(reason)),
-                StepCall::Transient(reason) => StepCall::Transient(shown(reason)),
-                other => other,
-            },
-        )
+        let step = &saga.steps[index];
+        let span = step_span(
+            &saga.id,
+            &saga.saga_type,
+            &step.name,
+            &step.region,
+            direction,
+        );
+        span.record("saga.attempt", step.attempts);
+        let called =
+            tracing::Instrument::instrument(self.call_unshown(saga, index, direction, ahead), span);
+        Ok(match called.await? {
+            StepCall::Refused(reason) => StepCall::Refused(shown(reason)),
+            StepCall::Transient(reason) => StepCall::Transient(shown(reason)),
+            other => other,
+        })
     }
 
     async fn call_unshown(
@@ -1130,6 +1163,22 @@ impl SagaEngine {
     /// A step not recorded here yet runs only once `caller`'s saga log confirmed it
     /// (`GetSagaStep`) at this very epoch.
     pub async fn run_for_peer(
+        &self,
+        caller: &str,
+        request: StepRequest,
+    ) -> Result<Fields, ParticipantError> {
+        let span = step_span(
+            &request.saga_id,
+            &request.saga_type,
+            &request.step,
+            &self.region,
+            request.direction,
+        );
+        span.record("saga.orchestrator", caller);
+        tracing::Instrument::instrument(self.run_step_for_peer(caller, request), span).await
+    }
+
+    async fn run_step_for_peer(
         &self,
         caller: &str,
         mut request: StepRequest,

@@ -396,8 +396,30 @@ impl SqlEngine {
             .await
     }
 
-    /// `prepare`, for a session that set `options`.
+    /// `prepare`, for a session that set `options`. Traced as a `plan` span that
+    /// records the statement's kind, never its text (literals may be `pii`).
     pub async fn prepare_with(
+        &self,
+        principal: &Principal,
+        options: SessionOptions,
+        sql: &str,
+    ) -> Result<PreparedStatement, SqlError> {
+        let span = tracing::info_span!(
+            "plan",
+            db.system.name = "domicile",
+            db.operation.name = tracing::field::Empty,
+            enduser.id = %principal.user,
+        );
+        let prepared = tracing::Instrument::instrument(
+            self.parse_and_plan(principal, options, sql),
+            span.clone(),
+        )
+        .await?;
+        span.record("db.operation.name", prepared.kind.as_str());
+        Ok(prepared)
+    }
+
+    async fn parse_and_plan(
         &self,
         principal: &Principal,
         options: SessionOptions,
@@ -546,9 +568,18 @@ impl SqlEngine {
         transaction: Option<crate::storage::Transaction>,
     ) -> Result<(SendableRecordBatchStream, Option<WorkWatch>), SqlError> {
         let started = Instant::now();
-        let result = self
-            .execute_inner(prepared, params, false, None, transaction)
-            .await;
+        let span = tracing::info_span!(
+            "statement",
+            db.system.name = "domicile",
+            db.operation.name = prepared.kind.as_str(),
+            enduser.id = %prepared.principal.user,
+            db.transaction = transaction.is_some(),
+        );
+        let result = tracing::Instrument::instrument(
+            self.execute_inner(prepared, params, false, None, transaction),
+            span,
+        )
+        .await;
         self.metrics
             .record_statement(prepared.kind.as_str(), result.is_ok(), started.elapsed());
         result
@@ -697,6 +728,7 @@ impl SqlEngine {
                     via_region: via.map(str::to_string),
                     copies: prepared.kind == StatementKind::Dml,
                     transaction,
+                    span: tracing::Span::current(),
                 };
                 let config = state.config().clone().with_extension(Arc::new(session));
                 let task = Arc::new(TaskContext::from(state).with_session_config(config));
@@ -745,6 +777,7 @@ impl SqlEngine {
             via_region: None,
             copies: false,
             transaction,
+            span: tracing::Span::current(),
         }
     }
 
@@ -777,6 +810,7 @@ impl SqlEngine {
             via_region: Some(via.to_string()),
             copies: false,
             transaction: None,
+            span: tracing::Span::current(),
         };
         let target = super::dml::WriteTarget {
             def,
@@ -829,6 +863,7 @@ impl SqlEngine {
             via_region: Some(via.to_string()),
             copies: false,
             transaction: None,
+            span: tracing::Span::current(),
         });
         let access = super::pushdown::Access {
             keys,

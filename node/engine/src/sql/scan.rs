@@ -168,9 +168,16 @@ impl ExecutionPlan for StorageScanExec {
 
 /// Runs `reader` on a blocking thread that hands its batches over a bounded channel:
 /// the reader waits while the consumer is slow, and stops when the consumer goes away.
+/// The reader works in the statement's span: its policy decisions (plugin calls) and
+/// audit commits belong to the statement's trace.
 fn spawn_reader(reader: RowReader) -> SendableRecordBatchStream {
     let schema = Arc::clone(&reader.schema);
+    let span = reader
+        .egress
+        .as_ref()
+        .map_or_else(tracing::Span::current, |session| session.span.clone());
     stream_from_blocking(schema, SCAN_CONSUMER_IDLE_MAX, move |emit| {
+        let _entered = span.enter();
         reader.produce(|batch| emit(Ok(batch)))
     })
 }
@@ -277,16 +284,15 @@ impl StorageScanExec {
                 let keys = keys.clone();
                 let stream_schema = Arc::clone(&stream_schema);
                 async move {
-                    let rows = session
-                        .router
-                        .scan_rows(
-                            &region,
-                            &session.principal,
-                            &def.name,
-                            columns,
-                            keys.as_ref(),
-                            limit,
-                        )
+                    let call = session.router.scan_rows(
+                        &region,
+                        &session.principal,
+                        &def.name,
+                        columns,
+                        keys.as_ref(),
+                        limit,
+                    );
+                    let rows = tracing::Instrument::instrument(call, session.span.clone())
                         .await
                         .map_err(|e| external(WriteError::Forward(e)))?;
                     Ok::<_, DataFusionError>(rows.map(move |batch| {

@@ -34,6 +34,9 @@ pub struct StatementContext {
     /// transaction's snapshot and writes, its writes join the transaction (see
     /// `storage::Transaction`). Such a statement never reaches another node.
     pub transaction: Option<crate::storage::Transaction>,
+    /// The statement's span: the work its plan does on DataFusion's own tasks (a routed
+    /// read's peer call, a mesh leg) runs in it, so it joins the statement's trace.
+    pub span: tracing::Span,
 }
 
 /// Why a read that feeds a write is refused: names the source, never a value.

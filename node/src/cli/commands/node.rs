@@ -38,7 +38,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         config.listen.flight_sql = listen;
     }
     config.validate()?;
-    init_node_logging(&config)?;
+    let telemetry = init_node_logging(&config)?;
     let node = Node::start(&config).await.context("node failed to start")?;
     // Machine-readable first line (tests and scripts parse it), then a human summary.
     let off = || "off".to_string();
@@ -77,5 +77,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!(region = %config.region, flight_sql = %node.listening.flight_sql, "node started");
-    node.run_until_signal().await
+    let served = node.run_until_signal().await;
+    telemetry.shutdown().await;
+    served
 }
