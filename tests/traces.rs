@@ -294,3 +294,49 @@ async fn a_transfer_across_regions_is_one_trace() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_kafka_continues_its_statements_trace() {
+    let broker = domicile_tests::KafkaBroker::start().expect("tansu starts");
+    let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
+    let config = format!(
+        "\n[telemetry]\notlp_endpoint = \"{}\"\n[cdc]\nkafka_brokers = \"{}\"\n",
+        receiver.endpoint,
+        broker.brokers()
+    );
+    let mesh = Mesh::start_with(&["us-east", "eu-central"], &config).expect("mesh starts");
+    let (us, eu) = (mesh.node("us-east"), mesh.node("eu-central"));
+    for node in [us, eu] {
+        node.upload_plugin("cdc-redactor", "pii_redactor", 1)
+            .expect("redactor upload");
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(ACCOUNTS).await.expect("create accounts");
+    }
+    let write_trace = "7e1f0c2ab1a94d2f8e3c5b6a79d80e11";
+    let mut writer = eu.client("writer").await.expect("login");
+    writer
+        .inner
+        .set_header("traceparent", traceparent(write_trace));
+    writer
+        .update(&format!(
+            "INSERT INTO accounts VALUES (9, 'eu-central', '{CANARY_NAME}', '{CANARY_IBAN}', 10.00)"
+        ))
+        .await
+        .expect("insert at home");
+    us.wait_for(
+        "SELECT id FROM global.accounts WHERE id = 9",
+        Duration::from_secs(60),
+        |batches| column_strings(batches, "id") == ["9"],
+    )
+    .await;
+    // The US node applied it from a Kafka topic: its apply span continues the trace the
+    // message's `traceparent` header carried through the broker.
+    receiver
+        .wait_for("the Kafka-fed apply in the US", EXPORTED_WITHIN, |spans| {
+            in_trace(spans, write_trace)
+                .iter()
+                .any(|s| s.region == "us-east" && s.name == "cdc apply")
+        })
+        .await;
+    drop(broker);
+}
