@@ -38,6 +38,41 @@ async fn reachable(node: &TestNode) {
     .await;
 }
 
+/// A us-east / eu-central mesh whose nodes export to `receiver`, with `extra` config,
+/// both with the bundled PII redactor and `accounts`, reachable to each other.
+async fn traced_mesh(receiver: &OtlpReceiver, extra: &str) -> Mesh {
+    let config = format!(
+        "\n[telemetry]\notlp_endpoint = \"{}\"\n{extra}",
+        receiver.endpoint
+    );
+    let mesh = Mesh::start_with(&["us-east", "eu-central"], &config).expect("mesh starts");
+    for node in &mesh.nodes {
+        node.upload_plugin("cdc-redactor", "pii_redactor", 1)
+            .expect("redactor upload");
+        let mut admin = node.client("admin").await.expect("login");
+        admin.update(ACCOUNTS).await.expect("create accounts");
+    }
+    for node in &mesh.nodes {
+        reachable(node).await;
+    }
+    mesh
+}
+
+/// Inserts account `id` homed in eu-central, holding the canaries, on `node` under a
+/// client-begun trace `trace_id`.
+async fn insert_traced(node: &TestNode, id: u32, trace_id: &str) {
+    let mut writer = node.client("writer").await.expect("login");
+    writer
+        .inner
+        .set_header("traceparent", traceparent(trace_id));
+    writer
+        .update(&format!(
+            "INSERT INTO accounts VALUES ({id}, 'eu-central', '{CANARY_NAME}', '{CANARY_IBAN}', 10.00)"
+        ))
+        .await
+        .expect("insert at home");
+}
+
 fn in_trace<'a>(spans: &'a [ExportedSpan], trace_id: &str) -> Vec<&'a ExportedSpan> {
     spans.iter().filter(|s| s.trace_id == trace_id).collect()
 }
@@ -45,29 +80,12 @@ fn in_trace<'a>(spans: &'a [ExportedSpan], trace_id: &str) -> Vec<&'a ExportedSp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_routed_read_and_a_change_across_two_regions() {
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let telemetry = format!("\n[telemetry]\notlp_endpoint = \"{}\"\n", receiver.endpoint);
-    let mesh = Mesh::start_with(&["us-east", "eu-central"], &telemetry).expect("mesh starts");
+    let mesh = traced_mesh(&receiver, "").await;
     let (us, eu) = (mesh.node("us-east"), mesh.node("eu-central"));
-    eu.upload_plugin("cdc-redactor", "pii_redactor", 1)
-        .expect("redactor upload");
-    for node in [us, eu] {
-        let mut admin = node.client("admin").await.expect("login");
-        admin.update(ACCOUNTS).await.expect("create accounts");
-        reachable(node).await;
-    }
 
     // A write at home whose change replicates, in a trace the client began.
     let write_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut writer = eu.client("writer").await.expect("login");
-    writer
-        .inner
-        .set_header("traceparent", traceparent(write_trace));
-    writer
-        .update(&format!(
-            "INSERT INTO accounts VALUES (7, 'eu-central', '{CANARY_NAME}', '{CANARY_IBAN}', 10.00)"
-        ))
-        .await
-        .expect("insert at home");
+    insert_traced(eu, 7, write_trace).await;
 
     // A read on the US node of the row homed in Frankfurt: answered by the EU node.
     let read_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -299,30 +317,11 @@ async fn a_transfer_across_regions_is_one_trace() {
 async fn a_change_through_kafka_continues_its_statements_trace() {
     let broker = domicile_tests::KafkaBroker::start().expect("tansu starts");
     let receiver = OtlpReceiver::start().await.expect("OTLP receiver");
-    let config = format!(
-        "\n[telemetry]\notlp_endpoint = \"{}\"\n[cdc]\nkafka_brokers = \"{}\"\n",
-        receiver.endpoint,
-        broker.brokers()
-    );
-    let mesh = Mesh::start_with(&["us-east", "eu-central"], &config).expect("mesh starts");
+    let kafka = format!("[cdc]\nkafka_brokers = \"{}\"\n", broker.brokers());
+    let mesh = traced_mesh(&receiver, &kafka).await;
     let (us, eu) = (mesh.node("us-east"), mesh.node("eu-central"));
-    for node in [us, eu] {
-        node.upload_plugin("cdc-redactor", "pii_redactor", 1)
-            .expect("redactor upload");
-        let mut admin = node.client("admin").await.expect("login");
-        admin.update(ACCOUNTS).await.expect("create accounts");
-    }
     let write_trace = "7e1f0c2ab1a94d2f8e3c5b6a79d80e11";
-    let mut writer = eu.client("writer").await.expect("login");
-    writer
-        .inner
-        .set_header("traceparent", traceparent(write_trace));
-    writer
-        .update(&format!(
-            "INSERT INTO accounts VALUES (9, 'eu-central', '{CANARY_NAME}', '{CANARY_IBAN}', 10.00)"
-        ))
-        .await
-        .expect("insert at home");
+    insert_traced(eu, 9, write_trace).await;
     us.wait_for(
         "SELECT id FROM global.accounts WHERE id = 9",
         Duration::from_secs(60),
